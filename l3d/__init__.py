@@ -1,0 +1,30 @@
+"""l3d: a small, vectorised PyTorch 3D core that follows PyTorch3D's conventions.
+
+Modules
+-------
+cameras     look-at transforms, FoV / NDC / screen perspective cameras, projection, unprojection
+structures  batched ``Meshes`` and ``Pointclouds`` (padded tensors + lengths), normals, textures
+raster      mesh z-buffer rasteriser and point rasteriser (fully vectorised, differentiable
+            with respect to vertex attributes, textures and vertex positions through the
+            barycentrics)
+shading     point lights, materials, Phong shading, alpha compositing, the high-level renderers
+ops         knn, chamfer, area-weighted surface sampling, Laplacian smoothing, ico_sphere,
+            marching cubes
+io          OBJ/MTL/PLY, PNG/GIF/MP4 writing
+data        data root, dataset registry, downloads, procedural stand-ins
+train       device choice, seeding, checkpoints with resume, NaN guard
+report      HTML gallery of everything under ``output/``
+
+Dimension letters used in every docstring and shape comment
+----------------------------------------------------------
+N  batch (meshes, point clouds, images)      C  cameras
+P  points                                     V  vertices
+F  faces                                      R  rays
+S  samples per ray                            K  neighbours / points per pixel
+H, W  image height and width (pixels)         T  texture coordinates (UV vertices)
+
+The camera conventions (world / view / NDC / screen spaces, row vectors, pixel centres) are
+written once, in the docstring of :mod:`l3d.cameras`.
+"""
+
+__version__ = "0.1.0"
