@@ -86,13 +86,13 @@ class TexturesVertex:
         return self._packed[meshes.faces_packed()]
 
     def sample(self, meshes: "Meshes", pix_to_face: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
-        """Interpolate vertex features at pixels.
+        """Interpolate vertex features at surface points.
 
         Args:
-            pix_to_face: (N, H, W) long, packed face index per pixel, -1 for background.
-            bary: (N, H, W, 3) perspective-correct barycentrics of that face.
+            pix_to_face: (...) long packed face index (e.g. per pixel), -1 for none.
+            bary: (..., 3) barycentrics in that face.
         Returns:
-            (N, H, W, C) features, 0 at background pixels.
+            (..., C) features, 0 where ``pix_to_face`` is -1.
         """
         return interpolate_face_attributes(pix_to_face, bary, self.faces_features_packed(meshes))
 
@@ -149,22 +149,33 @@ class TexturesUV:
         return self._verts_uvs_packed[self._faces_uvs_packed]
 
     def sample(self, meshes: "Meshes", pix_to_face: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
-        """Bilinearly sample the texture at every pixel; returns (N, H, W, C), 0 at background."""
-        n, h, w = pix_to_face.shape
-        uv = interpolate_face_attributes(pix_to_face, bary, self.faces_verts_uvs_packed())  # (N,H,W,2)
-        grid = torch.stack([uv[..., 0] * 2 - 1, 1 - uv[..., 1] * 2], dim=-1)  # v flipped
-        # the map of the mesh each pixel's face belongs to: pixels of image n see mesh n
-        maps = self.maps
-        if maps.shape[0] == 1 and n > 1:
-            maps = maps.expand(n, -1, -1, -1)
-        elif maps.shape[0] != n:
-            maps = maps[meshes.image_to_mesh_idx(n)]
-        out = F.grid_sample(
-            maps.permute(0, 3, 1, 2), grid.to(maps.dtype), mode="bilinear",
-            padding_mode="border", align_corners=True,
-        )  # (N, C, H, W)
-        out = out.permute(0, 2, 3, 1)
-        return out * (pix_to_face >= 0)[..., None]
+        """Bilinearly sample each face's texture image at surface points.
+
+        Args:
+            pix_to_face: (...) long packed face index (e.g. per pixel), -1 for none.
+            bary: (..., 3) barycentrics in that face.
+        Returns:
+            (..., C) texels (differentiable w.r.t. ``maps``), 0 where ``pix_to_face`` is -1.
+        """
+        valid = pix_to_face >= 0
+        uv = interpolate_face_attributes(pix_to_face, bary, self.faces_verts_uvs_packed())  # (..., 2)
+        mesh_idx = meshes.faces_packed_to_mesh_idx()[pix_to_face.clamp(min=0)]
+        if self.maps.shape[0] == 1:
+            mesh_idx = torch.zeros_like(mesh_idx)
+        _, ht, wt, _ = self.maps.shape
+        # align_corners=True: u = 0 / 1 are the centres of the first / last texel column;
+        # v is flipped (v = 0 is the bottom row); border padding
+        x = (uv[..., 0] * (wt - 1)).clamp(0, wt - 1)
+        y = ((1 - uv[..., 1]) * (ht - 1)).clamp(0, ht - 1)
+        x0 = x.detach().floor().long().clamp(max=wt - 2) if wt > 1 else torch.zeros_like(x, dtype=torch.long)
+        y0 = y.detach().floor().long().clamp(max=ht - 2) if ht > 1 else torch.zeros_like(y, dtype=torch.long)
+        fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+        x1, y1 = (x0 + 1).clamp(max=wt - 1), (y0 + 1).clamp(max=ht - 1)
+        m = self.maps
+        top = m[mesh_idx, y0, x0] * (1 - fx) + m[mesh_idx, y0, x1] * fx
+        bot = m[mesh_idx, y1, x0] * (1 - fx) + m[mesh_idx, y1, x1] * fx
+        out = top * (1 - fy) + bot * fy
+        return out * valid[..., None].to(out.dtype)
 
     def extend(self, n: int) -> "TexturesUV":
         idx = torch.arange(len(self._faces)).repeat_interleave(n)

@@ -1,0 +1,277 @@
+"""Lights, materials, Phong shading, point compositing and the two high-level renderers.
+
+Shading follows PyTorch3D's hard Phong shader (see spec conventions): per pixel, in world space,
+with interpolated vertex normals,
+``colour = (ambient + diffuse * max(0, n.l)) * texel + specular`` where
+``specular = ks * max(0, v.r) ** shininess`` only where ``n.l > 0`` and r is the reflection of the
+light direction l about n. Camera conventions: :mod:`l3d.cameras`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from .cameras import PerspectiveCameras, Size, as_hw
+from .raster import MAX_PAIRS, Fragments, PointFragments, rasterize_meshes, rasterize_points
+from .structures import Meshes, Pointclouds, TexturesUV, TexturesVertex, interpolate_face_attributes
+
+Colour = Union[float, Sequence[float], torch.Tensor]
+
+
+def _colour(c: Colour, like: torch.Tensor, n: int = 1) -> torch.Tensor:
+    """(n or B, 3) colour tensor on ``like``'s device and dtype."""
+    t = torch.as_tensor(c, dtype=like.dtype, device=like.device)
+    if t.dim() == 0:
+        t = t.expand(3)
+    if t.dim() == 1:
+        t = t[None]
+    return t
+
+
+@dataclass
+class PointLights:
+    """Point lights, one per image or one shared (location (B, 3) or (3,)).
+
+    Defaults are PyTorch3D's: ambient 0.5, diffuse 0.3, specular 0.2, location (0, 1, 0).
+    """
+
+    location: Colour = (0.0, 1.0, 0.0)
+    ambient_color: Colour = (0.5, 0.5, 0.5)
+    diffuse_color: Colour = (0.3, 0.3, 0.3)
+    specular_color: Colour = (0.2, 0.2, 0.2)
+
+
+@dataclass
+class Materials:
+    """Material reflectivities and shininess (PyTorch3D defaults: 1, 1, 1, 64)."""
+
+    ambient_color: Colour = (1.0, 1.0, 1.0)
+    diffuse_color: Colour = (1.0, 1.0, 1.0)
+    specular_color: Colour = (1.0, 1.0, 1.0)
+    shininess: float = 64.0
+
+
+def phong_shading(
+    points: torch.Tensor,
+    normals: torch.Tensor,
+    texels: torch.Tensor,
+    camera_center: torch.Tensor,
+    lights: PointLights,
+    materials: Materials,
+    light_location: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Phong colour of surface points.
+
+    Args:
+        points: (Q, 3) world positions; normals: (Q, 3) (normalised here); texels: (Q, C) base
+            colour; camera_center: (Q, 3) eye position per point.
+        light_location: (Q, 3) per-point light position (defaults to ``lights.location``).
+    Returns:
+        (Q, C) colours.
+    """
+    loc = _colour(lights.location, points) if light_location is None else light_location
+    n = F.normalize(normals, dim=-1, eps=1e-6)
+    l = F.normalize(loc - points, dim=-1, eps=1e-6)  # noqa: E741
+    v = F.normalize(camera_center - points, dim=-1, eps=1e-6)
+    cos = (n * l).sum(-1, keepdim=True)
+    ambient = _colour(materials.ambient_color, points) * _colour(lights.ambient_color, points)
+    diffuse = _colour(materials.diffuse_color, points) * _colour(lights.diffuse_color, points) * cos.clamp(min=0)
+    r = -l + 2 * cos * n
+    spec_angle = (v * r).sum(-1, keepdim=True).clamp(min=0) * (cos > 0)
+    specular = (
+        _colour(materials.specular_color, points) * _colour(lights.specular_color, points)
+        * spec_angle.pow(materials.shininess)
+    )
+    return (ambient + diffuse) * texels + specular
+
+
+def _per_image(x: Colour, like: torch.Tensor, n: int) -> torch.Tensor:
+    t = _colour(x, like)
+    return t.expand(n, -1) if t.shape[0] == 1 else t
+
+
+ShaderName = Literal["phong", "flat", "unlit"]
+
+
+def shade_fragments(
+    meshes: Meshes,
+    frags: Fragments,
+    cameras: PerspectiveCameras,
+    lights: Optional[PointLights] = None,
+    materials: Optional[Materials] = None,
+    background: Colour = (1.0, 1.0, 1.0),
+    shader: ShaderName = "phong",
+) -> torch.Tensor:
+    """Colour rasterised fragments; returns (N, H, W, C + 1) with alpha = 1 where a face was hit.
+
+    ``shader``: "phong" (interpolated vertex normals), "flat" (face normals) or "unlit"
+    (texture colour only). Only covered pixels are shaded.
+    """
+    if meshes.textures is None:
+        raise ValueError("meshes have no textures; give them TexturesVertex or TexturesUV")
+    lights = lights if lights is not None else PointLights()
+    materials = materials if materials is not None else Materials()
+    n, h, w = frags.pix_to_face.shape
+    mask = frags.mask
+    fg = torch.nonzero(mask.reshape(-1)).squeeze(1)  # (Q,) covered pixels
+    p2f = frags.pix_to_face.reshape(-1)[fg]
+    bary = frags.bary_coords.reshape(-1, 3)[fg]
+    texels = meshes.textures.sample(meshes, p2f, bary)  # (Q, C)
+    if shader == "unlit":
+        colours = texels
+    else:
+        img = torch.div(fg, h * w, rounding_mode="floor")
+        pts = interpolate_face_attributes(p2f, bary, meshes.faces_verts_packed())
+        if shader == "phong":
+            nrm = interpolate_face_attributes(p2f, bary, meshes.verts_normals_packed()[meshes.faces_packed()])
+        elif shader == "flat":
+            nrm = meshes.faces_normals_packed()[p2f]
+        else:
+            raise ValueError(f"unknown shader {shader!r}; expected 'phong', 'flat' or 'unlit'")
+        cam_idx = img if len(cameras) == n else torch.zeros_like(img)
+        centers = cameras.get_camera_center()[cam_idx]
+        loc = _per_image(lights.location, pts, n)[img]
+        colours = phong_shading(pts, nrm, texels, centers, lights, materials, light_location=loc)
+    c = colours.shape[-1]
+    bg = _per_image(background, colours, n)  # (N, C)
+    out = bg[:, None, None, :].expand(n, h, w, c).reshape(-1, c)
+    out = out.index_put((fg,), colours)
+    alpha = mask.reshape(-1, 1).to(out.dtype)
+    return torch.cat([out, alpha], dim=-1).view(n, h, w, c + 1)
+
+
+def render_mesh(
+    meshes: Meshes,
+    cameras: PerspectiveCameras,
+    image_size: Size = 256,
+    lights: Optional[PointLights] = None,
+    materials: Optional[Materials] = None,
+    background: Colour = (1.0, 1.0, 1.0),
+    shader: ShaderName = "phong",
+    batch_size: Optional[int] = None,
+    z_clip: Optional[float] = None,
+    max_pairs: int = MAX_PAIRS,
+) -> torch.Tensor:
+    """Rasterise and shade meshes; returns RGBA images (N, H, W, C + 1) in [0, 1] (for RGB textures).
+
+    Args:
+        meshes: N meshes (or 1, broadcast over the cameras).
+        cameras: C cameras (or 1).
+        image_size: int or (H, W).
+        lights: defaults to :class:`PointLights` (location per image allowed: (N, 3)).
+        batch_size: render at most this many images at a time (bounds memory for long turntables).
+    """
+    h, w = as_hw(image_size)
+    n = max(len(meshes), len(cameras))
+    if batch_size is None or batch_size >= n:
+        frags = rasterize_meshes(meshes, cameras, (h, w), z_clip=z_clip, max_pairs=max_pairs)
+        return shade_fragments(meshes, frags, cameras, lights, materials, background, shader)
+    outs = []
+    for s in range(0, n, batch_size):
+        sl = slice(s, min(n, s + batch_size))
+        m = meshes if len(meshes) == 1 else _slice_meshes(meshes, sl)
+        c = cameras if len(cameras) == 1 else cameras[sl]
+        lt = _slice_lights(lights, sl, n)
+        bg = background
+        if torch.is_tensor(bg) and bg.dim() == 2 and bg.shape[0] == n:
+            bg = bg[sl]
+        outs.append(render_mesh(m, c, (h, w), lt, materials, bg, shader, None, z_clip, max_pairs))
+    return torch.cat(outs, 0)
+
+
+def _slice_meshes(meshes: Meshes, sl: slice) -> Meshes:
+    idx = range(*sl.indices(len(meshes)))
+    vl, fl = meshes.verts_list(), meshes.faces_list()
+    tex = meshes.textures
+    if tex is not None:
+        if isinstance(tex, TexturesVertex):
+            feats = tex._split()
+            tex = TexturesVertex([feats[i] for i in idx])
+        elif isinstance(tex, TexturesUV):
+            tex = TexturesUV(tex.maps[sl], [tex.faces_uvs_list()[i] for i in idx], [tex.verts_uvs_list()[i] for i in idx])
+    return Meshes([vl[i] for i in idx], [fl[i] for i in idx], tex)
+
+
+def _slice_lights(lights: Optional[PointLights], sl: slice, n: int) -> Optional[PointLights]:
+    if lights is None:
+        return None
+    loc = torch.as_tensor(lights.location)
+    if loc.dim() == 2 and loc.shape[0] == n and n > 1:
+        return PointLights(loc[sl], lights.ambient_color, lights.diffuse_color, lights.specular_color)
+    return lights
+
+
+# ----------------------------------------------------------------------------------------------
+# points
+# ----------------------------------------------------------------------------------------------
+def alpha_composite(
+    frags: PointFragments, features: torch.Tensor, radius: float, background: Optional[Colour] = (1.0, 1.0, 1.0)
+) -> torch.Tensor:
+    """Front-to-back alpha compositing of the K points per pixel.
+
+    ``w_k = 1 - d_k^2 / r^2``; ``colour = sum_k w_k prod_{j<k} (1 - w_j) f_k``; pixels with no point
+    get ``background`` (None leaves them 0).
+
+    Args:
+        frags: :class:`PointFragments` (N, H, W, K).
+        features: (P, C) packed per-point features.
+    Returns:
+        (N, H, W, C + 1): composited features and alpha ``1 - prod_k (1 - w_k)``.
+    """
+    valid = frags.idx >= 0
+    wgt = torch.where(valid, 1 - frags.dists / (radius * radius), torch.zeros_like(frags.dists))
+    wgt = wgt.clamp(0, 1)
+    trans = torch.cumprod(torch.cat([torch.ones_like(wgt[..., :1]), 1 - wgt[..., :-1]], -1), -1)
+    f = features[frags.idx.clamp(min=0)]  # (N, H, W, K, C)
+    colour = ((wgt * trans)[..., None] * f).sum(-2)
+    alpha = 1 - torch.prod(1 - wgt, dim=-1, keepdim=True)
+    if background is not None:
+        empty = ~valid[..., 0:1]
+        bg = _colour(background, colour).view(1, 1, 1, -1)
+        colour = torch.where(empty, bg.expand_as(colour), colour)
+    return torch.cat([colour, alpha], -1)
+
+
+def render_points(
+    pointclouds: Pointclouds,
+    cameras: PerspectiveCameras,
+    image_size: Size = 256,
+    radius: float = 0.01,
+    points_per_pixel: int = 8,
+    background: Optional[Colour] = (1.0, 1.0, 1.0),
+    batch_size: Optional[int] = None,
+) -> torch.Tensor:
+    """Rasterise and alpha-composite point clouds; returns (N, H, W, C + 1) (features + alpha).
+
+    Points without features are drawn white.
+    """
+    feats = pointclouds.features_packed()
+    if feats is None:
+        feats = torch.ones_like(pointclouds.points_packed())
+    n = max(len(pointclouds), len(cameras))
+    if batch_size is not None and batch_size < n:
+        outs = []
+        for s in range(0, n, batch_size):
+            sl = slice(s, min(n, s + batch_size))
+            pc = pointclouds if len(pointclouds) == 1 else _slice_points(pointclouds, sl)
+            cam = cameras if len(cameras) == 1 else cameras[sl]
+            outs.append(render_points(pc, cam, image_size, radius, points_per_pixel, background))
+        return torch.cat(outs, 0)
+    frags = rasterize_points(pointclouds, cameras, image_size, radius, points_per_pixel)
+    return alpha_composite(frags, feats, radius, background)
+
+
+def _slice_points(pc: Pointclouds, sl: slice) -> Pointclouds:
+    idx = range(*sl.indices(len(pc)))
+    pl, fl = pc.points_list(), pc.features_list()
+    return Pointclouds([pl[i] for i in idx], None if fl is None else [fl[i] for i in idx])
+
+
+__all__ = [
+    "PointLights", "Materials", "phong_shading", "shade_fragments", "render_mesh",
+    "alpha_composite", "render_points",
+]
