@@ -379,3 +379,40 @@ def rotation_about_axis(angle: Vec, axis: str = "y", degrees: bool = True, dtype
 def fov_to_focal(fov_deg: Vec) -> torch.Tensor:
     """NDC focal length ``1 / tan(fov / 2)`` of a FoV (degrees)."""
     return 1.0 / torch.tan(torch.deg2rad(torch.as_tensor(fov_deg, dtype=torch.float32)) / 2)
+
+
+def unproject_depth_image(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    depth: torch.Tensor,
+    camera: PerspectiveCameras,
+    grid: str = "centers",
+):
+    """Lift the masked pixels of an RGB-D image to a coloured world-space point cloud.
+
+    Args:
+        image: (H, W, C) colours; mask: (H, W) (pixels with mask > 0.5 are kept);
+        depth: (H, W) view-space depth Z; camera: a single camera (batch 1).
+        grid: "centers" places pixels at their NDC centres (consistent with the rasterisers);
+            "linspace" uses ``linspace(1, -1, S)`` along each axis as the course's starter code
+            does (use it for data made that way, e.g. the CO3D RGB-D pickle).
+    Returns:
+        points (P, 3) world coordinates and colours (P, C).
+    """
+    h, w = depth.shape[-2:]
+    check_shape(image, (h, w, None), "image")
+    check_shape(mask, (h, w), "mask")
+    if len(camera) != 1:
+        raise ValueError(f"unproject_depth_image needs one camera, got {len(camera)}")
+    if grid == "centers":
+        xy = ndc_pixel_centers((h, w), device=depth.device, dtype=depth.dtype)
+    elif grid == "linspace":
+        xs = torch.linspace(1, -1, w, device=depth.device, dtype=depth.dtype)
+        ys = torch.linspace(1, -1, h, device=depth.device, dtype=depth.dtype)
+        xy = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)
+    else:
+        raise ValueError(f"grid must be 'centers' or 'linspace', got {grid!r}")
+    keep = mask > 0.5
+    xyd = torch.cat([xy[keep], depth[keep][:, None]], -1)  # (P, 3)
+    points = camera.to(dtype=depth.dtype).unproject_points(xyd[None])[0]
+    return points, image[keep]

@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 import torch
 
 from .cameras import PerspectiveCameras, Size, as_hw, ndc_pixel_centers
-from .structures import Meshes, Pointclouds
+from .structures import Meshes, Pointclouds, gather_rows
 
 # Upper bound on (primitive, pixel) pairs processed at once (about 40 bytes each per temporary).
 MAX_PAIRS = 1 << 22
@@ -114,12 +114,14 @@ def _bbox_pairs(lo: torch.Tensor, hi: torch.Tensor, h: int, w: int, max_pairs: i
         sel = keep[start:end]
         cnt = count_k[start:end]
         total = int(cnt.sum())
-        prim_local = torch.repeat_interleave(torch.arange(len(sel), device=lo.device), cnt)
+        # per-pair values by repeat_interleave of per-primitive values (sequential, no gathers)
         first = torch.cumsum(cnt, 0) - cnt
-        k = torch.arange(total, device=lo.device) - first[prim_local]
-        prim = sel[prim_local]
-        col = c0[prim] + k % bw[prim]
-        row = r0[prim] + torch.div(k, bw[prim], rounding_mode="floor")
+        k = torch.arange(total, device=lo.device) - torch.repeat_interleave(first, cnt, output_size=total)
+        bw_p = torch.repeat_interleave(bw.index_select(0, sel), cnt, output_size=total)
+        prim = torch.repeat_interleave(sel, cnt, output_size=total)
+        q = torch.div(k, bw_p, rounding_mode="floor")
+        col = torch.repeat_interleave(c0.index_select(0, sel), cnt, output_size=total) + (k - q * bw_p)
+        row = torch.repeat_interleave(r0.index_select(0, sel), cnt, output_size=total) + q
         yield prim, col, row
         start = end
 
@@ -230,59 +232,57 @@ def rasterize_meshes(
 
     # ---- selection (no autograd)
     with torch.no_grad():
-        R, T = cameras.R[cam][img_of], cameras.T[cam][img_of]  # (M, 3, 3), (M, 3)
-        fv = torch.bmm(verts[faces[face_of]], R) + T[:, None]  # (M, 3, 3) view space
+        R = cameras.R.index_select(0, cam).index_select(0, img_of)  # (M, 3, 3)
+        T = cameras.T.index_select(0, cam).index_select(0, img_of)  # (M, 3)
+        fv = torch.bmm(gather_rows(verts, gather_rows(faces, face_of)), R) + T[:, None]  # (M, 3, 3) view
         tri, src, maps = _clip_faces(fv, z_clip)
-        t_img = img_of[src]
-        fl = cameras.focal_length[cam][t_img][:, None]
-        pp = cameras.principal_point[cam][t_img][:, None]
+        t_img = img_of.index_select(0, src)
+        fl = cameras.focal_length.index_select(0, cam).index_select(0, t_img)[:, None]
+        pp = cameras.principal_point.index_select(0, cam).index_select(0, t_img)[:, None]
         z = tri[..., 2]  # (M', 3)
-        ndc = tri[..., :2] / z[..., None] * fl + pp
-        pix = _ndc_to_pix(ndc, h, w)  # (M', 3, 2) continuous (col, row)
-        # pixel-space barycentric planes: bary = A @ (col, row, 1)
+        pix = _ndc_to_pix(tri[..., :2] / z[..., None] * fl + pp, h, w)  # (M', 3, 2) (col, row)
+        # pixel-space barycentric planes: bary_k = A[k, 0] col + A[k, 1] row + A[k, 2]
         x, y = pix[..., 0], pix[..., 1]
         area = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (x[:, 2] - x[:, 0]) * (y[:, 1] - y[:, 0])
         ok = area.abs() > 1e-12
         i1, i2 = [1, 2, 0], [2, 0, 1]
         A = torch.stack([y[:, i1] - y[:, i2], x[:, i2] - x[:, i1], x[:, i1] * y[:, i2] - x[:, i2] * y[:, i1]], -1)
-        A = A / torch.where(ok, area, torch.ones_like(area))[:, None, None]  # (M', 3, 3)
+        A = (A / torch.where(ok, area, torch.ones_like(area))[:, None, None]).reshape(-1, 9)  # (M', 9)
         inv_z = 1.0 / z
         big = torch.iinfo(torch.int64).max
         best = torch.full((n * h * w,), big, dtype=torch.int64, device=verts.device)
         lo, hi = pix.amin(1), pix.amax(1)
         lo[~ok] = float("inf")  # degenerate triangles produce no pairs
         for prim, col, row in _bbox_pairs(lo, hi, h, w, max_pairs):
-            b = A[prim, :, 0] * col[:, None] + A[prim, :, 1] * row[:, None] + A[prim, :, 2]  # (Q, 3)
-            inside = (b >= 0).all(1)
-            prim, col, row, b = prim[inside], col[inside], row[inside], b[inside]
-            zp = 1.0 / (b * inv_z[prim]).sum(1)  # perspective-correct depth
-            key = (_float_key(zp) << 32) | prim
-            best.scatter_reduce_(0, t_img[prim] * (h * w) + row * w + col, key, reduce="amin")
-        hit = best != big
-        hit_pix = torch.nonzero(hit).squeeze(1)
-        win = best[hit_pix] & 0xFFFFFFFF  # winning clipped-triangle index
+            Ap = A.index_select(0, prim).view(-1, 3, 3)  # (Q, 3, 3)
+            b = Ap[..., 0] * col[:, None].to(A.dtype) + Ap[..., 1] * row[:, None].to(A.dtype) + Ap[..., 2]
+            inside = torch.nonzero((b >= 0).all(1)).squeeze(1)
+            prim, b = prim.index_select(0, inside), b.index_select(0, inside)
+            pix_id = t_img.index_select(0, prim) * (h * w) + row.index_select(0, inside) * w + col.index_select(0, inside)
+            zp = 1.0 / (b * inv_z.index_select(0, prim)).sum(1)  # perspective-correct depth
+            best.scatter_reduce_(0, pix_id, (_float_key(zp) << 32) | prim, reduce="amin")
+        hit_pix = torch.nonzero(best != big).squeeze(1)
+        win = best.index_select(0, hit_pix) & 0xFFFFFFFF  # winning clipped-triangle index
 
     # ---- recompute the winners' barycentrics with autograd
-    win_face = face_of[src[win]]
-    win_img = hit_pix // (h * w)
-    R, T = cameras.R[cam][win_img], cameras.T[cam][win_img]
-    fv = torch.bmm(verts[faces[win_face]], R) + T[:, None]  # (Q, 3, 3) differentiable
-    bary_map = maps[win]  # (Q, 3, 3) clipped corners as weights of the face's corners (constant)
-    tv = bary_map @ fv  # corners of the (possibly clipped) winning triangles
-    fl = cameras.focal_length[cam][win_img][:, None]
-    pp = cameras.principal_point[cam][win_img][:, None]
-    ndc = tv[..., :2] / tv[..., 2:3] * fl + pp  # (Q, 3, 2)
+    win_face = face_of.index_select(0, src.index_select(0, win))
+    win_img = torch.div(hit_pix, h * w, rounding_mode="floor")
+    wcam = cam.index_select(0, win_img)
+    R, T = cameras.R.index_select(0, wcam), cameras.T.index_select(0, wcam)
+    fv = torch.bmm(gather_rows(verts, gather_rows(faces, win_face)), R) + T[:, None]  # (Q, 3, 3)
+    tv = maps.index_select(0, win) @ fv  # corners of the (possibly clipped) winning triangles
+    ndc = tv[..., :2] / tv[..., 2:3] * cameras.focal_length.index_select(0, wcam)[:, None] \
+        + cameras.principal_point.index_select(0, wcam)[:, None]  # (Q, 3, 2)
     grid = ndc_pixel_centers((h, w), device=verts.device, dtype=verts.dtype).reshape(-1, 2)
-    b2 = _bary_2d(grid[hit_pix % (h * w)], ndc)  # screen-space barycentrics (Q, 3)
+    b2 = _bary_2d(grid.index_select(0, hit_pix % (h * w)), ndc)  # screen-space barycentrics (Q, 3)
     bz = b2 / tv[..., 2]
     zq = 1.0 / bz.sum(1)
     bary_new = bz * zq[:, None]  # perspective-correct in the clipped triangle
-    bary = (bary_new[:, None, :] @ bary_map)[:, 0]  # back to the source face's corners
+    bary = (bary_new[:, None, :] @ maps.index_select(0, win))[:, 0]  # weights of the face's corners
 
-    pix_to_face = torch.full((n * h * w,), -1, dtype=torch.long, device=verts.device)
-    pix_to_face[hit_pix] = win_face
-    zbuf = torch.full((n * h * w,), -1.0, dtype=verts.dtype, device=verts.device).index_put((hit_pix,), zq)
-    bary_out = torch.zeros(n * h * w, 3, dtype=verts.dtype, device=verts.device).index_put((hit_pix,), bary)
+    pix_to_face = torch.full((n * h * w,), -1, dtype=torch.long, device=verts.device).index_copy(0, hit_pix, win_face)
+    zbuf = torch.full((n * h * w,), -1.0, dtype=verts.dtype, device=verts.device).index_copy(0, hit_pix, zq)
+    bary_out = torch.zeros(n * h * w, 3, dtype=verts.dtype, device=verts.device).index_copy(0, hit_pix, bary)
     return Fragments(pix_to_face.view(n, h, w), zbuf.view(n, h, w), bary_out.view(n, h, w, 3))
 
 

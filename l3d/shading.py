@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .cameras import PerspectiveCameras, Size, as_hw
 from .raster import MAX_PAIRS, Fragments, PointFragments, rasterize_meshes, rasterize_points
-from .structures import Meshes, Pointclouds, TexturesUV, TexturesVertex, interpolate_face_attributes
+from .structures import Meshes, Pointclouds, TexturesUV, TexturesVertex, gather_rows, interpolate_face_attributes
 
 Colour = Union[float, Sequence[float], torch.Tensor]
 
@@ -118,8 +118,8 @@ def shade_fragments(
     n, h, w = frags.pix_to_face.shape
     mask = frags.mask
     fg = torch.nonzero(mask.reshape(-1)).squeeze(1)  # (Q,) covered pixels
-    p2f = frags.pix_to_face.reshape(-1)[fg]
-    bary = frags.bary_coords.reshape(-1, 3)[fg]
+    p2f = frags.pix_to_face.reshape(-1).index_select(0, fg)
+    bary = gather_rows(frags.bary_coords.reshape(-1, 3), fg)
     texels = meshes.textures.sample(meshes, p2f, bary)  # (Q, C)
     if shader == "unlit":
         colours = texels
@@ -127,19 +127,19 @@ def shade_fragments(
         img = torch.div(fg, h * w, rounding_mode="floor")
         pts = interpolate_face_attributes(p2f, bary, meshes.faces_verts_packed())
         if shader == "phong":
-            nrm = interpolate_face_attributes(p2f, bary, meshes.verts_normals_packed()[meshes.faces_packed()])
+            nrm = interpolate_face_attributes(p2f, bary, gather_rows(meshes.verts_normals_packed(), meshes.faces_packed()))
         elif shader == "flat":
-            nrm = meshes.faces_normals_packed()[p2f]
+            nrm = gather_rows(meshes.faces_normals_packed(), p2f)
         else:
             raise ValueError(f"unknown shader {shader!r}; expected 'phong', 'flat' or 'unlit'")
         cam_idx = img if len(cameras) == n else torch.zeros_like(img)
-        centers = cameras.get_camera_center()[cam_idx]
-        loc = _per_image(lights.location, pts, n)[img]
+        centers = gather_rows(cameras.get_camera_center(), cam_idx)
+        loc = gather_rows(_per_image(lights.location, pts, n), img)
         colours = phong_shading(pts, nrm, texels, centers, lights, materials, light_location=loc)
     c = colours.shape[-1]
     bg = _per_image(background, colours, n)  # (N, C)
     out = bg[:, None, None, :].expand(n, h, w, c).reshape(-1, c)
-    out = out.index_put((fg,), colours)
+    out = out.index_copy(0, fg, colours)
     alpha = mask.reshape(-1, 1).to(out.dtype)
     return torch.cat([out, alpha], dim=-1).view(n, h, w, c + 1)
 

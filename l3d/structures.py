@@ -41,6 +41,15 @@ def _to_list(x: TensorOrList, name: str, width: int, pad_value: float = 0) -> Li
     return items
 
 
+def gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x[idx]`` for a long index tensor of any shape, via ``index_select``.
+
+    Equivalent to advanced indexing along the first dimension but several times faster on CPU
+    (and differentiable w.r.t. ``x`` all the same). Returns ``idx.shape + x.shape[1:]``.
+    """
+    return x.index_select(0, idx.reshape(-1)).view(*idx.shape, *x.shape[1:])
+
+
 def packed_to_padded(x: torch.Tensor, lengths: torch.Tensor, pad_value: float = 0) -> torch.Tensor:
     """Scatter a packed ``(sum L_i, ...)`` tensor into a padded ``(N, max L_i, ...)`` tensor."""
     n = lengths.shape[0]
@@ -83,7 +92,7 @@ class TexturesVertex:
 
     def faces_features_packed(self, meshes: "Meshes") -> torch.Tensor:
         """(F, 3, C): the features of the three corners of every packed face."""
-        return self._packed[meshes.faces_packed()]
+        return gather_rows(self._packed, meshes.faces_packed())
 
     def sample(self, meshes: "Meshes", pix_to_face: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
         """Interpolate vertex features at surface points.
@@ -146,7 +155,7 @@ class TexturesUV:
 
     def faces_verts_uvs_packed(self) -> torch.Tensor:
         """(F, 3, 2): UV coordinates of the three corners of every packed face."""
-        return self._verts_uvs_packed[self._faces_uvs_packed]
+        return gather_rows(self._verts_uvs_packed, self._faces_uvs_packed)
 
     def sample(self, meshes: "Meshes", pix_to_face: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
         """Bilinearly sample each face's texture image at surface points.
@@ -159,9 +168,10 @@ class TexturesUV:
         """
         valid = pix_to_face >= 0
         uv = interpolate_face_attributes(pix_to_face, bary, self.faces_verts_uvs_packed())  # (..., 2)
-        mesh_idx = meshes.faces_packed_to_mesh_idx()[pix_to_face.clamp(min=0)]
         if self.maps.shape[0] == 1:
-            mesh_idx = torch.zeros_like(mesh_idx)
+            mesh_idx = torch.zeros_like(pix_to_face)
+        else:
+            mesh_idx = gather_rows(meshes.faces_packed_to_mesh_idx(), pix_to_face.clamp(min=0))
         _, ht, wt, _ = self.maps.shape
         # align_corners=True: u = 0 / 1 are the centres of the first / last texel column;
         # v is flipped (v = 0 is the bottom row); border padding
@@ -171,9 +181,10 @@ class TexturesUV:
         y0 = y.detach().floor().long().clamp(max=ht - 2) if ht > 1 else torch.zeros_like(y, dtype=torch.long)
         fx, fy = (x - x0)[..., None], (y - y0)[..., None]
         x1, y1 = (x0 + 1).clamp(max=wt - 1), (y0 + 1).clamp(max=ht - 1)
-        m = self.maps
-        top = m[mesh_idx, y0, x0] * (1 - fx) + m[mesh_idx, y0, x1] * fx
-        bot = m[mesh_idx, y1, x0] * (1 - fx) + m[mesh_idx, y1, x1] * fx
+        flat = self.maps.reshape(-1, self.maps.shape[-1])  # (N * Ht * Wt, C)
+        row0, row1 = (mesh_idx * ht + y0) * wt, (mesh_idx * ht + y1) * wt
+        top = gather_rows(flat, row0 + x0) * (1 - fx) + gather_rows(flat, row0 + x1) * fx
+        bot = gather_rows(flat, row1 + x0) * (1 - fx) + gather_rows(flat, row1 + x1) * fx
         out = top * (1 - fy) + bot * fy
         return out * valid[..., None].to(out.dtype)
 
@@ -210,8 +221,7 @@ def interpolate_face_attributes(
         (..., D) interpolated attributes, 0 where ``pix_to_face`` is -1.
     """
     valid = pix_to_face >= 0
-    idx = pix_to_face.clamp(min=0)
-    corners = face_attrs[idx]  # (..., 3, D)
+    corners = gather_rows(face_attrs, pix_to_face.clamp(min=0))  # (..., 3, D)
     out = (bary[..., None] * corners).sum(dim=-2)
     return out * valid[..., None].to(out.dtype)
 
@@ -311,7 +321,7 @@ class Meshes:
 
     def faces_verts_packed(self) -> torch.Tensor:
         """(F, 3, 3): the three corner positions of every packed face."""
-        return self._verts_packed[self._faces_packed]
+        return gather_rows(self._verts_packed, self._faces_packed)
 
     def faces_normals_packed(self, normalize: bool = True) -> torch.Tensor:
         """(F, 3) face normals ``(v1 - v0) x (v2 - v0)``; unnormalised they are 2 x area x n."""

@@ -57,6 +57,8 @@ from typing import Any, Callable, Iterable, Literal, Mapping
 import numpy as np
 import torch
 
+from .data import DownloadError
+
 __all__ = [
     "UserError",
     "NonFiniteLossError",
@@ -106,6 +108,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     NotADirectoryError,
     PermissionError,
     ValueError,
+    DownloadError,
 )
 
 
