@@ -8,6 +8,7 @@ Each frame is labelled "fov: xx.xx" in red at (20, 20).
 from __future__ import annotations
 
 import time
+from typing import Optional, Sequence
 
 import torch
 
@@ -21,23 +22,29 @@ from l3d.train import choose_device, run_cli
 
 
 def dolly_frames(mesh: Meshes, num_frames: int, image_size: int, k: float = 2.5, fov_start: float = 5.0,
-                 fov_end: float = 120.0, height: float = 0.0, batch_size: int = 8):
+                 fov_end: float = 120.0, height: float = 0.0, batch_size: int = 8,
+                 light_location=(0.0, 0.0, -3.0), background=(1.0, 1.0, 1.0), shader: str = "phong",
+                 frame_indices: Optional[Sequence[int]] = None):
     """(T, H, W, 3) labelled frames and the (T,) fovs and distances of a dolly zoom.
 
     The camera looks along +z from ``(0, height, -d)``; ``d = k / tan(fov / 2)`` keeps a plane at
-    the origin ``2 k`` wide in view for every fov.
+    the origin ``2 k`` wide in view for every fov. ``frame_indices`` renders only those frames.
     """
     device, dtype = mesh.device, mesh.verts_packed().dtype
     fovs = torch.linspace(fov_start, fov_end, num_frames, dtype=dtype, device=device)
+    if frame_indices is not None:
+        fovs = fovs[list(frame_indices)]
+        num_frames = len(fovs)
     dists = k / torch.tan(torch.deg2rad(fovs) / 2)
     R = torch.eye(3, dtype=dtype, device=device).expand(num_frames, 3, 3)
     T = torch.stack([torch.zeros_like(dists), -torch.full_like(dists, height), dists], -1)
     # the ground plane reaches under the camera at wide angles: a near plane of 0.1 (clipping at
     # 0.05) keeps it in view down to the bottom edge, as in the course's reference GIF
     cams = FoVPerspectiveCameras(znear=0.1, fov=fovs, R=R, T=T)
-    lights = PointLights(location=((0.0, 0.0, -3.0),))
+    lights = PointLights(location=(tuple(light_location),))
     with torch.no_grad():
-        imgs = render_mesh(mesh, cams, image_size, lights=lights, batch_size=batch_size)[..., :3].clamp(0, 1)
+        imgs = render_mesh(mesh, cams, image_size, lights=lights, background=background, shader=shader,
+                           batch_size=batch_size)[..., :3].clamp(0, 1)
     frames = torch.stack([label_image(img, f"fov: {f:.2f}", xy=(20, 20), color=(255, 0, 0))
                           for img, f in zip(imgs, fovs.tolist())])
     return frames, fovs, dists

@@ -15,10 +15,13 @@ A script reads like a recipe::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
-from .io import write_command, write_metrics
+from .io import atomic_path, command_line, write_metrics
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -50,11 +53,41 @@ def output_path(args: argparse.Namespace, default_name: str) -> Path:
     return p
 
 
+_INVOKED: Optional[Tuple[str, Sequence[str]]] = None  # set while a demo runs a script in-process
+
+
+@contextlib.contextmanager
+def invoked_as(module: str, argv: Sequence[str]) -> Iterator[None]:
+    """Make :func:`report` record ``python -m <module> <argv>`` as the command (in-process runs)."""
+    global _INVOKED
+    saved, _INVOKED = _INVOKED, (module, list(argv))
+    try:
+        yield
+    finally:
+        _INVOKED = saved
+
+
+def run_steps(steps: Sequence[Tuple[str, Sequence[str]]]) -> None:
+    """Run ``module.main(argv)`` for every (module, argv) in order, in this process (a demo)."""
+    for module, argv in steps:
+        print(f"-- python -m {module} {' '.join(argv)}", flush=True)
+        t = time.perf_counter()
+        with invoked_as(module, argv):
+            importlib.import_module(module).main(list(argv))
+        print(f"   ({time.perf_counter() - t:.1f} s)", flush=True)
+
+
 def report(output_dir: Any, metrics: Optional[Mapping[str, Any]] = None, written: Iterable[Any] = ()) -> None:
     """Write ``metrics.json`` (merged) and ``command.txt`` to the output folder and print a summary."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_command(out)
+    # command.txt keeps one line per distinct command that wrote into this folder
+    line = command_line(["-"] + list(_INVOKED[1]), module=_INVOKED[0]) if _INVOKED else command_line()
+    cmd_file = out / "command.txt"
+    lines = cmd_file.read_text().splitlines() if cmd_file.exists() else []
+    if line not in lines:
+        with atomic_path(cmd_file) as tmp:
+            Path(tmp).write_text("\n".join(lines + [line]) + "\n")
     if metrics:
         write_metrics(out, dict(metrics))
         for k, v in metrics.items():
