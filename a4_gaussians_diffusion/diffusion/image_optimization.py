@@ -1,0 +1,130 @@
+"""Q2.1 SDS image optimisation: optimise a latent image so that it matches a text prompt.
+
+    python -m a4_gaussians_diffusion.diffusion.image_optimization --prompt "a hamburger" --sds_guidance 1
+    python -m a4_gaussians_diffusion.diffusion.image_optimization --prompt "a standing corgi dog" --sds_guidance 0
+
+The latent (1, 4, 64, 64) starts as standard normal noise and is the only parameter; each
+iteration adds noise at a random timestep, asks the UNet for the noise (with classifier-free
+guidance when ``--sds_guidance 1``, else the conditional prediction alone) and steps AdamW along
+the SDS gradient (lr 0.1, cosine schedule with 100 warm-up steps, 2000 iterations). Writes
+``iters/iter_XXXX.png`` (the decoded latent every ``--save_every`` iterations), ``final.png``,
+``progress.png`` (the saved iterations side by side), ``losses.csv`` / ``losses.png``, a
+checkpoint and ``metrics.json`` into ``<output_dir>/<prompt>_<guidance|no_guidance><postfix>/``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from l3d.cli import report, script_parser
+from l3d.io import label_image, save_image
+from l3d.train import CheckpointManager, LossLog, check_finite, choose_device, graceful_interrupt, progress, \
+    run_cli, seed_everything
+
+from .common import StepTimer, add_sds_flags, check_iterations, load_guidance, memory_metrics, pipeline_label, \
+    prompt_embeddings, rss_mb, run_folder, save_args, write_tiny_note
+
+
+def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup`` steps, then a half cosine from the base rate to 0 at ``total``
+    (diffusers' ``get_cosine_schedule_with_warmup`` with 0.5 cycles)."""
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+
+    return get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=max(total, 1))
+
+
+def main(argv=None):
+    ap = script_parser(__doc__, "a4_gaussians_diffusion/diffusion_image")
+    add_sds_flags(ap)
+    ap.add_argument("--sds_guidance", type=int, choices=[0, 1], default=1,
+                    help="1: classifier-free guidance with the negative prompt; 0: conditional noise prediction only")
+    ap.add_argument("--iterations", type=int, default=2000, help="optimisation steps")
+    ap.add_argument("--lr", type=float, default=0.1, help="AdamW learning rate")
+    ap.add_argument("--weight_decay", type=float, default=0.0, help="AdamW weight decay")
+    ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps of the cosine schedule")
+    ap.add_argument("--save_every", type=int, default=100, help="decode and save the image every this many iterations")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.iterations, args.save_every, args.warmup = min(args.iterations, 6), min(args.save_every, 3), min(args.warmup, 2)
+    check_iterations(args.iterations)
+    if args.save_every < 1:
+        raise ValueError("--save_every must be at least 1")
+    device = choose_device(args.device)
+    seed_everything(args.seed)
+    out = run_folder(args, "_guidance" if args.sds_guidance else "_no_guidance")
+    save_args(out, args)
+
+    sd = load_guidance(args, device)
+    label = pipeline_label(sd, args.model)
+    emb = prompt_embeddings(sd, args.prompt, args.negative_prompt)
+    uncond = emb["uncond"] if args.sds_guidance else None
+
+    gen = torch.Generator(device="cpu").manual_seed(args.seed)
+    init = torch.randn(1, sd.latent_channels, sd.latent_size, sd.latent_size, generator=gen)
+    latents = torch.nn.Parameter(init.to(device))
+    optim = torch.optim.AdamW([latents], lr=args.lr, weight_decay=args.weight_decay)
+    sched = cosine_with_warmup(optim, args.warmup, args.iterations)
+    ckpts = CheckpointManager(out / "checkpoints", every=args.ckpt_every, keep_last=2)
+    log = LossLog(out / "losses.csv", append=args.resume)
+    start = 0
+    if args.resume and (state := ckpts.resume()) is not None:
+        latents.data.copy_(state["latents"].to(device))
+        optim.load_state_dict(state["optim"])
+        sched.load_state_dict(state["sched"])
+        start = int(state["step"]) + 1
+        log.rewind(state["step"])
+        print(f"resumed from step {state['step']}")
+
+    written, snapshots = [], []
+    timer = StepTimer(device)
+    rss0 = rss_mb()
+    loss_value = float("nan")
+    (out / "iters").mkdir(exist_ok=True)
+    with graceful_interrupt() as stop:
+        for step in progress(range(start, args.iterations), "SDS image"):
+            with timer:
+                optim.zero_grad(set_to_none=True)
+                res = sd.sds_loss(latents, emb["default"], uncond, args.guidance_scale)
+                check_finite(res.loss, step, "SDS loss")
+                res.loss.backward()
+                optim.step()
+                sched.step()
+            loss_value = float(res.loss.detach())
+            log.append(step, {"loss/sds": loss_value, "t": int(res.t[0]), "lr": sched.get_last_lr()[0]})
+            last = step == args.iterations - 1
+            if (step + 1) % args.save_every == 0 or last:
+                img = sd.decode_latents(latents.detach())[0].permute(1, 2, 0).cpu()  # (H, W, 3)
+                written.append(save_image(out / "iters" / f"iter_{step + 1:04d}.png", img))
+                snapshots.append(label_image(img.numpy(), f"{step + 1}", xy=(4, 4)))
+            ckpts.maybe_save(step, lambda: {"latents": latents.detach().cpu(), "optim": optim.state_dict(),
+                                            "sched": sched.state_dict(), "args": vars(args)},
+                             force=stop.requested or last)
+            if stop.requested:
+                break
+
+    final = sd.decode_latents(latents.detach())[0].permute(1, 2, 0).cpu()
+    paths = [save_image(out / "final.png", final)]
+    if snapshots:
+        import numpy as np
+
+        keep = snapshots if len(snapshots) <= 10 else [snapshots[i] for i in
+                                                        np.linspace(0, len(snapshots) - 1, 10).round().astype(int)]
+        paths.append(save_image(out / "progress.png", np.concatenate(keep, 1)))
+    if log.rows():
+        paths.append(log.plot(out / "losses.png"))
+    note = write_tiny_note(out, label)
+    metrics = {
+        "pipeline": label, "prompt": args.prompt, "negative_prompt": args.negative_prompt,
+        "sds_guidance": args.sds_guidance, "guidance_scale": args.guidance_scale if args.sds_guidance else None,
+        "iterations": args.iterations, "final_sds_loss": loss_value if math.isfinite(loss_value) else None,
+        **timer.metrics(), "image_size": sd.image_size, "latent_size": sd.latent_size,
+        "device": str(device), "dtype": str(sd.dtype).replace("torch.", ""), **memory_metrics(device, rss0),
+    }
+    report(out, metrics, paths + ([note] if note else []) + [f"{len(written)} images in {out / 'iters'}"])
+    return out
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,273 @@
+"""Q2.3 / Q2.4.1 DreamFusion: optimise a NeRF from a text prompt with SDS (optionally view-dependent).
+
+    python -m a4_gaussians_diffusion.diffusion.nerf_optimization --prompt "a standing corgi dog" \\
+        --lambda_entropy 1e-3 --lambda_orient 1e-2 --latent_iter_ratio 0.2
+    python -m a4_gaussians_diffusion.diffusion.nerf_optimization --prompt "a standing corgi dog" --view_dep_text 1
+
+Each iteration draws a random camera (radius U(3, 3.5), polar U(45, 105), azimuth U(-180, 180),
+FoV U(10, 30) degrees), volume-renders the field at ``--h`` x ``--w`` (64 x 64) with DreamFusion's
+shading and computes the guided SDS loss of the render (upsampled to the model's 512 x 512 and
+VAE-encoded) plus the regularisers:
+
+    loss = SDS + lambda_entropy * min(1, 2 step / iters) * entropy(opacity) + lambda_orient * orientation
+
+Shading schedule: for the first ``latent_iter_ratio * iters`` steps the field is rendered with
+*normal* shading and the 4 channels (normal RGB, opacity), resized to the latent size and mapped
+to [-1, 1], are used directly as the latent (the geometry warm-up of stable-dreamfusion /
+Fantasia3D); then each step picks ``textureless`` shading with probability ``textureless_ratio``,
+else ``lambertian`` with an ambient ratio U(min_ambient_ratio, 1), lit from a random direction near
+the camera (``albedo`` only for the first ``albedo_iter_ratio * iters`` steps, if any). With
+``--view_dep_text 1`` the text embedding is interpolated between "<prompt>, front / side / back
+view" by the camera's azimuth (``--view_dep_mode select`` picks the nearest instead).
+
+Field: :class:`a4_gaussians_diffusion.diffusion.nerf.DreamNeRF` (harmonic embedding + MLP, density
+exp(h + blob), sigmoid albedo, normals from the density gradient) and a learned background of the
+ray direction; Adam (lr 1e-3, betas 0.9/0.99; the course's Adan is not in PyTorch); an EMA copy of
+the weights renders the videos. Writes ``videos/rgb.mp4`` and ``videos/depth.mp4`` (a 360-degree
+orbit at polar 90, radius 3.2, FoV 20; also every ``--eval_every`` iterations), ``rgb.png`` /
+``depth.png`` (a strip of orbit frames), ``iters/iter_XXXX.png`` (training renders),
+``losses.csv`` / ``losses.png``, checkpoints (``--resume`` continues) and ``metrics.json`` into
+``<output_dir>/<prompt><_view_dep><postfix>/``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from l3d.cli import report, script_parser
+from l3d.io import save_image, save_mp4
+from l3d.train import CheckpointManager, LossLog, check_finite, choose_device, graceful_interrupt, progress, \
+    run_cli, seed_everything
+
+from .common import StepTimer, add_sds_flags, check_iterations, load_guidance, memory_metrics, pipeline_label, \
+    prompt_embeddings, rss_mb, run_folder, save_args, write_tiny_note
+from .nerf import EMA, Background, DreamNeRF, NeRFConfig, entropy_loss, render_nerf
+from .views import CameraSampler, orbit_cameras, view_dependent_embedding
+
+
+def choose_shading(step: int, iters: int, args, rng: random.Random):
+    """(shading, ambient_ratio, as_latent) of this step (see the module docstring)."""
+    if step < args.latent_iter_ratio * iters:
+        return "normal", 1.0, True
+    if step < args.albedo_iter_ratio * iters:
+        return "albedo", 1.0, False
+    if rng.random() < args.textureless_ratio:
+        return "textureless", args.min_ambient_ratio + (1 - args.min_ambient_ratio) * rng.random(), False
+    return "lambertian", args.min_ambient_ratio + (1 - args.min_ambient_ratio) * rng.random(), False
+
+
+def render_orbit(model, background, args, device, n_frames: int, size: int, background_color=None):
+    """(T, S, S, 3) RGB frames and (T, S, S) depths of the test orbit (albedo shading, no grad)."""
+    cams = orbit_cameras(n_frames, args.default_radius, args.default_polar, args.default_fov, device=device)
+    rgb, depth = [], []
+    with torch.no_grad():
+        for k in range(n_frames):  # one frame at a time bounds the memory
+            r = render_nerf(model, cams.cameras[k:k + 1], size, "albedo", background=background,
+                            background_color=background_color, chunk_rays=args.chunk_rays)
+            rgb.append(r.image[0].clamp(0, 1).cpu())
+            depth.append(r.depth[0].cpu())
+    return torch.stack(rgb), torch.stack(depth)
+
+
+def depth_frames(depth: torch.Tensor) -> torch.Tensor:
+    """Greyscale (T, H, W, 3) frames of depths normalised by the video's own min / max."""
+    lo, hi = float(depth.min()), float(depth.max())
+    d = (depth - lo) / max(hi - lo, 1e-6)
+    return d[..., None].expand(*d.shape, 3)
+
+
+def main(argv=None):
+    ap = script_parser(__doc__, "a4_gaussians_diffusion/diffusion_nerf")
+    add_sds_flags(ap)
+    ap.set_defaults(prompt="a standing corgi dog", ckpt_every=1000)
+    g = ap.add_argument_group("training")
+    g.add_argument("--iters", "--iterations", dest="iters", type=int, default=10000, help="optimisation steps")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    g.add_argument("--h", type=int, default=64, help="render height in training")
+    g.add_argument("--w", type=int, default=64, help="render width in training")
+    g.add_argument("--lambda_entropy", type=float, default=1e-3, help="weight of the opacity entropy loss")
+    g.add_argument("--lambda_orient", type=float, default=1e-2, help="weight of the orientation loss")
+    g.add_argument("--latent_iter_ratio", type=float, default=0.2,
+                   help="fraction of the iterations with normal shading used directly as the latent (warm-up)")
+    g.add_argument("--albedo_iter_ratio", type=float, default=0.0, help="fraction of the iterations with albedo shading")
+    g.add_argument("--min_ambient_ratio", type=float, default=0.1, help="lowest ambient ratio of lambertian shading")
+    g.add_argument("--textureless_ratio", type=float, default=0.2, help="probability of textureless shading")
+    g.add_argument("--ema_decay", type=float, default=0.95, help="EMA of the weights used for the videos (0: off)")
+    g.add_argument("--view_dep_text", type=int, choices=[0, 1], default=0,
+                   help="1: front/side/back view prompts chosen by the camera azimuth")
+    g.add_argument("--view_dep_mode", choices=["interp", "select"], default="interp",
+                   help="interp: r = 1 - |az|/90 mixes front/side (side/back beyond 90); select: front |az|<30, "
+                        "side 30..150, back beyond")
+    c = ap.add_argument_group("cameras")
+    c.add_argument("--radius_range", type=float, nargs=2, default=(3.0, 3.5), help="training camera distance")
+    c.add_argument("--polar_range", type=float, nargs=2, default=(45.0, 105.0), help="training polar angle (deg from +Y)")
+    c.add_argument("--azimuth_range", type=float, nargs=2, default=(-180.0, 180.0), help="training azimuth (deg)")
+    c.add_argument("--fov_range", type=float, nargs=2, default=(10.0, 30.0), help="training vertical FoV (deg)")
+    c.add_argument("--default_radius", type=float, default=3.2, help="distance of the video orbit")
+    c.add_argument("--default_polar", type=float, default=90.0, help="polar angle of the video orbit")
+    c.add_argument("--default_fov", type=float, default=20.0, help="FoV of the video orbit")
+    m = ap.add_argument_group("field and sampling")
+    m.add_argument("--n_harmonic", type=int, default=6, help="frequencies of the point encoding")
+    m.add_argument("--hidden", type=int, default=64, help="hidden width of the MLP")
+    m.add_argument("--n_layers", type=int, default=3, help="layers of the MLP")
+    m.add_argument("--blob_density", type=float, default=5.0, help="peak log-density of the blob prior")
+    m.add_argument("--blob_radius", type=float, default=0.2, help="radius of the blob prior")
+    m.add_argument("--bound", type=float, default=1.0, help="radius of the ball holding the scene")
+    m.add_argument("--n_samples", type=int, default=64, help="stratified samples per ray")
+    m.add_argument("--n_importance", type=int, default=32, help="importance samples per ray (0: none)")
+    m.add_argument("--background", choices=["learned", "white", "black"], default="learned",
+                   help="learned: an MLP of the ray direction (DreamFusion); else a fixed colour")
+    o = ap.add_argument_group("outputs")
+    o.add_argument("--eval_every", type=int, default=2000, help="write orbit videos every this many iterations")
+    o.add_argument("--save_every", type=int, default=100, help="save the training render every this many iterations")
+    o.add_argument("--video_frames", type=int, default=100, help="frames of the orbit videos")
+    o.add_argument("--video_size", type=int, default=None, help="orbit video size (default: --h)")
+    o.add_argument("--fps", type=float, default=25, help="video frame rate")
+    o.add_argument("--chunk_rays", type=int, default=4096, help="rays per chunk when rendering videos")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.iters, args.h, args.w = min(args.iters, 6), min(args.h, 16), min(args.w, 16)
+        args.n_samples, args.n_importance, args.hidden = min(args.n_samples, 16), min(args.n_importance, 8), min(args.hidden, 32)
+        args.video_frames, args.eval_every, args.save_every = min(args.video_frames, 6), min(args.eval_every, 3), min(args.save_every, 3)
+        args.video_size = min(args.video_size or 32, 32)
+    check_iterations(args.iters, "--iters")
+    video_size = args.video_size or args.h
+    if min(args.h, args.w, video_size, args.video_frames, args.save_every, args.eval_every) < 1:
+        raise ValueError("--h, --w, --video_size, --video_frames, --save_every and --eval_every must be positive")
+    if args.n_samples < 3:
+        raise ValueError(f"--n_samples must be at least 3, got {args.n_samples}")
+    for name in ("latent_iter_ratio", "albedo_iter_ratio", "min_ambient_ratio", "textureless_ratio"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise ValueError(f"--{name} must be in [0, 1], got {getattr(args, name)}")
+    device = choose_device(args.device)
+    seed_everything(args.seed)
+    out = run_folder(args, "_view_dep" if args.view_dep_text else "")
+    save_args(out, args)
+
+    sd = load_guidance(args, device)
+    label = pipeline_label(sd, args.model)
+    emb = prompt_embeddings(sd, args.prompt, args.negative_prompt, view_dependent=bool(args.view_dep_text))
+
+    cfg = NeRFConfig(args.n_harmonic, args.hidden, args.n_layers, args.blob_density, args.blob_radius, args.bound,
+                     n_samples=args.n_samples, n_importance=args.n_importance)
+    model = DreamNeRF(cfg).to(device)
+    background = Background().to(device) if args.background == "learned" else None
+    bg_color = None if background is not None else torch.full((3,), 1.0 if args.background == "white" else 0.0,
+                                                               device=device)
+    params = list(model.parameters()) + (list(background.parameters()) if background is not None else [])
+    optim = torch.optim.Adam(params, lr=args.lr, betas=(0.9, 0.99), eps=1e-15)
+    ema = EMA(model, args.ema_decay)
+    ema_bg = EMA(background, args.ema_decay) if background is not None else None
+    sampler = CameraSampler(tuple(args.radius_range), tuple(args.polar_range), tuple(args.azimuth_range),
+                            tuple(args.fov_range))
+    ckpts = CheckpointManager(out / "checkpoints", every=args.ckpt_every, keep_last=2)
+    log = LossLog(out / "losses.csv", append=args.resume)
+    start = 0
+    if args.resume and (state := ckpts.resume(map_location=device)) is not None:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        if background is not None:
+            background.load_state_dict(state["background"])
+            ema_bg.load_state_dict(state["ema_background"])
+        optim.load_state_dict(state["optim"])
+        start = int(state["step"]) + 1
+        log.rewind(state["step"])
+        print(f"resumed from step {state['step']}")
+
+    cam_gen = torch.Generator().manual_seed(args.seed * 1000003 + start)
+    ray_gen = torch.Generator(device=device).manual_seed(args.seed + start)
+    rng = random.Random(args.seed * 7919 + start)
+    (out / "iters").mkdir(exist_ok=True)
+    (out / "videos").mkdir(exist_ok=True)
+    timer = StepTimer(device)
+    rss0 = rss_mb()
+    last_losses: dict = {}
+    n_saved = 0
+
+    def write_videos(tag: str):
+        rgb, depth = render_orbit(ema.module(), ema_bg.module() if ema_bg else background, args, device,
+                                  args.video_frames, video_size, bg_color)
+        files = [save_mp4(out / "videos" / f"rgb{tag}.mp4", rgb, fps=args.fps),
+                 save_mp4(out / "videos" / f"depth{tag}.mp4", depth_frames(depth), fps=args.fps)]
+        return files, rgb, depth
+
+    with graceful_interrupt() as stop:
+        for step in progress(range(start, args.iters), "DreamFusion"):
+            cams = sampler.sample(1, cam_gen, device)
+            shading, ambient, as_latent = choose_shading(step, args.iters, args, rng)
+            centre = cams.centers  # (1, 3)
+            light = F.normalize(centre + torch.randn(1, 3, generator=cam_gen).to(device), dim=-1)
+            with timer:
+                optim.zero_grad(set_to_none=True)
+                r = render_nerf(model, cams.cameras, (args.h, args.w), shading,
+                                background=None if as_latent else background,
+                                background_color=torch.zeros(3, device=device) if as_latent else bg_color,
+                                light_dir=light, ambient_ratio=ambient, perturb=True, generator=ray_gen,
+                                need_orient=args.lambda_orient > 0)
+                image = r.image.permute(0, 3, 1, 2)  # (1, 3, h, w)
+                if as_latent:
+                    four = torch.cat([image, r.opacity[:, None]], 1)  # (1, 4, h, w)
+                    latents = F.interpolate(four, (sd.latent_size, sd.latent_size), mode="bilinear",
+                                            align_corners=False) * 2 - 1
+                else:
+                    latents = sd.encode_images(image)
+                cond = view_dependent_embedding(emb, cams.azimuth, args.view_dep_mode) if args.view_dep_text \
+                    else emb["default"]
+                res = sd.sds_loss(latents, cond, emb["uncond"], args.guidance_scale)
+                ent = entropy_loss(r.opacity)
+                lam_ent = args.lambda_entropy * min(1.0, 2.0 * step / args.iters)
+                loss = res.loss + lam_ent * ent + args.lambda_orient * r.orient
+                check_finite(loss, step)
+                loss.backward()
+                optim.step()
+                ema.update(model)
+                if ema_bg is not None:
+                    ema_bg.update(background)
+            last_losses = {"loss/total": float(loss.detach()), "loss/sds": float(res.loss.detach()),
+                           "loss/entropy": float(ent.detach()), "loss/orient": float(r.orient.detach())}
+            log.append(step, {**last_losses, "t": int(res.t[0]), "azimuth": float(cams.azimuth[0]),
+                              "shading": shading})
+            last = step == args.iters - 1
+            if (step + 1) % args.save_every == 0 or last:
+                save_image(out / "iters" / f"iter_{step + 1:04d}_{shading}.png", r.image[0].detach().clamp(0, 1))
+                n_saved += 1
+            if (step + 1) % args.eval_every == 0 and not last:
+                write_videos(f"_{step + 1:05d}")
+            state = lambda: {"model": model.state_dict(), "ema": ema.state_dict(), "optim": optim.state_dict(),  # noqa: E731
+                             "background": background.state_dict() if background is not None else None,
+                             "ema_background": ema_bg.state_dict() if ema_bg is not None else None,
+                             "config": vars(cfg), "args": vars(args)}
+            ckpts.maybe_save(step, state, force=stop.requested or last)
+            if stop.requested:
+                break
+
+    files, rgb, depth = write_videos("")
+    idx = np.linspace(0, len(rgb) - 1, min(len(rgb), 8)).round().astype(int)
+    files.append(save_image(out / "rgb.png", torch.cat(list(rgb[idx]), 1)))
+    files.append(save_image(out / "depth.png", torch.cat(list(depth_frames(depth)[idx]), 1)))
+    if log.rows():
+        files.append(log.plot(out / "losses.png", groups=[["loss/total", "loss/sds"], ["loss/entropy"], ["loss/orient"]]))
+    note = write_tiny_note(out, label)
+    final = {k.replace("loss/", "final_"): v for k, v in last_losses.items()}
+    metrics = {
+        "pipeline": label, "prompt": args.prompt, "view_dep_text": args.view_dep_text,
+        "view_dep_mode": args.view_dep_mode if args.view_dep_text else None, "guidance_scale": args.guidance_scale,
+        "iterations": args.iters, "lambda_entropy": args.lambda_entropy, "lambda_orient": args.lambda_orient,
+        "latent_iter_ratio": args.latent_iter_ratio, "render_size": [args.h, args.w],
+        "samples_per_ray": args.n_samples + args.n_importance,
+        **{k: (v if math.isfinite(v) else None) for k, v in final.items()},
+        **timer.metrics(), "video_frames": args.video_frames, "video_size": video_size,
+        "video_depth_range": [float(depth.min()), float(depth.max())],
+        "device": str(device), "dtype": str(sd.dtype).replace("torch.", ""), **memory_metrics(device, rss0),
+    }
+    report(out, metrics, files + ([note] if note else []) + [f"{n_saved} training renders in {out / 'iters'}"])
+    return out
+
+
+if __name__ == "__main__":
+    run_cli(main)
