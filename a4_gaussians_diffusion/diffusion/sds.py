@@ -260,7 +260,7 @@ class StableDiffusion:
                 trading speed for peak memory.
             cpu_offload: keep the weights in CPU memory and stream each sub-module to the device
                 when it runs (accelerate's sequential offload, on CUDA only): the lowest GPU
-                memory, the slowest steps.
+                memory, the slowest steps (on a CPU device it changes nothing but runs the same hooks).
         """
         _quiet_libraries()
         device = torch.device(device)
@@ -288,7 +288,7 @@ class StableDiffusion:
             m.requires_grad_(False)
         if attention_slicing:
             unet.set_attention_slice("auto")
-        if cpu_offload and device.type == "cuda":
+        if cpu_offload:
             from accelerate import cpu_offload as offload
 
             for m in (text_encoder, unet, vae):
