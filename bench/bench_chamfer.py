@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from l3d.ops import _KDTREE_WORKERS, _choose_backend, chamfer_distance  # noqa: E402
 
@@ -61,7 +62,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs; the best is reported")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-brute", action="store_true", help="do not time the brute-force backend")
-    ap.add_argument("--output", default="output/bench/chamfer.json", help="where to write the numbers")
+    ap.add_argument(
+        "--output", default=str(ROOT / "output" / "bench" / "chamfer.json"),
+        help="where to write the numbers (default: output/bench/chamfer.json in the repository)",
+    )
     args = ap.parse_args(argv)
     if args.batch < 1 or args.points < 1 or args.repeats < 1:
         ap.error("--batch, --points and --repeats must be positive")

@@ -218,19 +218,20 @@ def _kdtree_knn_idx(
 
     if n == 0 or int(l1.sum()) == 0 or int(l2.sum()) == 0:
         return result()
-    a = p1.detach().to("cpu", torch.float64)  # (N, P1, D)
-    b = p2.detach().to("cpu", torch.float64)  # (N, P2, D)
+    a_t, b_t = p1.detach().cpu(), p2.detach().cpu()  # (N, P1, D), (N, P2, D)
     valid1 = torch.arange(p1n)[None, :] < l1[:, None]  # (N, P1)
     valid2 = torch.arange(p2n)[None, :] < l2[:, None]  # (N, P2)
     full1, full2 = bool(valid1.all()), bool(valid2.all())
 
     def box(x, valid, full):  # per-item (min, max) over the valid points; +-inf for none
         if full:
-            return torch.aminmax(x, dim=1)
-        v = valid[..., None]
-        return torch.where(v, x, math.inf).amin(1), torch.where(v, x, -math.inf).amax(1)
+            lo_, hi_ = torch.aminmax(x, dim=1)
+        else:
+            v = valid[..., None]
+            lo_, hi_ = torch.where(v, x, math.inf).amin(1), torch.where(v, x, -math.inf).amax(1)
+        return lo_.double(), hi_.double()
 
-    (lo1, hi1), (lo2, hi2) = box(a, valid1, full1), box(b, valid2, full2)
+    (lo1, hi1), (lo2, hi2) = box(a_t, valid1, full1), box(b_t, valid2, full2)
     lo, hi = torch.minimum(lo1, lo2), torch.maximum(hi1, hi2)  # (N, D)
     lo = torch.where(torch.isfinite(lo), lo, 0.0)
     ext = float((torch.where(torch.isfinite(hi), hi, lo) - lo).max())  # largest extent of an item
@@ -241,11 +242,17 @@ def _kdtree_knn_idx(
     step = 2.0 * (ext + bound) + 1.0
     shift = -lo  # every item starts at its own box corner ...
     shift[:, 0] += torch.arange(n, dtype=torch.float64) * step  # ... items laid out along axis 0
+    shift_np = shift.numpy()[:, None, :]  # (N, 1, D)
 
-    a_flat = a + shift[:, None, :]
-    a_flat = (a_flat.reshape(-1, d) if full1 else a_flat[valid1]).numpy()  # (sum L1, D) item-major
-    b_flat = b + shift[:, None, :]
-    b_flat = (b_flat.reshape(-1, d) if full2 else b_flat[valid2]).numpy()  # (sum L2, D)
+    def flat(x, valid, full):  # float64 shifted valid points, item-major (numpy: one thread)
+        if x.dtype not in (torch.float32, torch.float64):
+            x = x.float()
+        out = x.numpy().astype(np.float64)  # a copy
+        out += shift_np
+        return out.reshape(-1, d) if full else out[valid.numpy()]
+
+    a_flat = flat(a_t, valid1, full1)  # (sum L1, D)
+    b_flat = flat(b_t, valid2, full2)  # (sum L2, D)
     l1n, l2n = l1.numpy(), l2.numpy()
 
     def query(tree, q_flat, q_len, r_len, q_valid, out):
