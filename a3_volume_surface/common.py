@@ -1,0 +1,206 @@
+"""Shared plumbing of the two Hydra entry points: config preparation (quick variants), the epoch
+loop with checkpoints / resume / Ctrl-C / NaN guard / loss curves, GIF writing, pixel lookup,
+PSNR and the one-line error wrapper.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from l3d.io import save_gif_with_png, write_command, write_metrics
+from l3d.train import (
+    USER_ERRORS, CheckpointManager, LossLog, check_finite, choose_device, graceful_interrupt, progress,
+    seed_everything,
+)
+
+from .model import to_container
+
+__all__ = ["prepare", "hydra_task", "train_loop", "save_gif", "psnr", "sample_images_at_xy", "wh_to_hw",
+           "finish"]
+
+GIF_MS = 100  # spec convention 8: 100 ms per frame
+
+
+def wh_to_hw(image_size: Sequence[int]) -> tuple:
+    """Config ``image_size`` is [W, H] (spec convention 1); l3d wants (H, W)."""
+    if len(image_size) != 2 or min(int(v) for v in image_size) < 1:
+        raise ValueError(f"data.image_size must be [W, H] with positive entries, got {list(image_size)}")
+    return int(image_size[1]), int(image_size[0])
+
+
+def prepare(cfg) -> tuple:
+    """Apply the ``quick`` variant, seed, choose the device, create the output folder.
+
+    ``quick=true`` applies every ``quick_overrides`` entry (dotted key -> value) of the config
+    before anything else; explicit command-line overrides of the same keys are kept.
+    Returns (plain config dict, device, output folder Path).
+    """
+    from omegaconf import OmegaConf
+
+    if cfg.get("quick", False):
+        cli = _cli_keys()
+        for key, value in (cfg.get("quick_overrides") or {}).items():
+            if key not in cli:
+                OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+    plain = to_container(cfg)
+    seed_everything(int(plain.get("seed", 0)))
+    device = choose_device(plain.get("device", "auto"))
+    out = Path(plain["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
+    return plain, device, out
+
+
+def _cli_keys() -> set:
+    """Keys set on the command line (``a.b=1`` / ``+a.b=1``), so quick variants do not override them."""
+    keys = set()
+    for arg in sys.argv[1:]:
+        if "=" in arg and not arg.startswith("-"):
+            keys.add(arg.split("=", 1)[0].lstrip("+~"))
+    return keys
+
+
+def hydra_task(fn: Callable) -> Callable:
+    """Wrap a Hydra task function: expected user errors -> ``error: <one line>`` and exit status 2."""
+
+    @functools.wraps(fn)
+    def task(cfg):
+        debug = os.environ.get("L3D_DEBUG", "") not in ("", "0")
+        try:
+            return fn(cfg)
+        except USER_ERRORS as exc:
+            if debug:
+                raise
+            msg = " ".join(str(exc).split()) or type(exc).__name__
+            print(f"error: {msg}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr, flush=True)
+            sys.exit(130)
+
+    return task
+
+
+def finish(out: Path, metrics: Mapping[str, Any], written: Sequence[Any]) -> None:
+    """Write metrics.json (merged) and command.txt, print the numbers and the files written."""
+    write_metrics(out, dict(metrics))
+    write_command(out)
+    _print_metrics(metrics)
+    for p in written:
+        print(f"wrote {p}")
+
+
+def _print_metrics(metrics: Mapping[str, Any], prefix: str = "") -> None:
+    for k, v in metrics.items():
+        if isinstance(v, Mapping):
+            _print_metrics(v, f"{prefix}{k}.")
+        elif isinstance(v, float):
+            print(f"{prefix}{k}: {v:.6g}")
+        elif isinstance(v, (int, str)) or (isinstance(v, (list, tuple)) and len(v) <= 8):
+            print(f"{prefix}{k}: {v}")
+
+
+def save_gif(path: Path, frames: torch.Tensor) -> list:
+    """GIF (uint8 by truncation, 100 ms per frame) plus a PNG of its first frame; returns both paths."""
+    gif, png = save_gif_with_png(path, frames.detach().cpu().clamp(0, 1), duration_ms=GIF_MS, truncate=True,
+                                 which="first")
+    return [gif, png]
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio (dB) of images in [0, 1] over all pixels and channels."""
+    mse = F.mse_loss(pred.float().clamp(0, 1), target.float()).item()
+    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+def sample_images_at_xy(images: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+    """The course's training-pixel lookup: bilinear ``grid_sample(align_corners=True)`` at ``-xy``.
+
+    Args:
+        images: (N, H, W, C); xy: (N, R, 2) NDC points (x left, y up).
+    Returns:
+        (N, R, C). With align_corners=True the extreme pixel *centres* sit at +-1 while rays go
+        through NDC +-(1 - 1/W), so colours are interpolated by up to half a pixel (spec convention 9).
+    """
+    grid = -xy[:, :, None, :]  # (N, R, 1, 2): grid_sample's x is right, y is down
+    out = F.grid_sample(images.permute(0, 3, 1, 2), grid.to(images.dtype), mode="bilinear", align_corners=True)
+    return out[..., 0].permute(0, 2, 1)
+
+
+def train_loop(
+    out: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Optional[Any],
+    tcfg: Mapping[str, Any],
+    config: Mapping[str, Any],
+    epoch_fn: Callable[[int], Dict[str, float]],
+    after_epoch: Optional[Callable[[int], None]] = None,
+    desc: str = "train",
+    device: Optional[torch.device] = None,
+) -> Dict[str, Any]:
+    """Run epochs ``start .. tcfg.num_epochs - 1`` of ``epoch_fn(epoch) -> {name: mean value}``.
+
+    Checkpoints (``<out>/checkpoints``) every ``checkpoint_interval`` epochs, at the last epoch and
+    on Ctrl-C hold the model, optimizer, scheduler, epoch and config. With ``resume`` the latest
+    checkpoint is loaded and training continues at the next epoch; its loss log is rewound to the
+    same epoch. Losses go to ``losses.csv`` and ``losses.png``.
+
+    Returns:
+        {"start_epoch", "end_epoch" (last epoch done + 1), "interrupted", "time_s", "last": scalars}.
+    """
+    n_epochs = int(tcfg["num_epochs"])
+    every = int(tcfg.get("checkpoint_interval", 0) or 0)
+    ckpts = CheckpointManager(out / "checkpoints", every=every, keep_last=2)
+    resume = bool(tcfg.get("resume", False))
+    log = LossLog(out / "losses.csv", append=resume)
+    start = 0
+    if resume:
+        state = ckpts.resume(map_location=device or "cpu")
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None and state.get("scheduler") is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            start = int(state["step"]) + 1
+            log.rewind(int(state["step"]))
+            print(f"resumed from {ckpts.last_path} at epoch {start}")
+
+    def snapshot():
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": None if scheduler is None else scheduler.state_dict(), "config": dict(config)}
+
+    last: Dict[str, float] = {}
+    interrupted = False
+    end = start
+    t0 = time.perf_counter()
+    model.train()
+    with graceful_interrupt() as stop:
+        for epoch in progress(range(start, n_epochs), desc):
+            last = epoch_fn(epoch)
+            for k, v in last.items():
+                check_finite(v, epoch, k)
+            if scheduler is not None:
+                scheduler.step()
+            log.append(epoch, last)
+            end = epoch + 1
+            ckpts.maybe_save(epoch, snapshot, force=stop.requested or epoch == n_epochs - 1)
+            if after_epoch is not None:
+                after_epoch(epoch)
+            if stop.requested:
+                interrupted = True
+                print(f"stopped after epoch {epoch}; checkpoint saved to {ckpts.last_path}")
+                break
+    elapsed = time.perf_counter() - t0
+    if log.rows():
+        log.plot(out / "losses.png")
+    return {"start_epoch": start, "end_epoch": end, "interrupted": interrupted, "time_s": elapsed, "last": last}

@@ -1,0 +1,348 @@
+"""Data of Assignment 3: NeRF scenes (the course's .pth + stacked .png format, or a built-in scene
+rendered with l3d in exactly that format), the training box renders and the bunny point cloud.
+
+NeRF scene format (``<name>.pth`` + ``<name>.png``)::
+
+    <name>.pth  {'cameras': {'R' (N, 3, 3), 'T' (N, 3), 'focal_length' (N, 2), 'principal_point' (N, 2)},
+                 'split': [train_idx, val_idx, test_idx]}
+    <name>.png  the N RGB images stacked vertically, /255; resized bilinearly to image_size on load
+
+The real scenes (lego, materials) are public downloads (``python -m a3_volume_surface.data download``
+or ``python -m l3d.data download a3_nerf`` once this package is imported). When they are absent,
+:func:`load_nerf_scene` renders a built-in scene into the same format (cached under
+``output/a3_volume_surface/scenes`` by default) and says so in one line:
+
+* ``lego`` (and any other name): a UV-textured four-legged object (:func:`l3d.data.procedural_textured_mesh`)
+  turned z-up, diffuse lighting from a fixed world light (view-independent appearance);
+* ``materials``: five spheres of different colours and glossiness under a fixed light
+  (Phong highlights that move with the view: the view-dependent scene of part 4.1).
+
+Cameras: 100 training views on a golden-angle spiral over the upper hemisphere (elevation 8 .. 72
+degrees), 10 validation and 20 test views at other positions, all at distance 4 looking at the
+origin, z up, NDC focal length 2 (spec convention 6 uses the same radius and focal length for
+the GIFs). Images are rendered 3x supersampled (box filter) on a black background.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from l3d.cameras import PerspectiveCameras, as_hw
+from l3d.data import DataFile, Dataset, data_root, get_path, register_dataset
+from l3d.structures import Meshes, TexturesVertex, interpolate_face_attributes, gather_rows
+
+from .cameras import look_at_cameras
+
+__all__ = [
+    "NerfScene", "load_nerf_scene", "read_nerf_files", "write_nerf_files", "builtin_scene",
+    "builtin_scene_mesh", "scene_cameras", "load_box_images", "load_bunny", "BUILTIN_SCENES",
+]
+
+# ----------------------------------------------------------------------------------------------
+# dataset registration (the course's public NeRF scenes)
+# ----------------------------------------------------------------------------------------------
+_NERF_URL = "https://raw.githubusercontent.com/learning3d/assignment3/main/data/"
+register_dataset(Dataset(
+    "a3_nerf",
+    "Assignment 3 NeRF scenes (lego, materials: <name>.pth cameras + split, <name>.png stacked "
+    "images). Without them the scripts render a built-in scene in the same format.",
+    tuple(DataFile(f"a3/{n}", _NERF_URL + n, None, optional=True)
+          for n in ("lego.pth", "lego.png", "materials.pth", "materials.png")),
+))
+
+BUILTIN_SCENES = ("lego", "materials")
+
+
+@dataclass
+class NerfScene:
+    """A multi-view scene.
+
+    Attributes:
+        images: (N, H, W, 3) float in [0, 1].
+        cameras: N cameras (NDC intrinsics).
+        split: (train, val, test) lists of view indices.
+        source: "file:<path>" or "builtin:<name>".
+    """
+
+    images: torch.Tensor
+    cameras: PerspectiveCameras
+    split: Tuple[List[int], List[int], List[int]]
+    source: str
+
+    def subset(self, which: str) -> Tuple[torch.Tensor, PerspectiveCameras]:
+        idx = {"train": 0, "val": 1, "test": 2}[which]
+        ids = torch.as_tensor(self.split[idx], dtype=torch.long)
+        return self.images[ids], self.cameras[ids]
+
+
+# ----------------------------------------------------------------------------------------------
+# the file format
+# ----------------------------------------------------------------------------------------------
+def read_nerf_files(pth: Path, png: Path, image_size: Optional[Sequence[int]] = None) -> NerfScene:
+    """Read ``<name>.pth`` / ``<name>.png``; ``image_size`` (H, W) resizes bilinearly (isotropic only)."""
+    from PIL import Image
+
+    try:
+        meta = torch.load(pth, map_location="cpu", weights_only=True)
+        cams = meta["cameras"]
+        R, T = torch.as_tensor(cams["R"]).float(), torch.as_tensor(cams["T"]).float()
+        f, p = torch.as_tensor(cams["focal_length"]).float(), torch.as_tensor(cams["principal_point"]).float()
+        split = tuple([int(i) for i in torch.as_tensor(s).reshape(-1).tolist()] for s in meta["split"])
+    except (KeyError, TypeError, RuntimeError, EOFError) as e:
+        raise ValueError(f"{pth} is not a NeRF scene file (cameras R, T, focal_length, principal_point "
+                         f"and a 3-way split expected): {e}") from None
+    if len(split) != 3:
+        raise ValueError(f"{pth}: split must hold 3 index lists (train, val, test), got {len(split)}")
+    n = R.shape[0]
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the stacked image is large on purpose
+    try:
+        with Image.open(png) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+    if arr.shape[0] % n:
+        raise ValueError(f"{png}: height {arr.shape[0]} is not a multiple of the {n} cameras of {pth}")
+    images = torch.from_numpy(arr).reshape(n, arr.shape[0] // n, arr.shape[1], 3)
+    if image_size is not None:
+        h, w = as_hw(tuple(image_size))
+        sy, sx = h / images.shape[1], w / images.shape[2]
+        if abs(sy - sx) > 1e-3:
+            raise ValueError(f"non-isotropic resize {tuple(images.shape[1:3])} -> {(h, w)} is not allowed")
+        if (h, w) != tuple(images.shape[1:3]):
+            images = F.interpolate(images.permute(0, 3, 1, 2), size=(h, w), mode="bilinear",
+                                   align_corners=False).permute(0, 2, 3, 1).contiguous()
+    cameras = PerspectiveCameras(focal_length=f, principal_point=p, R=R, T=T)
+    return NerfScene(images.clamp(0, 1), cameras, split, f"file:{pth}")
+
+
+def write_nerf_files(pth: Path, png: Path, images: torch.Tensor, cameras: PerspectiveCameras,
+                     split: Sequence[Sequence[int]]) -> None:
+    """Write a scene in the course format (atomically): images (N, H, W, 3) in [0, 1]."""
+    from l3d.io import save_image
+    from l3d.train import save_checkpoint
+
+    n, h, w, _ = images.shape
+    meta = {
+        "cameras": {"R": cameras.R.detach().cpu().clone(), "T": cameras.T.detach().cpu().clone(),
+                    "focal_length": cameras.focal_length.detach().cpu().clone(),
+                    "principal_point": cameras.principal_point.detach().cpu().clone()},
+        "split": [list(map(int, s)) for s in split],
+    }
+    save_image(png, images.reshape(n * h, w, 3).clamp(0, 1))
+    save_checkpoint(pth, meta)
+
+
+# ----------------------------------------------------------------------------------------------
+# the built-in scenes
+# ----------------------------------------------------------------------------------------------
+def scene_cameras(n_train: int = 100, n_val: int = 10, n_test: int = 20, radius: float = 4.0,
+                  focal_length: float = 2.0) -> Tuple[PerspectiveCameras, Tuple[List[int], List[int], List[int]]]:
+    """Cameras of the built-in scenes (see the module docstring) and their split."""
+    def spiral(n: int, offset: float) -> torch.Tensor:
+        k = torch.arange(n, dtype=torch.float64)
+        golden = math.pi * (3 - math.sqrt(5))
+        elev = torch.deg2rad(8 + 64 * ((k + 0.5 + offset) / n % 1.0))  # elevation band
+        azim = k * golden + offset * 2 * math.pi
+        return torch.stack([radius * torch.cos(elev) * torch.cos(azim), radius * torch.cos(elev) * torch.sin(azim),
+                            radius * torch.sin(elev)], -1)
+
+    eyes = torch.cat([spiral(n_train, 0.0), spiral(n_val, 0.37), spiral(n_test, 0.71)], 0)
+    cams = look_at_cameras(eyes.float(), focal_length, up=(0.0, 0.0, 1.0))
+    ids = list(range(n_train + n_val + n_test))
+    return cams, (ids[:n_train], ids[n_train:n_train + n_val], ids[n_train + n_val:])
+
+
+def _lego_standin() -> Tuple[Meshes, torch.Tensor, Dict[str, torch.Tensor]]:
+    """The textured object, z-up, its per-vertex material (diffuse only)."""
+    from l3d.data import procedural_textured_mesh
+
+    mesh = procedural_textured_mesh()
+    v = mesh.verts_packed()
+    v = 1.25 * torch.stack([v[:, 0], -v[:, 2], v[:, 1]], -1)  # y-up -> z-up (rotation about x by +90 degrees)
+    mesh = Meshes([v], mesh.faces_list(), mesh.textures)
+    mat = {"specular": torch.tensor(0.0), "shininess": torch.tensor(1.0)}
+    return mesh, None, mat
+
+
+def _materials_spheres() -> Tuple[Meshes, torch.Tensor, Dict[str, torch.Tensor]]:
+    """Five spheres (different colours, increasingly glossy) around a sixth, larger one."""
+    from l3d.ops import ico_sphere
+
+    base = ico_sphere(3)
+    sv, sf = base.verts_packed(), base.faces_packed()
+    specs = [  # centre, radius, colour, specular, shininess
+        ((0.0, 0.0, 0.05), 0.55, (0.85, 0.85, 0.88), 0.9, 64.0),
+        ((1.0, 0.0, -0.15), 0.35, (0.85, 0.15, 0.12), 0.0, 1.0),
+        ((0.31, 0.95, -0.15), 0.35, (0.15, 0.7, 0.2), 0.25, 8.0),
+        ((-0.81, 0.59, -0.15), 0.35, (0.15, 0.3, 0.85), 0.5, 16.0),
+        ((-0.81, -0.59, -0.15), 0.35, (0.9, 0.7, 0.15), 0.8, 32.0),
+        ((0.31, -0.95, -0.15), 0.35, (0.6, 0.2, 0.7), 1.0, 128.0),
+    ]
+    verts, faces, colors, spec, shin = [], [], [], [], []
+    offset = 0
+    for c, r, col, ks, sh in specs:
+        verts.append(sv * r + torch.tensor(c))
+        faces.append(sf + offset)
+        offset += len(sv)
+        colors.append(torch.tensor(col).expand(len(sv), 3))
+        spec.append(torch.full((len(sv),), ks))
+        shin.append(torch.full((len(sv),), sh))
+    mesh = Meshes([torch.cat(verts)], [torch.cat(faces)], TexturesVertex([torch.cat(colors)]))
+    return mesh, None, {"specular": torch.cat(spec), "shininess": torch.cat(shin)}
+
+
+def builtin_scene_mesh(name: str) -> Tuple[Meshes, Dict[str, torch.Tensor]]:
+    """The true geometry (and per-vertex specular / shininess) of a built-in scene."""
+    if name == "materials":
+        mesh, _, mat = _materials_spheres()
+    else:
+        mesh, _, mat = _lego_standin()
+    return mesh, mat
+
+
+def _shade(mesh: Meshes, mat: Dict[str, torch.Tensor], cameras: PerspectiveCameras, size: int,
+           light: Sequence[float], batch: int = 10) -> torch.Tensor:
+    """(C, size, size, 3) Phong renders on black with per-vertex specular/shininess."""
+    from l3d.raster import rasterize_meshes
+    from l3d.shading import Materials, PointLights, phong_shading
+
+    lights = PointLights(location=tuple(light), ambient_color=(0.4, 0.4, 0.4), diffuse_color=(0.6, 0.6, 0.6),
+                         specular_color=(1.0, 1.0, 1.0))
+    faces = mesh.faces_packed()
+    verts = mesh.verts_packed()
+    corner_normals = mesh.verts_normals_packed()[faces]  # (F, 3, 3)
+
+    def per_vertex(x, p2f, bary):
+        x = x.expand(len(verts)) if x.dim() == 0 else x
+        return interpolate_face_attributes(p2f, bary, x[faces][..., None])  # (Q, 1)
+
+    out = []
+    for s in range(0, len(cameras), batch):  # a few views at a time bounds memory
+        cam = cameras[s:s + batch]
+        frags = rasterize_meshes(mesh, cam, (size, size))
+        fg = torch.nonzero(frags.mask.reshape(-1)).squeeze(1)  # (Q,) covered pixels
+        p2f = frags.pix_to_face.reshape(-1)[fg]
+        bary = frags.bary_coords.reshape(-1, 3)[fg]
+        texels = mesh.textures.sample(mesh, p2f, bary)  # (Q, 3)
+        pts = interpolate_face_attributes(p2f, bary, verts[faces])
+        nrm = interpolate_face_attributes(p2f, bary, corner_normals)
+        materials = Materials(specular_color=per_vertex(mat["specular"], p2f, bary).expand(-1, 3),
+                              shininess=per_vertex(mat["shininess"], p2f, bary))
+        centre = cam.get_camera_center()[torch.div(fg, size * size, rounding_mode="floor")]  # (Q, 3)
+        col = phong_shading(pts, nrm, texels, centre, lights, materials)
+        img = torch.zeros(len(cam) * size * size, 3)
+        img[fg] = col.clamp(0, 1)
+        out.append(img.view(len(cam), size, size, 3))
+    return torch.cat(out)
+
+
+def builtin_scene(name: str, image_size: Sequence[int], n_train: int = 100, n_val: int = 10, n_test: int = 20,
+                  supersample: int = 3) -> Tuple[torch.Tensor, PerspectiveCameras, Tuple[List[int], ...]]:
+    """Render the built-in scene ``name`` (``materials``, or the textured object for anything else).
+
+    Returns images (N, H, W, 3), cameras and the (train, val, test) split.
+    """
+    h, w = as_hw(tuple(image_size))
+    if h != w:
+        raise ValueError(f"the built-in scenes are square; got image size {(h, w)}")
+    cams, split = scene_cameras(n_train, n_val, n_test)
+    mesh, mat = builtin_scene_mesh(name)
+    light = (2.0, -3.0, 5.0)
+    with torch.no_grad():
+        big = _shade(mesh, mat, cams, h * supersample, light)  # (N, sH, sW, 3)
+    imgs = F.avg_pool2d(big.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1).contiguous()
+    return imgs.clamp(0, 1), cams, split
+
+
+def load_nerf_scene(name: str, image_size: Sequence[int], source: str = "auto",
+                    cache_dir: Optional[str] = "output/a3_volume_surface/scenes", quiet: bool = False,
+                    n_train: int = 100, n_val: int = 10, n_test: int = 20, supersample: int = 3) -> NerfScene:
+    """A NeRF scene at ``image_size`` (H, W).
+
+    Args:
+        name: scene name (files ``<data root>/a3/<name>.pth`` and ``.png``).
+        source: "auto" (the files when present, else the built-in scene), "file" (files required),
+            or "builtin".
+        cache_dir: where built-in scenes are written (in the same format) and re-read; None
+            renders them afresh each time.
+        n_train, n_val, n_test, supersample: views and antialiasing of the built-in scene.
+    """
+    if source not in ("auto", "file", "builtin"):
+        raise ValueError(f"data.source must be auto, file or builtin, got {source!r}")
+    h, w = as_hw(tuple(image_size))
+    if source != "builtin":
+        pth = get_path(f"a3/{name}.pth", required=source == "file")
+        png = get_path(f"a3/{name}.png", required=source == "file")
+        if pth is not None and png is not None:
+            return read_nerf_files(pth, png, (h, w))
+        if not quiet:
+            print(f"{data_root() / 'a3' / (name + '.pth')} not found; using the built-in '{name}' scene rendered "
+                  f"by l3d (the course's is `python -m a3_volume_surface.data download`)", file=sys.stderr)
+    kind = "materials" if name == "materials" else "lego"
+    if cache_dir is not None:
+        base = Path(cache_dir) / f"builtin_{kind}_{h}px_{n_train}-{n_val}-{n_test}_ss{supersample}"
+        pth, png = base.with_suffix(".pth"), base.with_suffix(".png")
+        if pth.exists() and png.exists():
+            scene = read_nerf_files(pth, png, (h, w))
+            scene.source = f"builtin:{kind}"
+            return scene
+    images, cams, split = builtin_scene(kind, (h, w), n_train, n_val, n_test, supersample)
+    if cache_dir is not None:
+        write_nerf_files(pth, png, images, cams, split)
+    return NerfScene(images, cams, split, f"builtin:{kind}")
+
+
+# ----------------------------------------------------------------------------------------------
+# box renders and the bunny
+# ----------------------------------------------------------------------------------------------
+def load_box_images(n: int = 4) -> Optional[torch.Tensor]:
+    """(n, 256, 256, 3) ``box_i.npy`` renders, or None when they are absent."""
+    paths = [get_path(f"a3/box_{i}.npy", required=False) for i in range(n)]
+    if any(p is None for p in paths):
+        return None
+    return torch.stack([torch.from_numpy(np.load(p)).float() for p in paths])
+
+
+def load_bunny(path: Optional[str] = None, quiet: bool = False) -> Tuple[torch.Tensor, str]:
+    """(P, 3) bunny point cloud (``verts`` of ``a3/bunny_pointcloud.npz``) and its source.
+
+    Without the file: 10000 points sampled on the built-in procedural object (one line on stderr).
+    """
+    p = Path(path) if path else get_path("a3/bunny_pointcloud.npz", required=False)
+    if p is not None:
+        if not p.exists():
+            raise FileNotFoundError(f"point cloud not found: {p}")
+        with np.load(p) as z:
+            if "verts" not in z:
+                raise ValueError(f"{p} has no 'verts' array (keys: {list(z.keys())})")
+            verts = torch.from_numpy(np.asarray(z["verts"], dtype=np.float32)).reshape(-1, 3)
+        return verts, f"file:{p}"
+    if not quiet:
+        print(f"{data_root() / 'a3' / 'bunny_pointcloud.npz'} not found; using points sampled on the built-in "
+              f"procedural object (`python -m l3d.data download a3` for the bunny)", file=sys.stderr)
+    from l3d.data import procedural_textured_mesh
+    from l3d.ops import sample_points_from_meshes
+
+    pts = sample_points_from_meshes(procedural_textured_mesh(), 10000, generator=torch.Generator().manual_seed(0))
+    pts = pts.reshape(-1, 3) * 0.8
+    return pts, "builtin:procedural"
+
+
+def main(argv=None) -> int:
+    """``python -m a3_volume_surface.data list|download ...``: l3d.data's CLI with the NeRF scenes registered."""
+    from l3d.data import main as l3d_main
+
+    return l3d_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""The three modes of ``volume_rendering_main``: render (part 1), train (part 2), train_nerf (parts 3, 4).
+
+Each ``run_*`` takes the plain config dict, the device and the output folder (see
+:func:`a3_volume_surface.common.prepare`) and returns the metrics it wrote.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from l3d.cameras import FoVPerspectiveCameras, look_at_view_transform
+from l3d.io import save_image
+from l3d.rays import image_rays, ndc_grid, rays_from_ndc
+from l3d.shading import render_points
+from l3d.structures import Pointclouds
+
+from .cameras import look_at_cameras, surround_cameras
+from .common import finish, psnr, sample_images_at_xy, save_gif, train_loop, wh_to_hw
+from .data import load_box_images, load_nerf_scene
+from .model import Model, render_images
+
+__all__ = ["run_render", "run_train_box", "run_train_nerf", "grid_image", "rays_image", "depth_image",
+           "sample_points_image", "BOX_EYES"]
+
+BOX_EYES = ((-2.5, 0.0, 0.0), (-1.0, 0.0, -2.2), (0.0, 0.0, -2.5), (1.0, 0.0, -2.2))  # train_box cameras
+
+
+# ----------------------------------------------------------------------------------------------
+# visualisations of part 1
+# ----------------------------------------------------------------------------------------------
+def grid_image(image_hw) -> torch.Tensor:
+    """(H, W, 3) the course's pixel-grid picture: ``((x, y) + 1) / 2.001`` in red/green, blue 0."""
+    h, w = image_hw
+    xy = ndc_grid((h, w), dtype=torch.float32)
+    vis = (xy + 1) / 2.001
+    return torch.cat([vis, torch.zeros_like(vis[:, :1])], -1).view(h, w, 3)
+
+
+def rays_image(camera, image_hw) -> torch.Tensor:
+    """(H, W, 3) ``|direction|`` of each pixel's ray."""
+    h, w = image_hw
+    return image_rays(camera, (h, w)).directions[0].abs().view(h, w, 3)
+
+
+def depth_image(depth: torch.Tensor) -> np.ndarray:
+    """(H, W, 4) uint8: ``depth / depth.max()`` through viridis, as ``plt.imsave`` writes it
+    (min-max normalised, 256-entry lookup table, bytes)."""
+    import matplotlib
+    from matplotlib.colors import Normalize
+
+    d = depth.detach().cpu().numpy()
+    d = d / max(float(d.max()), 1e-12)
+    return matplotlib.colormaps["viridis"](Normalize()(d), bytes=True)
+
+
+def sample_points_image(points: torch.Tensor, image_size: int = 256) -> torch.Tensor:
+    """(H, W, 3) the sample points of a camera's rays as a point cloud seen from the side
+    (FoV camera at distance 10, elevation 10, azimuth 96; colour (0.7, 0.7, 1), black background)."""
+    R, T = look_at_view_transform(10.0, 10.0, 96.0)
+    cam = FoVPerspectiveCameras(R=R, T=T).to(points.device)
+    cols = torch.tensor([0.7, 0.7, 1.0], device=points.device).expand_as(points)
+    img = render_points(Pointclouds([points], [cols]), cam, image_size, radius=0.01, background=(0.0, 0.0, 0.0))
+    return img[0, ..., :3].clamp(0, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# part 1: render an SDF volume
+# ----------------------------------------------------------------------------------------------
+def run_render(cfg: Mapping[str, Any], device: torch.device, out: Path) -> Dict[str, Any]:
+    hw = wh_to_hw(cfg["data"]["image_size"])
+    model = Model(cfg).to(device)
+    cams = surround_cameras(**cfg["cameras"], device=device)
+    t0 = time.perf_counter()
+    res = render_images(model, cams, hw, keys=("color", "depth"))
+    t_render = time.perf_counter() - t0
+    name = cfg.get("gif_name", "part_1")
+    written: List[Any] = save_gif(out / f"{name}.gif", res["color"])
+    vis = cfg.get("visualize") or {}
+    if vis.get("enabled", False):
+        cam0 = cams[0]
+        written.append(save_image(out / "grid.png", grid_image(hw), truncate=True))
+        written.append(save_image(out / "rays.png", rays_image(cam0, hw).cpu(), truncate=True))
+        bundle = model.sampler(image_rays(cam0, hw).reshape(-1))
+        step = max(1, int(vis.get("points_stride", 8)))
+        keep = torch.arange(hw[0] * hw[1], device=device).view(hw)[::step, ::step].reshape(-1)
+        pts = bundle[keep].points.reshape(-1, 3)
+        written.append(save_image(out / "sample_points.png", sample_points_image(pts).cpu(), truncate=True))
+        k = int(vis.get("depth_camera", 2)) % len(cams)
+        written.append(save_image(out / "depth.png", depth_image(res["depth"][k])))
+    metrics = {"frames": len(cams), "image_size": list(cfg["data"]["image_size"]), "render_time_s": t_render,
+               "mean_color": float(res["color"].mean())}
+    finish(out, metrics, written)
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# part 2: optimise the box
+# ----------------------------------------------------------------------------------------------
+def _box_images(cfg: Mapping[str, Any], cams, device) -> torch.Tensor:
+    """The four box_i.npy renders, or (when absent) the same renders made here with the Q1 pipeline."""
+    images = load_box_images(len(cams))
+    if images is not None:
+        return images.to(device)
+    print("box_{0..3}.npy not found under the data root; rendering them with the Q1 pipeline "
+          "(box centre (0.25, 0.25, 0), sides (2, 1.5, 1.5); `python -m l3d.data download a3` for the course files)",
+          file=sys.stderr)
+    true = {"implicit_function": {"type": "sdf_volume",
+                                  "sdf": {"type": "box", "center": [0.25, 0.25, 0.0], "side_lengths": [2.0, 1.5, 1.5]},
+                                  "feature": {"rainbow": True}, "alpha": 1.0, "beta": 0.05},
+            "sampler": {"type": "stratified", "n_pts_per_ray": 64, "min_depth": 0.0, "max_depth": 5.0},
+            "renderer": {"type": "volume", "chunk_size": 32768}}
+    return render_images(Model(true).to(device), cams, (256, 256))["color"]
+
+
+def run_train_box(cfg: Mapping[str, Any], device: torch.device, out: Path) -> Dict[str, Any]:
+    hw = wh_to_hw(cfg["data"]["image_size"])
+    tcfg = cfg["training"]
+    dcfg = cfg["data"]
+    cams = look_at_cameras(dcfg.get("eyes", BOX_EYES), dcfg.get("focal_length", 1.0), up=(0.0, 1.0, 0.0), device=device)
+    images = _box_images(cfg, cams, device)  # (4, 256, 256, 3)
+    model = Model(cfg).to(device)
+    grid = ndc_grid(hw, device=device)  # (HW, 2)
+    gt = sample_images_at_xy(images, grid.expand(len(cams), -1, -1))  # (C, HW, 3)
+    rays = image_rays(cams, hw)  # (C, HW)
+    written: List[Any] = []
+    before = render_images(model, cams, hw)["color"]
+    written.append(save_image(out / "part_2_before_training.png", torch.cat(list(before.cpu()), 1), truncate=True))
+    optim = torch.optim.Adam(model.parameters(), lr=float(tcfg["lr"]))
+    bs = min(int(tcfg["batch_size"]), hw[0] * hw[1])
+    gen = torch.Generator(device="cpu").manual_seed(int(cfg.get("seed", 0)))
+
+    def epoch_fn(epoch: int) -> Dict[str, float]:
+        losses = []
+        for c in torch.randperm(len(cams), generator=gen).tolist():  # one image per step (course)
+            idx = torch.randperm(hw[0] * hw[1], generator=gen)[:bs].to(device)
+            res = model(rays[c][idx])
+            loss = F.mse_loss(res["color"], gt[c, idx])
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            losses.append(loss.item())
+        return {"loss": float(np.mean(losses))}
+
+    info = train_loop(out, model, optim, None, tcfg, cfg, epoch_fn, desc="train box", device=device)
+    sdf = model.implicit_fn.sdf
+    center = [round(v, 6) for v in sdf.center.detach().reshape(-1).tolist()]
+    sides = [round(v, 6) for v in sdf.side_lengths.detach().reshape(-1).tolist()]
+    print("Box center: (" + ", ".join(f"{v:.2f}" for v in center) + ")")
+    print("Box side lengths: (" + ", ".join(f"{v:.2f}" for v in sides) + ")")
+    after = render_images(model, cams, hw)["color"]
+    written.append(save_image(out / "part_2_after_training.png", torch.cat(list(after.cpu()), 1), truncate=True))
+    gcams = surround_cameras(**cfg["gif"], device=device)
+    written += save_gif(out / "part_2.gif", render_images(model, gcams, hw)["color"])
+    metrics = {"box_center": center, "box_side_lengths": sides, "final_loss": info["last"].get("loss"),
+               "epochs": info["end_epoch"], "start_epoch": info["start_epoch"], "train_time_s": info["time_s"],
+               "psnr_after": psnr(after, gt.view(len(cams), *hw, 3))}
+    finish(out, metrics, written)
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# parts 3 and 4: NeRF
+# ----------------------------------------------------------------------------------------------
+def load_scene(cfg: Mapping[str, Any]):
+    d = cfg["data"]
+    return load_nerf_scene(
+        d.get("dataset_name", "lego"), wh_to_hw(d["image_size"]), d.get("source", "auto"), d.get("cache_dir"),
+        n_train=int(d.get("n_train_views", 100)), n_val=int(d.get("n_val_views", 10)),
+        n_test=int(d.get("n_test_views", 20)), supersample=int(d.get("supersample", 3)),
+    )
+
+
+def train_views(scene, max_views) -> tuple:
+    """Training images/cameras; ``max_views`` keeps that many, evenly spread over the split."""
+    images, cams = scene.subset("train")
+    if max_views and 0 < int(max_views) < len(images):
+        keep = torch.linspace(0, len(images) - 1, int(max_views)).round().long()
+        images, cams = images[keep], cams[keep]
+    return images, cams
+
+
+class RayBatcher:
+    """Random training rays drawn uniformly from all pixels of all training views.
+
+    ``lookup``: "exact" (the pixel's own colour) or "grid_sample" (spec convention 9).
+    """
+
+    def __init__(self, images: torch.Tensor, cams, lookup: str, seed: int):
+        n, h, w, _ = images.shape
+        self.cams, self.hw = cams, (h, w)
+        self.grid = ndc_grid((h, w), device=images.device)
+        if lookup == "grid_sample":
+            self.gt = sample_images_at_xy(images, self.grid.expand(n, -1, -1))
+        elif lookup == "exact":
+            self.gt = images.reshape(n, h * w, 3)
+        else:
+            raise ValueError(f"training.pixel_lookup must be 'exact' or 'grid_sample', got {lookup!r}")
+        self.gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    def __call__(self, batch_size: int):
+        n, hw = self.gt.shape[0], self.gt.shape[1]
+        img = torch.randint(n, (batch_size,), generator=self.gen).to(self.gt.device)
+        pix = torch.randint(hw, (batch_size,), generator=self.gen).to(self.gt.device)
+        bundle = rays_from_ndc(self.cams[img], self.grid[pix][:, None]).reshape(-1)
+        return bundle, self.gt[img, pix]
+
+
+def evaluate_views(model, images: torch.Tensor, cams, n_views: int = -1) -> Dict[str, Any]:
+    """PSNR of rendered held-out views (all of them, or the first ``n_views``)."""
+    if n_views is not None and 0 < int(n_views) < len(images):
+        images, cams = images[: int(n_views)], cams[: int(n_views)]
+    t0 = time.perf_counter()
+    pred = render_images(model, cams, images.shape[1:3])["color"]
+    per = [psnr(p, g) for p, g in zip(pred, images)]
+    return {"psnr": float(np.mean(per)), "psnr_per_view": per, "n_views": len(per),
+            "render_s_per_view": (time.perf_counter() - t0) / len(per), "pred": pred}
+
+
+def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Path) -> Dict[str, Any]:
+    tcfg = cfg["training"]
+    scene = load_scene(cfg)
+    images, cams = train_views(scene, cfg["data"].get("max_train_views"))
+    images, cams = images.to(device), cams.to(device)
+    test_images, test_cams = scene.subset("test")
+    model = Model(cfg).to(device)
+    if tcfg.get("compile", False):
+        model.implicit_fn = torch.compile(model.implicit_fn)
+    optim = torch.optim.Adam(model.parameters(), lr=float(tcfg["lr"]))
+    sched = torch.optim.lr_scheduler.StepLR(optim, int(tcfg.get("lr_scheduler_step_size", 50)),
+                                            float(tcfg.get("lr_scheduler_gamma", 0.8)))
+    batcher = RayBatcher(images, cams, tcfg.get("pixel_lookup", "exact"), int(cfg.get("seed", 0)))
+    steps = int(tcfg.get("steps_per_epoch") or len(images))
+    bs = int(tcfg["batch_size"])
+    coarse_w = float(tcfg.get("coarse_loss_weight", 1.0))
+    gif_cfg = cfg["gif"]
+    hw = wh_to_hw(cfg["data"]["image_size"])
+    gif_name = cfg.get("gif_name", "part_3")
+    written: List[Any] = []
+
+    def epoch_fn(epoch: int) -> Dict[str, float]:
+        tot, n = 0.0, 0
+        for _ in range(steps):
+            bundle, rgb = batcher(bs)
+            res = model(bundle)
+            loss = F.mse_loss(res["color"], rgb)
+            full = loss + coarse_w * F.mse_loss(res["color_coarse"], rgb) if "color_coarse" in res else loss
+            optim.zero_grad(set_to_none=True)
+            full.backward()
+            optim.step()
+            tot += loss.item()
+            n += 1
+        mse = tot / n
+        return {"loss": mse, "train_psnr": 10 * math.log10(1 / max(mse, 1e-12))}
+
+    def render_gif():
+        gcams = surround_cameras(**gif_cfg, device=device)
+        return save_gif(out / f"{gif_name}.gif", render_images(model, gcams, hw)["color"])
+
+    interval = int(tcfg.get("render_interval", 0) or 0)
+
+    def after_epoch(epoch: int):
+        if interval > 0 and (epoch + 1) % interval == 0 and epoch + 1 < int(tcfg["num_epochs"]):
+            render_gif()
+
+    info = train_loop(out, model, optim, sched, tcfg, cfg, epoch_fn, after_epoch, desc="train nerf", device=device)
+    ev = evaluate_views(model, test_images.to(device), test_cams.to(device), tcfg.get("eval_views", -1))
+    k = min(4, ev["n_views"])
+    row = torch.cat([torch.cat(list(ev["pred"][:k].cpu()), 1), torch.cat(list(test_images[:k]), 1)], 0)
+    written.append(save_image(out / f"{gif_name}_test_views.png", row))
+    t0 = time.perf_counter()
+    written += render_gif()
+    metrics = {
+        "scene": scene.source, "image_size": list(cfg["data"]["image_size"]), "train_views": len(images),
+        "test_psnr": ev["psnr"], "test_views": ev["n_views"], "final_train_loss": info["last"].get("loss"),
+        "final_train_psnr": info["last"].get("train_psnr"), "epochs": info["end_epoch"],
+        "start_epoch": info["start_epoch"], "steps": (info["end_epoch"] - info["start_epoch"]) * steps,
+        "train_time_s": info["time_s"], "render_s_per_view": ev["render_s_per_view"],
+        "gif_time_s": time.perf_counter() - t0,
+    }
+    finish(out, metrics, written)
+    return metrics
