@@ -1,0 +1,294 @@
+"""Multi-view training scenes in the course's format, and the built-in rendered cow scene.
+
+Format (the course's "truck" scene; every frame NNNNNN has one image and one pose)::
+
+    <scene>/imgs/frameNNNNNN.jpg       RGB images, all of the same size (the course: 160 x 90)
+    <scene>/poses/frameNNNNNN.npy      16 float64: R row-major (0..8, row-vector convention
+                                       X_view = X_world @ R + T), T (9..11), NDC focal (12..13),
+                                       NDC principal point (14..15)
+    <scene>/points/points_N.npy        (N, 3) initial means (the course: points_10000.npy)
+
+NDC intrinsics -> screen (pixels): ``s = min(H, W) / 2``, ``f_px = f s``, principal point
+``(W / 2 - p_x s, H / 2 - p_y s)``; the screen convention of :mod:`l3d.cameras`
+(``u = p_x - f_x X / Z``). Test frames are ``linspace(0, N, 7).astype(int)[1:-1]`` (5 frames),
+the rest are training frames.
+
+The built-in scene (:func:`make_builtin_scene`) renders the course cow (or the procedural
+stand-in mesh when the cow is missing) with :func:`l3d.shading.render_mesh` from 100 cameras on
+a spiral over the upper part of a sphere, at 128 x 128, into exactly this format, with 10 000
+surface points sampled on the mesh (:func:`l3d.ops.sample_points_from_meshes`). It is generated
+once into a cache folder and reused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from l3d.cameras import PerspectiveCameras, look_at_view_transform
+from l3d.data import data_root, load_mesh_or_standin
+from l3d.io import load_image
+from l3d.train import UserError
+
+PathLike = Union[str, os.PathLike]
+
+#: Where the course's training scene is looked for (under the data root).
+COURSE_SCENE = "a4/truck"
+#: Where the built-in scene is cached (relative to the working directory).
+BUILTIN_CACHE = Path("output") / "cache" / "a4_gaussians"
+_FRAME_RE = re.compile(r"^frame(\d+)\.(jpg|jpeg|png)$", re.IGNORECASE)
+
+
+@dataclass
+class Scene:
+    """A multi-view scene.
+
+    Attributes:
+        images: (V, H, W, 3) float32 images in [0, 1].
+        cameras: V cameras with screen intrinsics (index one with ``cameras[i]``).
+        points: (P, 3) initial points, or None.
+        train_idx, test_idx: lists of frame indices.
+        names: the V frame names (``frame000000``, ...).
+        path: the scene folder.
+    """
+
+    images: torch.Tensor
+    cameras: PerspectiveCameras
+    points: Optional[torch.Tensor]
+    train_idx: List[int]
+    test_idx: List[int]
+    names: List[str]
+    path: Path
+
+    @property
+    def image_size(self) -> Tuple[int, int]:
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+    def to(self, device) -> "Scene":
+        return Scene(self.images.to(device), self.cameras.to(device),
+                     None if self.points is None else self.points.to(device),
+                     self.train_idx, self.test_idx, self.names, self.path)
+
+
+def split_indices(num_frames: int) -> Tuple[List[int], List[int]]:
+    """(train, test) frame indices: test = ``linspace(0, N, 7).astype(int)[1:-1]``."""
+    if num_frames < 7:
+        raise ValueError(f"a scene needs at least 7 frames for the course's train/test split, got {num_frames}")
+    test = [int(i) for i in np.linspace(0, num_frames, 7).astype(int)[1:-1]]
+    train = [i for i in range(num_frames) if i not in set(test)]
+    return train, test
+
+
+def pose_to_camera(pose: np.ndarray, image_size: Tuple[int, int], device="cpu") -> PerspectiveCameras:
+    """One camera with screen intrinsics from a 16-float pose of the course format."""
+    p = np.asarray(pose, dtype=np.float64).reshape(-1)
+    if p.shape != (16,):
+        raise ValueError(f"a pose must hold 16 numbers, got {p.shape[0]}")
+    return poses_to_cameras(p[None], image_size, device)
+
+
+def poses_to_cameras(poses: np.ndarray, image_size: Tuple[int, int], device="cpu") -> PerspectiveCameras:
+    """V cameras (screen intrinsics, float32) from (V, 16) poses of the course format."""
+    poses = np.asarray(poses, dtype=np.float64)
+    if poses.ndim != 2 or poses.shape[1] != 16:
+        raise ValueError(f"poses must have shape (V, 16), got {poses.shape}")
+    h, w = image_size
+    s = min(h, w) / 2.0
+    R = poses[:, :9].reshape(-1, 3, 3)
+    T = poses[:, 9:12]
+    f_px = poses[:, 12:14] * s
+    pp = np.stack([w / 2.0 - poses[:, 14] * s, h / 2.0 - poses[:, 15] * s], -1)
+    as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
+    return PerspectiveCameras(focal_length=as_t(f_px), principal_point=as_t(pp), R=as_t(R), T=as_t(T),
+                              in_ndc=False, image_size=(h, w))
+
+
+def camera_to_pose(camera: PerspectiveCameras, image_size: Tuple[int, int]) -> np.ndarray:
+    """(V, 16) float64 poses of the course format for V cameras (inverse of :func:`poses_to_cameras`)."""
+    R = camera.R.detach().double().cpu().numpy().reshape(-1, 9)
+    T = camera.T.detach().double().cpu().numpy()
+    f = camera.focal_length.detach().double().cpu().numpy()
+    p = camera.principal_point.detach().double().cpu().numpy()
+    return np.concatenate([R, T, f, p], 1)
+
+
+def _points_file(folder: Path) -> Optional[Path]:
+    if not folder.is_dir():
+        return None
+    files = sorted(folder.glob("points_*.npy"))
+    if not files:
+        return None
+    preferred = folder / "points_10000.npy"
+    return preferred if preferred.is_file() else files[-1]
+
+
+def load_scene(path: PathLike, device="cpu") -> Scene:
+    """Read a scene folder of the course format (module docstring).
+
+    Raises:
+        FileNotFoundError: the folder or its ``imgs``/``poses`` subfolders are missing.
+        ValueError: frames without a pose, images of different sizes, malformed poses or points.
+    """
+    root = Path(path)
+    imgs_dir, poses_dir = root / "imgs", root / "poses"
+    for d in (root, imgs_dir, poses_dir):
+        if not d.is_dir():
+            raise FileNotFoundError(f"scene folder {d} not found (expected imgs/, poses/ and points/ in {root})")
+    frames = sorted((p for p in imgs_dir.iterdir() if _FRAME_RE.match(p.name)), key=lambda p: p.name)
+    if not frames:
+        raise ValueError(f"no frameNNNNNN.jpg images in {imgs_dir}")
+    images, poses, names = [], [], []
+    for f in frames:
+        stem = f.stem
+        pose_path = poses_dir / f"{stem}.npy"
+        if not pose_path.is_file():
+            raise ValueError(f"{f.name} has no pose {pose_path}")
+        img = load_image(f)
+        if img.shape[-1] == 1:
+            img = img.expand(-1, -1, 3)
+        images.append(img[..., :3])
+        pose = np.load(pose_path)
+        if pose.size != 16:
+            raise ValueError(f"pose {pose_path} holds {pose.size} numbers, expected 16")
+        poses.append(pose.reshape(16))
+        names.append(stem)
+    sizes = {tuple(i.shape[:2]) for i in images}
+    if len(sizes) != 1:
+        raise ValueError(f"images in {imgs_dir} have different sizes: {sorted(sizes)}")
+    h, w = sizes.pop()
+    cams = poses_to_cameras(np.stack(poses), (h, w), device)
+    pts_file = _points_file(root / "points")
+    points = None
+    if pts_file is not None:
+        arr = np.load(pts_file)
+        if arr.ndim != 2 or arr.shape[1] != 3:
+            raise ValueError(f"{pts_file} must hold an (N, 3) array, got {arr.shape}")
+        points = torch.as_tensor(arr, dtype=torch.float32, device=device)
+    train, test = split_indices(len(frames))
+    return Scene(torch.stack(images).to(device), cams, points, train, test, names, root)
+
+
+# ---------------------------------------------------------------------------------------------
+# built-in scene
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BuiltinSceneConfig:
+    """How the built-in cow scene is rendered.
+
+    Attributes:
+        num_views: number of cameras (frames).
+        image_size: (H, W).
+        dist: camera distance from the cow's bounding-box centre.
+        focal_ndc: NDC focal length (2.6: a 42 degree field of view across the shorter side).
+        elev_range: elevations (degrees) of the first and last camera of the spiral.
+        num_points: surface points written to ``points/points_<num_points>.npy``.
+        light: world-space point-light position (fixed, so shading is view-consistent except
+            for the small specular highlight).
+        seed: seed of the surface sampling.
+    """
+
+    num_views: int = 100
+    image_size: Tuple[int, int] = (128, 128)
+    dist: float = 3.5
+    focal_ndc: float = 2.6
+    elev_range: Tuple[float, float] = (-15.0, 65.0)
+    num_points: int = 10000
+    light: Tuple[float, float, float] = (1.5, 3.0, 2.0)
+    seed: int = 0
+
+    def folder_name(self, synthetic: bool) -> str:
+        h, w = self.image_size
+        return f"{'procedural' if synthetic else 'cow'}_{self.num_views}v_{w}x{h}"
+
+
+def builtin_cameras(cfg: BuiltinSceneConfig, at: torch.Tensor) -> PerspectiveCameras:
+    """The built-in scene's cameras: a golden-angle spiral of azimuths with linearly rising
+    elevation, all looking at ``at`` (3,), NDC intrinsics (focal ``cfg.focal_ndc``, p = 0)."""
+    n = cfg.num_views
+    i = torch.arange(n, dtype=torch.float64)
+    azim = (i * 137.50776405003785) % 360.0 - 180.0
+    elev = cfg.elev_range[0] + (cfg.elev_range[1] - cfg.elev_range[0]) * i / max(n - 1, 1)
+    R, T = look_at_view_transform(cfg.dist, elev, azim, at=at.double()[None], dtype=torch.float64)
+    return PerspectiveCameras(focal_length=cfg.focal_ndc, principal_point=((0.0, 0.0),), R=R.float(), T=T.float())
+
+
+def make_builtin_scene(out_dir: PathLike, cfg: BuiltinSceneConfig = BuiltinSceneConfig(),
+                       force_synthetic: bool = False) -> Path:
+    """Render the cow into the course's scene format in ``out_dir`` (written atomically: into a
+    temporary sibling folder, renamed into place when complete). Returns ``out_dir``."""
+    from PIL import Image
+
+    from l3d.ops import sample_points_from_meshes
+    from l3d.shading import PointLights, render_mesh
+
+    out = Path(out_dir)
+    mesh = load_mesh_or_standin("a1/cow.obj", force_synthetic=force_synthetic)
+    verts = mesh.verts_packed()
+    at = (verts.amin(0) + verts.amax(0)) / 2
+    cams = builtin_cameras(cfg, at)
+    h, w = cfg.image_size
+    with torch.no_grad():
+        rgba = render_mesh(mesh, cams, (h, w), lights=PointLights(location=cfg.light), batch_size=10)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        points = sample_points_from_meshes(mesh, cfg.num_points, generator=gen)[0]
+    poses = camera_to_pose(cams, (h, w))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for sub in ("imgs", "poses", "points"):
+            (tmp / sub).mkdir()
+        rgb = (rgba[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        for k in range(len(cams)):
+            Image.fromarray(rgb[k]).save(tmp / "imgs" / f"frame{k:06d}.jpg", quality=95)
+            np.save(tmp / "poses" / f"frame{k:06d}.npy", poses[k])
+        np.save(tmp / "points" / f"points_{cfg.num_points}.npy", points.numpy().astype(np.float32))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def builtin_scene_path(cfg: BuiltinSceneConfig = BuiltinSceneConfig(), force_synthetic: bool = False,
+                       cache_dir: PathLike = BUILTIN_CACHE) -> Path:
+    """The cached built-in scene folder, rendered on first use."""
+    synthetic = force_synthetic or not (data_root() / "a1/cow.obj").exists()
+    path = Path(cache_dir) / cfg.folder_name(synthetic)
+    if not (path / "poses").is_dir():
+        print(f"rendering the built-in scene into {path} (once)", file=sys.stderr)
+        make_builtin_scene(path, cfg, force_synthetic=synthetic)
+    return path
+
+
+def resolve_scene_path(data_path: Optional[str], cfg: BuiltinSceneConfig = BuiltinSceneConfig(),
+                       cache_dir: PathLike = BUILTIN_CACHE) -> Path:
+    """``--data_path`` -> a scene folder.
+
+    * ``synthetic`` (or ``builtin``): the built-in cow scene;
+    * None: the course scene ``<data root>/a4/truck`` when present, else (with a one-line note)
+      the built-in scene;
+    * anything else: that folder (it must exist).
+    """
+    if data_path in ("synthetic", "builtin"):
+        return builtin_scene_path(cfg, cache_dir=cache_dir)
+    if data_path is None:
+        course = data_root() / COURSE_SCENE
+        if (course / "poses").is_dir():
+            return course
+        print(f"{course} not found; using the built-in rendered cow scene", file=sys.stderr)
+        return builtin_scene_path(cfg, cache_dir=cache_dir)
+    p = Path(data_path)
+    if not p.is_dir():
+        raise UserError(f"scene folder {p} not found (expected imgs/, poses/, points/; or use --data_path synthetic)")
+    return p

@@ -1,0 +1,131 @@
+"""Read and write Gaussians as a 3DGS .ply (the layout of the original implementation).
+
+One ``vertex`` element with float32 properties, in this order::
+
+    x, y, z                 means
+    f_dc_0 .. f_dc_2        SH DC coefficients (r, g, b)
+    f_rest_0 .. f_rest_44   SH coefficients 1..15, channel-major as 3DGS writes them:
+                            f_rest_{c * 15 + (k - 1)} is coefficient k of channel c
+    opacity                 opacity logit (pre-sigmoid)
+    scale_0 .. scale_2      log-scales (an isotropic model writes its one log-scale three times)
+    rot_0 .. rot_3          quaternion, real part first (w, x, y, z), not normalised
+
+Reading accepts extra properties (3DGS files carry ``nx, ny, nz``) and files with fewer
+``f_rest`` coefficients (lower SH degree; missing ones are zero). The model's SH tensor is
+coefficient-major (see :mod:`.sh`); this module does the transposition.
+
+Colours: Gaussians read from a .ply get ``sh`` (the file's coefficients, exactly) and
+``colours = C0 * f_dc + 0.5`` (the degree-0 colour). Writing uses ``sh`` when the model has it,
+else ``f_dc = (colours - 0.5) / C0`` with zero ``f_rest``. So a model with SH round-trips
+bit-exactly, and any model round-trips exactly from its first write on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from l3d.io import atomic_path
+
+from .model import Gaussians
+from .sh import NUM_COEFFS, SH_DIM, rgb_to_sh_dc, sh_dc_to_rgb
+
+PathLike = Union[str, os.PathLike]
+N_REST = 3 * (NUM_COEFFS - 1)  # 45
+
+PROPERTY_NAMES = (
+    ["x", "y", "z"]
+    + [f"f_dc_{i}" for i in range(3)]
+    + [f"f_rest_{i}" for i in range(N_REST)]
+    + ["opacity"]
+    + [f"scale_{i}" for i in range(3)]
+    + [f"rot_{i}" for i in range(4)]
+)
+
+
+def gaussians_to_array(g: Gaussians) -> np.ndarray:
+    """A structured float32 array (N,) with the fields of :data:`PROPERTY_NAMES`."""
+    n = g.num_gaussians
+    with torch.no_grad():
+        if g.sh is not None:
+            sh = g.sh.detach().float().cpu().view(n, NUM_COEFFS, 3)
+        else:
+            sh = torch.zeros(n, NUM_COEFFS, 3)
+            sh[:, 0] = rgb_to_sh_dc(g.colours.detach().float().cpu())
+        dc = sh[:, 0]  # (N, 3)
+        rest = sh[:, 1:].transpose(1, 2).reshape(n, N_REST)  # channel-major
+        log_s = g.log_scales.detach().float().cpu().expand(n, 3)
+        cols = torch.cat([g.means.detach().float().cpu(), dc, rest, g.opacity_logits.detach().float().cpu()[:, None],
+                          log_s, g.quats.detach().float().cpu()], 1).numpy()
+    data = np.empty(n, dtype=[(name, "<f4") for name in PROPERTY_NAMES])
+    for i, name in enumerate(PROPERTY_NAMES):
+        data[name] = cols[:, i]
+    return data
+
+
+def save_gaussians_ply(path: PathLike, g: Gaussians) -> Path:
+    """Write ``g`` as a binary little-endian 3DGS .ply (atomic)."""
+    from plyfile import PlyData, PlyElement
+
+    el = PlyElement.describe(gaussians_to_array(g), "vertex")
+    with atomic_path(path) as tmp:
+        PlyData([el], text=False).write(str(tmp))
+    return Path(path)
+
+
+def load_gaussians_ply(path: PathLike, isotropic: Optional[bool] = None, device="cpu",
+                       sh_degree: Optional[int] = None) -> Gaussians:
+    """Read a 3DGS .ply.
+
+    Args:
+        isotropic: None = isotropic exactly when every row's three log-scales are equal;
+            True keeps ``scale_0``; False keeps all three.
+        sh_degree: SH degree used when rendering with SH; default from the number of ``f_rest``
+            coefficients in the file (0, 9, 24 or 45 -> degree 0, 1, 2, 3).
+    Raises:
+        FileNotFoundError, ValueError (missing properties).
+    """
+    from plyfile import PlyData
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Gaussian .ply not found: {path}")
+    try:
+        ply = PlyData.read(str(path))
+    except Exception as exc:  # plyfile raises a few different types for corrupt files
+        raise ValueError(f"cannot read {path} as PLY: {exc}") from exc
+    if "vertex" not in [e.name for e in ply.elements]:
+        raise ValueError(f"{path} has no vertex element")
+    v = ply["vertex"]
+    names = set(v.data.dtype.names)
+    required = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity"] + [f"scale_{i}" for i in range(3)] + \
+        [f"rot_{i}" for i in range(4)]
+    missing = [r for r in required if r not in names]
+    if missing:
+        raise ValueError(f"{path} is not a 3DGS .ply: missing properties {', '.join(missing)}")
+    col = lambda k: torch.from_numpy(np.asarray(v[k], dtype=np.float32).copy())  # noqa: E731
+    n = len(v.data)
+    rest_names = sorted((k for k in names if k.startswith("f_rest_")), key=lambda k: int(k.split("_")[-1]))
+    n_rest = len(rest_names)
+    if n_rest % 3 or (n_rest // 3 + 1) not in (1, 4, 9, 16):
+        raise ValueError(f"{path}: {n_rest} f_rest properties do not match an SH degree (0, 9, 24 or 45)")
+    per_ch = n_rest // 3
+    sh = torch.zeros(n, NUM_COEFFS, 3)
+    sh[:, 0] = torch.stack([col(f"f_dc_{i}") for i in range(3)], -1)
+    if per_ch:
+        rest = torch.stack([col(k) for k in rest_names], -1).view(n, 3, per_ch)  # channel-major
+        sh[:, 1:1 + per_ch] = rest.transpose(1, 2)
+    log_s = torch.stack([col(f"scale_{i}") for i in range(3)], -1)
+    if isotropic is None:
+        isotropic = bool((log_s == log_s[:, :1]).all())
+    log_scales = log_s[:, :1].clone() if isotropic else log_s
+    quats = torch.stack([col(f"rot_{i}") for i in range(4)], -1)
+    means = torch.stack([col("x"), col("y"), col("z")], -1)
+    degree = sh_degree if sh_degree is not None else {1: 0, 4: 1, 9: 2, 16: 3}[per_ch + 1]
+    sh = sh.reshape(n, SH_DIM)
+    g = Gaussians(means, log_scales, quats, col("opacity"), sh_dc_to_rgb(sh[:, :3]), sh, degree)
+    return g.to(device)
