@@ -11,6 +11,15 @@ from a4_gaussians_diffusion.diffusion.nerf import (EMA, Background, DreamNeRF, N
 from a4_gaussians_diffusion.diffusion.views import CameraSampler, orbit_cameras
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The tiny models run fastest on one thread (thread start-up dominates such small tensors)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def blob_only(cfg=None):
     """A field whose learned part is zero: log-density = blob(x) + 0, albedo 0.5."""
     torch.manual_seed(0)

@@ -9,6 +9,15 @@ from a4_gaussians_diffusion.diffusion.views import (CameraSampler, orbit_cameras
                                                     view_index, view_prompts, view_weights, wrap_azimuth)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The tiny models run fastest on one thread (thread start-up dominates such small tensors)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_view_prompts():
     assert view_prompts("a corgi") == {"front": "a corgi, front view", "side": "a corgi, side view",
                                        "back": "a corgi, back view"}
