@@ -1,0 +1,176 @@
+"""Point-cloud data of Assignment 5: the course's .npy files, or the procedural stand-in in the same layout.
+
+Layout (the course's, under a root folder)::
+
+    cls/data_train.npy   (N, 10000, 3) float   cls/label_train.npy   (N,) int, 0 chair, 1 vase, 2 lamp
+    cls/data_test.npy                          cls/label_test.npy
+    seg/data_train.npy   (N, 10000, 3) float   seg/label_train.npy   (N, 10000) int, part 0..5
+    seg/data_test.npy                          seg/label_test.npy
+
+The course files live under ``<data root>/a5/`` (dataset ``a5`` of :mod:`l3d.data`; the course
+distributes them from a shared drive, so no URL or checksum is recorded). When they are absent,
+:func:`resolve_data` generates the procedural chairs/vases/lamps of :mod:`a5_pointnet.synthetic`
+once, writes them in this same layout under a cache folder
+(``<cache>/a5_synthetic/v<version>_s<seed>_p<points>_<task>-<train>-<test>/``), and every script
+loads them through the same :func:`load_split` as the real files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+
+from l3d.data import DataFile, Dataset, data_root, register_dataset
+from l3d.io import atomic_path
+
+from .synthetic import CHAIR_PARTS, CLASS_NAMES, GENERATOR_VERSION, generate_split
+
+__all__ = [
+    "COURSE_FILES", "DataSpec", "add_data_flags", "resolve_data", "load_split", "synthetic_root",
+    "NUM_CLASSES", "DEFAULT_SIZES", "QUICK_SIZES",
+]
+
+NUM_CLASSES = {"cls": len(CLASS_NAMES), "seg": len(CHAIR_PARTS)}
+COURSE_FILES = tuple(f"{task}/{kind}_{split}.npy" for task in ("cls", "seg")
+                     for kind in ("data", "label") for split in ("train", "test"))
+#: procedural data set sizes (train, test) per task: full runs and --quick runs
+DEFAULT_SIZES = {"cls": (2400, 600), "seg": (1600, 400)}
+QUICK_SIZES = {"cls": (900, 300), "seg": (600, 200)}
+
+register_dataset(Dataset(
+    "a5",
+    "Assignment 5 (PointNet): ShapeNet-derived point clouds, 10000 points each; cls: chairs, vases, "
+    "lamps; seg: chairs with 6 part labels. Distributed by the course from a shared drive (no "
+    "public URL recorded): copy the files to <data root>/a5/ by hand.",
+    tuple(DataFile(f"a5/{rel}", None, None) for rel in COURSE_FILES),
+))
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where a task's data comes from (saved in checkpoints so evaluation finds the same data).
+
+    Attributes:
+        source: "course" (the course's files) or "synthetic" (the procedural stand-in).
+        root: folder holding ``cls/`` and ``seg/`` in the course layout.
+        num_train, num_test, num_points, seed: the procedural set's size and seed (None for course data).
+    """
+
+    source: str
+    root: str
+    num_train: Optional[int] = None
+    num_test: Optional[int] = None
+    num_points: Optional[int] = None
+    seed: Optional[int] = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def add_data_flags(ap: argparse.ArgumentParser, sizes_from_checkpoint: bool = False) -> None:
+    """``--data``, ``--data_dir``, ``--cache_dir``, ``--num_train``, ``--num_test``, ``--data_seed``."""
+    g = ap.add_argument_group("data")
+    extra = " (default: what the checkpoint was trained on)" if sizes_from_checkpoint else ""
+    g.add_argument("--data", choices=["auto", "course", "synthetic"], default=None if sizes_from_checkpoint else "auto",
+                   help="course = the course's .npy files (error when absent); synthetic = the procedural "
+                        "chairs/vases/lamps; auto = course files when present, else synthetic" + extra)
+    g.add_argument("--data_dir", default=None,
+                   help="folder with cls/ and seg/ in the course layout (default: <data root>/a5)" + extra)
+    g.add_argument("--cache_dir", default="output/.cache",
+                   help="where the procedural data set is written once and reused")
+    g.add_argument("--num_train", type=int, default=None,
+                   help=f"procedural training shapes (default cls {DEFAULT_SIZES['cls'][0]}, seg {DEFAULT_SIZES['seg'][0]}; "
+                        f"--quick: {QUICK_SIZES['cls'][0]}, {QUICK_SIZES['seg'][0]})" + extra)
+    g.add_argument("--num_test", type=int, default=None,
+                   help=f"procedural test shapes (default cls {DEFAULT_SIZES['cls'][1]}, seg {DEFAULT_SIZES['seg'][1]}; "
+                        f"--quick: {QUICK_SIZES['cls'][1]}, {QUICK_SIZES['seg'][1]})" + extra)
+    g.add_argument("--data_seed", type=int, default=None, help="seed of the procedural data set (default 0)" + extra)
+
+
+def _course_present(root: Path, task: str) -> bool:
+    return all((root / task / f"{kind}_{split}.npy").is_file() for kind in ("data", "label") for split in ("train", "test"))
+
+
+def synthetic_root(cache_dir: str | Path, task: str, num_train: int, num_test: int, num_points: int = 10000,
+                   seed: int = 0, quiet: bool = False) -> Path:
+    """Folder holding ``<task>/{data,label}_{train,test}.npy`` of the procedural set, generated
+    (atomically, one file at a time) when missing; returns the folder that contains ``<task>/``."""
+    if min(num_train, num_test) < 1 or num_points < 1:
+        raise ValueError(f"procedural data sizes must be positive, got train {num_train}, test {num_test}, "
+                         f"points {num_points}")
+    root = Path(cache_dir) / "a5_synthetic" / f"v{GENERATOR_VERSION}_s{seed}_p{num_points}_{task}-{num_train}-{num_test}"
+    for split, n in (("train", num_train), ("test", num_test)):
+        data_p, label_p = root / task / f"data_{split}.npy", root / task / f"label_{split}.npy"
+        if data_p.is_file() and label_p.is_file():
+            continue
+        t = time.perf_counter()
+        data, labels = generate_split(task, split, n, num_points, seed)
+        for path, arr in ((label_p, labels), (data_p, data)):
+            with atomic_path(path) as tmp:
+                np.save(tmp, arr)
+        if not quiet:
+            print(f"generated {n} procedural {task} {split} shapes in {time.perf_counter() - t:.1f} s -> {root / task}",
+                  file=sys.stderr)
+    return root
+
+
+def resolve_data(task: str, data: str = "auto", data_dir: Optional[str] = None, cache_dir: str = "output/.cache",
+                 num_train: Optional[int] = None, num_test: Optional[int] = None, seed: Optional[int] = None,
+                 quick: bool = False, num_points: int = 10000, quiet: bool = False) -> DataSpec:
+    """Pick the course files or the (generated on demand) procedural set for ``task``.
+
+    Raises:
+        FileNotFoundError: ``data="course"`` and the files are missing.
+        ValueError: unknown task or data source.
+    """
+    if task not in NUM_CLASSES:
+        raise ValueError(f"--task must be cls or seg, got {task!r}")
+    if data not in ("auto", "course", "synthetic"):
+        raise ValueError(f"--data must be auto, course or synthetic, got {data!r}")
+    course_root = Path(data_dir) if data_dir else data_root() / "a5"
+    if data != "synthetic":
+        if _course_present(course_root, task):
+            return DataSpec("course", str(course_root))
+        if data == "course":
+            raise FileNotFoundError(f"course data not found: {course_root / task}/{{data,label}}_{{train,test}}.npy "
+                                    "(copy the course files there, or use --data synthetic)")
+        if not quiet:
+            print(f"note: {course_root / task} has no course files; using the procedural chairs/vases/lamps "
+                  "(--data synthetic)", file=sys.stderr)
+    sizes = QUICK_SIZES[task] if quick else DEFAULT_SIZES[task]
+    n_train = sizes[0] if num_train is None else num_train
+    n_test = sizes[1] if num_test is None else num_test
+    seed = 0 if seed is None else seed
+    root = synthetic_root(cache_dir, task, n_train, n_test, num_points, seed, quiet=quiet)
+    return DataSpec("synthetic", str(root), n_train, n_test, num_points, seed)
+
+
+def load_split(root: str | Path, task: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
+    """``(data (N, P, 3) float32, labels)`` of one split; labels (N,) for cls, (N, P) for seg.
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        ValueError: the arrays have the wrong shapes or label values.
+    """
+    root = Path(root)
+    data_p, label_p = root / task / f"data_{split}.npy", root / task / f"label_{split}.npy"
+    for p in (data_p, label_p):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} not found")
+    data = np.load(data_p)
+    labels = np.load(label_p)
+    if data.ndim != 3 or data.shape[2] != 3:
+        raise ValueError(f"{data_p} must hold an (N, P, 3) array, got {data.shape}")
+    want = (data.shape[0],) if task == "cls" else data.shape[:2]
+    if labels.shape != want:
+        raise ValueError(f"{label_p} must hold an array of shape {want}, got {labels.shape}")
+    labels = labels.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES[task]):
+        raise ValueError(f"{label_p}: labels must lie in 0..{NUM_CLASSES[task] - 1}, got {labels.min()}..{labels.max()}")
+    return np.ascontiguousarray(data, dtype=np.float32), labels  # writable (np.load reads into memory)

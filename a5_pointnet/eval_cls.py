@@ -1,0 +1,113 @@
+"""Evaluate a trained classifier: test accuracy, confusion matrix, the bounding-box baseline, and
+turntable GIFs of object --i and of a correct and a failed prediction per class.
+
+    python -m a5_pointnet.eval_cls --load_checkpoint output/a5_pointnet/cls --num_points 10000 --i 0
+
+Accuracy = correctly classified test objects / test objects, each object seen through a random
+subset of --num_points of its points. Writes into --output_dir: ``metrics.json`` (test_accuracy,
+per-class accuracy, confusion matrix, the bounding-box baseline's accuracy), ``results.md`` (the
+tables), ``object_<i>.gif`` and ``correct_<class>.gif`` / ``failure_<class>.gif`` (caption: ground
+truth and prediction; a PNG of the middle frame beside each GIF).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from l3d.cli import report, script_parser
+from l3d.train import choose_device, run_cli
+
+from .baseline import fit_bbox_baseline
+from .common import (CLS_COLOR, add_vis_flags, apply_quick_vis, confusion_matrix, data_for_eval, load_test,
+                     load_trained, predict, random_subsets, save_turntable_gif, take_subsets)
+from .data import add_data_flags, load_split
+from .synthetic import CLASS_NAMES
+
+
+def build_parser():
+    ap = script_parser(__doc__, "a5_pointnet/eval_cls")
+    ap.add_argument("--load_checkpoint", default="output/a5_pointnet/cls",
+                    help="a checkpoint .pt, or a training folder (uses its checkpoints/best.pt)")
+    ap.add_argument("--num_points", type=int, default=10000, help="random points per object used for the prediction")
+    ap.add_argument("--i", type=int, default=0, help="index of the test object to visualise")
+    ap.add_argument("--num_objects", type=int, default=None, help="evaluate only the first N test objects (default all)")
+    ap.add_argument("--batch_size", type=int, default=16, help="objects per forward pass")
+    ap.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                    help="also fit and score the bounding-box baseline (needs the training split)")
+    add_vis_flags(ap)
+    add_data_flags(ap, sizes_from_checkpoint=True)
+    return ap
+
+
+def _caption(gt: int, pred: int) -> str:
+    return f"gt: {CLASS_NAMES[gt]}  pred: {CLASS_NAMES[pred]}"
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    apply_quick_vis(args)
+    device = choose_device(args.device)
+    model, cfg, state = load_trained(args.load_checkpoint, device, task="cls")
+    spec = data_for_eval(args, "cls", state)
+    x, y = load_test(spec, "cls", args.num_objects)
+    n = len(x)
+    if not 0 <= args.i < n:
+        raise ValueError(f"--i must lie in 0..{n - 1} (the test split has {n} objects)")
+    idx = random_subsets(n, x.shape[1], args.num_points, args.seed)
+    pts = take_subsets(x, idx)
+    t0 = time.perf_counter()
+    pred = predict(model, pts, args.batch_size, device)
+    eval_s = time.perf_counter() - t0
+    correct = pred == y
+    cm = confusion_matrix(pred, y, len(CLASS_NAMES))
+    metrics = {"test_accuracy": float(correct.double().mean()), "num_objects": n, "num_points": pts.shape[1],
+               "model": cfg.arch, "checkpoint": state["_path"], "data": spec.source, "eval_time_s": eval_s,
+               "confusion_matrix": cm.tolist()}
+    for c, name in enumerate(CLASS_NAMES):
+        m = y == c
+        metrics[f"accuracy_{name}"] = float(correct[m].double().mean()) if m.any() else float("nan")
+    if args.baseline:
+        tx, ty = load_split(spec.root, "cls", "train")
+        metrics.update(fit_bbox_baseline(tx, ty, x.numpy(), y.numpy()))
+
+    out = Path(args.output_dir)
+    written = []
+    color = torch.tensor(CLS_COLOR).expand(pts.shape[1], 3)
+    written += save_turntable_gif(out / f"object_{args.i}.gif", [(pts[args.i], color, _caption(int(y[args.i]), int(pred[args.i])))],
+                                  args)
+    lines = ["# Classification", "",
+             f"Test accuracy **{metrics['test_accuracy']:.4f}** on {n} objects, {pts.shape[1]} points each "
+             f"({cfg.arch}, {spec.source} data).", ""]
+    if args.baseline:
+        lines += [f"Bounding-box baseline (extents and proportions only): logistic regression "
+                  f"{metrics['bbox_logreg_accuracy']:.4f}, 15-NN {metrics['bbox_knn_accuracy']:.4f}.", ""]
+    lines += ["| class | objects | accuracy | correct example | failure example (predicted) |", "|---|---|---|---|---|"]
+    for c, name in enumerate(CLASS_NAMES):
+        members = torch.nonzero(y == c).flatten()
+        ok = members[correct[members]]
+        bad = members[~correct[members]]
+        cells = [name, str(len(members)), f"{metrics[f'accuracy_{name}']:.4f}"]
+        for kind, group in (("correct", ok), ("failure", bad)):
+            if len(group) == 0:
+                cells.append("none")
+                continue
+            j = int(group[0])
+            written += save_turntable_gif(out / f"{kind}_{name}.gif", [(pts[j], color, _caption(c, int(pred[j])))], args,
+                                          text_color=(120, 255, 120) if kind == "correct" else (255, 110, 110))
+            cells.append(f"object {j}" + ("" if kind == "correct" else f" ({CLASS_NAMES[int(pred[j])]})"))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Confusion matrix (rows: ground truth, columns: prediction):", "",
+              "| | " + " | ".join(CLASS_NAMES) + " |", "|---" * (len(CLASS_NAMES) + 1) + "|"]
+    lines += ["| " + CLASS_NAMES[r] + " | " + " | ".join(str(int(v)) for v in cm[r]) + " |" for r in range(len(CLASS_NAMES))]
+    md = out / "results.md"
+    md.write_text("\n".join(lines) + "\n")
+    report(out, metrics, [md] + written)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,108 @@
+"""Evaluate a trained part-segmentation model: per-point test accuracy, per-part accuracy and IoU,
+and turntable GIFs of ground truth and prediction (the course's segmentation colours).
+
+    python -m a5_pointnet.eval_seg --load_checkpoint output/a5_pointnet/seg --num_points 10000 --i 0
+
+Accuracy = correctly labelled points / points over the test split, each object seen through a
+random subset of --num_points of its points. Writes into --output_dir: ``metrics.json``,
+``results.md``, ``gt_<i>.gif`` and ``pred_<i>.gif`` (object --i), and for the --num_cases best and
+worst objects ``good_<k>.gif`` / ``bad_<k>.gif`` (ground truth | prediction side by side, with the
+object's accuracy). Colours: 0 seat white, 1 back magenta, 2 legs cyan, 3 arms yellow, 4 base
+blue, 5 headrest red (for the course's data the part names may differ; the colours do not).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from l3d.cli import report, script_parser
+from l3d.train import choose_device, run_cli
+
+from .common import (add_vis_flags, apply_quick_vis, data_for_eval, load_test, load_trained, part_iou, predict,
+                     random_subsets, save_turntable_gif, seg_colors, take_subsets)
+from .data import add_data_flags
+from .synthetic import CHAIR_PARTS
+
+
+def build_parser():
+    ap = script_parser(__doc__, "a5_pointnet/eval_seg")
+    ap.add_argument("--load_checkpoint", default="output/a5_pointnet/seg",
+                    help="a checkpoint .pt, or a training folder (uses its checkpoints/best.pt)")
+    ap.add_argument("--num_points", type=int, default=10000, help="random points per object used for the prediction")
+    ap.add_argument("--i", type=int, default=0, help="index of the test object to visualise")
+    ap.add_argument("--num_cases", type=int, default=2, help="best and worst objects to visualise (each)")
+    ap.add_argument("--num_objects", type=int, default=None, help="evaluate only the first N test objects (default all)")
+    ap.add_argument("--batch_size", type=int, default=8, help="objects per forward pass")
+    add_vis_flags(ap)
+    add_data_flags(ap, sizes_from_checkpoint=True)
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    apply_quick_vis(args)
+    if args.num_cases < 0:
+        raise ValueError(f"--num_cases must be >= 0, got {args.num_cases}")
+    device = choose_device(args.device)
+    model, cfg, state = load_trained(args.load_checkpoint, device, task="seg")
+    spec = data_for_eval(args, "seg", state)
+    x, y = load_test(spec, "seg", args.num_objects)
+    n = len(x)
+    if not 0 <= args.i < n:
+        raise ValueError(f"--i must lie in 0..{n - 1} (the test split has {n} objects)")
+    idx = random_subsets(n, x.shape[1], args.num_points, args.seed)
+    pts, gt = take_subsets(x, idx), take_subsets(y, idx)
+    t0 = time.perf_counter()
+    pred = predict(model, pts, args.batch_size, device)  # (N, P)
+    eval_s = time.perf_counter() - t0
+    correct = pred == gt
+    per_object = correct.double().mean(1)  # (N,)
+    iou = part_iou(pred, gt, len(CHAIR_PARTS))
+    metrics = {"test_accuracy": float(correct.double().mean()), "num_objects": n, "num_points": pts.shape[1],
+               "model": cfg.arch, "checkpoint": state["_path"], "data": spec.source, "eval_time_s": eval_s,
+               "object_accuracy_min": float(per_object.min()), "object_accuracy_median": float(per_object.median()),
+               "mean_iou": float(iou[~iou.isnan()].mean()) if (~iou.isnan()).any() else float("nan")}
+    for c, name in enumerate(CHAIR_PARTS):
+        m = gt == c
+        metrics[f"accuracy_{name}"] = float(correct[m].double().mean()) if m.any() else float("nan")
+        metrics[f"iou_{name}"] = float(iou[c])
+
+    out = Path(args.output_dir)
+    written = []
+    written += save_turntable_gif(out / f"gt_{args.i}.gif", [(pts[args.i], seg_colors(gt[args.i]), "ground truth")], args)
+    written += save_turntable_gif(out / f"pred_{args.i}.gif",
+                                  [(pts[args.i], seg_colors(pred[args.i]), f"prediction ({per_object[args.i]:.3f})")], args)
+    order = torch.argsort(per_object, descending=True)
+    k = min(args.num_cases, n)
+    cases = [("good", int(j)) for j in order[:k]] + [("bad", int(j)) for j in order.flip(0)[:k]]
+    lines = ["# Part segmentation", "",
+             f"Test accuracy **{metrics['test_accuracy']:.4f}** (correct points / points) on {n} objects, "
+             f"{pts.shape[1]} points each ({cfg.arch}, {spec.source} data); mean IoU {metrics['mean_iou']:.4f}.", "",
+             "| part (colour) | points | accuracy | IoU |", "|---|---|---|---|"]
+    colours = ("white", "magenta", "cyan", "yellow", "blue", "red")
+    for c, name in enumerate(CHAIR_PARTS):
+        cnt = int((gt == c).sum())
+        acc, pi = metrics[f"accuracy_{name}"], metrics[f"iou_{name}"]
+        fmt = lambda v: "-" if math.isnan(v) else f"{v:.4f}"  # noqa: E731
+        lines.append(f"| {c} {name} ({colours[c]}) | {cnt} | {fmt(acc)} | {fmt(pi)} |")
+    lines += ["", "| case | object | accuracy |", "|---|---|---|"]
+    counters = {"good": 0, "bad": 0}
+    for kind, j in cases:
+        name = f"{kind}_{counters[kind]}"
+        counters[kind] += 1
+        written += save_turntable_gif(out / f"{name}.gif", [(pts[j], seg_colors(gt[j]), "ground truth"),
+                                                           (pts[j], seg_colors(pred[j]), f"prediction {per_object[j]:.3f}")],
+                                      args)
+        lines.append(f"| {name} | {j} | {per_object[j]:.4f} |")
+    md = out / "results.md"
+    md.write_text("\n".join(lines) + "\n")
+    report(out, metrics, [md] + written)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
