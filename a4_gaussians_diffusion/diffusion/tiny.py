@@ -77,6 +77,9 @@ def build_tiny_pipeline(folder: Union[str, Path], seed: int = 0, max_length: int
     Returns:
         The folder.
     """
+    from .sds import _quiet_libraries
+
+    _quiet_libraries()
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
