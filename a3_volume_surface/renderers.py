@@ -134,7 +134,8 @@ def sphere_trace(distance_fn: Callable[[torch.Tensor], torch.Tensor], origins: t
         hit: "converged" (the spec): a ray hits when ``|f| < eps`` and ``t < far`` at the end;
             "not_escaped": every ray with ``t < far`` after ``max_iters`` steps counts, including
             grazing rays that have not converged yet (this is what the course's reference GIF
-            shows: it reproduces its silhouette pixel for pixel).
+            shows: its silhouette is then reproduced up to ~10 grazing pixels per 256^2 frame,
+            against ~60 with "converged").
     Returns:
         points (R, 3) (the last position of each ray), mask (R,) bool of hits, t (R,).
     """

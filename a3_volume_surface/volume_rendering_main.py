@@ -13,14 +13,20 @@ config. The top-level ``type`` picks the mode: render | train | train_nerf.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 
 from .common import hydra_task, prepare
 
+# configs/a3 of the repository, as an absolute path so the entry point also works when called
+# in-process (tests) and not only through ``python -m``
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs" / "a3")
+
 MODES = ("render", "train", "train_nerf")
 
 
-@hydra.main(config_path="../configs/a3", config_name="box", version_base=None)
+@hydra.main(config_path=CONFIG_DIR, config_name="box", version_base=None)
 @hydra_task
 def main(cfg):
     plain, device, out = prepare(cfg)
