@@ -10,6 +10,9 @@ One ``vertex`` element with float32 properties, in this order::
     scale_0 .. scale_2      log-scales (an isotropic model writes its one log-scale three times)
     rot_0 .. rot_3          quaternion, real part first (w, x, y, z), not normalised
 
+Two header comments record what the properties cannot: ``gaussians isotropic=0|1`` and
+``gaussians sh_degree=d`` (other readers ignore comments).
+
 Reading accepts extra properties (3DGS files carry ``nx, ny, nz``) and files with fewer
 ``f_rest`` coefficients (lower SH degree; missing ones are zero). The model's SH tensor is
 coefficient-major (see :mod:`.sh`); this module does the transposition.
@@ -36,6 +39,8 @@ from .sh import NUM_COEFFS, SH_DIM, rgb_to_sh_dc, sh_dc_to_rgb
 
 PathLike = Union[str, os.PathLike]
 N_REST = 3 * (NUM_COEFFS - 1)  # 45
+ISO_COMMENT = "gaussians isotropic="
+DEGREE_COMMENT = "gaussians sh_degree="
 
 PROPERTY_NAMES = (
     ["x", "y", "z"]
@@ -72,8 +77,9 @@ def save_gaussians_ply(path: PathLike, g: Gaussians) -> Path:
     from plyfile import PlyData, PlyElement
 
     el = PlyElement.describe(gaussians_to_array(g), "vertex")
+    comments = [f"{ISO_COMMENT}{int(g.isotropic)}", f"{DEGREE_COMMENT}{g.sh_degree}"]
     with atomic_path(path) as tmp:
-        PlyData([el], text=False).write(str(tmp))
+        PlyData([el], text=False, comments=comments).write(str(tmp))
     return Path(path)
 
 
@@ -82,10 +88,12 @@ def load_gaussians_ply(path: PathLike, isotropic: Optional[bool] = None, device=
     """Read a 3DGS .ply.
 
     Args:
-        isotropic: None = isotropic exactly when every row's three log-scales are equal;
-            True keeps ``scale_0``; False keeps all three.
-        sh_degree: SH degree used when rendering with SH; default from the number of ``f_rest``
-            coefficients in the file (0, 9, 24 or 45 -> degree 0, 1, 2, 3).
+        isotropic: None = as recorded in the header comment written by
+            :func:`save_gaussians_ply`, else isotropic exactly when every row's three
+            log-scales are equal; True keeps ``scale_0``; False keeps all three.
+        sh_degree: SH degree used when rendering with SH; default as recorded in the header,
+            else from the number of ``f_rest`` coefficients in the file (0, 9, 24 or 45 ->
+            degree 0, 1, 2, 3).
     Raises:
         FileNotFoundError, ValueError (missing properties).
     """
@@ -120,6 +128,11 @@ def load_gaussians_ply(path: PathLike, isotropic: Optional[bool] = None, device=
         rest = torch.stack([col(k) for k in rest_names], -1).view(n, 3, per_ch)  # channel-major
         sh[:, 1:1 + per_ch] = rest.transpose(1, 2)
     log_s = torch.stack([col(f"scale_{i}") for i in range(3)], -1)
+    recorded = {c.split("=")[0] + "=": c.split("=", 1)[1] for c in ply.comments if "=" in c}
+    if isotropic is None and ISO_COMMENT in recorded:
+        isotropic = recorded[ISO_COMMENT].strip() == "1"
+    if sh_degree is None and DEGREE_COMMENT in recorded:
+        sh_degree = int(recorded[DEGREE_COMMENT])
     if isotropic is None:
         isotropic = bool((log_s == log_s[:, :1]).all())
     log_scales = log_s[:, :1].clone() if isotropic else log_s

@@ -55,7 +55,7 @@ def build_parser():
     ap.add_argument("--densify_until", type=int, default=d.densify_until, help="last densification iteration (-1: half the run)")
     ap.add_argument("--densify_every", type=int, default=d.densify_every, help="iterations between densifications")
     ap.add_argument("--densify_grad", type=float, default=d.densify_grad,
-                    help="average screen-space gradient norm (per pixel) above which a Gaussian is cloned/split")
+                    help="average gradient norm w.r.t. the 2-D mean (in NDC-like units, as 3DGS) above which a Gaussian is cloned/split")
     ap.add_argument("--prune_opacity", type=float, default=d.prune_opacity, help="Gaussians below this opacity are pruned")
     ap.add_argument("--max_gaussians", type=int, default=d.max_gaussians, help="densification budget")
     ap.add_argument("--harder", action="store_true",

@@ -10,7 +10,8 @@ Densification (3DGS's recipe, simplified): over each interval the screen-space g
 every Gaussian's 2-D mean is averaged over the views that saw it; Gaussians whose average
 exceeds ``densify_grad`` are cloned (when small: largest scale below ``percent_dense`` of the
 scene extent) or split in two (when larger: new means sampled from the Gaussian, scales / 1.6).
-Gaussians with opacity below ``prune_opacity`` are pruned. Adam's moments follow the surviving
+Gaussians with opacity below ``prune_opacity`` or larger than a tenth of the scene extent are
+pruned. Adam's moments follow the surviving
 rows; new rows start at zero.
 """
 
@@ -58,7 +59,7 @@ class TrainConfig:
     densify_from: int = 100
     densify_until: int = -1  # -1: half of num_itrs
     densify_every: int = 100
-    densify_grad: float = 0.01
+    densify_grad: float = 0.0002
     percent_dense: float = 0.01
     prune_opacity: float = 0.005
     max_gaussians: int = 50000
@@ -162,10 +163,14 @@ class DensifyStats:
     def zeros(cls, n: int, device) -> "DensifyStats":
         return cls(torch.zeros(n, device=device), torch.zeros(n, device=device))
 
-    def add(self, index: torch.Tensor, means2d_grad: Optional[torch.Tensor]) -> None:
+    def add(self, index: torch.Tensor, means2d_grad: Optional[torch.Tensor], image_size: Tuple[int, int]) -> None:
+        """Accumulate ``|dL/d mean2d|`` with the gradient w.r.t. NDC-like coordinates
+        (pixels / (size / 2), as 3DGS measures it, so its threshold 0.0002 carries over)."""
         if means2d_grad is None:
             return
-        self.grad_sum.index_add_(0, index, means2d_grad.norm(dim=-1))
+        h, w = image_size
+        to_ndc = torch.tensor([0.5 * w, 0.5 * h], device=means2d_grad.device, dtype=means2d_grad.dtype)
+        self.grad_sum.index_add_(0, index, (means2d_grad * to_ndc).norm(dim=-1))
         self.count.index_add_(0, index, torch.ones_like(index, dtype=self.count.dtype))
 
 
@@ -209,8 +214,8 @@ def densify_and_prune(g: Gaussians, opt: torch.optim.Adam, stats: DensifyStats, 
                     extra[name] = torch.cat([extra[name], rows], 0)
         keep = torch.ones(n, dtype=torch.bool, device=avg.device)
         keep[split] = False
-        # prune transparent Gaussians
-        low = g.opacities < cfg.prune_opacity
+        # prune transparent Gaussians and ones grown larger than a tenth of the scene
+        low = (g.opacities < cfg.prune_opacity) | (max_scale > 0.1 * scene_extent)
         keep &= ~low
         n_pruned = int((~keep).sum()) - split.numel()
         # new rows are never pruned in the same step (they were just created)
@@ -331,7 +336,7 @@ def train(cfg: TrainConfig, scene: Scene, out_dir: Path, device, resume: bool = 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.densify and step < cfg.densify_until:
-                stats.add(out.index, out.means2d.grad)
+                stats.add(out.index, out.means2d.grad, scene.image_size)
             opt.step()
             if cfg.densify and cfg.densify_from <= step < cfg.densify_until and (step + 1) % cfg.densify_every == 0:
                 info = densify_and_prune(g, opt, stats, cfg, extent, gen)

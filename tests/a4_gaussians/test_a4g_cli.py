@@ -1,0 +1,146 @@
+"""End-to-end runs of the Gaussian CLIs at --quick size on a tiny rendered scene."""
+
+import csv
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from a4_gaussians_diffusion.gaussians import render as render_cli
+from a4_gaussians_diffusion.gaussians import train as train_cli
+from a4_gaussians_diffusion.gaussians.data import BuiltinSceneConfig, load_scene, make_builtin_scene
+from a4_gaussians_diffusion.gaussians.losses import evaluate_images
+from a4_gaussians_diffusion.gaussians.ply import load_gaussians_ply, save_gaussians_ply
+from a4_gaussians_diffusion.gaussians.rasterize import RasterSettings
+from a4_gaussians_diffusion.gaussians.standin import surface_gaussians
+from l3d.train import NonFiniteLossError, run_cli
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def scene_dir(tmp_path_factory):
+    cfg = BuiltinSceneConfig(num_views=10, image_size=(24, 32), num_points=600, focal_ndc=2.0)
+    return make_builtin_scene(tmp_path_factory.mktemp("scene") / "cow", cfg, force_synthetic=True)
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_quick_writes_everything_and_reports_true_metrics(scene_dir, tmp_path):
+    out = tmp_path / "run"
+    train_cli.main(["--data_path", str(scene_dir), "--quick", "--num_itrs", "20", "--viz_every", "5",
+                    "--output_dir", str(out), "--device", "cpu"])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["iterations"] == 20 and m["num_gaussians"] == 600
+    assert m["test_views"] == [1, 3, 5, 6, 8]
+    for name in ("q1_training_progress.gif", "q1_training_final_renders.gif", "gaussians.ply", "loss.png",
+                 "losses.csv", "command.txt", "q1_training_progress.png"):
+        assert (out / name).is_file(), name
+    prog = iio.imread(out / "q1_training_progress.gif", index=None)
+    assert prog.shape[:3] == (5, 48, 128)  # steps 0, 5, 10, 15, 19: 4 views, prediction over truth
+    final = iio.imread(out / "q1_training_final_renders.gif", index=None)
+    assert final.shape[:3] == (5, 48, 32)
+    # the reported numbers are those of the saved model on the test views (scikit-image)
+    scene = load_scene(scene_dir)
+    g = load_gaussians_ply(out / "gaussians.ply")
+    with torch.no_grad():
+        preds = [g.render(scene.cameras[i], RasterSettings((24, 32))).image.clamp(0, 1) for i in scene.test_idx]
+    ref = evaluate_images(preds, [scene.images[i] for i in scene.test_idx])
+    assert m["psnr"] == pytest.approx(ref["psnr"], abs=1e-3) and m["ssim"] == pytest.approx(ref["ssim"], abs=1e-4)
+    assert 10 < m["psnr"] < 60 and 0 < m["ssim"] <= 1
+    rows = read_rows(out / "losses.csv")
+    losses = [float(r["loss"]) for r in rows]
+    assert len(losses) == 20 and np.mean(losses[-5:]) < np.mean(losses[:5])  # random colours get fitted
+
+
+def test_resume_continues_where_the_checkpoint_left(scene_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ["--data_path", str(scene_dir), "--quick", "--output_dir", str(out), "--ckpt_every", "5", "--viz_every", "100"]
+    train_cli.main(args + ["--num_itrs", "10"])
+    assert (out / "checkpoints" / "last.pt").is_file()
+    first = load_gaussians_ply(out / "gaussians.ply")
+    train_cli.main(args + ["--num_itrs", "16", "--resume"])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["iterations"] == 16
+    steps = [int(r["step"]) for r in read_rows(out / "losses.csv")]
+    assert steps == list(range(16))
+    second = load_gaussians_ply(out / "gaussians.ply")
+    assert not torch.equal(first.colours, second.colours)  # training went on
+
+
+def test_harder_options_densify_and_train_sh(scene_dir, tmp_path):
+    out = tmp_path / "run"
+    train_cli.main(["--data_path", str(scene_dir), "--quick", "--harder", "--sh", "--num_random", "500",
+                    "--densify_grad", "0", "--densify_every", "5", "--densify_from", "4", "--num_itrs", "12",
+                    "--output_dir", str(out)])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["num_gaussians"] > 500  # cloned / split
+    g = load_gaussians_ply(out / "gaussians.ply")
+    assert not g.isotropic and g.sh is not None and g.sh[:, 3:].abs().sum() > 0
+    assert g.num_gaussians == m["num_gaussians"]
+
+
+def test_training_stops_on_a_non_finite_loss(scene_dir, tmp_path, monkeypatch):
+    from a4_gaussians_diffusion.gaussians import trainer
+
+    real_l1 = trainer.l1
+    calls = []
+
+    def l1_nan_at_step_3(pred, target):
+        calls.append(1)
+        return real_l1(pred, target) * (float("nan") if len(calls) == 4 else 1.0)
+
+    monkeypatch.setattr(trainer, "l1", l1_nan_at_step_3)
+    with pytest.raises(NonFiniteLossError, match="at step 3"):
+        train_cli.main(["--data_path", str(scene_dir), "--quick", "--output_dir", str(tmp_path / "nan")])
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        run_cli(train_cli.main, ["--data_path", str(tmp_path / "nowhere"), "--quick"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "nowhere" in err[0]
+    with pytest.raises(SystemExit) as e:
+        run_cli(render_cli.main, ["--data_path", str(tmp_path / "missing.ply"), "--quick"])
+    assert e.value.code == 2
+
+
+def test_render_turntable_quick(tmp_path):
+    g = surface_gaussians(1500, force_synthetic=True)
+    ply = save_gaussians_ply(tmp_path / "g.ply", g)
+    out = tmp_path / "render"
+    render_cli.main(["--data_path", str(ply), "--quick", "--output_dir", str(out)])
+    render_cli.main(["--data_path", str(ply), "--quick", "--sh", "--output_dir", str(out)])
+    # the course's dense formulation with batches of 256 Gaussians gives the same frames
+    render_cli.main(["--data_path", str(ply), "--quick", "--rasterizer", "dense", "--gaussians_per_splat", "256",
+                     "--num_views", "8", "--image_size", "40", "--output_file", str(out / "dense.gif")])
+    render_cli.main(["--data_path", str(ply), "--quick", "--num_views", "8", "--image_size", "40",
+                     "--output_file", str(out / "tiled.gif")])
+    dense, tiled = iio.imread(out / "dense.gif", index=None), iio.imread(out / "tiled.gif", index=None)
+    assert dense.shape == (8, 40, 120, 3) and np.abs(dense.astype(int) - tiled.astype(int)).max() <= 1
+    frames = iio.imread(out / "q1_render.gif", index=None)
+    frames_sh = iio.imread(out / "q1_render_sh.gif", index=None)
+    assert frames.shape[:3] == (8, 96, 288) and frames_sh.shape == frames.shape
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["rgb"]["num_views"] == 8 and m["sh"]["use_sh"] is True
+    # the object is in view, the mask panel is white on black, SH colours differ from plain ones
+    mask = frames[..., 192:, 0].astype(float) / 255
+    assert 0.05 < mask.mean() < 0.6
+    assert np.abs(frames_sh[..., :96, :].astype(int) - frames[..., :96, :].astype(int)).mean() > 0.5
+    # frame 3 (azimuth = elevation = -77 deg): the RGB panel equals a direct render
+    cams = render_cli.turntable_cameras(8, 96)
+    with torch.no_grad():
+        direct = load_gaussians_ply(ply).render(cams[3], RasterSettings(96)).image
+    assert np.abs(frames[3, :, :96].astype(float) / 255 - direct.numpy()).mean() < 0.03
