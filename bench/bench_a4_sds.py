@@ -144,7 +144,8 @@ def main(argv=None) -> dict:
         f"Bare SDS step (VAE encode + guided UNet + backward) of the same model: "
         f"{ref['time_per_iter_s']:.3f} s, peak RSS {ref['peak_rss_mb']:.0f} MiB.",
         "",
-        "| command | settings | time / iteration (s) | first iteration (s) | peak RSS (MiB) | RSS growth in loop (MiB) | x bare SDS step |",
+        "| command | settings | time / iteration (s) | first iteration (s) | peak RSS (MiB) "
+        "| RSS growth in loop (MiB) | x bare SDS step |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:

@@ -13,8 +13,6 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from l3d.train import UserError
-
 from .sds import DEFAULT_MODEL, StableDiffusion
 from .tiny import PIPELINE_LABEL, is_tiny
 from .views import view_prompts
@@ -184,7 +182,3 @@ def save_args(folder: Path, args: argparse.Namespace) -> Path:
     p.write_text(json.dumps({k: v for k, v in vars(args).items() if not k.startswith("_")}, indent=2, default=str))
     return p
 
-
-def require_finite_tensor(x: torch.Tensor, what: str) -> None:
-    if not torch.isfinite(x).all():
-        raise UserError(f"{what} became non-finite")

@@ -53,11 +53,11 @@ def main(argv=None):
         raise ValueError("--save_every must be at least 1")
     device = choose_device(args.device)
     seed_everything(args.seed)
-    out = run_folder(args, "_guidance" if args.sds_guidance else "_no_guidance")
-    save_args(out, args)
 
     sd = load_guidance(args, device)
     label = pipeline_label(sd, args.model)
+    out = run_folder(args, "_guidance" if args.sds_guidance else "_no_guidance")
+    save_args(out, args)
     emb = prompt_embeddings(sd, args.prompt, args.negative_prompt)
     uncond = emb["uncond"] if args.sds_guidance else None
 

@@ -118,12 +118,12 @@ def main(argv=None):
         raise ValueError("--batch_size, --save_every and --gif_frames must be at least 1")
     device = choose_device(args.device)
     seed_everything(args.seed)
-    out = run_folder(args)
-    save_args(out, args)
 
     mesh = load_obj(args.mesh_path, device=device) if args.mesh_path else load_mesh_or_standin("a1/cow.obj", device)
     sd = load_guidance(args, device)
     label = pipeline_label(sd, args.model)
+    out = run_folder(args)
+    save_args(out, args)
     emb = prompt_embeddings(sd, args.prompt, args.negative_prompt, view_dependent=bool(args.view_dep_text))
 
     field = ColorField(args.n_harmonic, args.hidden).to(device)

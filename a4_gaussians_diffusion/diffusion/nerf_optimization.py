@@ -132,8 +132,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.quick:
         args.iters, args.h, args.w = min(args.iters, 6), min(args.h, 16), min(args.w, 16)
-        args.n_samples, args.n_importance, args.hidden = min(args.n_samples, 16), min(args.n_importance, 8), min(args.hidden, 32)
-        args.video_frames, args.eval_every, args.save_every = min(args.video_frames, 6), min(args.eval_every, 3), min(args.save_every, 3)
+        args.n_samples, args.n_importance = min(args.n_samples, 16), min(args.n_importance, 8)
+        args.hidden, args.video_frames = min(args.hidden, 32), min(args.video_frames, 6)
+        args.eval_every, args.save_every = min(args.eval_every, 3), min(args.save_every, 3)
         args.video_size = min(args.video_size or 32, 32)
     check_iterations(args.iters, "--iters")
     video_size = args.video_size or args.h
@@ -146,11 +147,11 @@ def main(argv=None):
             raise ValueError(f"--{name} must be in [0, 1], got {getattr(args, name)}")
     device = choose_device(args.device)
     seed_everything(args.seed)
-    out = run_folder(args, "_view_dep" if args.view_dep_text else "")
-    save_args(out, args)
 
     sd = load_guidance(args, device)
     label = pipeline_label(sd, args.model)
+    out = run_folder(args, "_view_dep" if args.view_dep_text else "")
+    save_args(out, args)
     emb = prompt_embeddings(sd, args.prompt, args.negative_prompt, view_dependent=bool(args.view_dep_text))
 
     cfg = NeRFConfig(args.n_harmonic, args.hidden, args.n_layers, args.blob_density, args.blob_radius, args.bound,

@@ -3,7 +3,6 @@
 import csv
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -128,6 +127,7 @@ def test_missing_model_is_one_line_error(tmp_path, capsys, monkeypatch):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "hf download someone/not-cached-model" in err[0]
+    assert not any(tmp_path.iterdir())  # nothing written for a run that could not start
     with pytest.raises(SystemExit) as exc:
         run_cli(nerf_optimization.main, ["--model", str(tmp_path / "no_such_folder"), "--quick",
                                          "--output_dir", str(tmp_path)])
@@ -143,3 +143,20 @@ def test_help_documents_the_flags(mod, capsys):
     for flag in ("--prompt", "--model", "--guidance_scale", "--precision", "--cpu_offload", "--attention_slicing",
                  "--quick", "--resume"):
         assert flag in text
+
+
+def test_demo_plans_every_part_with_the_tiny_checkpoint(tmp_path, monkeypatch):
+    """The demo (run in full by `make demo`) builds the tiny checkpoint and runs every CLI at --quick."""
+    from a4_gaussians_diffusion.diffusion import demo
+    from a4_gaussians_diffusion.diffusion.tiny import is_tiny
+
+    planned = []
+    monkeypatch.setattr(demo, "run_steps", lambda steps: planned.extend(steps))
+    demo.main(["--output_root", str(tmp_path)])
+    modules = [m.split(".")[-1] for m, _ in planned]
+    assert modules == ["image_optimization", "image_optimization", "mesh_optimization", "nerf_optimization",
+                       "nerf_optimization"]
+    for _, argv in planned:
+        assert "--quick" in argv and is_tiny(argv[argv.index("--model") + 1])
+        assert argv[argv.index("--output_dir") + 1].startswith(str(tmp_path / "diffusion_"))
+    assert ["--view_dep_text", "1"] == planned[-1][1][2:4] and planned[1][1][3] == "0"

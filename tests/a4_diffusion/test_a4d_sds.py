@@ -1,7 +1,6 @@
 """SDS maths and the diffusers wrapper, checked against hand-written references on the tiny random
 Stable Diffusion checkpoint (no downloads)."""
 
-import math
 
 import pytest
 import torch

@@ -1,6 +1,5 @@
 """View-dependent text conditioning and camera sampling of the SDS scripts."""
 
-import math
 
 import pytest
 import torch
