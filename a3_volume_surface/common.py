@@ -5,7 +5,6 @@ PSNR and the one-line error wrapper.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import sys
@@ -18,16 +17,17 @@ import torch.nn.functional as F
 
 from l3d.io import save_gif_with_png, write_command, write_metrics
 from l3d.train import (
-    USER_ERRORS, CheckpointManager, LossLog, check_finite, choose_device, graceful_interrupt, progress,
+    CheckpointManager, LossLog, check_finite, choose_device, graceful_interrupt, progress,
     seed_everything,
 )
 
 from .model import to_container
 
-__all__ = ["prepare", "hydra_task", "train_loop", "save_gif", "psnr", "sample_images_at_xy", "wh_to_hw",
+__all__ = ["prepare", "train_loop", "save_gif", "psnr", "sample_images_at_xy", "lookup_pixels", "wh_to_hw",
            "finish"]
 
 GIF_MS = 100  # spec convention 8: 100 ms per frame
+_ENTRY = {"module": None}  # the entry point module of this run, for command.txt
 
 
 def wh_to_hw(image_size: Sequence[int]) -> tuple:
@@ -37,14 +37,17 @@ def wh_to_hw(image_size: Sequence[int]) -> tuple:
     return int(image_size[1]), int(image_size[0])
 
 
-def prepare(cfg) -> tuple:
+def prepare(cfg, module: Optional[str] = None) -> tuple:
     """Apply the ``quick`` variant, seed, choose the device, create the output folder.
 
     ``quick=true`` applies every ``quick_overrides`` entry (dotted key -> value) of the config
     before anything else; explicit command-line overrides of the same keys are kept.
+    ``module`` names the entry point (``python -m <module>`` goes to command.txt).
     Returns (plain config dict, device, output folder Path).
     """
     from omegaconf import OmegaConf
+
+    _ENTRY["module"] = module
 
     if cfg.get("quick", False):
         cli = _cli_keys()
@@ -69,31 +72,10 @@ def _cli_keys() -> set:
     return keys
 
 
-def hydra_task(fn: Callable) -> Callable:
-    """Wrap a Hydra task function: expected user errors -> ``error: <one line>`` and exit status 2."""
-
-    @functools.wraps(fn)
-    def task(cfg):
-        debug = os.environ.get("L3D_DEBUG", "") not in ("", "0")
-        try:
-            return fn(cfg)
-        except USER_ERRORS as exc:
-            if debug:
-                raise
-            msg = " ".join(str(exc).split()) or type(exc).__name__
-            print(f"error: {msg}", file=sys.stderr, flush=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            print("error: interrupted", file=sys.stderr, flush=True)
-            sys.exit(130)
-
-    return task
-
-
 def finish(out: Path, metrics: Mapping[str, Any], written: Sequence[Any]) -> None:
     """Write metrics.json (merged) and command.txt, print the numbers and the files written."""
     write_metrics(out, dict(metrics))
-    write_command(out)
+    write_command(out, module=_ENTRY["module"])
     _print_metrics(metrics)
     for p in written:
         print(f"wrote {p}")
@@ -122,18 +104,43 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
-def sample_images_at_xy(images: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
-    """The course's training-pixel lookup: bilinear ``grid_sample(align_corners=True)`` at ``-xy``.
+def sample_images_at_xy(images: torch.Tensor, xy: torch.Tensor, align_corners: bool = True) -> torch.Tensor:
+    """Bilinear lookup of image colours at NDC points (``grid_sample`` at ``-xy``).
 
     Args:
         images: (N, H, W, C); xy: (N, R, 2) NDC points (x left, y up).
+        align_corners: True is the course's lookup (spec convention 9): the extreme pixel
+            *centres* sit at +-1 while rays go through NDC +-(1 - 1/W), so the ground truth is the
+            image magnified by W / (W - 1) (about 0.4 % at 256 px: a fitted box comes out that much
+            larger). False samples at the true pixel centres (exact at the image's own resolution).
     Returns:
-        (N, R, C). With align_corners=True the extreme pixel *centres* sit at +-1 while rays go
-        through NDC +-(1 - 1/W), so colours are interpolated by up to half a pixel (spec convention 9).
+        (N, R, C).
     """
     grid = -xy[:, :, None, :]  # (N, R, 1, 2): grid_sample's x is right, y is down
-    out = F.grid_sample(images.permute(0, 3, 1, 2), grid.to(images.dtype), mode="bilinear", align_corners=True)
+    out = F.grid_sample(images.permute(0, 3, 1, 2), grid.to(images.dtype), mode="bilinear",
+                        align_corners=align_corners)
     return out[..., 0].permute(0, 2, 1)
+
+
+LOOKUPS = ("grid_sample", "bilinear", "exact")
+
+
+def lookup_pixels(images: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.Tensor:
+    """Ground-truth colours (N, R, C) of images (N, H, W, C) at the NDC pixel grid (R, 2).
+
+    ``mode``: "grid_sample" (the course's align_corners=True lookup), "bilinear" (pixel-centre
+    aligned bilinear, for a grid of another resolution), "exact" (the pixels themselves; the grid
+    must be the images' own pixel grid).
+    """
+    n, h, w, c = images.shape
+    if mode == "exact":
+        if grid.shape[0] != h * w:
+            raise ValueError(f"pixel_lookup 'exact' needs the images' own resolution ({h} x {w}); "
+                             f"use 'bilinear' or 'grid_sample' for a grid of {grid.shape[0]} pixels")
+        return images.reshape(n, h * w, c)
+    if mode not in LOOKUPS:
+        raise ValueError(f"training.pixel_lookup must be one of {', '.join(LOOKUPS)}, got {mode!r}")
+    return sample_images_at_xy(images, grid.expand(n, -1, -1), align_corners=mode == "grid_sample")
 
 
 def train_loop(

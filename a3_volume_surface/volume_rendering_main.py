@@ -13,15 +13,9 @@ config. The top-level ``type`` picks the mode: render | train | train_nerf.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 
-from .common import hydra_task, prepare
-
-# configs/a3 of the repository, as an absolute path so the entry point also works when called
-# in-process (tests) and not only through ``python -m``
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs" / "a3")
+from .entry import CONFIG_DIR, hydra_task
 
 MODES = ("render", "train", "train_nerf")
 
@@ -29,7 +23,9 @@ MODES = ("render", "train", "train_nerf")
 @hydra.main(config_path=CONFIG_DIR, config_name="box", version_base=None)
 @hydra_task
 def main(cfg):
-    plain, device, out = prepare(cfg)
+    from .common import prepare
+
+    plain, device, out = prepare(cfg, "a3_volume_surface.volume_rendering_main")
     mode = plain.get("type")
     from . import volume_runs
 

@@ -23,7 +23,7 @@ from l3d.shading import render_points
 from l3d.structures import Pointclouds
 
 from .cameras import look_at_cameras, surround_cameras
-from .common import finish, psnr, sample_images_at_xy, save_gif, train_loop, wh_to_hw
+from .common import finish, lookup_pixels, psnr, save_gif, train_loop, wh_to_hw
 from .data import load_box_images, load_nerf_scene
 from .model import Model, render_images
 
@@ -128,7 +128,7 @@ def run_train_box(cfg: Mapping[str, Any], device: torch.device, out: Path) -> Di
     images = _box_images(cfg, cams, device)  # (4, 256, 256, 3)
     model = Model(cfg).to(device)
     grid = ndc_grid(hw, device=device)  # (HW, 2)
-    gt = sample_images_at_xy(images, grid.expand(len(cams), -1, -1))  # (C, HW, 3)
+    gt = lookup_pixels(images, grid, tcfg.get("pixel_lookup", "grid_sample"))  # (C, HW, 3)
     rays = image_rays(cams, hw)  # (C, HW)
     written: List[Any] = []
     before = render_images(model, cams, hw)["color"]
@@ -149,12 +149,15 @@ def run_train_box(cfg: Mapping[str, Any], device: torch.device, out: Path) -> Di
             losses.append(loss.item())
         return {"loss": float(np.mean(losses))}
 
-    info = train_loop(out, model, optim, None, tcfg, cfg, epoch_fn, desc="train box", device=device)
+    sched = torch.optim.lr_scheduler.StepLR(optim, int(tcfg.get("lr_scheduler_step_size") or 10 ** 9),
+                                            float(tcfg.get("lr_scheduler_gamma", 1.0)))
+    info = train_loop(out, model, optim, sched, tcfg, cfg, epoch_fn, desc="train box", device=device)
     sdf = model.implicit_fn.sdf
     center = [round(v, 6) for v in sdf.center.detach().reshape(-1).tolist()]
     sides = [round(v, 6) for v in sdf.side_lengths.detach().reshape(-1).tolist()]
-    print("Box center: (" + ", ".join(f"{v:.2f}" for v in center) + ")")
-    print("Box side lengths: (" + ", ".join(f"{v:.2f}" for v in sides) + ")")
+    fmt = lambda vals: "(" + ", ".join(f"{round(v, 2) + 0.0:.2f}" for v in vals) + ")"  # noqa: E731 (no "-0.00")
+    print(f"Box center: {fmt(center)}")
+    print(f"Box side lengths: {fmt(sides)}")
     after = render_images(model, cams, hw)["color"]
     written.append(save_image(out / "part_2_after_training.png", torch.cat(list(after.cpu()), 1), truncate=True))
     gcams = surround_cameras(**cfg["gif"], device=device)
@@ -190,19 +193,15 @@ def train_views(scene, max_views) -> tuple:
 class RayBatcher:
     """Random training rays drawn uniformly from all pixels of all training views.
 
-    ``lookup``: "exact" (the pixel's own colour) or "grid_sample" (spec convention 9).
+    ``lookup``: "exact" (the pixel's own colour), "bilinear" or "grid_sample" (spec convention 9);
+    see :func:`a3_volume_surface.common.lookup_pixels`.
     """
 
     def __init__(self, images: torch.Tensor, cams, lookup: str, seed: int):
         n, h, w, _ = images.shape
         self.cams, self.hw = cams, (h, w)
         self.grid = ndc_grid((h, w), device=images.device)
-        if lookup == "grid_sample":
-            self.gt = sample_images_at_xy(images, self.grid.expand(n, -1, -1))
-        elif lookup == "exact":
-            self.gt = images.reshape(n, h * w, 3)
-        else:
-            raise ValueError(f"training.pixel_lookup must be 'exact' or 'grid_sample', got {lookup!r}")
+        self.gt = lookup_pixels(images, self.grid, lookup)  # (N, HW, 3)
         self.gen = torch.Generator(device="cpu").manual_seed(seed)
 
     def __call__(self, batch_size: int):
