@@ -1,0 +1,229 @@
+"""Q2: evaluate a trained image -> 3D model with F1 at distance thresholds 0.01 .. 0.05.
+
+    python -m a2_single_view.eval_model --type vox|point|mesh|implicit [--load_checkpoint PATH]
+
+For every test image: 1000 points from the prediction and from the ground-truth mesh, 1-NN
+distances both ways, precision / recall / F1 per threshold (a2_single_view/evaluate.py; voxel
+and implicit predictions go through marching cubes at 0.5, the [Z, Y, X] -> mesh-frame mapping,
+and centring; an empty prediction scores 0).
+
+Writes to --output_dir (default output/a2_single_view/eval_<type>): eval_<type>.png (mean F1
+against the threshold), metrics.json (mean F1 / precision / recall per threshold, count of
+empty predictions), per_example.json (F1 of every test image), and --vis_count examples
+example_<k>.gif (+ .png): input image | predicted 3D | ground-truth mesh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from l3d.cli import report, script_parser
+from l3d.io import atomic_path, save_gif_with_png
+from l3d.train import choose_device, load_checkpoint, progress, run_cli
+
+from .common import add_data_flags, gt_meshes, render_gt, render_kind, resolve_data, to_device, triptych, view_azimuth
+from .data import R2N2, collate
+from .evaluate import THRESHOLDS, evaluate_batch
+from .features import ensure_features
+from .models import KINDS, Encoder, SingleViewTo3D
+from .train_model import build_model, forward, model_inputs
+
+
+def default_checkpoint(kind: str) -> Path:
+    return Path(f"output/a2_single_view/train_{kind}/checkpoints/last.pt")
+
+
+def load_model(path, device: torch.device, kind: Optional[str] = None, verbose: bool = False):
+    """(model in eval mode, config + "steps") from a checkpoint written by train_model."""
+    state = load_checkpoint(path, map_location=device)
+    if "model" not in state or "config" not in state:
+        raise ValueError(f"{path} is not a train_model checkpoint (needs 'model' and 'config')")
+    cfg = state["config"]
+    if kind is not None and cfg["type"] != kind:
+        raise ValueError(f"{path} holds a {cfg['type']!r} model, not {kind!r}")
+    model = build_model(cfg, verbose=verbose).to(device)
+    model.load_state_dict(state["model"])
+    cfg = {**cfg, "steps": int(state.get("step", -1)) + 1}
+    return model.eval(), cfg
+
+
+@torch.no_grad()
+def predict(model: SingleViewTo3D, batch: dict):
+    """Predictions in evaluation form: vox/implicit (B, 1, D, D, D) probabilities, point (B, P, 3),
+    mesh a Meshes batch."""
+    out = forward(model, batch)
+    if model.kind in ("vox", "implicit"):
+        return torch.sigmoid(out)
+    if model.kind == "mesh":
+        return model.decoder.meshes(out)
+    return out
+
+
+def eval_dataset(model: SingleViewTo3D, cfg: dict, args, device, split: str = "test",
+                 views_per_model: Optional[int] = 1, max_examples: Optional[int] = None):
+    """The data set of the evaluation, with features computed when the model needs them."""
+    choice = resolve_data(args)
+    ds = R2N2(choice.root, choice.split_file, split, args.class_names, views_per_model=views_per_model,
+              return_voxels=False, inputs=model_inputs(argparse.Namespace(load_feat=bool(cfg.get("load_feat")),
+                                                                           mean_shape=bool(cfg.get("mean_shape")))))
+    if cfg.get("load_feat"):
+        enc = Encoder(cfg.get("pretrained", "auto"), verbose=False)
+        if cfg.get("encoder") and enc.tag != cfg["encoder"]:
+            raise ValueError(f"the checkpoint was trained on {cfg['encoder']} features, but the encoder available "
+                             f"now is {enc.tag}")
+        ensure_features(ds, enc, device)
+    if max_examples is not None:
+        ds.items = ds.items[:max_examples]
+    return ds, choice
+
+
+@torch.no_grad()
+def run_eval(model: SingleViewTo3D, ds: R2N2, device, n_points: int = 1000, batch_size: int = 16,
+             seed: int = 0, thresholds: Sequence[float] = THRESHOLDS) -> Dict[str, torch.Tensor]:
+    """Per-example precision, recall, F1 (N, T) and valid (N,) over the whole data set."""
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    parts = {"precision": [], "recall": [], "f1": [], "valid": []}
+    for batch in progress(loader, f"eval {model.kind}"):
+        batch = to_device(batch, device)
+        pred = predict(model, batch)
+        r = evaluate_batch(model.kind, pred, gt_meshes(batch), n_points, thresholds, generator=gen)
+        parts["precision"].append(r.precision.cpu())
+        parts["recall"].append(r.recall.cpu())
+        parts["f1"].append(r.f1.cpu())
+        valid = r.f1.new_ones(r.f1.shape[0], dtype=torch.bool) if model.kind in ("point", "mesh") else \
+            (r.precision.sum(1) + r.recall.sum(1) > 0)
+        parts["valid"].append(valid.cpu())
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def plot_f1_curves(curves: Dict[str, Sequence[float]], path, title: str, thresholds: Sequence[float] = THRESHOLDS) -> Path:
+    """A PNG of F1 against the threshold, one line per entry of ``curves``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for label, ys in curves.items():
+        ax.plot(list(thresholds), list(ys), marker="o", label=label)
+    ax.set_xlabel("threshold")
+    ax.set_ylabel("F1 (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+@torch.no_grad()
+def example_frames(model: SingleViewTo3D, ds: R2N2, idx: int, device, num_frames: int = 12, image_size: int = 160,
+                   label: str = "prediction") -> torch.Tensor:
+    """(T, H, 3W, 3): input image | predicted 3D | ground-truth mesh of item ``idx``."""
+    sample = ds[idx]
+    batch = to_device(collate([sample]), device)
+    pred = predict(model, batch)
+    azim = view_azimuth(sample["R"], sample["T"])
+    kw = dict(num_frames=num_frames, image_size=image_size, azim=azim)
+    if model.kind == "mesh":
+        p = (pred.verts_list()[0], pred.faces_list()[0])
+    else:
+        p = pred[0]
+    frames = render_kind(model.kind, p, **kw)
+    gt = render_gt(sample["verts"], sample["faces"], **kw)
+    return triptych(ds.image(idx), frames, gt, label)
+
+
+def build_parser(doc: str = __doc__) -> argparse.ArgumentParser:
+    ap = script_parser(doc, "a2_single_view/eval_<type>")
+    ap.add_argument("--type", choices=KINDS, default="vox", help="model type (must match the checkpoint)")
+    ap.add_argument("--load_checkpoint", default=None,
+                    help="checkpoint file (default: output/a2_single_view/train_<type>/checkpoints/last.pt)")
+    ap.add_argument("--split", default="test", help="split to evaluate")
+    ap.add_argument("--n_points", type=int, default=1000, help="points sampled on the ground truth and on surfaces")
+    ap.add_argument("--batch_size", type=int, default=16, help="images per forward pass")
+    ap.add_argument("--views_per_model", type=int, default=1, help="views of each test model (0: all listed)")
+    ap.add_argument("--max_examples", type=int, default=None, help="evaluate only the first N images")
+    ap.add_argument("--vis_count", type=int, default=4, help="example GIFs to write")
+    ap.add_argument("--num_frames", type=int, default=24, help="frames of each example GIF")
+    ap.add_argument("--image_size", type=int, default=160, help="size of each panel of the example GIFs")
+    add_data_flags(ap)
+    return ap
+
+
+def finish_args(args):
+    if args.output_dir == "output/a2_single_view/eval_<type>":
+        args.output_dir = f"output/a2_single_view/eval_{args.type}"
+    if args.quick:
+        args.n_points = min(args.n_points, 300)
+        args.vis_count = min(args.vis_count, 2)
+        args.num_frames = min(args.num_frames, 4)
+        args.image_size = min(args.image_size, 96)
+    if args.n_points < 1 or args.batch_size < 1 or args.num_frames < 1:
+        raise ValueError("--n_points, --batch_size and --num_frames must be at least 1")
+    return args
+
+
+def evaluate_checkpoint(args) -> dict:
+    device = choose_device(args.device)
+    ckpt = args.load_checkpoint or default_checkpoint(args.type)
+    if not Path(ckpt).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {ckpt} (train first: python -m a2_single_view.train_model "
+                                f"--type {args.type})")
+    model, cfg = load_model(ckpt, device, args.type)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    ds, choice = eval_dataset(model, cfg, args, device, args.split, args.views_per_model or None, args.max_examples)
+    res = run_eval(model, ds, device, args.n_points, args.batch_size, args.seed)
+    eval_s = time.perf_counter() - t
+    mean_f1 = res["f1"].mean(0).tolist()
+    written = [plot_f1_curves({args.type: mean_f1}, out / f"eval_{args.type}.png", f"{args.type}: F1 vs threshold")]
+    per_example = [{"model_id": ds.models[i].model_id, "synset": ds.models[i].synset, "view": v,
+                    "f1": [round(x, 3) for x in res["f1"][n].tolist()]} for n, (i, v) in enumerate(ds.items)]
+    with atomic_path(out / "per_example.json") as tmp:
+        Path(tmp).write_text(json.dumps(per_example, indent=1))
+    written.append(out / "per_example.json")
+    for k in range(min(args.vis_count, len(ds))):
+        idx = int(k * len(ds) / max(1, min(args.vis_count, len(ds))))
+        frames = example_frames(model, ds, idx, device, args.num_frames, args.image_size, args.type)
+        written.extend(save_gif_with_png(out / f"example_{k}.gif", frames, fps=8))
+    metrics = {
+        "type": args.type, "checkpoint": str(ckpt), "examples": len(ds), "split": args.split,
+        **{f"f1@{t:.2f}": float(v) for t, v in zip(THRESHOLDS, mean_f1)},
+        **{f"precision@{t:.2f}": float(v) for t, v in zip(THRESHOLDS, res["precision"].mean(0).tolist())},
+        **{f"recall@{t:.2f}": float(v) for t, v in zip(THRESHOLDS, res["recall"].mean(0).tolist())},
+        "empty_predictions": int((~res["valid"]).sum()), "eval_time_s": eval_s,
+        "train_steps_of_checkpoint": cfg["steps"], "encoder": cfg.get("encoder"), "mean_shape": bool(cfg.get("mean_shape")),
+        "data": "synthetic:" + args.preset if choice.synthetic else "r2n2", "classes": args.classes,
+    }
+    report(out, metrics, written)
+    return {**metrics, "per_example_f1": res["f1"], "dataset": ds, "model": model}
+
+
+def run(argv=None) -> dict:
+    """Like the command line, for Python callers: the metrics plus "model", "dataset" and
+    "per_example_f1" (N, T)."""
+    return evaluate_checkpoint(finish_args(build_parser().parse_args(argv)))
+
+
+def main(argv=None):
+    res = run(argv)
+    return {k: v for k, v in res.items() if k not in ("dataset", "model", "per_example_f1")}
+
+
+if __name__ == "__main__":
+    run_cli(main)
+
+
+__all__: List[str] = ["load_model", "predict", "run_eval", "plot_f1_curves", "example_frames", "run", "main"]

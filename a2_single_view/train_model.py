@@ -1,0 +1,224 @@
+"""Q2: train an image -> 3D model (voxels, points, mesh, or the Q3.1 implicit occupancy network).
+
+    python -m a2_single_view.train_model --type vox|point|mesh|implicit [--load_feat] [--max_iter 10000]
+
+A ResNet-18 encoder (ImageNet weights from the local torch cache when present, else random
+initialisation, said in one line) feeds one decoder (a2_single_view/models.py). Losses:
+vox -- BCE on the 32^3 logits; point -- chamfer between the predicted points and n_points
+sampled on the ground-truth mesh; mesh -- w_chamfer * chamfer (n_points sampled on both meshes)
++ w_smooth * uniform Laplacian; implicit -- BCE of occupancies at n_queries points (half near
+the surface). ``--load_feat`` trains the decoder on precomputed encoder features (computed once
+into feats.npy when missing) instead of images: much faster on a CPU. ``--mean_shape`` feeds a
+constant input instead, which trains the best constant prediction: the mean-shape baseline.
+
+Writes to --output_dir (default output/a2_single_view/train_<type>): checkpoints/ckpt_<step>.pt
+and last.pt ({step, model, optimizer, config}) every --save_freq steps, at the end and on
+Ctrl-C; losses.csv and loss_<type>.png; metrics.json. ``--resume`` continues from the latest
+checkpoint there; ``--load_checkpoint PATH`` continues from a given one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from l3d.cli import report, script_parser
+from l3d.ops import sample_points_from_meshes
+from l3d.train import (CheckpointManager, LossLog, check_finite, choose_device, graceful_interrupt, load_checkpoint,
+                       progress, run_cli, seed_everything)
+
+from .common import add_data_flags, gt_points, occupancy_queries, resolve_data, to_device
+from .data import R2N2, collate
+from .features import ensure_features
+from .losses import chamfer_loss, smoothness_loss, voxel_loss
+from .models import FEAT_DIM, KINDS, Encoder, SingleViewTo3D
+
+# settings a checkpoint records so that eval_model can rebuild the model
+CONFIG_KEYS = ("type", "n_points", "load_feat", "mean_shape", "pretrained", "classes", "w_smooth", "w_chamfer")
+
+
+def build_parser(doc: str = __doc__) -> argparse.ArgumentParser:
+    ap = script_parser(doc, "a2_single_view/train_<type>")
+    ap.add_argument("--type", choices=KINDS, default="vox", help="what the decoder predicts")
+    ap.add_argument("--max_iter", type=int, default=10000, help="training steps")
+    ap.add_argument("--batch_size", type=int, default=32, help="images per step")
+    ap.add_argument("--lr", type=float, default=4e-4, help="Adam learning rate")
+    ap.add_argument("--n_points", type=int, default=1000, help="points predicted (point) / sampled for chamfer")
+    ap.add_argument("--w_chamfer", type=float, default=1.0, help="weight of the chamfer loss (mesh)")
+    ap.add_argument("--w_smooth", type=float, default=0.1, help="weight of the Laplacian smoothing loss (mesh)")
+    ap.add_argument("--n_queries", type=int, default=4096, help="occupancy queries per image (implicit)")
+    ap.add_argument("--save_freq", type=int, default=2000, help="checkpoint every this many steps")
+    ap.add_argument("--log_freq", type=int, default=50, help="loss log row every this many steps")
+    ap.add_argument("--load_checkpoint", default=None, help="continue from this checkpoint file")
+    ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output_dir")
+    ap.add_argument("--load_feat", action="store_true",
+                    help="train on precomputed ResNet-18 features (feats.npy; computed once when missing)")
+    ap.add_argument("--mean_shape", action="store_true",
+                    help="constant input instead of the image: trains the mean-shape baseline")
+    ap.add_argument("--pretrained", choices=["auto", "imagenet", "random"], default="auto",
+                    help="ResNet-18 weights: ImageNet from the local torch cache when present (auto), or random")
+    ap.add_argument("--num_workers", type=int, default=0, help="data loader worker processes")
+    add_data_flags(ap)
+    return ap
+
+
+def finish_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Apply --quick and defaults that depend on --type; validate."""
+    if args.output_dir == "output/a2_single_view/train_<type>":
+        args.output_dir = f"output/a2_single_view/train_{args.type}"
+    if args.quick:
+        args.max_iter = min(args.max_iter, 6)
+        args.batch_size = min(args.batch_size, 4)
+        args.n_points = min(args.n_points, 200)
+        args.n_queries = min(args.n_queries, 512)
+        args.log_freq = min(args.log_freq, 2)
+        args.save_freq = min(args.save_freq, 4)
+    for name in ("max_iter", "batch_size", "n_points", "save_freq", "log_freq", "n_queries"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.lr <= 0:
+        raise ValueError(f"--lr must be positive, got {args.lr}")
+    if args.load_feat and args.mean_shape:
+        raise ValueError("--load_feat and --mean_shape exclude each other")
+    return args
+
+
+def model_inputs(args) -> str:
+    return "feats" if args.load_feat else ("none" if args.mean_shape else "images")
+
+
+def build_model(cfg: dict, verbose: bool = True) -> SingleViewTo3D:
+    """The model a config (``CONFIG_KEYS``) describes."""
+    use_encoder = not (cfg.get("load_feat") or cfg.get("mean_shape"))
+    return SingleViewTo3D(cfg["type"], n_points=cfg.get("n_points", 1000), use_encoder=use_encoder,
+                          pretrained=cfg.get("pretrained", "auto"), verbose=verbose)
+
+
+def forward(model: SingleViewTo3D, batch: dict, queries=None) -> torch.Tensor:
+    """Run the model on a collated batch (images, precomputed feats, or a constant input)."""
+    if "feats" in batch:
+        return model(feats=batch["feats"], queries=queries)
+    if "images" in batch and model.encoder is not None:
+        return model(images=batch["images"], queries=queries)
+    b = len(batch["verts"])
+    ref = next(model.decoder.parameters())
+    return model(feats=torch.zeros(b, FEAT_DIM, device=ref.device, dtype=ref.dtype), queries=queries)
+
+
+def compute_loss(model: SingleViewTo3D, batch: dict, args, generator=None) -> dict:
+    """The training loss of one batch: {"loss": total, and its named terms}."""
+    kind = model.kind
+    if kind == "vox":
+        loss = voxel_loss(forward(model, batch), batch["voxels"])
+        return {"loss": loss}
+    if kind == "implicit":
+        q, lab = occupancy_queries(batch["voxels"], args.n_queries, generator)
+        loss = voxel_loss(forward(model, batch, queries=q), lab)
+        return {"loss": loss}
+    gt = gt_points(batch, args.n_points, generator)
+    if kind == "point":
+        loss = chamfer_loss(forward(model, batch), gt)
+        return {"loss": loss}
+    verts = forward(model, batch)
+    meshes = model.decoder.meshes(verts)
+    pred = sample_points_from_meshes(meshes, args.n_points, generator=generator)
+    lc, ls = chamfer_loss(pred, gt), smoothness_loss(meshes)
+    return {"loss": args.w_chamfer * lc + args.w_smooth * ls, "chamfer": lc, "smooth": ls}
+
+
+def infinite(loader):
+    while True:
+        yield from loader
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Train as the flags say; returns the metrics written to metrics.json (and paths)."""
+    device = choose_device(args.device)
+    seed_everything(args.seed)
+    choice = resolve_data(args)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    need_vox = args.type in ("vox", "implicit")
+    ds = R2N2(choice.root, choice.split_file, "train", args.class_names, return_voxels=need_vox,
+              inputs=model_inputs(args))
+    cfg = {k: getattr(args, k) for k in CONFIG_KEYS}
+    model = build_model(cfg).to(device)
+    encoder_tag = model.encoder.tag if model.encoder is not None else None
+    if args.load_feat:
+        enc = Encoder(args.pretrained, verbose=True)
+        encoder_tag = enc.tag
+        ensure_features(ds, enc, device)
+        del enc
+    cfg["encoder"] = encoder_tag
+    optim = torch.optim.Adam(model.parameters(), lr=args.lr)
+    ckpts = CheckpointManager(out / "checkpoints", every=args.save_freq, keep_last=2)
+    start = 0
+    state = None
+    if args.load_checkpoint:
+        state = load_checkpoint(args.load_checkpoint, map_location=device)
+    elif args.resume:
+        state = ckpts.resume(map_location=device)
+    if state is not None:
+        if state.get("config", {}).get("type", args.type) != args.type:
+            raise ValueError(f"checkpoint is of type {state['config']['type']!r}, not {args.type!r}")
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optimizer"])
+        start = int(state["step"]) + 1
+    log = LossLog(out / "losses.csv", append=state is not None)
+    if state is not None:
+        log.rewind(int(state["step"]))
+    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, drop_last=len(ds) > args.batch_size,
+                                         collate_fn=collate, num_workers=args.num_workers,
+                                         generator=torch.Generator().manual_seed(args.seed + start))
+    batches = infinite(loader)
+    gen = torch.Generator(device=device).manual_seed(args.seed + 1 + start)
+    model.train()
+
+    def state_fn():
+        return {"model": model.state_dict(), "optimizer": optim.state_dict(), "config": cfg}
+
+    t0 = time.perf_counter()
+    step, last = start - 1, {}
+    with graceful_interrupt() as stop:
+        for step in progress(range(start, args.max_iter), f"train {args.type}"):
+            batch = to_device(next(batches), device)
+            terms = compute_loss(model, batch, args, gen)
+            check_finite(terms["loss"], step)
+            optim.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optim.step()
+            last = {k: float(v.detach()) for k, v in terms.items()}
+            if step % args.log_freq == 0 or step == args.max_iter - 1:
+                log.append(step, last)
+            ckpts.maybe_save(step, state_fn, force=stop.requested or step == args.max_iter - 1)
+            if stop.requested:
+                break
+    elapsed = time.perf_counter() - t0
+    last_ckpt = ckpts.last_path  # (a resumed run that was already complete keeps its checkpoint)
+    written = [last_ckpt]
+    if log.rows():
+        written.append(log.plot(out / f"loss_{args.type}.png", title=f"train {args.type}"))
+    steps = max(0, step - start + 1)
+    metrics = {
+        "type": args.type, "steps": step + 1, "final_loss": last.get("loss"),
+        **{f"final_{k}": v for k, v in last.items() if k != "loss"},
+        "train_time_s": elapsed, "time_per_step_s": elapsed / max(steps, 1),
+        "train_images": len(ds), "train_models": len(ds.models), "encoder": encoder_tag or "none (constant input)",
+        "load_feat": args.load_feat, "mean_shape": args.mean_shape, "batch_size": args.batch_size,
+        "data": "synthetic:" + args.preset if choice.synthetic else "r2n2", "classes": args.classes,
+        "checkpoint": str(last_ckpt),
+    }
+    report(out, metrics, written)
+    return metrics
+
+
+def main(argv=None):
+    args = finish_args(build_parser().parse_args(argv))
+    return train(args)
+
+
+if __name__ == "__main__":
+    run_cli(main)
