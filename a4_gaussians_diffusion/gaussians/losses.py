@@ -62,7 +62,8 @@ def evaluate_images(preds: Sequence[torch.Tensor], targets: Sequence[torch.Tenso
     for p, t in zip(preds, targets):
         a = p.detach().double().clamp(0, 1).cpu().numpy()
         b = t.detach().double().clamp(0, 1).cpu().numpy()
-        psnrs.append(float(peak_signal_noise_ratio(b, a, data_range=1.0)))
+        with np.errstate(divide="ignore"):  # identical images: PSNR = inf
+            psnrs.append(float(peak_signal_noise_ratio(b, a, data_range=1.0)))
         ssims.append(float(structural_similarity(b, a, win_size=7, data_range=1.0, channel_axis=-1)))
     return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)),
             "psnr_per_view": psnrs, "ssim_per_view": ssims}

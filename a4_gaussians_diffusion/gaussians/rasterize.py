@@ -41,14 +41,20 @@ Two implementations composite the same quantities:
 * :func:`composite_dense` — the course's formulation: every Gaussian at every pixel, in batches
   of ``gaussians_per_splat`` Gaussians (-1 = all at once) chaining the transmittance. The
   reference implementation (tests, benchmark).
-* :func:`composite_tiled` (default) — Gaussians are binned to 16 x 16 pixel tiles by their
-  screen-space extent, then every tile composites only its own depth-sorted list, in padded
-  chunks across all tiles at once, chaining the transmittance per tile; tiles whose
-  transmittance has fallen below 1e-4 everywhere stop early. The extent is the ellipse where
-  alpha reaches 1/255: Mahalanobis radius ``sqrt(2 ln(255 opacity))`` (about 3 sigma: 3.0 at
-  opacity 0.35, at most 3.33), so no Gaussian that could pass the 1/255 cut at a pixel is ever
-  culled from its tile and the result equals the dense one up to float rounding. Fully
-  differentiable with autograd.
+* :func:`composite_tiled` (default) — Gaussians are binned to square pixel tiles by their
+  screen-space extent (pairs (Gaussian, tile) made with ``repeat_interleave`` and stably sorted
+  by tile, which keeps each tile's list in depth order), then every tile composites only its
+  own list, in padded chunks across all tiles at once, chaining the transmittance per tile;
+  tiles whose transmittance has fallen below 1e-4 everywhere stop early. The extent is the
+  axis-aligned box of the ellipse where alpha reaches 1/255: Mahalanobis radius
+  ``sqrt(2 ln(255 opacity))`` (about 3 sigma: 3.0 at opacity 0.35, at most 3.33 at opacity 1)
+  times ``sqrt(Sigma_xx)`` resp. ``sqrt(Sigma_yy)``. A fixed 3-sigma cut would drop alphas
+  between 1/255 and ``opacity * exp(-4.5)``; this radius drops nothing that the 1/255 rule keeps,
+  so the result equals the dense one up to float rounding. Fully differentiable with autograd.
+  The default tile is 4 x 4 pixels, not 16 x 16: on the CPU the work is (pairs x pixels per
+  tile), and trained Gaussians are a few pixels wide, so small tiles waste far fewer
+  evaluations (measured on the cow scene: 4 x 4 is 2-5x faster than 16 x 16 for both small and
+  40-pixel-wide Gaussians; see ``tile_size``).
 
 Results do not depend on ``gaussians_per_splat`` / the chunk size beyond float error: the
 threshold of step 8 is applied to the full (chained) transmittance, never to a partial product.

@@ -117,6 +117,8 @@ def main(argv=None):
     secs = time.perf_counter() - t0
     default = "q1_render_sh.gif" if args.sh else "q1_render.gif"
     gif, png = save_gif_with_png(output_path(args, default), torch.stack(frames), fps=args.fps)
+    print(f"{g.num_gaussians} Gaussians, {len(cams)} views of {args.image_size}x{args.image_size} "
+          f"({'SH' if args.sh else 'plain'} colours, {args.rasterizer}): {secs / len(cams):.3f} s per frame")
     report(args.output_dir, {"sh" if args.sh else "rgb": {
         "num_gaussians": g.num_gaussians, "num_views": len(cams), "image_size": args.image_size,
         "use_sh": bool(args.sh), "rasterizer": args.rasterizer, "render_time_per_frame_s": secs / len(cams),

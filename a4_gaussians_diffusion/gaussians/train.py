@@ -57,6 +57,8 @@ def build_parser():
     ap.add_argument("--densify_grad", type=float, default=d.densify_grad,
                     help="average gradient norm w.r.t. the 2-D mean (in NDC-like units, as 3DGS) above which a Gaussian is cloned/split")
     ap.add_argument("--prune_opacity", type=float, default=d.prune_opacity, help="Gaussians below this opacity are pruned")
+    ap.add_argument("--opacity_reset_every", type=int, default=d.opacity_reset_every,
+                    help="with --densify: clamp opacities to 0.01 every this many iterations (0 = never)")
     ap.add_argument("--max_gaussians", type=int, default=d.max_gaussians, help="densification budget")
     ap.add_argument("--harder", action="store_true",
                     help="harder-scene preset: random init, exp schedule, SSIM 0.2, anisotropic, densify, higher learning rates "

@@ -11,7 +11,8 @@ every Gaussian's 2-D mean is averaged over the views that saw it; Gaussians whos
 exceeds ``densify_grad`` are cloned (when small: largest scale below ``percent_dense`` of the
 scene extent) or split in two (when larger: new means sampled from the Gaussian, scales / 1.6).
 Gaussians with opacity below ``prune_opacity`` or larger than a tenth of the scene extent are
-pruned. Adam's moments follow the surviving
+pruned. With ``opacity_reset_every`` the opacities are periodically clamped to 0.01 (3DGS's
+reset), so the next pruning removes the Gaussians the images do not support (floaters). Adam's moments follow the surviving
 rows; new rows start at zero.
 """
 
@@ -63,6 +64,7 @@ class TrainConfig:
     percent_dense: float = 0.01
     prune_opacity: float = 0.005
     max_gaussians: int = 50000
+    opacity_reset_every: int = 0  # 0: never
     gaussians_per_splat: int = -1
     rasterizer: str = "tiled"
     tile_size: int = 4
@@ -224,6 +226,20 @@ def densify_and_prune(g: Gaussians, opt: torch.optim.Adam, stats: DensifyStats, 
             "num_gaussians": g.num_gaussians}
 
 
+def reset_opacities(g: Gaussians, opt: torch.optim.Adam, value: float = 0.01) -> None:
+    """3DGS's opacity reset: clamp every opacity to at most ``value`` and clear Adam's moments
+    of the opacity logits, so Gaussians that the images do not need fall below the pruning
+    threshold before the next densification."""
+    with torch.no_grad():
+        g.opacity_logits.clamp_(max=math.log(value / (1 - value)))
+    for gr in opt.param_groups:
+        if gr["name"] == "opacity_logits":
+            st = opt.state.get(gr["params"][0])
+            if st:
+                st["exp_avg"].zero_()
+                st["exp_avg_sq"].zero_()
+
+
 def _rotations(g: Gaussians, idx: torch.Tensor) -> torch.Tensor:
     from .rasterize import quaternion_to_matrix
 
@@ -342,6 +358,10 @@ def train(cfg: TrainConfig, scene: Scene, out_dir: Path, device, resume: bool = 
                 info = densify_and_prune(g, opt, stats, cfg, extent, gen)
                 stats = DensifyStats.zeros(g.num_gaussians, device)
                 log(f"step {step}: densify {info}")
+            if cfg.densify and cfg.opacity_reset_every > 0 and step < cfg.densify_until \
+                    and (step + 1) % cfg.opacity_reset_every == 0:
+                reset_opacities(g, opt)
+                log(f"step {step}: opacities reset to at most 0.01")
             train_time += time.perf_counter() - t0
             scalars["num_gaussians"] = g.num_gaussians
             loss_log.append(step, scalars)
