@@ -55,7 +55,7 @@ def fit_bbox_baseline(train_points, train_labels, test_points, test_labels, num_
     qa, qb = _quadratic(a), _quadratic(b)
     w = torch.zeros(qa.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, bias], max_iter=300, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS([w, bias], max_iter=100, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()

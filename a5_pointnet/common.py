@@ -69,15 +69,23 @@ def load_trained(path: str, device: torch.device, task: Optional[str] = None) ->
 
 
 def data_for_eval(args: argparse.Namespace, task: str, state: Optional[dict]) -> DataSpec:
-    """The data an evaluation uses: the flags where given, else the checkpoint's training data."""
+    """The data an evaluation uses: the checkpoint's training data when no data flag is given
+    (its folder when it still exists; the procedural set is regenerated from its seed and sizes
+    otherwise), else what the flags say."""
     saved = (state or {}).get("data") or {}
-    saved_synth = saved.get("source") == "synthetic"
-    pick = lambda flag, key, default=None: flag if flag is not None else (saved.get(key) if saved_synth else default)  # noqa: E731
-    data = args.data if args.data is not None else ("synthetic" if saved_synth else ("course" if saved else "auto"))
-    data_dir = args.data_dir if args.data_dir is not None else (saved.get("root") if saved.get("source") == "course" else None)
-    return resolve_data(task, data, data_dir, args.cache_dir, pick(args.num_train, "num_train"),
-                        pick(args.num_test, "num_test"), pick(args.data_seed, "seed"), quick=args.quick,
-                        num_points=saved.get("num_points") or 10000)
+    flags = (args.data, args.data_dir, args.num_train, args.num_test, args.data_seed)
+    if saved and all(f is None for f in flags):
+        root = Path(saved["root"])
+        if all((root / task / f"{k}_{s}.npy").is_file() for k in ("data", "label") for s in ("train", "test")):
+            return DataSpec(**saved)
+        if saved.get("source") == "course":
+            return resolve_data(task, "course", saved["root"])
+        return resolve_data(task, "synthetic", None, args.cache_dir, saved.get("num_train"), saved.get("num_test"),
+                            saved.get("seed"), num_points=saved.get("num_points") or 10000)
+    synth = saved.get("source") == "synthetic"
+    pick = lambda flag, key: flag if flag is not None else (saved.get(key) if synth else None)  # noqa: E731
+    return resolve_data(task, args.data or "auto", args.data_dir, args.cache_dir, pick(args.num_train, "num_train"),
+                        pick(args.num_test, "num_test"), pick(args.data_seed, "seed"), quick=args.quick)
 
 
 def add_vis_flags(ap: argparse.ArgumentParser) -> None:

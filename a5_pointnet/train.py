@@ -2,7 +2,7 @@
 
     python -m a5_pointnet.train --task cls                       # course settings: 250 epochs, batch 32, lr 1e-3
     python -m a5_pointnet.train --task seg --model pointnet2
-    python -m a5_pointnet.train --task cls --quick               # CPU run of a few minutes (narrower model, 1024 points)
+    python -m a5_pointnet.train --task cls --quick               # CPU run of a few minutes (half width, 512 points, 4 epochs)
     python -m a5_pointnet.train --task cls --resume              # continue from the last checkpoint
 
 Data: the course's ``a5/{cls,seg}/*.npy`` under the data root when present, else the procedural
@@ -39,15 +39,15 @@ from .data import NUM_CLASSES, add_data_flags, load_split, resolve_data
 from .models import ARCHS, ModelConfig, build_model
 
 # settings that --quick changes (None in the parser = "not given"): full run, then quick run
-FULL = {"num_epochs": 250, "num_points": 10000, "eval_points": 10000, "width": 1.0, "schedule": "constant",
-        "sa_points": (512, 128), "sa_samples": (32, 64)}
+FULL = {"num_epochs": 250, "batch_size": 32, "num_points": 10000, "eval_points": 10000, "width": 1.0,
+        "schedule": "constant", "sa_points": (512, 128), "sa_samples": (32, 64)}
+_QUICK_PN = {"num_points": 512, "eval_points": 512, "width": 0.5, "schedule": "cosine"}
+_QUICK_PN2 = {**_QUICK_PN, "sa_points": (128, 32), "sa_samples": (16, 16)}
 QUICK = {
-    ("cls", "pointnet"): {"num_epochs": 10, "num_points": 1024, "eval_points": 1024, "width": 0.5, "schedule": "cosine"},
-    ("seg", "pointnet"): {"num_epochs": 12, "num_points": 1024, "eval_points": 1024, "width": 0.5, "schedule": "cosine"},
-    ("cls", "pointnet2"): {"num_epochs": 8, "num_points": 1024, "eval_points": 1024, "width": 0.5, "schedule": "cosine",
-                           "sa_points": (256, 64), "sa_samples": (32, 32)},
-    ("seg", "pointnet2"): {"num_epochs": 8, "num_points": 1024, "eval_points": 1024, "width": 0.5, "schedule": "cosine",
-                           "sa_points": (256, 64), "sa_samples": (32, 32)},
+    ("cls", "pointnet"): {**_QUICK_PN, "num_epochs": 4},
+    ("seg", "pointnet"): {**_QUICK_PN, "num_epochs": 6, "batch_size": 8},
+    ("cls", "pointnet2"): {**_QUICK_PN2, "num_epochs": 4},
+    ("seg", "pointnet2"): {**_QUICK_PN2, "num_epochs": 6, "batch_size": 8},
 }
 
 
@@ -59,15 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--task", choices=["cls", "seg"], default="cls", help="classification (3 classes) or segmentation (6 parts)")
     ap.add_argument("--model", choices=ARCHS, default="pointnet",
                     help="pointnet, or pointnet2 = PointNet++ with farthest-point sampling and ball query (locality)")
-    ap.add_argument("--num_epochs", type=int, default=None, help=f"epochs (default {FULL['num_epochs']}; --quick: 8-12)")
-    ap.add_argument("--batch_size", type=int, default=32, help="clouds per step")
+    ap.add_argument("--num_epochs", type=int, default=None, help=f"epochs (default {FULL['num_epochs']}; --quick: cls 4, seg 6)")
+    ap.add_argument("--batch_size", type=int, default=None, help="clouds per step (default 32; --quick seg: 8)")
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     ap.add_argument("--schedule", choices=["constant", "cosine"], default=None,
                     help="learning-rate schedule over the epochs (default constant; --quick: cosine)")
     ap.add_argument("--num_points", type=int, default=None,
-                    help="points per cloud in each training step, a fresh random subset (default 10000; --quick: 1024)")
+                    help="points per cloud in each training step, a fresh random subset (default 10000; --quick: 512)")
     ap.add_argument("--eval_points", type=int, default=None,
-                    help="points per cloud for the per-epoch test accuracy (default 10000; --quick: 1024)")
+                    help="points per cloud for the per-epoch test accuracy (default 10000; --quick: 512)")
     ap.add_argument("--final_points", type=int, default=10000,
                     help="points per cloud for the final test accuracy of the best checkpoint")
     ap.add_argument("--eval_batch_size", type=int, default=16, help="clouds per forward pass when evaluating")
@@ -81,10 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--width", type=float, default=None, help="channel multiplier (default 1.0; --quick: 0.5)")
     g.add_argument("--dropout", type=float, default=0.3, help="dropout before the output layer")
     g.add_argument("--sa_points", type=int, nargs="+", default=None,
-                   help="PointNet++ centroids per level (default 512 128; --quick: 256 64)")
+                   help="PointNet++ centroids per level (default 512 128; --quick: 128 32)")
     g.add_argument("--sa_radius", type=float, nargs="+", default=[0.2, 0.4], help="PointNet++ ball radii per level")
     g.add_argument("--sa_samples", type=int, nargs="+", default=None,
-                   help="PointNet++ neighbours per ball (default 32 64; --quick: 32 32)")
+                   help="PointNet++ neighbours per ball (default 32 64; --quick: 16 16)")
     add_data_flags(ap)
     return ap
 

@@ -1,0 +1,175 @@
+"""End-to-end runs of the Assignment 5 command lines on tiny procedural data (CPU, single thread)."""
+
+import csv
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from a5_pointnet import eval_cls, eval_seg, robustness, train
+from l3d.train import run_cli
+
+VIS = ["--num_frames", "3", "--image_size", "48"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # the suite shares two cores with other work
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("a5cache"))
+
+
+def data_flags(cache, task):
+    sizes = {"cls": ("150", "60"), "seg": ("96", "24")}[task]
+    return ["--data", "synthetic", "--cache_dir", cache, "--num_train", sizes[0], "--num_test", sizes[1]]
+
+
+def _train(out, cache, task, *extra):
+    argv = ["--task", task, "--quick", "--output_dir", str(out), "--batch_size", "16", "--num_points", "256",
+            "--eval_points", "256", "--final_points", "10000", "--bn_batches", "3", *data_flags(cache, task), *extra]
+    assert train.main(argv) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def cls_run(tmp_path_factory, cache):
+    out = tmp_path_factory.mktemp("cls")
+    return out, _train(out, cache, "cls", "--num_epochs", "3", "--width", "0.25", "--save_every", "2")
+
+
+@pytest.fixture(scope="module")
+def seg_run(tmp_path_factory, cache):
+    out = tmp_path_factory.mktemp("seg")
+    return out, _train(out, cache, "seg", "--num_epochs", "4", "--width", "0.25", "--batch_size", "8")
+
+
+def test_train_cls_files_log_and_accuracy_far_above_chance(cls_run):
+    out, m = cls_run
+    ck = out / "checkpoints"
+    for name in ("best.pt", "last.pt", "ckpt_1.pt", "best.json"):  # --save_every 2: epoch index 1
+        assert (ck / name).is_file(), name
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [0, 1, 2]
+    assert all(0 <= float(r["acc/test"]) <= 1 for r in rows) and float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert (out / "curves.png").stat().st_size > 1000 and (out / "command.txt").is_file()
+    assert m["test_accuracy"] >= 0.8, m  # chance: 0.33, majority class 0.4
+    assert m["final_points"] == 10000 and m["num_test"] == 60 and m["epochs_trained"] == 3
+    assert m["bbox_baseline_accuracy"] < m["test_accuracy"] - 0.15
+    best = torch.load(ck / "best.pt", weights_only=False)
+    assert best["model_config"]["arch"] == "pointnet" and best["data"]["source"] == "synthetic"
+    assert m["best_epoch"] == best["step"]
+
+
+def test_train_seg_accuracy_far_above_chance(seg_run):
+    out, m = seg_run
+    assert m["test_accuracy"] >= 0.6, m  # majority part (seat) ~0.35
+    assert (out / "checkpoints" / "best.pt").is_file()
+
+
+def test_eval_cls_reproduces_the_accuracy_and_writes_gifs(cls_run, tmp_path):
+    run_dir, m = cls_run
+    out = tmp_path / "ev"
+    assert eval_cls.main(["--load_checkpoint", str(run_dir), "--output_dir", str(out), "--num_points", "10000", "--i", "3", *VIS]) == 0
+    e = json.loads((out / "metrics.json").read_text())
+    assert e["test_accuracy"] == pytest.approx(m["test_accuracy"], abs=1e-12)  # all points: same predictions
+    cm = np.array(e["confusion_matrix"])
+    assert cm.sum() == 60 and np.trace(cm) == round(e["test_accuracy"] * 60)
+    frames = iio.imread(out / "object_3.gif", index=None)
+    assert frames.shape[:3] == (3, 48, 48)
+    assert (out / "object_3.png").is_file() and any(out.glob("correct_*.gif"))
+    md = (out / "results.md").read_text()
+    assert "Bounding-box baseline" in md and md.count("| chair |") == 2
+
+
+def test_eval_seg_reproduces_the_accuracy_and_uses_the_course_colours(seg_run, tmp_path):
+    run_dir, m = seg_run
+    out = tmp_path / "ev"
+    assert eval_seg.main(["--load_checkpoint", str(run_dir / "checkpoints" / "best.pt"), "--output_dir", str(out),
+                          "--num_points", "10000", "--num_cases", "1", *VIS, "--image_size", "96"]) == 0
+    e = json.loads((out / "metrics.json").read_text())
+    assert e["test_accuracy"] == pytest.approx(m["test_accuracy"], abs=1e-12)
+    assert 0 <= e["mean_iou"] <= 1 and e["object_accuracy_min"] <= e["test_accuracy"]
+    for name in ("gt_0", "pred_0", "good_0", "bad_0"):
+        assert (out / f"{name}.gif").is_file() and (out / f"{name}.png").is_file()
+    assert iio.imread(out / "good_0.gif", index=None).shape[:3] == (3, 96, 192)  # gt | prediction
+    img = iio.imread(out / "gt_0.png")[..., :3].astype(int).reshape(-1, 3)
+    for colour in ((255, 0, 255), (0, 255, 255), (255, 255, 255)):  # back, legs, seat
+        assert (np.abs(img - colour).sum(1) < 60).sum() > 5, colour
+
+
+def test_robustness_tables_and_accuracy_falls_with_rotation(cls_run, seg_run, tmp_path):
+    out = tmp_path / "rob"
+    argv = ["--cls_checkpoint", str(cls_run[0]), "--seg_checkpoint", str(seg_run[0]), "--output_dir", str(out),
+            "--num_objects", "24", "--rotation_points", "2000", *VIS]
+    assert robustness.main(argv) == 0
+    md = (out / "robustness.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| rotation")
+            and not line.startswith("| points")]
+    assert len(rows) == 6 + 5  # one row per setting
+    m = json.loads((out / "metrics.json").read_text())
+    for task in ("cls", "seg"):
+        rot = [r["accuracy"] for r in m["results"][task]["rotation"]]
+        assert [r["angle"] for r in m["results"][task]["rotation"]] == [0, 10, 20, 30, 60, 90]
+        assert rot[0] > rot[-1] + 0.2, (task, rot)
+        assert rot[0] >= rot[3] - 0.02 and rot[3] >= rot[-1] - 0.02, (task, rot)  # 0 >= 30 >= 90 degrees
+        assert [r["num_points"] for r in m["results"][task]["num_points"]] == [10000, 5000, 1000, 500, 100]
+    assert (out / "robustness.png").stat().st_size > 1000
+    for name in ("cls_rot30", "cls_rot90", "cls_points100", "seg_rot90", "seg_points100"):
+        assert (out / f"{name}.gif").is_file(), name
+
+
+@pytest.mark.parametrize("task", ["cls", "seg"])
+def test_pointnet2_trains_and_evaluates_end_to_end(task, cache, tmp_path):
+    out = tmp_path / "pn2"
+    m = _train(out, cache, task, "--model", "pointnet2", "--num_epochs", "1", "--width", "0.25",
+               "--sa_points", "64", "16", "--sa_samples", "16", "16", "--final_points", "1000")
+    assert m["model"] == "pointnet2" and 0 <= m["test_accuracy"] <= 1
+    ev = tmp_path / "ev"
+    mod = eval_cls if task == "cls" else eval_seg
+    extra = ["--no-baseline"] if task == "cls" else ["--num_cases", "1"]
+    assert mod.main(["--load_checkpoint", str(out), "--output_dir", str(ev), "--num_points", "1000", "--num_objects", "8",
+                     *VIS, *extra]) == 0
+    e = json.loads((ev / "metrics.json").read_text())
+    assert e["model"] == "pointnet2" and e["num_objects"] == 8 and 0 <= e["test_accuracy"] <= 1
+
+
+def test_resume_continues_with_the_next_epoch(cache, tmp_path, capsys):
+    out = tmp_path / "r"
+    common = ["--width", "0.25", "--num_points", "128", "--eval_points", "128", "--final_points", "500",
+              "--save_every", "1", "--num_train", "32", "--num_test", "8"]
+    _train(out, cache, "cls", "--num_epochs", "1", *common)
+    _train(out, cache, "cls", "--num_epochs", "2", "--resume", *common)
+    assert "resuming after epoch 1" in capsys.readouterr().err
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [0, 1]
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"] == 1
+    # a different model cannot resume this run: one error line, exit status 2
+    with pytest.raises(SystemExit) as e:
+        run_cli(train.main, ["--task", "cls", "--quick", "--output_dir", str(out), "--resume", "--num_epochs", "3",
+                             *data_flags(cache, "cls"), *common[:1], "0.5", *common[2:]])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "differs" in err and "\n" not in err
+
+
+def test_bad_inputs_are_one_line_errors(cls_run, tmp_path, capsys):
+    cases = [
+        (eval_cls.main, ["--load_checkpoint", str(tmp_path / "none"), "--output_dir", str(tmp_path)], "no checkpoint"),
+        (eval_seg.main, ["--load_checkpoint", str(cls_run[0]), "--output_dir", str(tmp_path)], "is a cls model"),
+        (train.main, ["--task", "cls", "--num_epochs", "0", "--output_dir", str(tmp_path)], "--num_epochs must be >= 1"),
+        (eval_cls.main, ["--load_checkpoint", str(cls_run[0]), "--output_dir", str(tmp_path), "--i", "999"], "--i must"),
+    ]
+    for fn, argv, msg in cases:
+        with pytest.raises(SystemExit) as e:
+            run_cli(fn, argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and msg in err and "\n" not in err, err
