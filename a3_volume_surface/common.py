@@ -162,8 +162,12 @@ def train_loop(
     checkpoint is loaded and training continues at the next epoch; its loss log is rewound to the
     same epoch. Losses go to ``losses.csv`` and ``losses.png``.
 
+    ``tcfg.time_budget_s`` (optional) ends training after the first epoch that finishes past that
+    many seconds of wall time (with a checkpoint), for time-boxed runs.
+
     Returns:
-        {"start_epoch", "end_epoch" (last epoch done + 1), "interrupted", "time_s", "last": scalars}.
+        {"start_epoch", "end_epoch" (last epoch done + 1), "interrupted", "out_of_time", "time_s",
+        "cpu_time_s" (process CPU time, all threads), "last": scalars}.
     """
     n_epochs = int(tcfg["num_epochs"])
     every = int(tcfg.get("checkpoint_interval", 0) or 0)
@@ -187,9 +191,10 @@ def train_loop(
                 "scheduler": None if scheduler is None else scheduler.state_dict(), "config": dict(config)}
 
     last: Dict[str, float] = {}
-    interrupted = False
+    interrupted = out_of_time = False
+    budget = tcfg.get("time_budget_s")
     end = start
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model.train()
     with graceful_interrupt() as stop:
         for epoch in progress(range(start, n_epochs), desc):
@@ -200,14 +205,19 @@ def train_loop(
                 scheduler.step()
             log.append(epoch, last)
             end = epoch + 1
-            ckpts.maybe_save(epoch, snapshot, force=stop.requested or epoch == n_epochs - 1)
+            out_of_time = budget is not None and time.perf_counter() - t0 > float(budget)
+            ckpts.maybe_save(epoch, snapshot, force=stop.requested or out_of_time or epoch == n_epochs - 1)
             if after_epoch is not None:
                 after_epoch(epoch)
             if stop.requested:
                 interrupted = True
                 print(f"stopped after epoch {epoch}; checkpoint saved to {ckpts.last_path}")
                 break
-    elapsed = time.perf_counter() - t0
+            if out_of_time:
+                print(f"time budget of {float(budget):g} s reached after epoch {epoch}; checkpoint saved")
+                break
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     if log.rows():
         log.plot(out / "losses.png")
-    return {"start_epoch": start, "end_epoch": end, "interrupted": interrupted, "time_s": elapsed, "last": last}
+    return {"start_epoch": start, "end_epoch": end, "interrupted": interrupted, "out_of_time": out_of_time,
+            "time_s": elapsed, "cpu_time_s": cpu, "last": last}

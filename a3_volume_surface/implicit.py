@@ -155,6 +155,11 @@ class NeuralRadianceField(nn.Module):
         # a small positive bias keeps the initial density from dying under the ReLU
         nn.init.constant_(self.density_head.bias, 0.1)
 
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        """(P, 3) -> (P,) densities alone (no colour branch; for occupancy grids)."""
+        x = self.embed_xyz(points)
+        return F.relu(self.density_head(self.mlp(x, x))[..., 0])
+
     def forward(self, bundle: RayBundle) -> Dict[str, torch.Tensor]:
         pts = bundle.points  # (R, S, 3)
         r, s = pts.shape[:2]

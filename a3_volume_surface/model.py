@@ -53,6 +53,19 @@ class Model(nn.Module):
         """bundle of R rays -> dict of per-ray outputs (see :mod:`a3_volume_surface.renderers`)."""
         return self.renderer(self.sampler, self.implicit_fn, bundle)
 
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        """(P, 3) -> (P,) volume density of the field (NeRF density, or the renderer's SDF-to-density)."""
+        if hasattr(self.implicit_fn, "density"):
+            return self.implicit_fn.density(points)
+        if hasattr(self.renderer, "sdf_to_density"):
+            return self.renderer.sdf_to_density(self.implicit_fn.get_distance(points))
+        raise ValueError("this model has no volume density")
+
+    def after_step(self) -> None:
+        """Per-training-step upkeep (the sampler's occupancy grid, when it has one)."""
+        if hasattr(self.sampler, "after_step"):
+            self.sampler.after_step(self.density)
+
 
 @torch.no_grad()
 def render_images(model: nn.Module, cameras: PerspectiveCameras, image_size: Sequence[int],

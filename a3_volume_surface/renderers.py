@@ -49,8 +49,12 @@ class VolumeRenderer(nn.Module):
         self.n_pts_importance = int(n_pts_importance)
 
     def _render(self, sampler, implicit_fn, bundle: RayBundle) -> Out:
+        b, active = _sample(sampler, bundle)
+        return _masked(lambda sub: self._render_samples(implicit_fn, sub), b, active, self.white_background,
+                       self.n_pts_importance > 0)
+
+    def _render_samples(self, implicit_fn, b: RayBundle) -> Out:
         bg = 1.0 if self.white_background else None
-        b = sampler(bundle)
         o = implicit_fn(b)
         res = render_volume(o["density"], o["feature"], b.lengths, bg)
         if self.n_pts_importance <= 0:
@@ -68,6 +72,31 @@ class VolumeRenderer(nn.Module):
 
     def forward(self, sampler, implicit_fn, bundle: RayBundle) -> Out:
         return _run_chunks(lambda b: self._render(sampler, implicit_fn, b), bundle, self.chunk_size)
+
+
+def _sample(sampler, bundle: RayBundle):
+    """(bundle with samples, (R,) active mask or None) from a sampler with or without ``sample``."""
+    if hasattr(sampler, "sample"):
+        return sampler.sample(bundle)
+    return sampler(bundle), None
+
+
+def _masked(fn: Callable[[RayBundle], Out], b: RayBundle, active: Optional[torch.Tensor], white: bool,
+            coarse: bool = False) -> Out:
+    """Render only the active rays; the others are empty (background colour, zero depth/opacity)."""
+    if active is None or bool(active.all()):
+        return fn(b)
+    r = len(b)
+    color = torch.full((r, 3), 1.0 if white else 0.0, device=b.device, dtype=b.origins.dtype)
+    out = {"color": color, "depth": torch.zeros(r, device=b.device, dtype=color.dtype),
+           "opacity": torch.zeros(r, device=b.device, dtype=color.dtype)}
+    if coarse:
+        out["color_coarse"] = color.clone()
+    idx = torch.nonzero(active).squeeze(1)
+    if len(idx) == 0:
+        return out
+    sub = fn(b[idx])
+    return {k: out[k].index_copy(0, idx, sub[k].to(out[k].dtype)) for k in out}
 
 
 def volsdf_density(distance: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
@@ -110,7 +139,10 @@ class VolumeSDFRenderer(nn.Module):
         return self.density_scale * neus_density(distance, self.s)
 
     def _render(self, sampler, implicit_fn, bundle: RayBundle) -> Out:
-        b = sampler(bundle)
+        b, active = _sample(sampler, bundle)
+        return _masked(lambda sub: self._render_samples(implicit_fn, sub), b, active, self.white_background)
+
+    def _render_samples(self, implicit_fn, b: RayBundle) -> Out:
         d, c = implicit_fn.get_distance_color(b.points)  # (R, S), (R, S, 3)
         res = render_volume(self.sdf_to_density(d), c, b.lengths, 1.0 if self.white_background else None)
         return {"color": res.features, "depth": res.depth, "opacity": res.opacity}

@@ -151,6 +151,7 @@ def run_train_images(cfg: Mapping[str, Any], device: torch.device, out: Path) ->
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
+            model.after_step()
             for k, v in (("loss", loss), ("loss/color", lc), ("loss/inter", li), ("loss/eikonal", le)):
                 acc[k] = acc.get(k, 0.0) + v.item() / steps
         acc["train_psnr"] = 10 * math.log10(1 / max(acc["loss/color"], 1e-12))
@@ -172,10 +173,15 @@ def run_train_images(cfg: Mapping[str, Any], device: torch.device, out: Path) ->
         "density": cfg["renderer"].get("density", "volsdf"), "alpha": cfg["renderer"].get("alpha"),
         "beta": cfg["renderer"].get("beta"), "s": cfg["renderer"].get("s"),
         "pretrain_loss": pre, "test_psnr": ev["psnr"], "test_views": ev["n_views"],
+        "render_s_per_view": ev["render_s_per_view"], "steps": (info["end_epoch"] - info["start_epoch"]) * steps,
         "epochs": info["end_epoch"], "start_epoch": info["start_epoch"], "train_time_s": info["time_s"],
+        "train_cpu_time_s": info["cpu_time_s"], "out_of_time": info["out_of_time"],
         **{k.replace("/", "_"): v for k, v in info["last"].items()},
         "mesh_faces": 0 if mesh is None else int(mesh.num_faces_per_mesh()[0]),
     }
+    occ = getattr(model.sampler, "occupancy", None)
+    if occ is not None:
+        metrics["occupied_fraction"] = occ.occupancy_fraction
     if scene.source.startswith("builtin:"):
         true_mesh, _ = builtin_scene_mesh(scene.source.split(":", 1)[1])
         from l3d.ops import sample_points_from_meshes

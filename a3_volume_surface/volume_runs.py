@@ -254,6 +254,7 @@ def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Path) -> D
             optim.zero_grad(set_to_none=True)
             full.backward()
             optim.step()
+            model.after_step()
             tot += loss.item()
             n += 1
         mse = tot / n
@@ -281,8 +282,12 @@ def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Path) -> D
         "test_psnr": ev["psnr"], "test_views": ev["n_views"], "final_train_loss": info["last"].get("loss"),
         "final_train_psnr": info["last"].get("train_psnr"), "epochs": info["end_epoch"],
         "start_epoch": info["start_epoch"], "steps": (info["end_epoch"] - info["start_epoch"]) * steps,
-        "train_time_s": info["time_s"], "render_s_per_view": ev["render_s_per_view"],
+        "train_time_s": info["time_s"], "train_cpu_time_s": info["cpu_time_s"], "out_of_time": info["out_of_time"],
+        "render_s_per_view": ev["render_s_per_view"],
         "gif_time_s": time.perf_counter() - t0,
     }
+    occ = getattr(model.sampler, "occupancy", None)
+    if occ is not None:
+        metrics["occupied_fraction"] = occ.occupancy_fraction
     finish(out, metrics, written)
     return metrics

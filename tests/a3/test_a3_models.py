@@ -225,3 +225,51 @@ def test_sphere_tracing_renderer_shading_and_background():
     assert img["mask"][0, 4, 4] and not img["mask"][0, 0, 0]
     assert torch.allclose(img["color"][0, 0, 0], torch.ones(3))  # white background
     assert img["color"][0, 4, 4, 0].item() == pytest.approx(0.5, abs=1e-3)  # normal faces the light
+
+
+def test_occupancy_grid_skips_empty_space_without_changing_the_image():
+    """A ball of density 20 (radius 0.5): after warm-up the grid marks only cells near the ball,
+    rays are clipped to it or skipped, and the rendering is unchanged."""
+    from a3_volume_surface.cameras import look_at_cameras
+    from a3_volume_surface.occupancy import OccupancyGrid
+    from l3d.rays import image_rays
+
+    class Ball(torch.nn.Module):
+        def density(self, p):
+            return 20.0 * (p.norm(dim=-1) < 0.5).float()
+
+        def forward(self, b):
+            p = b.points
+            return {"density": self.density(p), "feature": torch.sigmoid(p)}
+
+    grid = OccupancyGrid(1.5, resolution=16, update_every=1, warmup_steps=1, threshold=0.01)
+    ball = Ball()
+    assert grid.occupied.all()
+    torch.manual_seed(0)
+    for _ in range(3):
+        grid.step(ball.density)
+    centers = (torch.stack(torch.meshgrid(*[torch.arange(16)] * 3, indexing="ij"), -1) + 0.5) / 16 * 3 - 1.5
+    r = centers.norm(dim=-1)
+    assert grid.occupied[r < 0.5 - 0.17].all() and not grid.occupied[r > 0.5 + 0.17].any()
+    assert 0.01 < grid.occupancy_fraction < 0.1
+
+    def model(occ):
+        cfg = {"implicit_function": {"type": "nerf"}, "renderer": {"type": "volume", "chunk_size": 10 ** 6},
+               "sampler": {"type": "stratified", "n_pts_per_ray": 256, "min_depth": 1.0, "max_depth": 5.0,
+                           "bound_radius": 1.5, "occupancy": occ}}
+        m = Model(cfg).eval()
+        m.implicit_fn = ball
+        return m
+
+    with_grid = model({"resolution": 16, "update_every": 1, "warmup_steps": 1})
+    with_grid.sampler.occupancy.load_state_dict(grid.state_dict())
+    cam = look_at_cameras([[0.0, 0.0, -3.0]], 2.0)
+    bundle = image_rays(cam, (20, 20)).reshape(-1)
+    b, active = with_grid.sampler.sample(bundle)
+    assert 0.05 < active.float().mean() < 0.5  # most rays skipped
+    centre = b.lengths[210]  # a ray near the image centre: samples only around the ball (t in 2.5 .. 3.5)
+    assert centre.min() > 2.2 and centre.max() < 3.8
+    plain = model(None)(bundle)["color"]
+    fast = with_grid(bundle)["color"]
+    assert (fast - plain).abs().max() < 0.05  # finer samples inside the ball: small differences at its rim
+    assert (fast - plain).abs().mean() < 2e-3
