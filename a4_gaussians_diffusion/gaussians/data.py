@@ -44,7 +44,7 @@ PathLike = Union[str, os.PathLike]
 #: Where the course's training scene is looked for (under the data root).
 COURSE_SCENE = "a4/truck"
 #: Where the built-in scene is cached (relative to the working directory).
-BUILTIN_CACHE = Path("output") / "cache" / "a4_gaussians"
+BUILTIN_CACHE = Path("output") / ".cache" / "a4_gaussians"
 _FRAME_RE = re.compile(r"^frame(\d+)\.(jpg|jpeg|png)$", re.IGNORECASE)
 
 

@@ -5,7 +5,7 @@
 <scene> is a folder in the course's format (imgs/frameNNNNNN.jpg, poses/frameNNNNNN.npy,
 points/points_N.npy; see a4_gaussians_diffusion/gaussians/data.py). Without --data_path the
 course's scene under <data root>/a4/truck is used when present, else the built-in cow scene
-(rendered once into output/cache/a4_gaussians/); --data_path synthetic forces the built-in one.
+(rendered once into output/.cache/a4_gaussians/); --data_path synthetic forces the built-in one.
 
 Writes into --output_dir: q1_training_progress.gif (4 training views: prediction over ground
 truth, every --viz_every iterations), q1_training_final_renders.gif (test views: prediction over
@@ -31,7 +31,7 @@ from .data import load_scene, resolve_scene_path
 from .trainer import TrainConfig, train
 
 HARDER = dict(init="random", lr_schedule="exp", ssim_weight=0.2, anisotropic=True, densify=True,
-              lr_means=0.002, lr_scales=0.005, lr_opacities=0.05, lr_quats=0.002)
+              lr_means=0.002, lr_scales=0.005, lr_opacities=0.05, lr_quats=0.002, opacity_reset_every=200)
 
 
 def build_parser():

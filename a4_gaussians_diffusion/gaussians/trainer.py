@@ -52,7 +52,7 @@ class TrainConfig:
     lr_opacities: float = 0.001
     lr_colours: float = 0.02
     lr_quats: float = 0.001
-    lr_sh: float = 0.005
+    lr_sh: float = 0.01
     lr_schedule: str = "none"  # none | exp | cosine
     lr_final_ratio: float = 0.1
     ssim_weight: float = 0.0

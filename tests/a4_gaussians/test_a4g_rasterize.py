@@ -287,9 +287,10 @@ def test_composite_functions_agree_directly():
     with torch.no_grad():
         proj = project_gaussians(g.means, g.covariance_3d(), g.opacities, g.colours, cam, s)
         fd, md = composite_dense(proj, (40, 40), 64, 0.5)
-        ft, mt = composite_tiled(proj, (40, 40), 8, 32, 0.5)
-    torch.testing.assert_close(ft, fd, atol=1e-5, rtol=0)
-    torch.testing.assert_close(mt, md, atol=1e-5, rtol=0)
+        for chunk in (1, 7, 32, 1024):  # the tiled rasteriser's batch size does not matter either
+            ft, mt = composite_tiled(proj, (40, 40), 8, chunk, 0.5)
+            torch.testing.assert_close(ft, fd, atol=1e-5, rtol=0)
+            torch.testing.assert_close(mt, md, atol=1e-5, rtol=0)
 
 
 def test_settings_validation():
