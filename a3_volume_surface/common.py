@@ -6,7 +6,6 @@ PSNR and the one-line error wrapper.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from pathlib import Path

@@ -10,7 +10,7 @@ NeRF scene format (``<name>.pth`` + ``<name>.png``)::
 The real scenes (lego, materials) are public downloads (``python -m a3_volume_surface.data download``
 or ``python -m l3d.data download a3_nerf`` once this package is imported). When they are absent,
 :func:`load_nerf_scene` renders a built-in scene into the same format (cached under
-``output/a3_volume_surface/scenes`` by default) and says so in one line:
+``output/.cache/a3_volume_surface/scenes`` by default) and says so in one line:
 
 * ``lego`` (and any other name): a UV-textured four-legged object (:func:`l3d.data.procedural_textured_mesh`)
   turned z-up, diffuse lighting from a fixed world light (view-independent appearance);
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from l3d.cameras import PerspectiveCameras, as_hw
 from l3d.data import DataFile, Dataset, data_root, get_path, register_dataset
-from l3d.structures import Meshes, TexturesVertex, interpolate_face_attributes, gather_rows
+from l3d.structures import Meshes, TexturesVertex, interpolate_face_attributes
 
 from .cameras import look_at_cameras
 
@@ -161,8 +161,8 @@ def scene_cameras(n_train: int = 100, n_val: int = 10, n_test: int = 20, radius:
     return cams, (ids[:n_train], ids[n_train:n_train + n_val], ids[n_train + n_val:])
 
 
-def _lego_standin() -> Tuple[Meshes, torch.Tensor, Dict[str, torch.Tensor]]:
-    """The textured object, z-up, its per-vertex material (diffuse only)."""
+def _lego_standin() -> Tuple[Meshes, Dict[str, torch.Tensor]]:
+    """The textured object, z-up, and its material (diffuse only)."""
     from l3d.data import procedural_textured_mesh
 
     mesh = procedural_textured_mesh()
@@ -170,10 +170,10 @@ def _lego_standin() -> Tuple[Meshes, torch.Tensor, Dict[str, torch.Tensor]]:
     v = 1.25 * torch.stack([v[:, 0], -v[:, 2], v[:, 1]], -1)  # y-up -> z-up (rotation about x by +90 degrees)
     mesh = Meshes([v], mesh.faces_list(), mesh.textures)
     mat = {"specular": torch.tensor(0.0), "shininess": torch.tensor(1.0)}
-    return mesh, None, mat
+    return mesh, mat
 
 
-def _materials_spheres() -> Tuple[Meshes, torch.Tensor, Dict[str, torch.Tensor]]:
+def _materials_spheres() -> Tuple[Meshes, Dict[str, torch.Tensor]]:
     """Five spheres (different colours, increasingly glossy) around a sixth, larger one."""
     from l3d.ops import ico_sphere
 
@@ -197,16 +197,12 @@ def _materials_spheres() -> Tuple[Meshes, torch.Tensor, Dict[str, torch.Tensor]]
         spec.append(torch.full((len(sv),), ks))
         shin.append(torch.full((len(sv),), sh))
     mesh = Meshes([torch.cat(verts)], [torch.cat(faces)], TexturesVertex([torch.cat(colors)]))
-    return mesh, None, {"specular": torch.cat(spec), "shininess": torch.cat(shin)}
+    return mesh, {"specular": torch.cat(spec), "shininess": torch.cat(shin)}
 
 
 def builtin_scene_mesh(name: str) -> Tuple[Meshes, Dict[str, torch.Tensor]]:
     """The true geometry (and per-vertex specular / shininess) of a built-in scene."""
-    if name == "materials":
-        mesh, _, mat = _materials_spheres()
-    else:
-        mesh, _, mat = _lego_standin()
-    return mesh, mat
+    return _materials_spheres() if name == "materials" else _lego_standin()
 
 
 def _shade(mesh: Meshes, mat: Dict[str, torch.Tensor], cameras: PerspectiveCameras, size: int,
@@ -264,7 +260,7 @@ def builtin_scene(name: str, image_size: Sequence[int], n_train: int = 100, n_va
 
 
 def load_nerf_scene(name: str, image_size: Sequence[int], source: str = "auto",
-                    cache_dir: Optional[str] = "output/a3_volume_surface/scenes", quiet: bool = False,
+                    cache_dir: Optional[str] = "output/.cache/a3_volume_surface/scenes", quiet: bool = False,
                     n_train: int = 100, n_val: int = 10, n_test: int = 20, supersample: int = 3) -> NerfScene:
     """A NeRF scene at ``image_size`` (H, W).
 
@@ -286,7 +282,7 @@ def load_nerf_scene(name: str, image_size: Sequence[int], source: str = "auto",
             return read_nerf_files(pth, png, (h, w))
         if not quiet:
             print(f"{data_root() / 'a3' / (name + '.pth')} not found; using the built-in '{name}' scene rendered "
-                  f"by l3d (the course's is `python -m a3_volume_surface.data download`)", file=sys.stderr)
+                  f"by l3d (the course's files: `python -m a3_volume_surface.data download a3_nerf`)", file=sys.stderr)
     kind = "materials" if name == "materials" else "lego"
     if cache_dir is not None:
         base = Path(cache_dir) / f"builtin_{kind}_{h}px_{n_train}-{n_val}-{n_test}_ss{supersample}"

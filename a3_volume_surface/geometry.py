@@ -7,7 +7,7 @@ Phong-rendered with colour (0.7, 0.7, 1), a point light at (0, 0, -3) and a whit
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 

@@ -11,7 +11,6 @@ Layers and formulas follow the assignment's spec (see the module docstrings of
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch

@@ -8,7 +8,7 @@ whole-image rendering.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Sequence
 
 import torch
 import torch.nn as nn

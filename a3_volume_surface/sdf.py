@@ -15,7 +15,7 @@ Formulas (``c`` the centre, ``p' = p - c``):
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Any, Dict, Mapping, Sequence
 
 import torch
 import torch.nn as nn

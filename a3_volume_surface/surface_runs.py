@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

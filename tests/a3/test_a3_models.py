@@ -14,7 +14,7 @@ from a3_volume_surface.losses import eikonal_loss, inter_loss, pretrain_sphere, 
 from a3_volume_surface.model import Model, render_images
 from a3_volume_surface.renderers import build_renderer, neus_density, sphere_trace, volsdf_density
 from a3_volume_surface.samplers import build_sampler
-from a3_volume_surface.sdf import BoxSDF, SceneSDF, SphereSDF, TorusSDF, build_sdf
+from a3_volume_surface.sdf import BoxSDF, SphereSDF, TorusSDF, build_sdf
 from l3d.rays import RayBundle, importance_lengths, stratified_lengths
 
 
