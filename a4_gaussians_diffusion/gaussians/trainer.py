@@ -350,7 +350,8 @@ def train(cfg: TrainConfig, scene: Scene, out_dir: Path, device, resume: bool = 
                 scalars["loss_ssim"] = loss_ssim.detach()
             check_finite(loss, step)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if loss.requires_grad:  # False only when no Gaussian is in front of the camera
+                loss.backward()
             if cfg.densify and step < cfg.densify_until:
                 stats.add(out.index, out.means2d.grad, scene.image_size)
             opt.step()
