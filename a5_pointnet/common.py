@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from l3d.cameras import rotation_about_axis, turntable_cameras
+from l3d.cli import HelpFormatter
 from l3d.io import label_image, save_gif_with_png, to_uint8
 from l3d.shading import render_points
 from l3d.structures import Pointclouds
@@ -28,7 +29,8 @@ from .models import ModelConfig, model_from_checkpoint
 from .synthetic import CHAIR_PARTS, CLASS_NAMES
 
 __all__ = [
-    "SEG_COLORS", "CLS_COLOR", "add_vis_flags", "resolve_checkpoint", "load_trained", "data_for_eval",
+    "tidy_parser", "clear_metrics", "SEG_COLORS", "CLS_COLOR", "add_vis_flags", "resolve_checkpoint", "load_trained",
+    "data_for_eval",
     "random_subsets", "take_subsets", "predict", "rotate_points", "confusion_matrix", "part_iou",
     "render_turntable", "save_turntable_gif",
 ]
@@ -36,6 +38,32 @@ __all__ = [
 SEG_COLORS = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0],
                            [1.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
 CLS_COLOR = (0.7, 0.7, 1.0)
+
+
+class _HelpFormatter(HelpFormatter):
+    """l3d's formatter, without "(default: None)" after flags whose help explains their default."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def clear_metrics(output_dir) -> None:
+    """Remove a previous run's metrics.json (l3d.cli.report merges into it; stale keys would stay)."""
+    p = Path(output_dir) / "metrics.json"
+    if p.is_file():
+        p.unlink()
+
+
+def tidy_parser(ap: argparse.ArgumentParser, quick_help: Optional[str] = None) -> argparse.ArgumentParser:
+    """Use the formatter above; optionally reword --quick's help."""
+    ap.formatter_class = _HelpFormatter
+    if quick_help:
+        for a in ap._actions:
+            if a.dest == "quick":
+                a.help = quick_help
+    return ap
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,7 +162,8 @@ def take_subsets(x: torch.Tensor, idx: Optional[torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, points: torch.Tensor, batch_size: int = 16, device: Optional[torch.device] = None) -> torch.Tensor:
+def predict(model: torch.nn.Module, points: torch.Tensor, batch_size: int = 16,
+            device: Optional[torch.device] = None) -> torch.Tensor:
     """Predicted labels of a trained model, batch by batch.
 
     Args:

@@ -74,23 +74,27 @@ class DataSpec:
 
 
 def add_data_flags(ap: argparse.ArgumentParser, sizes_from_checkpoint: bool = False) -> None:
-    """``--data``, ``--data_dir``, ``--cache_dir``, ``--num_train``, ``--num_test``, ``--data_seed``."""
+    """``--data``, ``--data_dir``, ``--cache_dir``, ``--num_train``, ``--num_test``, ``--data_seed``.
+
+    With ``sizes_from_checkpoint`` (evaluation scripts) the flags default to the data the
+    checkpoint was trained on."""
     g = ap.add_argument_group("data")
-    extra = " (default: what the checkpoint was trained on)" if sizes_from_checkpoint else ""
-    g.add_argument("--data", choices=["auto", "course", "synthetic"], default=None if sizes_from_checkpoint else "auto",
+    ck = sizes_from_checkpoint
+    d = lambda own: " (default: what the checkpoint was trained on)" if ck else f" (default: {own})"  # noqa: E731
+    g.add_argument("--data", choices=["auto", "course", "synthetic"], default=None if ck else "auto",
                    help="course = the course's .npy files (error when absent); synthetic = the procedural "
-                        "chairs/vases/lamps; auto = course files when present, else synthetic" + extra)
+                        "chairs/vases/lamps; auto = course files when present, else synthetic" + (d("") if ck else ""))
     g.add_argument("--data_dir", default=None,
-                   help="folder with cls/ and seg/ in the course layout (default: <data root>/a5)" + extra)
+                   help="folder with cls/ and seg/ in the course layout" + d("<data root>/a5"))
     g.add_argument("--cache_dir", default="output/.cache",
                    help="where the procedural data set is written once and reused")
-    g.add_argument("--num_train", type=int, default=None,
-                   help=f"procedural training shapes (default cls {DEFAULT_SIZES['cls'][0]}, seg {DEFAULT_SIZES['seg'][0]}; "
-                        f"--quick: {QUICK_SIZES['cls'][0]}, {QUICK_SIZES['seg'][0]})" + extra)
-    g.add_argument("--num_test", type=int, default=None,
-                   help=f"procedural test shapes (default cls {DEFAULT_SIZES['cls'][1]}, seg {DEFAULT_SIZES['seg'][1]}; "
-                        f"--quick: {QUICK_SIZES['cls'][1]}, {QUICK_SIZES['seg'][1]})" + extra)
-    g.add_argument("--data_seed", type=int, default=None, help="seed of the procedural data set (default 0)" + extra)
+    g.add_argument("--num_train", type=int, default=None, help="procedural training shapes" + d(
+        f"cls {DEFAULT_SIZES['cls'][0]}, seg {DEFAULT_SIZES['seg'][0]}; --quick: {QUICK_SIZES['cls'][0]}, "
+        f"{QUICK_SIZES['seg'][0]}"))
+    g.add_argument("--num_test", type=int, default=None, help="procedural test shapes" + d(
+        f"cls {DEFAULT_SIZES['cls'][1]}, seg {DEFAULT_SIZES['seg'][1]}; --quick: {QUICK_SIZES['cls'][1]}, "
+        f"{QUICK_SIZES['seg'][1]}"))
+    g.add_argument("--data_seed", type=int, default=None, help="seed of the procedural data set" + d("0"))
 
 
 def _course_present(root: Path, task: str) -> bool:

@@ -38,8 +38,8 @@ def main(argv=None):
         print(f"== a5_pointnet.{name} {' '.join(flags)}", flush=True)
         assert fn(flags) in (0, None)
 
-    data_cls = ["--data", "synthetic", "--num_train", "300", "--num_test", "90"]
-    data_seg = ["--data", "synthetic", "--num_train", "160", "--num_test", "40"]
+    data_cls = ["--data", "synthetic", "--num_train", "240", "--num_test", "60"]
+    data_seg = ["--data", "synthetic", "--num_train", "120", "--num_test", "30"]
     fast = ["--quick", "--num_points", "512", "--eval_points", "512", "--final_points", "10000", "--bn_batches", "4"]
     step("train", train.main, ["--task", "cls", "--output_dir", f"{root}/cls", "--num_epochs", "2", *fast, *data_cls, *dev])
     step("train", train.main, ["--task", "seg", "--output_dir", f"{root}/seg", "--num_epochs", "3", "--batch_size", "8",
@@ -48,10 +48,10 @@ def main(argv=None):
     step("eval_seg", eval_seg.main, ["--load_checkpoint", f"{root}/seg", "--output_dir", f"{root}/eval_seg",
                                      "--num_cases", "1", *VIS, *dev])
     step("robustness", robustness.main, ["--cls_checkpoint", f"{root}/cls", "--seg_checkpoint", f"{root}/seg",
-                                         "--output_dir", f"{root}/robustness", "--num_objects", "40",
-                                         "--rotation_points", "2000", "--example_angles", "90", *VIS, *dev])
+                                         "--output_dir", f"{root}/robustness", "--num_objects", "30",
+                                         "--rotation_points", "1000", "--example_angles", "90", *VIS, *dev])
     step("train", train.main, ["--task", "cls", "--model", "pointnet2", "--output_dir", f"{root}/cls_pointnet2",
-                               "--num_epochs", "1", "--width", "0.5", "--sa_points", "128", "32", "--sa_samples", "16", "16",
+                               "--num_epochs", "1",
                                *fast, "--final_points", "2000", *data_cls, *dev])
     step("eval_cls", eval_cls.main, ["--load_checkpoint", f"{root}/cls_pointnet2", "--output_dir",
                                      f"{root}/eval_cls_pointnet2", "--num_points", "2000", "--no-baseline", *VIS, *dev])

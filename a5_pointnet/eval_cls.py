@@ -22,8 +22,9 @@ from l3d.cli import report, script_parser
 from l3d.train import choose_device, run_cli
 
 from .baseline import fit_bbox_baseline
-from .common import (CLS_COLOR, add_vis_flags, apply_quick_vis, confusion_matrix, data_for_eval, load_test,
-                     load_trained, predict, random_subsets, save_turntable_gif, take_subsets)
+from .common import (CLS_COLOR, add_vis_flags, apply_quick_vis, clear_metrics, confusion_matrix, data_for_eval,
+                     load_test, load_trained, predict, random_subsets, save_turntable_gif, take_subsets,
+                     tidy_parser)
 from .data import add_data_flags, load_split
 from .synthetic import CLASS_NAMES
 
@@ -40,7 +41,7 @@ def build_parser():
                     help="also fit and score the bounding-box baseline (needs the training split)")
     add_vis_flags(ap)
     add_data_flags(ap, sizes_from_checkpoint=True)
-    return ap
+    return tidy_parser(ap, "10 frames of 128 pixels per GIF, the --quick procedural data")
 
 
 def _caption(gt: int, pred: int) -> str:
@@ -77,8 +78,8 @@ def main(argv=None):
     out = Path(args.output_dir)
     written = []
     color = torch.tensor(CLS_COLOR).expand(pts.shape[1], 3)
-    written += save_turntable_gif(out / f"object_{args.i}.gif", [(pts[args.i], color, _caption(int(y[args.i]), int(pred[args.i])))],
-                                  args)
+    caption = _caption(int(y[args.i]), int(pred[args.i]))
+    written += save_turntable_gif(out / f"object_{args.i}.gif", [(pts[args.i], color, caption)], args)
     lines = ["# Classification", "",
              f"Test accuracy **{metrics['test_accuracy']:.4f}** on {n} objects, {pts.shape[1]} points each "
              f"({cfg.arch}, {spec.source} data).", ""]
@@ -102,9 +103,10 @@ def main(argv=None):
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Confusion matrix (rows: ground truth, columns: prediction):", "",
               "| | " + " | ".join(CLASS_NAMES) + " |", "|---" * (len(CLASS_NAMES) + 1) + "|"]
-    lines += ["| " + CLASS_NAMES[r] + " | " + " | ".join(str(int(v)) for v in cm[r]) + " |" for r in range(len(CLASS_NAMES))]
+    lines += ["| " + name + " | " + " | ".join(str(int(v)) for v in cm[r]) + " |" for r, name in enumerate(CLASS_NAMES)]
     md = out / "results.md"
     md.write_text("\n".join(lines) + "\n")
+    clear_metrics(out)
     report(out, metrics, [md] + written)
     return 0
 

@@ -22,8 +22,8 @@ import torch
 from l3d.cli import report, script_parser
 from l3d.train import choose_device, run_cli
 
-from .common import (add_vis_flags, apply_quick_vis, data_for_eval, load_test, load_trained, part_iou, predict,
-                     random_subsets, save_turntable_gif, seg_colors, take_subsets)
+from .common import (add_vis_flags, apply_quick_vis, clear_metrics, data_for_eval, load_test, load_trained,
+                     part_iou, predict, random_subsets, save_turntable_gif, seg_colors, take_subsets, tidy_parser)
 from .data import add_data_flags
 from .synthetic import CHAIR_PARTS
 
@@ -39,7 +39,7 @@ def build_parser():
     ap.add_argument("--batch_size", type=int, default=8, help="objects per forward pass")
     add_vis_flags(ap)
     add_data_flags(ap, sizes_from_checkpoint=True)
-    return ap
+    return tidy_parser(ap, "10 frames of 128 pixels per GIF, the --quick procedural data")
 
 
 def main(argv=None):
@@ -94,12 +94,13 @@ def main(argv=None):
     for kind, j in cases:
         name = f"{kind}_{counters[kind]}"
         counters[kind] += 1
-        written += save_turntable_gif(out / f"{name}.gif", [(pts[j], seg_colors(gt[j]), "ground truth"),
-                                                           (pts[j], seg_colors(pred[j]), f"prediction {per_object[j]:.3f}")],
-                                      args)
+        panels = [(pts[j], seg_colors(gt[j]), "ground truth"),
+                  (pts[j], seg_colors(pred[j]), f"prediction {per_object[j]:.3f}")]
+        written += save_turntable_gif(out / f"{name}.gif", panels, args)
         lines.append(f"| {name} | {j} | {per_object[j]:.4f} |")
     md = out / "results.md"
     md.write_text("\n".join(lines) + "\n")
+    clear_metrics(out)
     report(out, metrics, [md] + written)
     return 0
 

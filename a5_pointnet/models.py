@@ -18,7 +18,7 @@ Build models with :func:`build_model` from a :class:`ModelConfig` (saved in ever
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import List, Literal, Optional, Sequence, Tuple
 
 import torch

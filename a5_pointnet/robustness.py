@@ -1,7 +1,8 @@
 """Robustness of the trained models (Q3): accuracy under rotation of the input and with fewer points.
 
     python -m a5_pointnet.robustness --task both --axis x
-    python -m a5_pointnet.robustness --task cls --cls_checkpoint output/a5_pointnet/cls_pointnet2 --output_dir output/a5_pointnet/robustness_pointnet2
+    python -m a5_pointnet.robustness --task cls --cls_checkpoint output/a5_pointnet/cls_pointnet2 \
+        --output_dir output/a5_pointnet/robustness_pointnet2
 
 Two sweeps per task, on the test split, with the models trained on upright, unrotated clouds:
 
@@ -28,8 +29,9 @@ import torch
 from l3d.cli import report, script_parser
 from l3d.train import choose_device, run_cli
 
-from .common import (CLS_COLOR, add_vis_flags, apply_quick_vis, data_for_eval, load_test, load_trained, predict,
-                     random_subsets, rotate_points, save_turntable_gif, seg_colors, take_subsets)
+from .common import (CLS_COLOR, add_vis_flags, apply_quick_vis, clear_metrics, data_for_eval, load_test,
+                     load_trained, predict, random_subsets, rotate_points, save_turntable_gif, seg_colors,
+                     take_subsets, tidy_parser)
 from .data import add_data_flags
 from .synthetic import CLASS_NAMES
 
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="rotations shown in example GIFs (the fewest-points example is always written)")
     add_vis_flags(ap)
     add_data_flags(ap, sizes_from_checkpoint=True)
-    return ap
+    return tidy_parser(ap, "the first 100 test objects, 10 frames of 128 pixels per GIF")
 
 
 def accuracy(model, x: torch.Tensor, y: torch.Tensor, num_points: int, angle: float, axis: str, seed: int,
@@ -150,7 +152,8 @@ def main(argv: Optional[List[str]] = None):
              "| rotation (deg) | " + " | ".join(f"{t} accuracy" for t in tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
     for k, angle in enumerate(args.angles):
         lines.append(f"| {angle:g} | " + " | ".join(f"{results[t]['rotation'][k]['accuracy']:.4f}" for t in tasks) + " |")
-    lines += ["", "| points per cloud | " + " | ".join(f"{t} accuracy" for t in tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    lines += ["", "| points per cloud | " + " | ".join(f"{t} accuracy" for t in tasks) + " |",
+              "|---" * (len(tasks) + 1) + "|"]
     for k, n in enumerate(args.num_points_list):
         lines.append(f"| {n} | " + " | ".join(f"{results[t]['num_points'][k]['accuracy']:.4f}" for t in tasks) + " |")
     out.mkdir(parents=True, exist_ok=True)
@@ -158,6 +161,7 @@ def main(argv: Optional[List[str]] = None):
     md.write_text("\n".join(lines) + "\n")
     png = _plot(results, args, out / "robustness.png")
     metrics["results"] = results
+    clear_metrics(out)
     report(out, metrics, [md, png] + written)
     return 0
 

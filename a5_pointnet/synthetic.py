@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ __all__ = [
 CLASS_NAMES = ("chair", "vase", "lamp")
 CHAIR_PARTS = ("seat", "back", "legs", "arms", "base", "headrest")
 #: bump when the generator changes, so cached data sets are regenerated
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: knots per revolved profile
 K_KNOTS = 16
 #: class shares of the classification split (chair, vase, lamp)
@@ -497,7 +497,8 @@ def build_vases(n: int, rng: np.random.Generator) -> PartTable:
 def build_lamps(n: int, rng: np.random.Generator) -> PartTable:
     """Parts of n random lamps. Styles: table/floor lamp (base, column, shade), desk lamp with a
     two-segment arm and a cone shade, pendant (ceiling canopy, cord, shade), tripod floor lamp.
-    Shades: open frustum (drum or cone), dome or globe; optional bulb and finial. Label 0."""
+    Table lamps may stand on a vase-shaped body ("ginger jar"). Shades: open frustum (drum or
+    cone), dome or globe; optional bulb and finial. Label 0."""
     b = _Builder(n, rng)
     U = lambda lo, hi: rng.uniform(lo, hi, n)  # noqa: E731
     z0 = np.zeros(n)
@@ -512,6 +513,17 @@ def build_lamps(n: int, rng: np.random.Generator) -> PartTable:
                           np.stack([rb * U(0.3, 0.9), hb], -1), np.stack([z0, hb], -1)])
     b.revolve(np.zeros((n, 3)), base_prof, 0, on=has_base & ~box_base)
     b.box(np.stack([z0, hb / 2, z0], -1), np.stack([rb, hb / 2, rb * U(0.7, 1.0)], -1), 0, has_base & box_base)
+    # "ginger-jar" table lamps: a vase-shaped body as the base (the column starts on its top)
+    jar = (style == 0) & (rng.uniform(size=n) < 0.35)
+    jar_h, jar_r = H * U(0.3, 0.5), U(0.12, 0.3)
+    ct = np.stack([z0, U(0.2, 0.5), U(0.6, 0.8), z0 + 1], -1)
+    cr = np.stack([jar_r * U(0.4, 0.9), jar_r, jar_r * U(0.3, 0.7), jar_r * U(0.15, 0.3)], -1)
+    jt = np.linspace(0.0, 1.0, 13)[None].repeat(n, 0)
+    jr = _smooth_interp(jt, ct, cr)
+    jar_knots = [np.stack([z0, z0], -1)] + [np.stack([jr[:, j], jt[:, j] * jar_h], -1) for j in range(13)]
+    jar_knots.append(np.stack([z0, jar_h], -1))
+    b.revolve(np.zeros((n, 3)), _profile(jar_knots), 0, on=jar)
+    hb = np.where(jar, jar_h, hb)  # the column of a jar lamp starts on the jar
 
     # shade geometry (shared by styles 0, 2, 3): bottom radius, top radius, height
     shade_kind = _choice(rng, n, [0.45, 0.2, 0.2, 0.15])  # drum/cone frustum, dome, globe, flared
@@ -528,7 +540,8 @@ def build_lamps(n: int, rng: np.random.Generator) -> PartTable:
     shade_prof = np.where((shade_kind == 2)[:, None, None], globe + np.array([0.0, 1.0]) * globe_r[:, None, None],
                           shade_prof)
     shaded = style != 1
-    b.revolve(np.stack([z0, shade_bottom_y, z0], -1), shade_prof, 0, on=shaded, scale=np.stack([np.ones(n), U(0.8, 1.0)], -1))
+    b.revolve(np.stack([z0, shade_bottom_y, z0], -1), shade_prof, 0, on=shaded,
+              scale=np.stack([np.ones(n), U(0.8, 1.0)], -1))
     bulb_r = U(0.03, 0.07)
     b.sphere(np.stack([z0, shade_bottom_y + sh * 0.35, z0], -1), bulb_r, 0,
              shaded & (shade_kind != 2) & (rng.uniform(size=n) < 0.5))
@@ -622,7 +635,8 @@ def generate_class(cls: str, num_shapes: int, num_points: int, seed: int, stream
     return np.concatenate(pts_out), np.concatenate(lab_out)
 
 
-def generate_split(task: str, split: str, num_shapes: int, num_points: int = 10000, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+def generate_split(task: str, split: str, num_shapes: int, num_points: int = 10000,
+                   seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """One split in the course's layout.
 
     Args:

@@ -2,7 +2,7 @@
 
     python -m a5_pointnet.train --task cls                       # course settings: 250 epochs, batch 32, lr 1e-3
     python -m a5_pointnet.train --task seg --model pointnet2
-    python -m a5_pointnet.train --task cls --quick               # CPU run of a few minutes (half width, 512 points, 4 epochs)
+    python -m a5_pointnet.train --task cls --quick               # a few CPU minutes: half width, 512 points, 4 epochs
     python -m a5_pointnet.train --task cls --resume              # continue from the last checkpoint
 
 Data: the course's ``a5/{cls,seg}/*.npy`` under the data root when present, else the procedural
@@ -25,7 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -34,7 +33,7 @@ from l3d.train import (CheckpointManager, LossLog, UserError, check_finite, choo
                        progress, run_cli, seed_everything)
 
 from .baseline import fit_bbox_baseline
-from .common import load_trained, predict, random_subsets, take_subsets
+from .common import clear_metrics, load_trained, predict, random_subsets, take_subsets, tidy_parser
 from .data import NUM_CLASSES, add_data_flags, load_split, resolve_data
 from .models import ARCHS, ModelConfig, build_model
 
@@ -56,10 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     for a in ap._actions:
         if a.dest == "output_dir":
             a.default, a.help = None, "output folder (default: output/a5_pointnet/<task>[_<model>])"
-    ap.add_argument("--task", choices=["cls", "seg"], default="cls", help="classification (3 classes) or segmentation (6 parts)")
+    ap.add_argument("--task", choices=["cls", "seg"], default="cls",
+                    help="classification (3 classes) or segmentation (6 parts)")
     ap.add_argument("--model", choices=ARCHS, default="pointnet",
                     help="pointnet, or pointnet2 = PointNet++ with farthest-point sampling and ball query (locality)")
-    ap.add_argument("--num_epochs", type=int, default=None, help=f"epochs (default {FULL['num_epochs']}; --quick: cls 4, seg 6)")
+    ap.add_argument("--num_epochs", type=int, default=None,
+                    help=f"epochs (default {FULL['num_epochs']}; --quick: cls 4, seg 6)")
     ap.add_argument("--batch_size", type=int, default=None, help="clouds per step (default 32; --quick seg: 8)")
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     ap.add_argument("--schedule", choices=["constant", "cosine"], default=None,
@@ -74,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--bn_batches", type=int, default=8,
                     help="before each evaluation, re-estimate the batch-norm statistics of the current weights "
                          "on this many training batches (0: keep the running averages, as the course does)")
-    ap.add_argument("--save_every", type=int, default=10, help="save ckpt_<epoch>.pt every this many epochs (0: only best/last)")
+    ap.add_argument("--save_every", type=int, default=10,
+                    help="save ckpt_<epoch>.pt every this many epochs (0: only best/last)")
     ap.add_argument("--keep_last", type=int, default=3, help="periodic checkpoints kept (older ones are deleted)")
     ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output_dir")
     g = ap.add_argument_group("model")
@@ -86,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sa_samples", type=int, nargs="+", default=None,
                    help="PointNet++ neighbours per ball (default 32 64; --quick: 16 16)")
     add_data_flags(ap)
-    return ap
+    return tidy_parser(ap, "the CPU settings of the acceptance runs: half width, 512 training points, 4 (cls) or 6 "
+                           "(seg) epochs, a smaller procedural data set; a few minutes on two cores")
 
 
 def resolve_settings(args: argparse.Namespace) -> None:
@@ -182,6 +185,7 @@ def main(argv=None):
     else:
         if ckpt_dir.exists():  # a fresh run: old checkpoints (and their best.json) would mix in
             shutil.rmtree(ckpt_dir)
+        clear_metrics(out)
         ckpts = CheckpointManager(ckpt_dir, every=args.save_every, keep_last=args.keep_last, mode="max")
     log = LossLog(out / "log.csv", append=args.resume and start > 0)
     if start > 0:
@@ -246,7 +250,7 @@ def main(argv=None):
             if ckpts.is_better(test_acc) or ckpts.due(epoch) or epoch == args.num_epochs - 1:
                 ckpts.save(epoch, state_dict(epoch), metric=test_acc)
     curves = log.plot(out / "curves.png", groups=[["train_loss"], ["acc/train", "acc/test"], ["lr"]],
-                      title=f"{task} {args.model}")
+                      title=f"{task} {args.model} (x axis: epoch)")
 
     # final: the best checkpoint on the whole test split at --final_points points per cloud
     best_path = ckpts.best_path if ckpts.best_path.is_file() else ckpts.last_path

@@ -90,7 +90,8 @@ def main(argv=None):
         rows.append(bench_model(task, arch, device, batch, args.num_points, args.reps))
         r = rows[-1]
         print(f"{task:3s} {arch:9s}: {r['clouds_per_s']:8.2f} clouds/s at {args.num_points} points "
-              f"({r['step_s']:.2f} s/step, {r['gflop_per_step']:.1f} GFLOP/step, {r['gflop_per_s']:.1f} GFLOP/s)", flush=True)
+              f"({r['step_s']:.2f} s/step, {r['gflop_per_step']:.1f} GFLOP/step, {r['gflop_per_s']:.1f} GFLOP/s)",
+              flush=True)
     ref_after = matmul_flops(device, mm_n, 20 if device.type == "cuda" else 5)
     ref = max(ref_before, ref_after)  # the matmul's best, measured before and after the models
     print(f"reference: float32 {mm_n}x{mm_n} matmul {ref / 1e9:.1f} GFLOP/s (before {ref_before / 1e9:.1f}, "

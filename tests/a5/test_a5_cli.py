@@ -58,7 +58,8 @@ def test_train_cls_files_log_and_accuracy_far_above_chance(cls_run):
         assert (ck / name).is_file(), name
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert [int(r["step"]) for r in rows] == [0, 1, 2]
-    assert all(0 <= float(r["acc/test"]) <= 1 for r in rows) and float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert all(0 <= float(r["acc/test"]) <= 1 for r in rows)
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
     assert (out / "curves.png").stat().st_size > 1000 and (out / "command.txt").is_file()
     assert m["test_accuracy"] >= 0.8, m  # chance: 0.33, majority class 0.4
     assert m["final_points"] == 10000 and m["num_test"] == 60 and m["epochs_trained"] == 3
@@ -77,7 +78,8 @@ def test_train_seg_accuracy_far_above_chance(seg_run):
 def test_eval_cls_reproduces_the_accuracy_and_writes_gifs(cls_run, tmp_path):
     run_dir, m = cls_run
     out = tmp_path / "ev"
-    assert eval_cls.main(["--load_checkpoint", str(run_dir), "--output_dir", str(out), "--num_points", "10000", "--i", "3", *VIS]) == 0
+    argv = ["--load_checkpoint", str(run_dir), "--output_dir", str(out), "--num_points", "10000", "--i", "3", *VIS]
+    assert eval_cls.main(argv) == 0
     e = json.loads((out / "metrics.json").read_text())
     assert e["test_accuracy"] == pytest.approx(m["test_accuracy"], abs=1e-12)  # all points: same predictions
     cm = np.array(e["confusion_matrix"])
@@ -86,7 +88,8 @@ def test_eval_cls_reproduces_the_accuracy_and_writes_gifs(cls_run, tmp_path):
     assert frames.shape[:3] == (3, 48, 48)
     assert (out / "object_3.png").is_file() and any(out.glob("correct_*.gif"))
     md = (out / "results.md").read_text()
-    assert "Bounding-box baseline" in md and md.count("| chair |") == 2
+    assert "Bounding-box baseline" in md
+    assert len([line for line in md.splitlines() if line.startswith("| chair |")]) == 2  # class table, confusion
 
 
 def test_eval_seg_reproduces_the_accuracy_and_uses_the_course_colours(seg_run, tmp_path):
@@ -117,6 +120,7 @@ def test_robustness_tables_and_accuracy_falls_with_rotation(cls_run, seg_run, tm
     m = json.loads((out / "metrics.json").read_text())
     for task in ("cls", "seg"):
         rot = [r["accuracy"] for r in m["results"][task]["rotation"]]
+        print(task, "accuracy by rotation", rot)
         assert [r["angle"] for r in m["results"][task]["rotation"]] == [0, 10, 20, 30, 60, 90]
         assert rot[0] > rot[-1] + 0.2, (task, rot)
         assert rot[0] >= rot[3] - 0.02 and rot[3] >= rot[-1] - 0.02, (task, rot)  # 0 >= 30 >= 90 degrees
@@ -173,3 +177,37 @@ def test_bad_inputs_are_one_line_errors(cls_run, tmp_path, capsys):
         assert e.value.code == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and msg in err and "\n" not in err, err
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_goes_on(cache, tmp_path, monkeypatch, capsys):
+    class Requested:
+        requested = True
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    out = tmp_path / "int"
+    common = ["--width", "0.25", "--num_points", "128", "--eval_points", "128", "--final_points", "500",
+              "--num_train", "32", "--num_test", "8"]
+    with monkeypatch.context() as mp:
+        mp.setattr(train, "graceful_interrupt", lambda **kw: Requested())
+        _train(out, cache, "cls", "--num_epochs", "3", *common)  # stops after the first batch
+    assert "interrupted: saved" in capsys.readouterr().err
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert state["step"] == 0 and state["partial_epoch"] is True
+    _train(out, cache, "cls", "--num_epochs", "2", "--resume", *common)
+    assert [int(r["step"]) for r in csv.DictReader(open(out / "log.csv"))] == [1]
+
+
+def test_non_finite_loss_stops_with_the_step(cache, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train.F, "cross_entropy", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    with pytest.raises(SystemExit) as e:
+        run_cli(train.main, ["--task", "cls", "--quick", "--output_dir", str(tmp_path), "--num_epochs", "1",
+                             "--width", "0.25", "--num_points", "64", "--num_train", "32", "--num_test", "8",
+                             "--data", "synthetic", "--cache_dir", cache])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == "error: training loss (epoch 0) became nan at step 0", err

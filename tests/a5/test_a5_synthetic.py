@@ -8,7 +8,7 @@ import torch
 
 from a5_pointnet.baseline import bbox_features, fit_bbox_baseline
 from a5_pointnet.data import load_split, resolve_data, synthetic_root
-from a5_pointnet.synthetic import (CHAIR_PARTS, K_KNOTS, PartTable, build_chairs, generate_class, generate_split,
+from a5_pointnet.synthetic import (CHAIR_PARTS, GENERATOR_VERSION, K_KNOTS, PartTable, generate_class, generate_split,
                                    sample_parts)
 
 
@@ -21,7 +21,8 @@ def _table(boxes=(), revs=()):
                   torch.zeros(1, nq, 3), eye.expand(1, nq, 3, 3).clone(), torch.zeros(1, nq, K_KNOTS, 2),
                   torch.ones(1, nq, 2), torch.zeros(1, nq, dtype=torch.long), torch.zeros(1, nq))
     for j, (c, h, lab) in enumerate(boxes):
-        t.box_center[0, j], t.box_half[0, j], t.box_label[0, j], t.box_weight[0, j] = torch.tensor(c), torch.tensor(h), lab, 1
+        t.box_center[0, j], t.box_half[0, j] = torch.tensor(c), torch.tensor(h)
+        t.box_label[0, j], t.box_weight[0, j] = lab, 1
     for j, (knots, lab) in enumerate(revs):
         k = torch.tensor(knots, dtype=torch.float32)
         t.rev_profile[0, j] = torch.cat([k, k[-1:].expand(K_KNOTS - len(k), 2)])
@@ -109,14 +110,16 @@ def test_bounding_box_baseline_is_weak_on_the_procedural_data():
 def test_cache_layout_and_loader_checks(tmp_path, capsys):
     spec = resolve_data("cls", "synthetic", cache_dir=tmp_path, num_train=5, num_test=4, num_points=300, seed=1)
     root = spec.root
+    folder = tmp_path / "a5_synthetic" / f"v{GENERATOR_VERSION}_s1_p300_cls-5-4"
+    assert root == str(folder)
     for kind in ("data", "label"):
         for split in ("train", "test"):
-            assert (tmp_path / "a5_synthetic" / f"v1_s1_p300_cls-5-4" / "cls" / f"{kind}_{split}.npy").is_file()
+            assert (folder / "cls" / f"{kind}_{split}.npy").is_file()
     x, y = load_split(root, "cls", "test")
     assert x.shape == (4, 300, 3) and y.shape == (4,)
-    mtime = (tmp_path / "a5_synthetic" / "v1_s1_p300_cls-5-4" / "cls" / "data_test.npy").stat().st_mtime_ns
+    mtime = (folder / "cls" / "data_test.npy").stat().st_mtime_ns
     assert synthetic_root(tmp_path, "cls", 5, 4, 300, 1) == synthetic_root(tmp_path, "cls", 5, 4, 300, 1)
-    assert (tmp_path / "a5_synthetic" / "v1_s1_p300_cls-5-4" / "cls" / "data_test.npy").stat().st_mtime_ns == mtime
+    assert (folder / "cls" / "data_test.npy").stat().st_mtime_ns == mtime  # reused, not regenerated
     # the course layout is validated
     bad = tmp_path / "bad"
     (bad / "seg").mkdir(parents=True)
