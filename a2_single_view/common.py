@@ -17,7 +17,8 @@ from l3d.viz import apply_colormap, render_mesh_turntable, render_points_turntab
 from .data import CLASS_SETS, SYNSETS, DataChoice, choose_data
 from .voxelize import grid_to_mesh
 
-PRED_COLOUR = (0.55, 0.7, 1.0)
+PRED_COLOUR = (0.45, 0.6, 1.0)
+POINT_COLOUR = (0.15, 0.35, 0.9)
 GT_COLOUR = (0.75, 0.75, 0.75)
 
 
@@ -123,7 +124,7 @@ def view_azimuth(R: torch.Tensor, T: torch.Tensor) -> float:
 
 
 def render_kind(kind: str, pred, num_frames: int = 12, image_size: int = 160, azim: float = 0.0,
-                colors: Optional[torch.Tensor] = None, dist: float = 1.6, elev: float = 25.0) -> torch.Tensor:
+                colors: Optional[torch.Tensor] = None, dist: float = 1.3, elev: float = 25.0) -> torch.Tensor:
     """(T, H, W, 3) turntable of one prediction.
 
     Args:
@@ -141,8 +142,8 @@ def render_kind(kind: str, pred, num_frames: int = 12, image_size: int = 160, az
         return render_mesh_turntable(with_vertex_colors(Meshes([v], [f]), PRED_COLOUR), **kw)
     if kind == "point":
         p = pred.detach().float().cpu()
-        c = torch.tensor(PRED_COLOUR).expand_as(p) if colors is None else colors.detach().float().cpu()
-        return render_points_turntable(p, c, radius=0.012, **kw)
+        c = torch.tensor(POINT_COLOUR).expand_as(p) if colors is None else colors.detach().float().cpu()
+        return render_points_turntable(p, c, radius=0.02, **kw)
     if kind == "mesh":
         v, f = pred
         return render_mesh_turntable(with_vertex_colors(Meshes([v.detach().float().cpu()], [f.cpu()]), PRED_COLOUR), **kw)
@@ -150,7 +151,7 @@ def render_kind(kind: str, pred, num_frames: int = 12, image_size: int = 160, az
 
 
 def render_gt(verts: torch.Tensor, faces: torch.Tensor, num_frames: int = 12, image_size: int = 160,
-              azim: float = 0.0, dist: float = 1.6, elev: float = 25.0) -> torch.Tensor:
+              azim: float = 0.0, dist: float = 1.3, elev: float = 25.0) -> torch.Tensor:
     """(T, H, W, 3) turntable of a ground-truth mesh (grey)."""
     mesh = with_vertex_colors(Meshes([verts.detach().float().cpu()], [faces.cpu()]), GT_COLOUR)
     return render_mesh_turntable(mesh, num_frames=num_frames, dist=dist, elev=elev, image_size=image_size,

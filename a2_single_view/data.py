@@ -329,7 +329,7 @@ def choose_data(data: str = "auto", data_root_dir: Optional[str] = None, split_f
             print(f"{split} not found; using the built-in procedural chairs/cars/airplanes "
                   f"(preset {preset!r})", file=sys.stderr)
     root = Path(data_root_dir) if data_root_dir else synthetic_root()
-    if not writable(root) and not (root / f"split_{preset}_s{seed}.json").is_file():
+    if not writable(root) and not (root / f"split_{preset}_v{GENERATOR_VERSION}s{seed}.json").is_file():
         fallback = Path("output") / ".cache" / "a2_synthetic"
         if verbose:
             print(f"{root} is not writable; caching the procedural data in {fallback}", file=sys.stderr)
@@ -341,8 +341,11 @@ def choose_data(data: str = "auto", data_root_dir: Optional[str] = None, split_f
 # ----------------------------------------------------------------------------------------------
 # the procedural stand-in
 # ----------------------------------------------------------------------------------------------
+GENERATOR_VERSION = 2  # bump when the procedural shapes or renders change: new model ids, new cache entries
+
+
 def _model_id(split: str, index: int, seed: int) -> str:
-    return f"s{seed}-{split}-{index:05d}"
+    return f"v{GENERATOR_VERSION}s{seed}-{split}-{index:05d}"
 
 
 def _model_rng(seed: int, cls: str, split: str, index: int) -> np.random.Generator:
@@ -447,7 +450,7 @@ def ensure_synthetic(root: Path, preset: str = "standard", seed: int = 0, verbos
                 table[split].setdefault(synset, {})[mid] = views
                 if not _model_complete(root, synset, mid, views):
                     todo.append((cls, split, index, mid))
-    split_file = root / f"split_{preset}_s{seed}.json"
+    split_file = root / f"split_{preset}_v{GENERATOR_VERSION}s{seed}.json"
     if todo:
         from l3d.train import progress
 

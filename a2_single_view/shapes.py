@@ -348,84 +348,151 @@ def parts_to_mesh(parts: Parts, cell: float = 0.05, drop_internal: bool = True) 
 # ----------------------------------------------------------------------------------------------
 # generators (sizes in arbitrary units before normalisation; the floor is y = 0)
 # ----------------------------------------------------------------------------------------------
-def chair_parts(rng: np.random.Generator) -> Parts:
-    """A chair: seat, legs (four posts, round posts, a pedestal or two sled runners), a back
-    (solid, slatted, or a frame with a cushion), optional arms. Colour slots: 0 seat/back
-    cushion, 1 frame."""
-    p = Parts()
-    w, d = rng.uniform(0.40, 0.62), rng.uniform(0.38, 0.60)
-    t = rng.uniform(0.03, 0.09)
-    h = rng.uniform(0.36, 0.52)  # top of the seat
-    p.add("box", (0, h - t / 2, 0), (w / 2, t / 2, d / 2), slot=0)
-    leg = rng.uniform(0.025, 0.06)
-    legs = rng.choice(["square", "round", "pedestal", "sled"], p=[0.4, 0.25, 0.15, 0.2])
-    ly = (h - t) / 2 + 0.005  # legs reach a little into the seat
-    inset = rng.uniform(0.0, 0.06)
-    if legs in ("square", "round"):
+CHAIR_STYLES = ("side", "armchair", "office", "stool", "bar_stool", "bench", "sofa", "lounge")
+_STYLE_P = (0.22, 0.14, 0.13, 0.08, 0.08, 0.1, 0.12, 0.13)
+
+
+def _legs(p: Parts, rng: np.random.Generator, kind: str, w: float, d: float, top: float, leg: float) -> None:
+    """Legs under a seat whose underside is at height ``top``: four posts (square or round,
+    maybe splayed, maybe with stretchers), a pedestal (disc or five-foot star base), sled
+    runners, or two solid side panels. Slot 1 (frame)."""
+    ly = top / 2 + 0.005  # half-height; legs reach a little into the seat
+    inset = rng.uniform(0.0, 0.05)
+    if kind in ("square", "round"):
         splay = rng.uniform(0, 8) if rng.random() < 0.3 else 0.0
         for sx in (-1, 1):
             for sz in (-1, 1):
                 c = (sx * (w / 2 - leg / 2 - inset), ly, sz * (d / 2 - leg / 2 - inset))
                 r = rot_z(-sx * splay) @ rot_x(sz * splay)
-                if legs == "square":
-                    p.add("box", c, (leg / 2, ly, leg / 2), r, slot=1)
-                else:
-                    p.add("cyl", c, (leg / 2, ly, leg / 2), r, slot=1)
-        if rng.random() < 0.35:  # stretchers between the legs
-            sy = rng.uniform(0.08, 0.2)
+                p.add("box" if kind == "square" else "cyl", c, (leg / 2, ly, leg / 2), r, slot=1)
+        if rng.random() < 0.35:  # stretchers
+            sy = rng.uniform(0.2, 0.45) * top
             for sx in (-1, 1):
                 p.add("box", (sx * (w / 2 - leg / 2 - inset), sy, 0), (leg / 3, leg / 3, d / 2 - inset), slot=1)
-    elif legs == "pedestal":
+    elif kind == "pedestal":
         p.add("cyl", (0, ly, 0), (leg, ly, leg), slot=1)
-        base_r = rng.uniform(0.18, 0.28)
-        if rng.random() < 0.5:
+        base_r = rng.uniform(0.18, 0.3)
+        if rng.random() < 0.4:
             p.add("cyl", (0, 0.015, 0), (base_r, 0.015, base_r), slot=1)
         else:  # a star base of five feet
             for k in range(5):
-                a = 72.0 * k + rng.uniform(-5, 5)
-                r = rot_y(a)
+                r = rot_y(72.0 * k + rng.uniform(-5, 5))
                 p.add("box", r @ np.array([base_r / 2, 0.02, 0]), (base_r / 2, 0.02, leg * 0.6), r, slot=1)
-    else:  # sled: two runners and two uprights per side
+    elif kind == "sled":
         for sx in (-1, 1):
             x = sx * (w / 2 - leg / 2 - inset)
             p.add("box", (x, leg / 2, 0), (leg / 2, leg / 2, d / 2), slot=1)
             for sz in (-1, 1):
                 p.add("box", (x, ly, sz * (d / 2 - leg)), (leg / 2, ly, leg / 2), slot=1)
-    # back, behind the seat (towards -z), optionally tilted backwards
-    hb = rng.uniform(0.28, 0.6)
-    bt = rng.uniform(0.025, 0.07)
-    tilt = rng.uniform(0, 16)
-    back = rng.choice(["solid", "slats", "frame"], p=[0.5, 0.3, 0.2])
+    else:  # panels
+        pw = rng.uniform(0.03, 0.08)
+        for sx in (-1, 1):
+            p.add("box", (sx * (w / 2 - pw / 2), ly, 0), (pw / 2, ly, d / 2 * rng.uniform(0.85, 1.0)), slot=1)
+
+
+def _back(p: Parts, rng: np.random.Generator, w: float, d: float, h: float, hb: float, tilt: float,
+          leg: float, thick: Tuple[float, float] = (0.025, 0.07)) -> None:
+    """A back of height ``hb`` standing on the rear edge (-z) of a seat whose top is at ``h``,
+    tilted backwards by ``tilt`` degrees: solid, slats, or a frame with a cushion."""
+    bt = rng.uniform(*thick)
     pivot = np.array([0.0, h, -d / 2 + bt / 2])
     r = rot_x(-tilt)
 
-    def back_part(kind, c, half, slot):
+    def part(kind, c, half, slot):
         p.add(kind, pivot + r @ np.asarray(c, dtype=np.float64), half, r, slot)
 
     bw = w * rng.uniform(0.8, 1.0)
-    if back == "solid":
-        back_part("box", (0, hb / 2 - 0.005, 0), (bw / 2, hb / 2, bt / 2), 0)
+    style = rng.choice(["solid", "slats", "frame"], p=[0.5, 0.3, 0.2]) if bt < 0.08 else "solid"
+    if style == "solid":
+        part("box", (0, hb / 2 - 0.005, 0), (bw / 2, hb / 2, bt / 2), 0)
+        return
+    post = max(leg * 0.8, 0.025)
+    for sx in (-1, 1):
+        part("box", (sx * (bw / 2 - post / 2), hb / 2 - 0.005, 0), (post / 2, hb / 2, bt / 2), 1)
+    rail = rng.uniform(0.04, 0.1)
+    part("box", (0, hb - rail / 2, 0), (bw / 2, rail / 2, bt / 2), 1)
+    if style == "slats":
+        n = int(rng.integers(2, 6))
+        xs = np.linspace(-(bw / 2 - post), bw / 2 - post, n + 2)[1:-1]
+        sw = min(rng.uniform(0.02, 0.05), (bw - 2 * post) / (n + 1) * 0.8)
+        for x in xs:
+            part("box", (x, (hb - rail) / 2, 0), (sw / 2, (hb - rail) / 2, bt / 3), 1)
     else:
-        post = max(leg * 0.8, 0.025)
+        part("box", (0, hb * 0.5, 0), (bw / 2 - post, hb * 0.3, bt / 3), 0)
+
+
+def chair_parts(rng: np.random.Generator) -> Parts:
+    """A chair of one of :data:`CHAIR_STYLES`: side chairs and armchairs on four posts, sleds or
+    panels; office chairs on a pedestal; low stools and bar stools without a back; benches;
+    sofas (a thick block with solid arms); reclined lounge chairs. Proportions vary widely within
+    each style. Colour slots: 0 seat/back/cushions, 1 frame."""
+    p = Parts()
+    style = rng.choice(CHAIR_STYLES, p=_STYLE_P)
+    leg = rng.uniform(0.025, 0.06)
+    t = rng.uniform(0.03, 0.09)
+    if style == "sofa":
+        w, d, h = rng.uniform(0.9, 1.8), rng.uniform(0.55, 0.85), rng.uniform(0.32, 0.45)
+        foot = rng.uniform(0.0, 0.1)  # short feet, or the block on the floor
+        p.add("box", (0, (h + foot) / 2, 0), (w / 2, (h - foot) / 2, d / 2), slot=0)
+        if foot > 0.02:
+            _legs(p, rng, "square", w, d, foot, rng.uniform(0.04, 0.07))
+        _back(p, rng, w, d, h, rng.uniform(0.25, 0.45), rng.uniform(0, 12), leg, thick=(0.1, 0.22))
+        aw, ah = rng.uniform(0.08, 0.2), rng.uniform(0.12, 0.28)
         for sx in (-1, 1):
-            back_part("box", (sx * (bw / 2 - post / 2), hb / 2 - 0.005, 0), (post / 2, hb / 2, bt / 2), 1)
-        rail = rng.uniform(0.04, 0.1)
-        back_part("box", (0, hb - rail / 2, 0), (bw / 2, rail / 2, bt / 2), 1)
-        if back == "slats":
-            n = int(rng.integers(2, 6))
-            xs = np.linspace(-(bw / 2 - post), bw / 2 - post, n + 2)[1:-1]
-            sw = min(rng.uniform(0.02, 0.05), (bw - 2 * post) / (n + 1) * 0.8)
-            for x in xs:
-                back_part("box", (x, (hb - rail) / 2, 0), (sw / 2, (hb - rail) / 2, bt / 3), 1)
-        else:
-            back_part("box", (0, hb * 0.5, 0), (bw / 2 - post, hb * 0.3, bt / 3), 0)
-    if rng.random() < 0.35:  # arms
+            p.add("box", (sx * (w / 2 - aw / 2), (h + ah + foot) / 2, 0), (aw / 2, (h + ah - foot) / 2, d / 2), slot=0)
+        return p
+    if style == "lounge":
+        w, d, h = rng.uniform(0.6, 0.95), rng.uniform(0.6, 0.9), rng.uniform(0.2, 0.35)
+    elif style == "bench":
+        w, d, h = rng.uniform(0.9, 1.6), rng.uniform(0.3, 0.5), rng.uniform(0.38, 0.5)
+    elif style == "stool":
+        w = rng.uniform(0.3, 0.45)
+        d, h = w * rng.uniform(0.8, 1.2), rng.uniform(0.3, 0.5)
+    elif style == "bar_stool":
+        w = rng.uniform(0.3, 0.42)
+        d, h = w * rng.uniform(0.8, 1.2), rng.uniform(0.65, 0.85)
+    elif style == "office":
+        w, d, h = rng.uniform(0.45, 0.6), rng.uniform(0.45, 0.6), rng.uniform(0.42, 0.55)
+    else:  # side, armchair
+        w, d, h = rng.uniform(0.4, 0.62), rng.uniform(0.38, 0.6), rng.uniform(0.4, 0.52)
+    if style in ("stool", "bar_stool") and rng.random() < 0.5:
+        p.add("cyl", (0, h - t / 2, 0), (w / 2, t / 2, w / 2), slot=0)  # a round seat
+    else:
+        p.add("box", (0, h - t / 2, 0), (w / 2, t / 2, d / 2), slot=0)
+    if style == "office":
+        legs = "pedestal"
+    elif style == "lounge":
+        legs = rng.choice(["square", "round", "sled", "panels"], p=[0.3, 0.2, 0.25, 0.25])
+    elif style in ("stool", "bar_stool"):
+        legs = rng.choice(["square", "round", "pedestal"], p=[0.35, 0.4, 0.25])
+    elif style == "bench":
+        legs = rng.choice(["square", "panels", "sled"], p=[0.5, 0.3, 0.2])
+    else:
+        legs = rng.choice(["square", "round", "sled", "panels"], p=[0.45, 0.3, 0.15, 0.1])
+    _legs(p, rng, legs, w, d, h - t, leg)
+    if style == "bar_stool" and legs != "pedestal":  # a foot ring
+        p.add("box", (0, h * 0.35, d / 2 - leg), (w / 2 - leg, leg / 3, leg / 3), slot=1)
+    if style in ("stool", "bar_stool", "bench") and rng.random() < (0.8 if style != "bench" else 0.5):
+        return p  # no back
+    if style == "lounge":
+        hb, tilt = rng.uniform(0.45, 0.75), rng.uniform(15, 35)
+    elif style == "office":
+        hb, tilt = rng.uniform(0.4, 0.8), rng.uniform(0, 15)
+    elif style in ("stool", "bar_stool"):
+        hb, tilt = rng.uniform(0.12, 0.3), rng.uniform(0, 10)
+    else:
+        hb, tilt = rng.uniform(0.28, 0.65), rng.uniform(0, 16)
+    _back(p, rng, w, d, h, hb, tilt, leg)
+    if style in ("armchair", "lounge", "office") and rng.random() < (0.9 if style == "armchair" else 0.4):
         ah = rng.uniform(0.15, 0.26)
-        aw = rng.uniform(0.03, 0.06)
+        aw = rng.uniform(0.03, 0.1)
         start = len(p)
         x = w / 2 - aw / 2
-        p.add("box", (x, h + ah, 0), (aw / 2, 0.02, d / 2 * 0.9), slot=1)
-        p.add("box", (x, h + ah / 2, d / 2 * 0.7), (aw / 2.5, ah / 2, aw / 2.5), slot=1)
+        if rng.random() < 0.35 and style != "office":  # solid arm panels down to the seat
+            p.add("box", (x, h + ah / 2 - 0.01, 0), (aw / 2, ah / 2, d / 2 * 0.9), slot=0)
+        else:
+            p.add("box", (x, h + ah, 0), (aw / 2, 0.02, d / 2 * 0.9), slot=1)
+            p.add("box", (x, h + ah / 2, d / 2 * 0.7), (min(aw, 0.05) / 2.5, ah / 2, min(aw, 0.05) / 2.5), slot=1)
         p.mirrored_x(start)
     return p
 
