@@ -110,7 +110,7 @@ def sample_images_at_xy(images: torch.Tensor, xy: torch.Tensor, align_corners: b
         images: (N, H, W, C); xy: (N, R, 2) NDC points (x left, y up).
         align_corners: True is the course's lookup (spec convention 9): the extreme pixel
             *centres* sit at +-1 while rays go through NDC +-(1 - 1/W), so the ground truth is the
-            image magnified by W / (W - 1) (about 0.4 % at 256 px: a fitted box comes out that much
+            image magnified by W / (W - 1) (a box fitted to the 256 px renders comes out ~0.2 %
             larger). False samples at the true pixel centres (exact at the image's own resolution).
     Returns:
         (N, R, C).

@@ -129,6 +129,10 @@ class NeuralRadianceField(nn.Module):
     The direction term of the first colour layer is evaluated once per ray and broadcast over
     its S samples (mathematically the same layer as concatenating the direction to every sample).
     ``density_noise_std`` adds Gaussian noise to the raw density in training (NeRF's regulariser).
+    ``density_bias_init`` sets the density head's initial bias: 0.1 (default) starts with a faint
+    fog everywhere; a negative value starts from an almost empty volume (with the ReLU it can leave
+    the density dead, without gradient). ``density_activation: softplus`` (instead of the course's
+    ReLU) keeps a gradient everywhere.
     """
 
     kind = "volume"
@@ -136,7 +140,8 @@ class NeuralRadianceField(nn.Module):
     def __init__(self, n_harmonic_functions_xyz: int = 6, n_harmonic_functions_dir: int = 2,
                  n_hidden_neurons_xyz: int = 128, n_hidden_neurons_dir: int = 64, n_layers_xyz: int = 6,
                  append_xyz: Sequence[int] = (3,), use_view_dependence: bool = False,
-                 density_noise_std: float = 0.0):
+                 density_noise_std: float = 0.0, density_bias_init: float = 0.1,
+                 density_activation: str = "relu"):
         super().__init__()
         self.embed_xyz = HarmonicEmbedding(n_harmonic_functions_xyz)
         self.embed_dir = HarmonicEmbedding(n_harmonic_functions_dir)
@@ -148,16 +153,20 @@ class NeuralRadianceField(nn.Module):
         self.feature_layer = nn.Linear(h, h)
         self.color_hidden = nn.Linear(h + d_dir, n_hidden_neurons_dir)
         self.color_out = nn.Linear(n_hidden_neurons_dir, 3)
+        if density_activation not in ("relu", "softplus"):
+            raise ValueError(f"density_activation must be 'relu' or 'softplus', got {density_activation!r}")
+        self.density_activation = F.relu if density_activation == "relu" else F.softplus
         self.use_view_dependence = bool(use_view_dependence)
         self.density_noise_std = float(density_noise_std)
         self.hidden = h
-        # a small positive bias keeps the initial density from dying under the ReLU
-        nn.init.constant_(self.density_head.bias, 0.1)
+        # the initial density level: a small positive bias keeps it from dying under the ReLU; a
+        # negative one starts from a nearly empty volume (see the density_bias_init config key)
+        nn.init.constant_(self.density_head.bias, float(density_bias_init))
 
     def density(self, points: torch.Tensor) -> torch.Tensor:
         """(P, 3) -> (P,) densities alone (no colour branch; for occupancy grids)."""
         x = self.embed_xyz(points)
-        return F.relu(self.density_head(self.mlp(x, x))[..., 0])
+        return self.density_activation(self.density_head(self.mlp(x, x))[..., 0])
 
     def forward(self, bundle: RayBundle) -> Dict[str, torch.Tensor]:
         pts = bundle.points  # (R, S, 3)
@@ -167,7 +176,7 @@ class NeuralRadianceField(nn.Module):
         raw = self.density_head(y)[..., 0]
         if self.training and self.density_noise_std > 0:
             raw = raw + torch.randn_like(raw) * self.density_noise_std
-        density = F.relu(raw).view(r, s)
+        density = self.density_activation(raw).view(r, s)
         feat = self.feature_layer(y)  # (R S, H)
         w = self.color_hidden.weight  # (Hd, H + Ddir)
         hid = F.linear(feat, w[:, : self.hidden], self.color_hidden.bias).view(r, s, -1)  # (R, S, Hd)

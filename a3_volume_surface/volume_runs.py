@@ -244,9 +244,19 @@ def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Path) -> D
     gif_name = cfg.get("gif_name", "part_3")
     written: List[Any] = []
 
+    warmup = int(tcfg.get("lr_warmup_steps") or 0)
+    step_size, gamma = int(tcfg.get("lr_scheduler_step_size", 50)), float(tcfg.get("lr_scheduler_gamma", 0.8))
+
+    def set_lr(epoch: int, factor: float) -> None:
+        for g in optim.param_groups:  # the StepLR value of this epoch, times the warm-up factor
+            g["lr"] = g["initial_lr"] * gamma ** (epoch // step_size) * factor
+
     def epoch_fn(epoch: int) -> Dict[str, float]:
         tot, n = 0.0, 0
-        for _ in range(steps):
+        for i in range(steps):
+            step = epoch * steps + i
+            if step <= warmup and warmup > 0:  # linear warm-up (guards against the density dying early)
+                set_lr(epoch, min(1.0, (step + 1) / warmup))
             bundle, rgb = batcher(bs)
             res = model(bundle)
             loss = F.mse_loss(res["color"], rgb)

@@ -273,3 +273,15 @@ def test_occupancy_grid_skips_empty_space_without_changing_the_image():
     fast = with_grid(bundle)["color"]
     assert (fast - plain).abs().max() < 0.05  # finer samples inside the ball: small differences at its rim
     assert (fast - plain).abs().mean() < 2e-3
+
+
+def test_nerf_density_options():
+    torch.manual_seed(0)
+    p = torch.randn(500, 3)
+    relu = NeuralRadianceField(n_hidden_neurons_xyz=16, density_bias_init=-50.0)
+    soft = NeuralRadianceField(n_hidden_neurons_xyz=16, density_bias_init=-3.0, density_activation="softplus")
+    assert (relu.density(p) == 0).all()  # a very negative bias kills every ReLU density ...
+    d = soft.density(p)
+    assert (d > 0).all() and d.mean() < 0.2  # ... softplus starts almost empty but keeps a gradient
+    with pytest.raises(ValueError, match="density_activation"):
+        NeuralRadianceField(density_activation="exp")
