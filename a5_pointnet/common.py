@@ -233,7 +233,7 @@ def _caption(frames: np.ndarray, text: str, color=(255, 255, 255)) -> np.ndarray
 
 def save_turntable_gif(path: Path, panels: Sequence[Tuple[torch.Tensor, torch.Tensor, str]], args: argparse.Namespace,
                        text_color=(255, 255, 255)) -> Tuple[Path, Path]:
-    """A GIF (and a PNG of its middle frame) of one or more clouds side by side.
+    """A GIF (and a PNG of its first frame, the front view) of one or more clouds side by side.
 
     Args:
         panels: per panel (points (P, 3), colours (P, 3), caption drawn in the top-left corner).
@@ -242,7 +242,7 @@ def save_turntable_gif(path: Path, panels: Sequence[Tuple[torch.Tensor, torch.Te
     for pts, cols, text in panels:
         f = to_uint8(render_turntable(pts.float(), cols.float(), args))
         frames.append(_caption(f, text, text_color) if text else f)
-    return save_gif_with_png(path, np.concatenate(frames, axis=2), fps=args.fps)
+    return save_gif_with_png(path, np.concatenate(frames, axis=2), fps=args.fps, which="first")  # front view
 
 
 def seg_colors(labels: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,9 @@
 """Quick tour of Assignment 5 on the procedural data (a few minutes of CPU at most):
 
-1. train a PointNet classifier and a part-segmentation PointNet (small data, few epochs),
-2. evaluate both (accuracies, bounding-box baseline, turntable GIFs of correct and failed cases),
+1. train a PointNet classifier and a part-segmentation PointNet (small data, few epochs; the
+   test accuracy in their metrics.json uses 2000 points per cloud),
+2. evaluate both at the course's 10000 points per cloud (accuracies, bounding-box baseline,
+   turntable GIFs of correct and failed cases),
 3. the robustness sweeps (rotation, number of points) on part of the test split,
 4. train and evaluate PointNet++ (the model with locality) for classification.
 
@@ -40,7 +42,7 @@ def main(argv=None):
 
     data_cls = ["--data", "synthetic", "--num_train", "240", "--num_test", "60"]
     data_seg = ["--data", "synthetic", "--num_train", "120", "--num_test", "30"]
-    fast = ["--quick", "--num_points", "512", "--eval_points", "512", "--final_points", "10000", "--bn_batches", "4"]
+    fast = ["--quick", "--num_points", "512", "--eval_points", "512", "--final_points", "2000", "--bn_batches", "4"]
     step("train", train.main, ["--task", "cls", "--output_dir", f"{root}/cls", "--num_epochs", "2", *fast, *data_cls, *dev])
     step("train", train.main, ["--task", "seg", "--output_dir", f"{root}/seg", "--num_epochs", "3", "--batch_size", "8",
                                *fast, *data_seg, *dev])
@@ -48,11 +50,10 @@ def main(argv=None):
     step("eval_seg", eval_seg.main, ["--load_checkpoint", f"{root}/seg", "--output_dir", f"{root}/eval_seg",
                                      "--num_cases", "1", *VIS, *dev])
     step("robustness", robustness.main, ["--cls_checkpoint", f"{root}/cls", "--seg_checkpoint", f"{root}/seg",
-                                         "--output_dir", f"{root}/robustness", "--num_objects", "30",
+                                         "--output_dir", f"{root}/robustness", "--num_objects", "20",
                                          "--rotation_points", "1000", "--example_angles", "90", *VIS, *dev])
     step("train", train.main, ["--task", "cls", "--model", "pointnet2", "--output_dir", f"{root}/cls_pointnet2",
-                               "--num_epochs", "1",
-                               *fast, "--final_points", "2000", *data_cls, *dev])
+                               "--num_epochs", "1", *fast, *data_cls, *dev])
     step("eval_cls", eval_cls.main, ["--load_checkpoint", f"{root}/cls_pointnet2", "--output_dir",
                                      f"{root}/eval_cls_pointnet2", "--num_points", "2000", "--no-baseline", *VIS, *dev])
     print(f"a5_pointnet demo done in {time.perf_counter() - t0:.0f} s; outputs under {root}/")

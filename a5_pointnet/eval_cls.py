@@ -7,7 +7,7 @@ Accuracy = correctly classified test objects / test objects, each object seen th
 subset of --num_points of its points. Writes into --output_dir: ``metrics.json`` (test_accuracy,
 per-class accuracy, confusion matrix, the bounding-box baseline's accuracy), ``results.md`` (the
 tables), ``object_<i>.gif`` and ``correct_<class>.gif`` / ``failure_<class>.gif`` (caption: ground
-truth and prediction; a PNG of the middle frame beside each GIF).
+truth and prediction; a PNG of the first frame, the front view, beside each GIF).
 """
 
 from __future__ import annotations
