@@ -26,7 +26,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from l3d.data import DataFile, Dataset, data_root, register_dataset
+from l3d.data import data_root
 from l3d.io import atomic_path
 
 from .synthetic import CHAIR_PARTS, CLASS_NAMES, GENERATOR_VERSION, generate_split
@@ -43,13 +43,7 @@ COURSE_FILES = tuple(f"{task}/{kind}_{split}.npy" for task in ("cls", "seg")
 DEFAULT_SIZES = {"cls": (2400, 600), "seg": (1600, 400)}
 QUICK_SIZES = {"cls": (900, 300), "seg": (600, 200)}
 
-register_dataset(Dataset(
-    "a5",
-    "Assignment 5 (PointNet): ShapeNet-derived point clouds, 10000 points each; cls: chairs, vases, "
-    "lamps; seg: chairs with 6 part labels. Distributed by the course from a shared drive (no "
-    "public URL recorded): copy the files to <data root>/a5/ by hand.",
-    tuple(DataFile(f"a5/{rel}", None, None) for rel in COURSE_FILES),
-))
+# the course files are registered as the dataset "a5" in l3d.data
 
 
 @dataclass(frozen=True)

@@ -250,7 +250,7 @@ def main(argv=None):
             if ckpts.is_better(test_acc) or ckpts.due(epoch) or epoch == args.num_epochs - 1:
                 ckpts.save(epoch, state_dict(epoch), metric=test_acc)
     curves = log.plot(out / "curves.png", groups=[["train_loss"], ["acc/train", "acc/test"], ["lr"]],
-                      title=f"{task} {args.model} (x axis: epoch)")
+                      title=f"{task} {args.model}", xlabel="epoch")
 
     # final: the best checkpoint on the whole test split at --final_points points per cloud
     best_path = ckpts.best_path if ckpts.best_path.is_file() else ckpts.last_path

@@ -137,6 +137,21 @@ register_dataset(Dataset(
         for n, s in _A3.items()
     ),
 ))
+register_dataset(Dataset(
+    "a3_nerf",
+    "Assignment 3 NeRF scenes (lego, materials: <name>.pth cameras + split, <name>.png stacked "
+    "images). Without them the scripts render a built-in scene in the same format.",
+    tuple(DataFile(f"a3/{n}", _A3_URL + n, None, optional=True)
+          for n in ("lego.pth", "lego.png", "materials.pth", "materials.png")),
+))
+register_dataset(Dataset(
+    "a5",
+    "Assignment 5 (PointNet): ShapeNet-derived point clouds, 10000 points each; cls: chairs, vases, "
+    "lamps; seg: chairs with 6 part labels. Distributed by the course from a shared drive (no "
+    "public URL recorded): copy the files to <data root>/a5/ by hand.",
+    tuple(DataFile(f"a5/{task}/{kind}_{split}.npy", None, None) for task in ("cls", "seg")
+          for kind in ("data", "label") for split in ("train", "test")),
+))
 
 
 def data_root() -> Path:

@@ -495,6 +495,7 @@ class LossLog:
         groups: Iterable[Iterable[str]] | None = None,
         logy: bool | Literal["auto"] = "auto",
         title: str | None = None,
+        xlabel: str = "step",
     ) -> Path:
         """Write a loss-curve PNG (matplotlib, no display needed).
 
@@ -504,6 +505,7 @@ class LossLog:
                 its own.
             logy: log-scale y axis: ``True``, ``False`` or ``"auto"`` (per subplot, when every
                 value is positive and they span more than two decades).
+            xlabel: label of the x axis (the logged ``step`` column: a step, an epoch, ...).
         """
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -541,7 +543,7 @@ class LossLog:
             )
             if use_log and positive:
                 ax.set_yscale("log")
-            ax.set_xlabel("step")
+            ax.set_xlabel(xlabel)
             ax.grid(True, alpha=0.3)
             if len(panel) > 1:
                 ax.legend(fontsize=8)
