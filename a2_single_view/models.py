@@ -7,6 +7,10 @@ Shapes: B batch, D = 32 voxels per side, P points, V = 2562 vertices of ico_sphe
   torch hub cache (``<torch.hub.get_dir()>/checkpoints/resnet18-*.pth``) when present and never
   downloaded; otherwise the network is randomly initialised from a fixed seed (so that every
   process builds the same one and precomputed features stay valid), and one line says so.
+Every decoder first normalises its (B, 512) input with a BatchNorm1d: ResNet features are
+dominated by a per-dimension offset (with the randomly initialised encoder the spread across
+images is about a tenth of it), and standardising them makes the decoders train far faster.
+
 * :class:`VoxDecoder` -- Pix2Vox-F style: 512 -> (64, 2, 2, 2) -> 3-D transposed convolutions
   (kernel 4, stride 2, padding 1) with 128 -> 64 -> 32 -> 8 channels (BatchNorm, LeakyReLU) ->
   1x1x1 convolution -> (B, 1, 32, 32, 32) occupancy *logits* (probabilities = sigmoid).
@@ -99,7 +103,8 @@ class Encoder(nn.Module):
 
 
 def _mlp(sizes, act=nn.ReLU) -> nn.Sequential:
-    layers = []
+    """BatchNorm1d over the input features, then Linear + act layers (no act after the last)."""
+    layers: list = [nn.BatchNorm1d(sizes[0])]
     for i in range(len(sizes) - 1):
         layers.append(nn.Linear(sizes[i], sizes[i + 1]))
         if i < len(sizes) - 2:
@@ -112,7 +117,7 @@ class VoxDecoder(nn.Module):
 
     def __init__(self, feat_dim: int = FEAT_DIM):
         super().__init__()
-        self.fc = nn.Sequential(nn.Linear(feat_dim, 64 * 8), nn.LeakyReLU(0.2))
+        self.fc = nn.Sequential(nn.BatchNorm1d(feat_dim), nn.Linear(feat_dim, 64 * 8), nn.LeakyReLU(0.2))
 
         def up(cin, cout):
             return nn.Sequential(nn.ConvTranspose3d(cin, cout, kernel_size=4, stride=2, padding=1),
@@ -169,7 +174,7 @@ class ImplicitDecoder(nn.Module):
         self.n_freq, self.grid = n_freq, grid
         self.register_buffer("freqs", (2.0 ** torch.arange(n_freq)) * math.pi)
         pe = 3 + 6 * n_freq
-        self.feat = nn.Linear(feat_dim, hidden)
+        self.feat = nn.Sequential(nn.BatchNorm1d(feat_dim), nn.Linear(feat_dim, hidden))
         self.inp = nn.Linear(pe, hidden)
         self.blocks = nn.ModuleList([nn.Linear(hidden, hidden) for _ in range(3)])
         self.out = nn.Linear(hidden, 1)

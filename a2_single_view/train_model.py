@@ -81,6 +81,8 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
             raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.lr <= 0:
         raise ValueError(f"--lr must be positive, got {args.lr}")
+    if args.batch_size < 2:
+        raise ValueError("--batch_size must be at least 2 (the decoders normalise their input with BatchNorm)")
     if args.load_feat and args.mean_shape:
         raise ValueError("--load_feat and --mean_shape exclude each other")
     return args

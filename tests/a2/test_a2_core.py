@@ -309,4 +309,27 @@ def test_decoder_output_shapes():
     assert len(m) == 3 and m.faces_packed().shape == (3 * 5120, 3)
     imp = ImplicitDecoder()
     assert imp(f, torch.rand(3, 77, 3) - 0.5).shape == (3, 77)
-    assert imp.grid_logits(f[:1]).shape == (1, 1, 32, 32, 32)
+    # the decoders standardise their input with BatchNorm: one image at a time needs eval mode
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        imp.grid_logits(f[:1])
+    assert imp.eval().grid_logits(f[:1]).shape == (1, 1, 32, 32, 32)
+
+
+def test_choose_data_falls_back_to_the_stand_in(tmp_path, tiny, capsys):
+    from a2_single_view.data import choose_data
+
+    root, split = tiny
+    # auto: no split_r2n2.json under the root -> the stand-in (cached there), with one line saying so
+    c = choose_data("auto", str(root), None, "tiny")
+    assert c.synthetic and c.split_file == split
+    assert "not found; using the built-in procedural" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="R2N2 split file not found"):
+        choose_data("real", str(tmp_path), None, "tiny")
+    # a real-layout root (here: the stand-in's files under the real split name) is read as real data
+    (root / "split_r2n2.json").write_text(split.read_text())
+    try:
+        c = choose_data("auto", str(root), None, "tiny")
+        assert not c.synthetic and c.split_file == root / "split_r2n2.json"
+        assert len(R2N2(c.root, c.split_file, "test", ("chair",), inputs="none")) == 4 * 2
+    finally:
+        (root / "split_r2n2.json").unlink()
