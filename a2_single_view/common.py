@@ -32,7 +32,7 @@ def add_data_flags(ap: argparse.ArgumentParser) -> None:
                    help="auto: the real R2N2 set when its split file exists, else the procedural stand-in")
     g.add_argument("--data_root", default=None,
                    help="data set root in the R2N2 layout (default: $L3D_DATA/a2 for real data, "
-                        "$L3D_DATA/a2_synthetic for the stand-in, generated there on first use)")
+                        "output/.cache/a2_synthetic for the stand-in, generated there on first use)")
     g.add_argument("--split_file", default=None,
                    help="split JSON {split: {synset: {model_id: [views]}}} (default: <root>/split_r2n2.json, "
                         "or the stand-in preset's split file)")

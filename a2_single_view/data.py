@@ -1,7 +1,7 @@
 """The R2N2 / ShapeNet single-view data set: layout, loader, and the procedural stand-in.
 
-Layout of a data set root (the real one is ``<data root>/a2``, the stand-in
-``<data root>/a2_synthetic``)::
+Layout of a data set root (the real one is ``<data root>/a2``; the stand-in is generated into
+``output/.cache/a2_synthetic``, never into the data root, which may hold read-only course files)::
 
     r2n2/ShapeNetRendering/<synset>/<model>/rendering/{00..23}.png   137 x 137 RGBA renders
     r2n2/ShapeNetRendering/<synset>/<model>/rendering/rendering_metadata.txt
@@ -291,8 +291,9 @@ PRESETS: Dict[str, Preset] = {
 
 
 def synthetic_root() -> Path:
-    """``<data root>/a2_synthetic``, where the stand-in is cached."""
-    return data_root() / "a2_synthetic"
+    """``output/.cache/a2_synthetic``, where the stand-in is generated and cached (as the other
+    assignments cache theirs: generated data stays out of the data root)."""
+    return Path("output") / ".cache" / "a2_synthetic"
 
 
 def real_root() -> Path:
@@ -313,7 +314,7 @@ def choose_data(data: str = "auto", data_root_dir: Optional[str] = None, split_f
     ``auto``: the real set when its split file exists (``--split_file``, default
     ``<root>/split_r2n2.json`` with root ``--data_root`` or ``<data root>/a2``), else the
     procedural stand-in (one line on stderr says so). ``synthetic``: the stand-in, generated on
-    first use under ``--data_root`` or ``<data root>/a2_synthetic`` (``output/.cache`` when that
+    first use under ``--data_root`` or ``output/.cache/a2_synthetic`` (the latter when the former
     is not writable). ``real``: the real set or an error.
     """
     if data not in ("auto", "real", "synthetic"):

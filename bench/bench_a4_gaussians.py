@@ -51,17 +51,23 @@ def main(argv=None):
     ap.add_argument("--train_iters", type=int, default=10, help="timed training iterations")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)")
     ap.add_argument("--output", default="output/bench/a4_gaussians.json", help="where to write the numbers")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args(argv)
+    dev = torch.device(args.device)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
-    g = surface_gaussians(args.num)
-    cam = turntable_cameras(32, args.size)[16]
+    g = surface_gaussians(args.num).to(dev)
+    cam = turntable_cameras(32, args.size)[16].to(dev)
     tiled_s = RasterSettings(args.size, tile_size=args.tile_size)
     dense_s = RasterSettings(args.size, mode="dense", gaussians_per_splat=args.gaussians_per_splat)
     with torch.no_grad():
-        tw, tc, tiled = timed(lambda: g.render(cam, tiled_s), args.repeats)
-        dw, dc, dense = timed(lambda: g.render(cam, dense_s), 1)
+        tw, tc, tiled = timed(lambda: (g.render(cam, tiled_s), sync())[0], args.repeats)
+        dw, dc, dense = timed(lambda: (g.render(cam, dense_s), sync())[0], 1)
     err = float((tiled.image - dense.image).abs().max())
     coverage = float(dense.mask.mean())
     print(f"render {args.num} Gaussians at {args.size}x{args.size} (coverage {coverage:.2f}, load {load:.1f}, "
@@ -77,7 +83,8 @@ def main(argv=None):
 
     scene = load_scene(builtin_scene_path())
     cfg = TrainConfig()
-    model = init_gaussians(cfg, scene, "cpu")
+    scene = scene.to(dev)
+    model = init_gaussians(cfg, scene, dev)
     opt = make_optimizer(model, cfg)
     settings = raster_settings(cfg, scene)
 
@@ -89,6 +96,7 @@ def main(argv=None):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sync()
 
     step()
     w, c = time.perf_counter(), time.process_time()
@@ -101,7 +109,7 @@ def main(argv=None):
         "num_gaussians": args.num, "image_size": args.size, "threads": args.threads, "load_avg_1min": load,
         "tiled_s": tw, "tiled_cpu_s": tc, "dense_s": dw, "dense_cpu_s": dc, "speedup_wall": dw / tw,
         "speedup_cpu": dc / tc, "max_abs_diff": err, "coverage": coverage, "tile_size": args.tile_size,
-        "gaussians_per_splat": args.gaussians_per_splat, "train_iter_s": it_w, "train_iter_cpu_s": it_c,
+        "gaussians_per_splat": args.gaussians_per_splat, "device": args.device, "train_iter_s": it_w, "train_iter_cpu_s": it_c,
     }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -58,41 +58,52 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5, help="timed repetitions (best and median reported)")
     ap.add_argument("--frames", type=int, default=100, help="turntable frames")
     ap.add_argument("--output", default="output/bench/raster.json", help="where to write the numbers")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: where l3d renders (Embree always runs on the CPU)")
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
-    mesh = load_mesh_or_standin("a1/cow.obj")
-    cam = FoVPerspectiveCameras(R=torch.eye(3)[None], T=torch.tensor([[0.0, 0.0, 3.0]]))
+    dev = torch.device(args.device)
+    cpu_mesh = load_mesh_or_standin("a1/cow.obj")
+    mesh = cpu_mesh.to(dev)
+    cam = FoVPerspectiveCameras(R=torch.eye(3)[None], T=torch.tensor([[0.0, 0.0, 3.0]])).to(dev)
     lights = PointLights(location=((0.0, 0.0, -3.0),))
-    ours = best_of(lambda: render_mesh(mesh, cam, args.size, lights=lights), args.repeats)
-    cast = embree_ray_cast(mesh, cam, args.size)
+
+    def ours_render():
+        img = render_mesh(mesh, cam, args.size, lights=lights)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return img
+
+    ours = best_of(ours_render, args.repeats)
+    cast = embree_ray_cast(cpu_mesh, cam.to("cpu"), args.size)
     ref = best_of(cast, args.repeats)
     # check both see the same silhouette
     hits = cast() >= 0
-    mask = render_mesh(mesh, cam, args.size, lights=lights)[0, ..., 3].reshape(-1).numpy() > 0
+    mask = ours_render()[0, ..., 3].reshape(-1).cpu().numpy() > 0
     agree = float((hits == mask).mean())
     print(f"cow {args.size}x{args.size}: l3d raster+Phong+UV {ours[0]*1e3:.1f} ms (median {ours[1]*1e3:.1f}), "
           f"Embree ray cast {ref[0]*1e3:.1f} ms (median {ref[1]*1e3:.1f}); "
           f"ratio embree/l3d = {ref[0]/ours[0]:.2f} (>= 1 means l3d is no slower); silhouette agreement {agree:.4f}")
 
     out_gif = Path("output/bench/turntable_bench.gif")
-    cams = turntable_cameras(args.frames, dist=3.0)
+    cams = turntable_cameras(args.frames, dist=3.0).to(dev)
 
     def turntable():
         light_loc = cams.get_camera_center()  # light at the camera
         frames = render_mesh(mesh, cams, args.size, lights=PointLights(location=light_loc), batch_size=10)
-        save_gif(out_gif, frames[..., :3], fps=15)
+        save_gif(out_gif, frames[..., :3].cpu(), fps=15)
 
     t = time.perf_counter()
     turntable()
     gif_s = time.perf_counter() - t
     print(f"{args.frames}-frame {args.size}x{args.size} turntable GIF (render + write): {gif_s:.2f} s "
-          f"(goal < 5 s; ratio goal/actual = {5.0/gif_s:.2f}) on {torch.get_num_threads()} threads")
+          f"(goal < 5 s; ratio goal/actual = {5.0/gif_s:.2f}) on {args.device}, {torch.get_num_threads()} threads")
     res = {
         "image_size": args.size,
         "l3d_render_ms": ours[0] * 1e3, "l3d_render_median_ms": ours[1] * 1e3,
         "embree_raycast_ms": ref[0] * 1e3, "embree_raycast_median_ms": ref[1] * 1e3,
         "ratio_embree_over_l3d": ref[0] / ours[0], "silhouette_agreement": agree,
         "turntable_frames": args.frames, "turntable_gif_s": gif_s, "threads": torch.get_num_threads(),
+        "device": args.device,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(res, indent=2))

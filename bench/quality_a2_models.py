@@ -3,7 +3,7 @@
     python bench/quality_a2_models.py [--types vox point mesh] [--threads 2] [--steps vox=700 ...]
 
 For every type, on the "standard" procedural preset (480 training chairs x 6 views, 100 test
-chairs x 6 views, generated once under $L3D_DATA/a2_synthetic):
+chairs x 6 views, generated once under output/.cache/a2_synthetic):
   model     train_model --type T --load_feat (ResNet-18 features precomputed once; ImageNet weights
             when the local torch cache has them, else the fixed random initialisation) for the
             steps and batch size of SETTINGS, Adam lr 4e-4, then eval_model on all 600 test views;
