@@ -8,7 +8,7 @@ NeRF scene format (``<name>.pth`` + ``<name>.png``)::
     <name>.png  the N RGB images stacked vertically, /255; resized bilinearly to image_size on load
 
 The real scenes (lego, materials) are public downloads (``python -m a3_volume_surface.data download``
-or ``python -m l3d.data download a3_nerf`` once this package is imported). When they are absent,
+or ``python -m l3d.data download a3_nerf``). When they are absent,
 :func:`load_nerf_scene` renders a built-in scene into the same format (cached under
 ``output/.cache/a3_volume_surface/scenes`` by default) and says so in one line:
 
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from l3d.cameras import PerspectiveCameras, as_hw
-from l3d.data import DataFile, Dataset, data_root, get_path, register_dataset
+from l3d.data import data_root, get_path
 from l3d.structures import Meshes, TexturesVertex, interpolate_face_attributes
 
 from .cameras import look_at_cameras
@@ -46,18 +46,7 @@ __all__ = [
     "builtin_scene_mesh", "scene_cameras", "load_box_images", "load_bunny", "BUILTIN_SCENES",
 ]
 
-# ----------------------------------------------------------------------------------------------
-# dataset registration (the course's public NeRF scenes)
-# ----------------------------------------------------------------------------------------------
-_NERF_URL = "https://raw.githubusercontent.com/learning3d/assignment3/main/data/"
-register_dataset(Dataset(
-    "a3_nerf",
-    "Assignment 3 NeRF scenes (lego, materials: <name>.pth cameras + split, <name>.png stacked "
-    "images). Without them the scripts render a built-in scene in the same format.",
-    tuple(DataFile(f"a3/{n}", _NERF_URL + n, None, optional=True)
-          for n in ("lego.pth", "lego.png", "materials.pth", "materials.png")),
-))
-
+# the course's NeRF scenes are registered as dataset 'a3_nerf' in l3d.data
 BUILTIN_SCENES = ("lego", "materials")
 
 

@@ -145,6 +145,20 @@ register_dataset(Dataset(
           for n in ("lego.pth", "lego.png", "materials.pth", "materials.png")),
 ))
 register_dataset(Dataset(
+    "a2",
+    "Assignment 2 (single view to 3D): the R2N2 renderings and voxels and the ShapeNet meshes "
+    "(several GB, licence-gated: no public URL). Put them under <data root>/a2 in the layout of "
+    "a2_single_view/data.py with its split file; without them the scripts use a procedural stand-in.",
+    (DataFile("a2/split_r2n2.json", None, None),),
+))
+register_dataset(Dataset(
+    "a4",
+    "Assignment 4 Q1 (Gaussian splatting): a pre-trained 3DGS chair (.ply) and the truck training "
+    "scene (imgs/, poses/, points/). Distributed by the course from a shared drive (no public URL "
+    "recorded): copy them to <data root>/a4/ by hand; without them built-in scenes are used.",
+    (DataFile("a4/chair.ply", None, None), DataFile("a4/truck/points/points_10000.npy", None, None)),
+))
+register_dataset(Dataset(
     "a5",
     "Assignment 5 (PointNet): ShapeNet-derived point clouds, 10000 points each; cls: chairs, vases, "
     "lamps; seg: chairs with 6 part labels. Distributed by the course from a shared drive (no "

@@ -257,7 +257,7 @@ def test_cli_list_and_failing_download(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: cannot download http://127.0.0.1:")
     assert "Traceback" not in r.stderr
     r = run_cli("download", "nope")
-    assert r.returncode == 1 and r.stderr.strip().startswith("error: unknown dataset 'nope'; known: a1, a3, ")
+    assert r.returncode == 1 and r.stderr.strip().startswith("error: unknown dataset 'nope'; known: a1, a2, a3, a3_nerf, a4, a5")
     r = run_cli("download", "--help")
     assert r.returncode == 0 and "--base-url" in r.stdout and "--force" in r.stdout and "--root" in r.stdout
 
