@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from l3d.cameras import FoVPerspectiveCameras, ndc_pixel_centers, turntable_cameras
-from l3d.data import load_mesh_or_standin
-from l3d.io import save_gif
-from l3d.shading import PointLights, render_mesh
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from l3d.cameras import FoVPerspectiveCameras, ndc_pixel_centers, turntable_cameras  # noqa: E402
+from l3d.data import load_mesh_or_standin  # noqa: E402
+from l3d.io import save_gif  # noqa: E402
+from l3d.shading import PointLights, render_mesh  # noqa: E402
 
 
 def best_of(fn, repeats):
