@@ -41,6 +41,12 @@ from .voxelize import grid_query_points
 Kind = Literal["vox", "point", "mesh", "implicit"]
 KINDS = ("vox", "point", "mesh", "implicit")
 FEAT_DIM = 512
+# Occupancy decoders start from the prior log-odds of a voxel being filled (about 5 % of a chair's
+# 32^3 grid; 7 % over the three procedural classes) instead of 0 (p = 0.5): Adam at lr 4e-4 moves
+# the output bias by at most ~4e-4 per step, so from 0 it needs thousands of steps just to learn
+# that most space is empty (measured: BCE still 0.41 after 700 steps, F1@0.05 38 vs 35 for the
+# mean shape).
+OCCUPANCY_PRIOR_LOGIT = math.log(0.05 / 0.95)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDOM_INIT_SEED = 0
@@ -125,6 +131,7 @@ class VoxDecoder(nn.Module):
 
         self.layers = nn.Sequential(up(64, 128), up(128, 64), up(64, 32), up(32, 8))  # 2 -> 4 -> 8 -> 16 -> 32
         self.out = nn.Conv3d(8, 1, kernel_size=1)
+        nn.init.constant_(self.out.bias, OCCUPANCY_PRIOR_LOGIT)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         check_shape(feats, ("B", None), "feats")
@@ -178,6 +185,7 @@ class ImplicitDecoder(nn.Module):
         self.inp = nn.Linear(pe, hidden)
         self.blocks = nn.ModuleList([nn.Linear(hidden, hidden) for _ in range(3)])
         self.out = nn.Linear(hidden, 1)
+        nn.init.constant_(self.out.bias, OCCUPANCY_PRIOR_LOGIT)
         self.act = nn.ReLU()
 
     def encode(self, xyz: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ table.md; each run's outputs (loss curves, F1 curves, example GIFs) to subfolder
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -32,7 +33,7 @@ from l3d.io import atomic_path  # noqa: E402
 
 # steps and batch size per type: each model trains and evaluates in under 15 minutes on a 2-core CPU
 SETTINGS = {
-    "vox": {"steps": 700, "batch_size": 8},
+    "vox": {"steps": 1500, "batch_size": 8},
     "point": {"steps": 1000, "batch_size": 32},
     "mesh": {"steps": 1000, "batch_size": 32},
 }
@@ -75,6 +76,13 @@ def main(argv=None):
                          "within_budget": model["time_s"] <= BUDGET_S}
         print(f"{kind}: F1@0.05 model {model['f1@0.05']:.1f} vs mean shape {base['f1@0.05']:.1f} "
               f"(margin {margin:+.1f}, target +{TARGET_MARGIN:g}); model train+eval {model['time_s'] / 60:.1f} min", flush=True)
+    prev = out / "metrics.json"
+    if prev.exists():  # keep the types of earlier invocations (--types runs a subset)
+        try:
+            results = {**json.loads(prev.read_text()).get("results", {}), **results}
+        except (ValueError, OSError):
+            pass
+    results = {k: results[k] for k in SETTINGS if k in results}
     rows = [f"| {k} | {r['model']['steps']} x {r['model']['batch_size']} | {r['model']['f1@0.05']:.1f} | "
             f"{r['mean_shape']['f1@0.05']:.1f} | {r['margin']:+.1f} | {r['model']['time_s'] / 60:.1f} |"
             for k, r in results.items()]
