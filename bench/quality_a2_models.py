@@ -58,6 +58,10 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     ap.add_argument("--steps", nargs="*", default=[], help="overrides, e.g. vox=500 point=800")
     ap.add_argument("--output_dir", default="output/a2_single_view/quality_models")
+    ap.add_argument("--summary_only", action="store_true",
+                    help="train nothing: rebuild table.md from metrics.json (with --merge: after adding those results)")
+    ap.add_argument("--merge", nargs="*", default=[],
+                    help="with --summary_only: output folders of other invocations whose results replace these")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = {k: dict(v) for k, v in SETTINGS.items()}
@@ -67,7 +71,9 @@ def main(argv=None):
     out = Path(args.output_dir)
     common = ["--data", "synthetic", "--preset", "standard", "--device", "cpu"]
     results = {}
-    for kind in args.types:
+    for src in args.merge:  # results of invocations that wrote elsewhere (--output_dir)
+        results.update(json.loads((Path(src) / "metrics.json").read_text())["results"])
+    for kind in [] if args.summary_only else args.types:
         st = settings[kind]
         model = run_one(kind, "model", out, st["steps"], st["batch_size"], ["--load_feat"], common)
         base = run_one(kind, "mean_shape", out, st["steps"], st["batch_size"], ["--mean_shape"], common)
@@ -80,6 +86,7 @@ def main(argv=None):
     if prev.exists():  # keep the types of earlier invocations (--types runs a subset)
         try:
             results = {**json.loads(prev.read_text()).get("results", {}), **results}
+            args.threads = json.loads(prev.read_text()).get("threads", args.threads)
         except (ValueError, OSError):
             pass
     results = {k: results[k] for k in SETTINGS if k in results}
