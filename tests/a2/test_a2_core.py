@@ -301,6 +301,9 @@ def test_decoder_output_shapes():
     torch.manual_seed(0)
     f = torch.randn(3, 512)
     assert VoxDecoder()(f).shape == (3, 1, 32, 32, 32)
+    # occupancy decoders start near the prior occupancy (5 %), not at p = 0.5 everywhere
+    assert 0.02 < torch.sigmoid(VoxDecoder()(f)).mean() < 0.15
+    assert 0.02 < torch.sigmoid(ImplicitDecoder()(f, torch.rand(3, 500, 3) - 0.5)).mean() < 0.15
     assert PointDecoder(n_points=123)(f).shape == (3, 123, 3)
     md = MeshDecoder(level=4)
     verts = md(f)
