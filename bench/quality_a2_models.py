@@ -94,6 +94,8 @@ def main(argv=None):
             f"{r['mean_shape']['f1@0.05']:.1f} | {r['margin']:+.1f} | {r['model']['time_s'] / 60:.1f} |"
             for k, r in results.items()]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    if args.summary_only and prev.exists():  # the load of the training runs, not of this rebuild
+        load = json.loads(prev.read_text()).get("load_average_end", load)
     table = ("# Image -> 3D on the procedural chairs (test: all views of 100 chairs)\n\n"
              "| type | steps x batch | F1@0.05 model | F1@0.05 mean shape | margin | model train+eval (min) |\n"
              "|---|---|---|---|---|---|\n" + "\n".join(rows) +
