@@ -348,7 +348,11 @@ class Meshes:
         f = self._faces_packed
         e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], 0)
         e, _ = e.sort(dim=1)
-        return torch.unique(e, dim=0)
+        # unique rows through a 1-D key (a * V + b sorts like the rows): many times faster than
+        # torch.unique(dim=0), which mattered in training loops that rebuild meshes every step
+        nv = max(int(self._verts_packed.shape[0]), 1)
+        key = torch.unique(e[:, 0] * nv + e[:, 1])
+        return torch.stack([torch.div(key, nv, rounding_mode="floor"), key % nv], dim=1)
 
     def get_bounding_boxes(self) -> torch.Tensor:
         """(N, 3, 2) per-mesh [min, max] along x, y, z."""

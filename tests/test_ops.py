@@ -555,3 +555,14 @@ def test_marching_cubes_empty_and_validation():
         marching_cubes(torch.ones(6, 6), 0.0)
     with pytest.raises(ValueError, match="inside"):
         marching_cubes(torch.ones(6, 6, 6), 0.0, inside="left")
+
+
+def test_edges_packed_match_unique_rows_across_a_batch():
+    """edges_packed (1-D key) gives exactly torch.unique(rows) of the sorted face edges, batch included."""
+    s, t = ico_sphere(2), ico_sphere(1)
+    m = Meshes([s.verts_packed(), t.verts_packed(), s.verts_packed()], [s.faces_packed(), t.faces_packed(), s.faces_packed()])
+    f = m.faces_packed()
+    e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], 0).sort(dim=1)[0]
+    ref = torch.unique(e, dim=0)
+    assert torch.equal(m.edges_packed(), ref)
+    assert len(ref) == 2 * 480 + 120  # E = 3F/2 per closed triangle mesh (320 and 80 faces)
