@@ -11,13 +11,7 @@ from a4_gaussians_diffusion.diffusion.nerf import (EMA, Background, DreamNeRF, N
 from a4_gaussians_diffusion.diffusion.views import CameraSampler, orbit_cameras
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tiny models run fastest on one thread (thread start-up dominates such small tensors)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def blob_only(cfg=None):

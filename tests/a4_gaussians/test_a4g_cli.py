@@ -18,12 +18,7 @@ from a4_gaussians_diffusion.gaussians.standin import surface_gaussians
 from l3d.train import NonFiniteLossError, run_cli
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,7 @@ from a4_gaussians_diffusion.gaussians.ply import PROPERTY_NAMES, load_gaussians_
 from l3d.cameras import PerspectiveCameras, look_at_view_transform
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ---------------------------------------------------------------------------------------------
