@@ -852,6 +852,41 @@ def save_mp4(path: PathLike, frames: Any, fps: float = 15, quality: float = 8.0)
     return Path(path)
 
 
+def save_webm(path: PathLike, frames: Any, fps: float = 15, crf: int = 32) -> Path:
+    """Write a WebM (VP9, yuv420p) with imageio-ffmpeg's bundled ffmpeg, atomically.
+
+    WebM/VP9 plays in every browser, Chromium included (which does not play H.264 MP4s without
+    proprietary codecs), so the gallery embeds these; :func:`save_mp4` stays for downloads.
+
+    Args:
+        frames: (N, H, W, C) or list of N (H, W, C) frames, float in [0, 1] or uint8; RGBA is
+            composited over white; odd sizes are padded by one replicated row/column.
+        fps: frames per second.
+        crf: VP9 constant quality, 0 (lossless-like) .. 63 (worst).
+    """
+    import imageio_ffmpeg
+
+    arr = _frames_uint8(frames)
+    if arr.ndim == 3:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    _, h, w, _ = arr.shape
+    arr = np.pad(arr, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    h, w = arr.shape[1:3]
+    with atomic_path(path) as tmp:
+        writer = imageio_ffmpeg.write_frames(
+            str(tmp), (w, h), fps=fps, codec="libvpx-vp9", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
+            quality=None, bitrate=None, macro_block_size=1, ffmpeg_log_level="error",
+            output_params=["-crf", str(int(crf)), "-b:v", "0", "-deadline", "good", "-cpu-used", "4", "-f", "webm"],
+        )
+        writer.send(None)
+        try:
+            for frame in arr:
+                writer.send(np.ascontiguousarray(frame))
+        finally:
+            writer.close()
+    return Path(path)
+
+
 def save_gif_with_png(path: PathLike, frames: Any, fps: float = 15, which: str = "middle", **kwargs) -> Tuple[Path, Path]:
     """:func:`save_gif` plus ``<stem>.png`` of one frame for quick viewing.
 
@@ -953,11 +988,18 @@ def _jsonable(x: Any) -> Any:
     raise TypeError(f"cannot write a {type(x).__name__} to metrics.json")
 
 
-def _deep_merge(old: Dict[str, Any], new: Mapping[str, Any]) -> Dict[str, Any]:
+# keys whose value a new write replaces as a whole (a run's pass/fail checks never mix with a
+# previous run's)
+_REPLACED_KEYS = ("checks",)
+
+
+def _deep_merge(old: Dict[str, Any], new: Mapping[str, Any], top: bool = True) -> Dict[str, Any]:
     out = dict(old)
     for k, v in new.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
+        if top and k in _REPLACED_KEYS:
+            out[k] = v
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v, top=False)
         else:
             out[k] = v
     return out
@@ -996,6 +1038,7 @@ def write_metrics(path_or_dir: PathLike, metrics: Mapping[str, Any], merge: bool
         metrics: names -> numbers, strings, lists, nested dicts; tensors and numpy values are
             converted (0-d -> number, n-d -> nested lists), non-finite floats -> "nan"/"inf".
         merge: keep keys already in the file (nested dicts are merged key by key); new values win.
+            ``"checks"`` (the pass/fail numbers, :mod:`l3d.checks`) is replaced as a whole.
     Returns:
         The dictionary now in the file. Concurrent writers in the same folder are serialised with
         a folder lock (POSIX), so merges from parallel runs are not lost.
