@@ -27,6 +27,7 @@ import socket
 import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,50 @@ register_dataset(Dataset(
         for n, s in _A3.items()
     ),
 ))
+# The course's reference renders (shown beside our outputs in the gallery, used by golden tests):
+# A1 from the assignment's README images, A3 from its ta_images/ folder.
+_A1_REF_URL = "https://raw.githubusercontent.com/learning3d/assignment1/main/images/"
+_A3_REF_URL = "https://raw.githubusercontent.com/learning3d/assignment3/main/ta_images/"
+_A1_REF = {
+    "cow_mesh_axis.png": "b13e04a258a0affa8a2edb3699973040893bbd559cd1273e0469a559febb5e3a",
+    "cow_render.jpg": "b02526b038bcd71caf5c020ceed65c9a76b099883c7253e3522180c61f9965e0",
+    "cow_retextured.jpg": "adac48cebc4cac656f33e898d78e282ade83d28123e0953c2f3660af81cdabb7",
+    "dolly.gif": "2ea8a4a333d5f3cc883fe7a0410d50b4982db2fd1cfd5435e0a4703a1340136e",
+    "sphere_100.jpg": "d4905d5301be3f840b65ee4a6206fa077c9c9fcbfe88dd55bb421ae0594e5c6a",
+    "sphere_1000.jpg": "01d3853395c53d6923b5ee481f17aba085e8d0b5fa2cc23aba94a90f487bf1db",
+    "sphere_mesh.jpg": "3df20e39b917d530c08618b5595e5dba4881baa68e857d8ff95fa1afcf133c4e",
+    "transform1.jpg": "284713922a013d5278cb0c22cbed0891f3bd3019c5853b2471d79a1ecea21f30",
+    "transform2.jpg": "06ee894277a205c3488f76596a27c17fba03f7a611348106620d6650302d5f4c",
+    "transform3.jpg": "2f96e4b95c904859a9d017b60da740c0ac6a7a1bbdc7c57657ceb2c5bc35dc9b",
+    "transform4.jpg": "ad58797972cded489523d6528e06e07a86fdaddddd001f343ec33c48323d48ba",
+    "transform_none.jpg": "bca74ebb1991a11fd2e7e6b02705182fed6cb76dd137c451d7cc4c4f17bcdf38",
+}
+_A3_REF = {
+    "color.png": "a0f7901a272651d42289e05578717e1c6df1c70c4c9c069d27dab78c7344ff5b",
+    "depth.png": "3b811902f339002c7f48ec8aca8e5b360a81e1d5a3dc694a557671eaa3335abf",
+    "grid.png": "f0afd4079f23d00ca85808208263746e2b4b175acbdb25d50852b30270b5283c",
+    "part_1.gif": "6208785e9219c58d976f12a355c1fab28f3f1d3230657018853acd4e09a3be42",
+    "part_2.gif": "8294dfaa7df035cb42c19c3387389d3c57fe7cfea6c4bf1ff51a2bcb0fbd22cf",
+    "part_5.gif": "3aa976a28474a5ced2073e97f06fc983888f82ca87a063b109cb43234e66246f",
+    "part_6.gif": "8c8aeb30cc30760e976d79ad7906f1db7648ba1cc24ac13fcfd464670dacf5a6",
+    "part_6_input.gif": "26faee6cc64b81a08b556370ccee6932b4767fce2d3a7316fb4a8ddd715309b8",
+    "part_7.gif": "e7259d74a14234481ef78ce2c4ec27e4bc655bfad8b8a2b1898ec209193e1399",
+    "part_7_geometry.gif": "07d0e35220dae7d1a6a7d423ac2e55bd95088395256e37752b441047893a7c5c",
+    "rays.png": "347dc93e2f33d88a3d06686d972c1e948b7a3ddf8b09f8163f3d9f0c6482da51",
+    "sample_points.png": "1973b2e6b2224106148eaf9dc9e532b8aa26a95ec4e576e68f86f57f84b3ab90",
+    "transmittance.png": "cf291e15ece08447b13246eeb20c75f973236434b3ce1f8a13b1eb3e1e18e6af",
+}
+register_dataset(Dataset(
+    "a1_reference",
+    "Assignment 1 reference renders of the course (cow render, retexture, transforms, dolly zoom, "
+    "spheres), shown beside the outputs in the gallery.",
+    tuple(DataFile(f"a1/reference/{n}", _A1_REF_URL + n, s, optional=True) for n, s in _A1_REF.items()),
+))
+register_dataset(Dataset(
+    "a3_reference",
+    "Assignment 3 reference renders of the course (grid, rays, sample points, depth, part GIFs).",
+    tuple(DataFile(f"a3/reference/{n}", _A3_REF_URL + n, s, optional=True) for n, s in _A3_REF.items()),
+))
 register_dataset(Dataset(
     "a3_nerf",
     "Assignment 3 NeRF scenes (lego, materials: <name>.pth cameras + split, <name>.png stacked "
@@ -212,7 +257,15 @@ def get_path(relpath: str, required: bool = True) -> Optional[Path]:
 # downloads
 # ----------------------------------------------------------------------------------------------
 class DownloadError(RuntimeError):
-    """A download failed; ``str(err)`` is one line saying which URL failed and why."""
+    """A download failed; ``str(err)`` is one line saying which URL failed and why.
+
+    ``offline_url`` is the URL that could not be reached when the failure was the network itself
+    (no route, no DNS, time-out), else None.
+    """
+
+    def __init__(self, message: str, offline_url: Optional[str] = None):
+        super().__init__(message)
+        self.offline_url = offline_url
 
 
 class _ChecksumError(Exception):
@@ -333,7 +386,7 @@ def download(
             reason = e.reason if isinstance(e, urllib.error.URLError) else e
             raise DownloadError(
                 f"cannot download {url}: {_one_line(reason) or type(reason).__name__} "
-                f"(offline or server unreachable); {STANDIN_NOTE}"
+                f"(offline or server unreachable); {STANDIN_NOTE}", offline_url=url,
             ) from None
         except OSError as e:  # disk errors at the target
             raise DownloadError(f"cannot write {target} (from {url}): {_one_line(e)}") from None
@@ -608,6 +661,45 @@ def _cmd_list(args) -> int:
     return 0
 
 
+# what `make demo` fetches: every dataset with public URLs
+FETCH_DEFAULT = ("a1", "a1_reference", "a3", "a3_reference", "a3_nerf")
+
+
+def fetch(names: Sequence[str] = FETCH_DEFAULT, root: Optional[PathLike] = None, timeout: float = 10.0,
+          base_url: Optional[str] = None) -> int:
+    """Best-effort download of ``names`` into the data root (what ``make demo`` runs first).
+
+    Files already present with the right checksum are kept. Prints one line per dataset (how many
+    files are present) and, when the network or the data root cannot be used, one line saying so;
+    never fails: returns the number of datasets that could not be completed.
+    """
+    root = Path(root) if root is not None else data_root()
+    incomplete = 0
+    for i, name in enumerate(names):
+        ds = DATASETS[name]
+        try:
+            download(name, root=root, timeout=timeout, quiet=True, base_url=base_url)
+        except DownloadError as e:
+            if e.offline_url is not None:  # one line for the whole fetch, then go on without network
+                have = sum((root / f.relpath).exists() for n in names for f in DATASETS[n].files)
+                host = urllib.parse.urlsplit(e.offline_url).netloc
+                print(f"offline (cannot reach {host}): fetched nothing; {have} course files already in {root}, "
+                      f"stand-ins for the rest", flush=True)
+                return len(names) - i
+            incomplete += 1
+            present = sum((root / f.relpath).exists() for f in ds.files)
+            print(f"{name}: {present}/{len(ds.files)} files in {root}; incomplete: {e}", flush=True)
+            continue
+        present = sum((root / f.relpath).exists() for f in ds.files)
+        print(f"{name}: {present}/{len(ds.files)} files in {root}", flush=True)
+    return incomplete
+
+
+def _cmd_fetch(args) -> int:
+    fetch(args.names or FETCH_DEFAULT, root=args.root, timeout=args.timeout, base_url=args.base_url)
+    return 0
+
+
 def _cmd_download(args) -> int:
     names = sorted(DATASETS) if args.name == "all" else [args.name]
     for n in names:
@@ -623,6 +715,7 @@ def _parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  python -m l3d.data list --verify\n"
             "  python -m l3d.data download a1\n"
+            "  python -m l3d.data fetch          # what make demo runs: best effort, never fails\n"
             "  python -m l3d.data download all --root /data/l3d\n"
             "  python -m l3d.data download a3 --base-url http://mirror.example/l3d   # <BASE_URL>/a3/...\n"
             "errors (offline, HTTP error, checksum mismatch) print one line and exit with status 1."
@@ -633,7 +726,7 @@ def _parser() -> argparse.ArgumentParser:
             "Every script also runs without these files, using built-in procedural stand-ins."
         ),
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="{list,download}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{list,download,fetch}")
     pl = sub.add_parser("list", help="show datasets, their files and which are present")
     pl.add_argument("--root", help="data root to inspect (default: $L3D_DATA or <repo>/data)")
     pl.add_argument("--verify", action="store_true", help="also check the SHA-256 of present files")
@@ -650,6 +743,19 @@ def _parser() -> argparse.ArgumentParser:
                     help="fetch <BASE_URL>/<relpath> instead of the recorded URLs (a mirror)")
     pd.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds (default 30)")
     pd.set_defaults(func=_cmd_download)
+    pf = sub.add_parser(
+        "fetch",
+        help="best effort: download what is missing of the public datasets, never fail (make demo)",
+        description="Download the missing files of the datasets with public URLs (default: "
+        + ", ".join(FETCH_DEFAULT) + "). One line per dataset; offline or a read-only data root is "
+        "reported in one line and the exit status stays 0 (the scripts fall back to stand-ins).",
+    )
+    pf.add_argument("names", nargs="*", help="datasets to fetch (default: all with public URLs)")
+    pf.add_argument("--root", help="target data root (default: $L3D_DATA or <repo>/data)")
+    pf.add_argument("--timeout", type=float, default=10.0, help="network timeout in seconds (default 10)")
+    pf.add_argument("--base-url", dest="base_url",
+                    help="fetch <BASE_URL>/<relpath> instead of the recorded URLs (a mirror)")
+    pf.set_defaults(func=_cmd_fetch)
     return p
 
 

@@ -257,9 +257,42 @@ def test_cli_list_and_failing_download(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: cannot download http://127.0.0.1:")
     assert "Traceback" not in r.stderr
     r = run_cli("download", "nope")
-    assert r.returncode == 1 and r.stderr.strip().startswith("error: unknown dataset 'nope'; known: a1, a2, a3, a3_nerf, a4, a5")
+    assert r.returncode == 1 and r.stderr.strip().startswith("error: unknown dataset 'nope'; known: a1, a1_reference, a2, a3, a3_nerf, a3_reference, a4, a5")
     r = run_cli("download", "--help")
     assert r.returncode == 0 and "--base-url" in r.stdout and "--force" in r.stdout and "--root" in r.stdout
+
+
+def test_cli_fetch_offline_is_one_line_and_succeeds(tmp_path):
+    """`make demo` starts with `fetch`: offline it says so in one line, writes nothing, exits 0."""
+    r = run_cli("fetch", "--root", str(tmp_path / "r"), "--base-url", f"http://127.0.0.1:{closed_port()}",
+                "--timeout", "5")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("offline (cannot reach 127.0.0.1:"), r.stdout
+    assert "0 course files already in" in lines[0]
+    assert not any(p.is_file() for p in (tmp_path / "r").rglob("*"))
+
+
+def test_cli_fetch_from_mirror_skips_what_is_present(tmp_path):
+    """`fetch a3 a3_reference` from a loopback mirror of the course copy: verified files land; a second
+    fetch downloads nothing (present and verified)."""
+    if not SHARED or not (Path(SHARED) / "a3" / "bunny_pointcloud.npz").exists():
+        pytest.skip("L3D_DATA does not point to the course data copy")
+    handler = functools.partial(type("H", (_Handler,), {"requests": []}), directory=SHARED)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        r = run_cli("fetch", "a3", "a3_reference", "--root", str(tmp_path), "--base-url", base)
+        n_first = len(handler.func.requests)
+        r2 = run_cli("fetch", "a3", "a3_reference", "--root", str(tmp_path), "--base-url", base)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert r.returncode == 0 and r2.returncode == 0, r.stderr + r2.stderr
+    assert f"a3: 9/9 files in {tmp_path}" in r.stdout and f"a3_reference: 13/13 files in {tmp_path}" in r.stdout
+    assert (tmp_path / "a3" / "reference" / "depth.png").read_bytes() == (Path(SHARED) / "a3/reference/depth.png").read_bytes()
+    assert n_first >= 22 and len(handler.func.requests) == n_first  # nothing fetched the second time
 
 
 def test_cli_download_from_mirror_of_the_shared_copy(tmp_path):
