@@ -147,6 +147,7 @@ class PartStatus:
     part: Part
     state: str  # "pass" | "fail" | "missing"
     rows: List[Tuple[str, str, str, str]] = field(default_factory=list)  # (check, value, threshold, state)
+    whats: List[Tuple[str, str]] = field(default_factory=list)  # (check, what the number is)
     data: str = ""
     note: str = ""
 
@@ -200,6 +201,7 @@ def part_status(part: Part, output_dir: Path) -> PartStatus:
             states.append("missing")
             continue
         ok = check_passed(entry)
+        st.whats.append((name, str(entry.get("what", ""))) if isinstance(entry, dict) else (name, ""))
         st.rows.append((name, _fmt(entry.get("value")), threshold_text(entry), "pass" if ok else "fail"))
         states.append("pass" if ok else "fail")
     st.state = "fail" if "fail" in states else ("missing" if "missing" in states else "pass")

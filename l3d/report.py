@@ -1,33 +1,38 @@
-"""Static HTML gallery of everything the scripts wrote under ``output/``.
+"""The gallery of every part's outputs (``output/index.html``) and the ``--check`` of their numbers.
 
-``python -m l3d.report [--output_dir output] [--title ...]`` writes ``<output_dir>/index.html``:
-one self-contained page (inline CSS, relative links, no network, no JavaScript) showing, per
-assignment (top-level folder, e.g. ``a1_rendering``) and per part (sub-folder; files directly in the
-assignment folder form their own group):
+``python -m l3d.report [--output_dir output]`` writes ``<output_dir>/index.html``: one
+self-contained page (inline CSS, relative links, no network, no JavaScript) with one card per part
+of the course, in the course's order (the parts are listed by each assignment's ``parts.py``, see
+:mod:`l3d.checks`). A card is titled by its question ("A1 1.2 Dolly zoom") and shows:
 
-* every image (PNG / JPG / GIF / WebP / SVG) as ``<img>`` and every video (MP4 / WebM) as
-  ``<video controls>``;
-* the numbers of the folder's ``metrics.json`` (and any other ``*metrics*.json``) as a table, nested
-  dicts flattened to dotted keys, lists shortened, floats to 4 significant digits;
-* its ``*.md`` files rendered as minimal Markdown (headings, lists, code, tables as HTML tables);
-* the command that produced the folder, from ``command.txt`` or else the ``command`` key of
-  ``metrics.json``;
-* links to any other files (CSV logs, meshes, checkpoints).
+* the part's chosen pictures (GIF / PNG / JPG / WebM video), small renders scaled up with
+  nearest-neighbour sampling to at least 256 px, beside the course's reference image when the data
+  root has one (copied into ``output/.gallery/references``);
+* a pass/fail badge and the table of its checks (value against threshold); failing and missing
+  parts have a red badge and border; a run on a built-in stand-in is labelled as such;
+* its command (``command.txt``), and collapsed: every number of its ``metrics.json`` (nested keys
+  flattened, floats to 4 significant digits), its Markdown notes, further images, file links.
 
-Library use: :func:`collect` returns the groups, :func:`render` turns them into HTML and
-:func:`write_gallery` writes the page atomically.
+Folders that belong to no part (benchmarks, quality runs) are listed, collapsed, under "Other
+outputs". MP4 (H.264) files are links only: browsers such as Chromium play WebM/VP9, which the
+scripts write beside them.
+
+``python -m l3d.report --check [--only A3]`` prints every part's checks against their thresholds
+and exits 1 when any part fails or has not been run (``make demo`` ends with it).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import fnmatch
 import html
 import json
 import math
 import os
 import re
 import shlex
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -35,7 +40,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["Group", "collect", "render", "write_gallery", "format_value", "flatten_metrics", "markdown_to_html", "main"]
+from .checks import Part, PartStatus, load_parts, part_status
+
+__all__ = ["Group", "collect", "render_gallery", "write_gallery", "check_outputs", "format_value", "flatten_metrics", "markdown_to_html", "main"]
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg"}
 VIDEO_EXTS = {".mp4", ".webm"}
@@ -374,35 +381,56 @@ def markdown_to_html(text: str, base: str = "") -> str:
 # HTML
 # --------------------------------------------------------------------------------------------
 _CSS = """
-:root { --fg:#1d232a; --muted:#5b6570; --bg:#f6f7f9; --card:#fff; --line:#dde1e6; --accent:#2f6fb3; }
+:root { --fg:#1d232a; --muted:#5b6570; --bg:#f6f7f9; --card:#fff; --line:#dde1e6; --accent:#2f6fb3;
+        --ok:#1e7b3c; --bad:#c0392b; --warn:#a75a00; }
 * { box-sizing: border-box; }
-body { margin:0; font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; color:var(--fg); background:var(--bg); }
-header { padding:20px 28px 12px; background:var(--card); border-bottom:1px solid var(--line); }
-header h1 { margin:0 0 4px; font-size:24px; }
-header p { margin:2px 0; color:var(--muted); }
-nav ul { list-style:none; padding:0; margin:8px 0 0; display:flex; flex-wrap:wrap; gap:6px 14px; }
+body { margin:0; font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; color:var(--fg); background:var(--bg); }
+header.page { padding:16px 24px 10px; background:var(--card); border-bottom:1px solid var(--line); }
+header.page h1 { margin:0 0 4px; font-size:22px; }
+header.page p { margin:2px 0; color:var(--muted); }
+.summary b.ok { color:var(--ok); } .summary b.bad { color:var(--bad); }
+nav ul { list-style:none; padding:0; margin:6px 0 0; display:flex; flex-wrap:wrap; gap:4px 14px; }
 nav a { color:var(--accent); text-decoration:none; }
-main { padding:12px 28px 40px; }
-section > h2 { margin:26px 0 8px; font-size:21px; border-bottom:2px solid var(--line); padding-bottom:4px; }
-article { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:12px 16px; margin:12px 0; }
-article h3 { margin:0 0 8px; font-size:17px; }
-.cmd { margin:6px 0 10px; }
-.cmd pre, .md pre { margin:2px 0; padding:8px 10px; background:#f0f2f5; border-radius:6px; overflow-x:auto; white-space:pre-wrap; word-break:break-all; }
-.label { font-size:12px; text-transform:uppercase; letter-spacing:.04em; color:var(--muted); }
-.media { display:grid; grid-template-columns:repeat(auto-fill,minmax(240px,1fr)); gap:12px; margin:8px 0; }
-figure { margin:0; text-align:center; }
-figure img, figure video { max-width:100%; max-height:420px; height:auto; border:1px solid var(--line); border-radius:4px; background:#fff; }
-figcaption { font-size:12px; color:var(--muted); word-break:break-all; }
-table { border-collapse:collapse; margin:8px 0; font-size:14px; }
-th, td { border:1px solid var(--line); padding:3px 9px; text-align:left; vertical-align:top; }
+main { padding:6px 24px 30px; }
+section > h2 { margin:18px 0 6px; font-size:19px; border-bottom:2px solid var(--line); padding-bottom:3px; }
+.cards { display:grid; grid-template-columns:repeat(auto-fill,minmax(540px,1fr)); gap:12px; }
+article { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:10px 14px; min-width:0; }
+article.fail, article.missing { border:2px solid var(--bad); }
+article h3 { margin:0 0 4px; font-size:16px; display:flex; gap:8px; align-items:baseline; flex-wrap:wrap; }
+article h3 .key { color:var(--muted); font-weight:600; }
+.badge { font-size:11px; font-weight:700; text-transform:uppercase; letter-spacing:.05em; padding:1px 7px;
+         border-radius:9px; color:#fff; background:var(--ok); }
+.badge.fail, .badge.missing { background:var(--bad); }
+.data { font-size:12px; margin:0 0 4px; color:var(--muted); }
+.data.standin { color:var(--warn); font-weight:600; }
+.media { display:flex; gap:10px; overflow-x:auto; margin:6px 0; align-items:flex-start; }
+.media.wrap { flex-wrap:wrap; overflow-x:visible; }
+figure { margin:0; text-align:center; flex:none; }
+figure img, figure video { display:block; max-width:100%; height:auto; border:1px solid var(--line); border-radius:3px; background:#fff; }
+figure img.pixel { image-rendering:pixelated; }
+figure.ref img { border-color:#b59b3a; }
+figcaption { font-size:11px; color:var(--muted); max-width:300px; margin:auto; word-break:break-all; }
+figure.ref figcaption { color:#8a6d0b; }
+table { border-collapse:collapse; margin:4px 0; font-size:13px; }
+th, td { border:1px solid var(--line); padding:2px 7px; text-align:left; vertical-align:top; }
 th { background:#f0f2f5; }
 td.num { font-family:ui-monospace,SFMono-Regular,Menlo,monospace; }
-.md { margin:8px 0; }
-.notes { color:#a33; }
-details { margin-top:8px; color:var(--muted); }
+td.pass { color:var(--ok); font-weight:600; } td.fail, td.missing { color:var(--bad); font-weight:700; }
+.cmd { margin:4px 0; }
+.cmd code, .md pre { display:block; margin:2px 0; padding:5px 8px; background:#f0f2f5; border-radius:5px;
+                     white-space:pre-wrap; word-break:break-all; font-size:12px; }
+.label { font-size:11px; text-transform:uppercase; letter-spacing:.04em; color:var(--muted); }
+details { margin-top:4px; color:var(--muted); }
+details > summary { cursor:pointer; font-size:12px; }
 details a { color:var(--accent); }
+.md { margin:6px 0; color:var(--fg); }
+.notes { color:var(--bad); margin:4px 0; }
 .empty { color:var(--muted); font-style:italic; }
 """
+
+MIN_DISPLAY_PX = 256  # small renders are scaled up (nearest neighbour) to at least this size
+MAX_DISPLAY_HEIGHT = 320  # and larger ones shrink to at most this height
+MAX_MEDIA = 4  # files shown on a card; the rest are in its collapsed "more" section
 
 
 def _href(rel: str) -> str:
@@ -411,79 +439,246 @@ def _href(rel: str) -> str:
 
 
 def _anchor(*parts: str, prefix: str = "g-") -> str:
-    """An ``id`` for a section (``s-``) or group (``g-``) made of the folder names."""
+    """An ``id`` for a section (``s-``), group (``g-``) or part card (``p-``)."""
     text = "--".join(p for p in parts if p) or "top-level"
     return prefix + re.sub(r"[^A-Za-z0-9_-]+", "-", text)
 
 
-def _group_html(g: Group) -> str:
-    title = g.part or ("files" if g.assignment else "top level")
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the image header (Pillow reads no pixels), None if unreadable."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # an unreadable image still gets its <img> tag (the browser shows it broken)
+        return None
+
+
+def _figure(root: Path, rel: str, caption: str, cls: str = "") -> str:
+    """``<figure>`` for an image or a browser-playable video (WebM), scaled up when small."""
+    ext = Path(rel).suffix.lower()
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>"
+    klass = f' class="{cls}"' if cls else ""
+    if ext in VIDEO_EXTS:
+        return (f'<figure{klass}><video src="{_href(rel)}" autoplay loop muted playsinline controls '
+                f'width="{MIN_DISPLAY_PX}"></video>{cap}</figure>')
+    attrs, img_cls = "", ""
+    size = _image_size(root / rel) if ext != ".svg" else None
+    if size:
+        w, h = size
+        s = math.ceil(MIN_DISPLAY_PX / max(w, h)) if max(w, h) < MIN_DISPLAY_PX else 1
+        if h * s > MAX_DISPLAY_HEIGHT:  # tall renders shrink to the card's media row
+            s = MAX_DISPLAY_HEIGHT / h
+        attrs = f' width="{round(w * s)}" height="{round(h * s)}"'
+        img_cls = ' class="pixel"' if s > 1 else ""
+    return (f'<figure{klass}><a href="{_href(rel)}"><img src="{_href(rel)}"{img_cls}{attrs} alt="{html.escape(caption)}"'
+            f' loading="eager"></a>{cap}</figure>')
+
+
+def _without_png_twins(images: list[str]) -> tuple[list[str], list[str]]:
+    """Split images into (shown, twins): a PNG whose GIF of the same name exists is a still of it."""
+    gifs = {i[: -len(".gif")] for i in images if i.lower().endswith(".gif")}
+    twins = [i for i in images if i.lower().endswith(".png") and i[: -len(".png")] in gifs]
+    return [i for i in images if i not in twins], twins
+
+
+def _playable(videos: list[str]) -> tuple[list[str], list[str]]:
+    """(WebM shown in the page, MP4 and others as downloads): Chromium plays no H.264 without codecs."""
+    return [v for v in videos if v.lower().endswith(".webm")], [v for v in videos if not v.lower().endswith(".webm")]
+
+
+def _metrics_table(g: Group) -> str:
+    rows = "".join(
+        f'<tr><th scope="row">{html.escape(k)}</th><td class="num">{html.escape(format_value(v))}</td></tr>'
+        for k, v in g.metrics.items()
+    )
+    return f'<table class="metrics"><tbody>{rows}</tbody></table>'
+
+
+def _group_html(g: Group, root: Path) -> str:
+    """An output folder that belongs to no part (shown under "Other outputs")."""
+    title = "/".join(p for p in (g.assignment, g.part) if p) or "top level"
     out = [f'<article id="{_anchor(g.assignment, g.part)}"><h3>{html.escape(title)}</h3>']
     if g.command:
-        out.append(
-            f'<div class="cmd"><span class="label">command</span><pre><code>{html.escape(g.command)}</code></pre></div>'
-        )
-    if g.images or g.videos:
-        out.append('<div class="media">')
-        for rel in g.images:
-            name = html.escape(rel.rsplit("/", 1)[-1])
-            out.append(
-                f'<figure><a href="{_href(rel)}"><img src="{_href(rel)}" alt="{name}" loading="eager"></a>'
-                f"<figcaption>{name}</figcaption></figure>"
-            )
-        for rel in g.videos:
-            name = html.escape(rel.rsplit("/", 1)[-1])
-            out.append(
-                f'<figure><video controls preload="metadata" src="{_href(rel)}"></video>'
-                f'<figcaption><a href="{_href(rel)}">{name}</a></figcaption></figure>'
-            )
+        out.append(f'<div class="cmd"><span class="label">command</span><code>{html.escape(g.command)}</code></div>')
+    shown, twins = _without_png_twins(g.images)
+    webm, downloads = _playable(g.videos)
+    if shown or webm:
+        out.append('<div class="media wrap">')
+        out.extend(_figure(root, rel, rel.rsplit("/", 1)[-1]) for rel in shown + webm)
         out.append("</div>")
     if g.metrics:
-        rows = "".join(
-            f'<tr><th scope="row">{html.escape(k)}</th><td class="num">{html.escape(format_value(v))}</td></tr>'
-            for k, v in g.metrics.items()
-        )
         src = ", ".join(html.escape(m.rsplit("/", 1)[-1]) for m in g.metric_files)
-        out.append(f'<span class="label">numbers ({src})</span><table class="metrics"><tbody>{rows}</tbody></table>')
+        out.append(f'<span class="label">numbers ({src})</span>{_metrics_table(g)}')
     for rel, text in g.markdown:
         base = rel.rsplit("/", 1)[0] if "/" in rel else ""
-        out.append(
-            f'<div class="md"><span class="label"><a href="{_href(rel)}">'
-            f'{html.escape(rel.rsplit("/", 1)[-1])}</a></span>'
-            f"{markdown_to_html(text, base)}</div>"
-        )
+        out.append(f'<div class="md"><span class="label"><a href="{_href(rel)}">{html.escape(rel.rsplit("/", 1)[-1])}'
+                   f"</a></span>{markdown_to_html(text, base)}</div>")
     if g.notes:
         out.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in g.notes) + "</ul>")
-    if g.others:
-        links = "".join(f'<li><a href="{_href(r)}">{html.escape(r.rsplit("/", 1)[-1])}</a></li>' for r in g.others)
-        out.append(f"<details><summary>other files ({len(g.others)})</summary><ul>{links}</ul></details>")
+    files = twins + downloads + g.others
+    if files:
+        links = "".join(f'<li><a href="{_href(r)}">{html.escape(r.rsplit("/", 1)[-1])}</a></li>' for r in files)
+        out.append(f"<details><summary>other files ({len(files)})</summary><ul>{links}</ul></details>")
     out.append("</article>")
     return "\n".join(out)
 
 
-def render(groups: list[Group], title: str = "learning-3D outputs", source: str = "output",
-           now: _dt.datetime | None = None) -> str:
-    """The gallery page for ``groups`` as an HTML string."""
+def _in_folder(rel: str, folder: str) -> bool:
+    return rel == folder or rel.startswith(folder + "/")
+
+
+def _pick_media(part: Part, files: list[str]) -> tuple[list[str], list[str]]:
+    """(shown, rest) among the images/WebMs under the part's folder: ``part.media`` patterns first
+    (in their order), else the folder's own files; at most :data:`MAX_MEDIA` shown."""
+    if part.media:
+        shown: list[str] = []
+        for pattern in part.media:
+            hits = [f for f in files if fnmatch.fnmatch(f[len(part.folder) + 1:], pattern)]
+            shown.extend(sorted((h for h in hits if h not in shown), key=_natural_key))
+    else:
+        shown = [f for f in files if "/" not in f[len(part.folder) + 1:]]
+    shown = shown[:MAX_MEDIA]
+    return shown, [f for f in files if f not in shown]
+
+
+def _references(part: Part, root: Path, data_root: Path | None) -> list[str]:
+    """Copy the part's course reference images that exist under the data root into
+    ``<root>/.gallery/references`` (the page stays self-contained); their page-relative paths."""
+    if data_root is None:
+        return []
+    out = []
+    for ref in part.references:
+        src = data_root / ref
+        if not src.is_file():
+            continue
+        dst = root / ".gallery" / "references" / ref
+        if not dst.exists() or dst.stat().st_size != src.stat().st_size:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+        out.append(dst.relative_to(root).as_posix())
+    return out
+
+
+def _card(part: Part, st: PartStatus, groups: list[Group], root: Path, refs: list[str]) -> str:
+    state = st.state
+    badge = {"pass": "pass", "fail": "fail", "missing": "missing"}[state]
+    out = [f'<article class="{state}" id="{_anchor(part.key, prefix="p-")}" '
+           f'data-part="{html.escape(part.key + " " + part.title)}">',
+           f'<h3><span class="key">{html.escape(part.key)}</span> {html.escape(part.title)}'
+           f'<span class="badge {state}">{badge}</span></h3>']
+    if st.data:
+        cls = "data standin" if st.standin else "data"
+        out.append(f'<p class="{cls}">{"" if st.standin else "data: "}{html.escape(st.data)}</p>')
+    images = [i for g in groups for i in g.images]
+    shown_imgs, twins = _without_png_twins(images)
+    webm, downloads = _playable([v for g in groups for v in g.videos])
+    media, rest = _pick_media(part, shown_imgs + webm)
+    if media or refs:
+        out.append('<div class="media">')
+        out.extend(_figure(root, rel, rel[len(part.folder) + 1:]) for rel in media)
+        out.extend(_figure(root, rel, "course reference: " + rel.rsplit("/", 1)[-1], cls="ref") for rel in refs)
+        out.append("</div>")
+    elif state == "missing":
+        out.append('<p class="empty">no outputs yet: run the command below</p>')
+    if st.rows:
+        rows = "".join(
+            f'<tr><th scope="row">{html.escape(name)}</th><td class="num">{html.escape(value)}</td>'
+            f'<td class="num">{html.escape(thr)}</td><td class="{res}">{res}</td></tr>'
+            for name, value, thr, res in st.rows
+        )
+        out.append(f'<table class="checks"><thead><tr><th>check</th><th>value</th><th>threshold</th><th></th></tr>'
+                   f"</thead><tbody>{rows}</tbody></table>")
+        whats = [(n, e) for n, e in st.whats if e]
+        if whats:
+            out.append('<p class="data">' + "; ".join(f"{html.escape(n)}: {html.escape(w)}" for n, w in whats) + "</p>")
+    if st.note:
+        out.append(f'<p class="notes">{html.escape(st.note)}</p>')
+    main_group = next((g for g in groups if "/".join(p for p in (g.assignment, g.part) if p) == part.folder), None)
+    command = (main_group.command if main_group and main_group.command else part.command)
+    if command:
+        out.append(f'<div class="cmd"><code>{html.escape(command)}</code></div>')
+    numbers = [(g, g.metrics) for g in groups if g.metrics]
+    if numbers:
+        n = sum(len(m) for _, m in numbers)
+        body = "".join(
+            (f'<p class="label">{html.escape(g.part or g.assignment)}</p>' if len(numbers) > 1 else "") + _metrics_table(g)
+            for g, _ in numbers)
+        out.append(f"<details><summary>all numbers ({n})</summary>{body}</details>")
+    docs = [(rel, text) for g in groups for rel, text in g.markdown]
+    for rel, text in docs:
+        base = rel.rsplit("/", 1)[0] if "/" in rel else ""
+        out.append(f'<details><summary>{html.escape(rel[len(part.folder) + 1:])}</summary>'
+                   f'<div class="md">{markdown_to_html(text, base)}</div></details>')
+    if rest:
+        out.append(f'<details><summary>more images ({len(rest)})</summary><div class="media wrap">'
+                   + "".join(_figure(root, rel, rel[len(part.folder) + 1:]) for rel in rest) + "</div></details>")
+    files = twins + downloads + [o for g in groups for o in g.others] + [m for g in groups for m in g.metric_files]
+    if files:
+        links = "".join(f'<li><a href="{_href(r)}">{html.escape(r[len(part.folder) + 1:])}</a></li>'
+                        for r in sorted(files, key=_natural_key))
+        out.append(f"<details><summary>files ({len(files)})</summary><ul>{links}</ul></details>")
+    notes = [n for g in groups for n in g.notes]
+    if notes:
+        out.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    out.append("</article>")
+    return "\n".join(out)
+
+
+ASSIGNMENT_TITLES = {
+    "A1": "Assignment 1: rendering basics",
+    "A2": "Assignment 2: single view to 3D",
+    "A3": "Assignment 3: neural volume and surface rendering",
+    "A4": "Assignment 4: Gaussian splatting and score distillation",
+    "A5": "Assignment 5: point cloud classification and segmentation",
+}
+
+
+def render_gallery(output_dir: str | os.PathLike, parts: list[Part] | None = None, title: str = "learning-3D outputs",
+                   data_root: Path | None = None, now: _dt.datetime | None = None) -> str:
+    """The gallery page of ``output_dir`` as an HTML string: one card per part (in the course's
+    order) with its pictures, the course's reference images, its checks against thresholds and its
+    command; folders that belong to no part under a collapsed "Other outputs"."""
+    root = Path(output_dir)
+    parts = sorted(load_parts() if parts is None else parts, key=lambda p: p.order)
+    groups = collect(root)
     now = now or _dt.datetime.now().astimezone()
-    n_img = sum(len(g.images) for g in groups)
-    n_vid = sum(len(g.videos) for g in groups)
-    n_met = sum(len(g.metric_files) for g in groups)
-    n_md = sum(len(g.markdown) for g in groups)
-    n_files = sum(g.n_files for g in groups)
-    assignments: dict[str, list[Group]] = {}
-    for g in groups:
-        assignments.setdefault(g.assignment, []).append(g)
-    toc = "".join(
-        f'<li><a href="#{_anchor(a, prefix="s-")}">{html.escape(a or "top level")}</a> ({len(gs)})</li>'
-        for a, gs in assignments.items()
-    )
-    body = []
-    for a, gs in assignments.items():
-        body.append(f'<section id="{_anchor(a, prefix="s-")}"><h2>{html.escape(a or "top level")}</h2>')
-        body.extend(_group_html(g) for g in gs)
-        body.append("</section>")
-    if not groups:
+    statuses = [part_status(p, root) for p in parts]
+    used: set[int] = set()
+    by_assignment: dict[str, list[str]] = {}
+    for part, st in zip(parts, statuses):
+        mine = [g for g in groups if _in_folder("/".join(x for x in (g.assignment, g.part) if x), part.folder)]
+        # a folder nested in another part's folder belongs to the deeper part only
+        mine = [g for g in mine if not any(
+            q is not part and len(q.folder) > len(part.folder) and
+            _in_folder("/".join(x for x in (g.assignment, g.part) if x), q.folder) for q in parts)]
+        used.update(id(g) for g in mine)
+        refs = _references(part, root, data_root)
+        by_assignment.setdefault(part.key.split()[0], []).append(_card(part, st, mine, root, refs))
+    counts = {s: sum(st.state == s for st in statuses) for s in ("pass", "fail", "missing")}
+    n_standin = sum(st.standin for st in statuses)
+    toc, body = [], []
+    for a, cards in by_assignment.items():
+        bad = sum(st.state != "pass" for p, st in zip(parts, statuses) if p.key.split()[0] == a)
+        flag = f', <b class="bad">{bad} failing</b>' if bad else ""
+        toc.append(f'<li><a href="#{_anchor(a, prefix="s-")}">{html.escape(ASSIGNMENT_TITLES.get(a, a))}</a>'
+                   f" ({len(cards)} parts{flag})</li>")
+        body.append(f'<section id="{_anchor(a, prefix="s-")}"><h2>{html.escape(ASSIGNMENT_TITLES.get(a, a))}</h2>'
+                    f'<div class="cards">{"".join(cards)}</div></section>')
+    others = [g for g in groups if id(g) not in used]
+    if others:
+        body.append(f'<section id="s-other"><h2>Other outputs</h2><details><summary>{len(others)} folders that '
+                    f"belong to no part (benchmarks, quality runs, your own runs)</summary>"
+                    + "".join(_group_html(g, root) for g in others) + "</details></section>")
+    if not groups and not parts:
         body.append('<p class="empty">No outputs yet: run a script (or <code>make demo</code>) and regenerate.</p>')
+    summary = (f'<b class="ok">{counts["pass"]} pass</b>, '
+               f'<b class="{"bad" if counts["fail"] else "ok"}">{counts["fail"]} fail</b>, '
+               f'<b class="{"bad" if counts["missing"] else "ok"}">{counts["missing"]} missing</b>')
+    data_line = (f"{n_standin} of {len(parts)} parts ran on built-in stand-ins (labelled on their cards); "
+                 f"course data root: <code>{html.escape(str(data_root))}</code>" if data_root is not None else "")
+    n_files = sum(g.n_files for g in groups)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -493,12 +688,15 @@ def render(groups: list[Group], title: str = "learning-3D outputs", source: str 
 <style>{_CSS}</style>
 </head>
 <body>
-<header>
+<header class="page">
 <h1>{html.escape(title)}</h1>
-<p>Generated {html.escape(now.strftime("%Y-%m-%d %H:%M:%S %Z").strip())} from <code>{html.escape(source)}</code>:
-<span class="count">{n_files} files</span> ({n_img} images, {n_vid} videos, {n_met} metrics files,
-{n_md} documents) in {len(groups)} groups.</p>
-<nav><ul>{toc}</ul></nav>
+<p class="summary">{len(parts)} parts: {summary}. Each card shows the part's outputs, the course's reference
+where one exists, and the numbers that prove it worked against their thresholds
+(<code>python -m l3d.report --check</code>).</p>
+<p>{data_line}</p>
+<p>Generated {html.escape(now.strftime("%Y-%m-%d %H:%M:%S %Z").strip())} from <code>{html.escape(root.name or str(root))}</code>:
+<span class="count">{n_files} files</span> in {len(groups)} folders.</p>
+<nav><ul>{"".join(toc)}</ul></nav>
 </header>
 <main>
 {chr(10).join(body)}
@@ -508,16 +706,19 @@ def render(groups: list[Group], title: str = "learning-3D outputs", source: str 
 """
 
 
-def write_gallery(output_dir: str | os.PathLike = "output", title: str = "learning-3D outputs") -> Path:
+def write_gallery(output_dir: str | os.PathLike = "output", title: str = "learning-3D outputs",
+                  parts: list[Part] | None = None, data_root: Path | None = None) -> Path:
     """Collect ``output_dir`` and write ``<output_dir>/index.html`` atomically; returns its path."""
     root = Path(output_dir)
-    page = render(collect(root), title=title, source=root.name or str(root))
+    if not root.is_dir():
+        raise FileNotFoundError(f"output directory not found: {root} (run a script or `make demo` first)")
+    page = render_gallery(root, parts, title=title, data_root=data_root)
     path = root / INDEX_NAME
     fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{INDEX_NAME}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(page)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -526,24 +727,73 @@ def write_gallery(output_dir: str | os.PathLike = "output", title: str = "learni
     return path
 
 
-def main(argv: list[str] | None = None) -> Path:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_outputs(output_dir: str | os.PathLike = "output", parts: list[Part] | None = None,
+                  only: str = "") -> tuple[str, int]:
+    """The ``--check`` table of every part (or those whose key starts with ``only``) and the exit
+    status: 0 when every part's checks are present and pass, 1 otherwise."""
+    root = Path(output_dir)
+    parts = sorted(load_parts() if parts is None else parts, key=lambda p: p.order)
+    parts = [p for p in parts if p.key.startswith(only)] if only else parts
+    if not parts:
+        return (f"no parts match {only!r}" if only else "no parts listed (no <assignment>/parts.py found)"), 1
+    rows = [("part", "title", "check", "value", "threshold", "result", "data")]
+    statuses = [part_status(p, root) for p in parts]
+    for p, st in zip(parts, statuses):
+        data = st.data.split(":", 1)[0] if st.data else ""
+        if not st.rows:
+            rows.append((p.key, p.title, "-", "-", "-", st.state.upper() if st.state != "pass" else "pass", data))
+        for i, (name, value, thr, res) in enumerate(st.rows):
+            rows.append((p.key if i == 0 else "", p.title if i == 0 else "", name, value, thr,
+                         res.upper() if res != "pass" else res, data if i == 0 else ""))
+    widths = [min(max(len(r[c]) for r in rows), 34) for c in range(len(rows[0]))]
+    lines = ["  ".join(cell[:34].ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    counts = {s: sum(st.state == s for st in statuses) for s in ("pass", "fail", "missing")}
+    notes = [f"{p.key}: {st.note}" for p, st in zip(parts, statuses) if st.note and st.state != "pass"]
+    lines += [""] + notes + [f"{len(parts)} parts: {counts['pass']} pass, {counts['fail']} fail, "
+                             f"{counts['missing']} missing"]
+    return "\n".join(lines), 0 if counts["pass"] == len(parts) else 1
+
+
+def main(argv: list[str] | None = None) -> Path | int:
     parser = argparse.ArgumentParser(
         prog="python -m l3d.report",
-        description="Write <output_dir>/index.html, a static gallery of every image, video and number "
-        "under output_dir.",
+        description="Write <output_dir>/index.html, the gallery of every part's outputs, numbers and checks; "
+        "with --check, print every part's checks against their thresholds instead and exit 1 if any part "
+        "fails or has not been run.",
     )
     parser.add_argument("--output_dir", default="output", help="folder the scripts wrote to (default: output)")
     parser.add_argument("--title", default="learning-3D outputs", help="page title")
+    parser.add_argument("--check", action="store_true",
+                        help="print the pass/fail table of every part and exit non-zero if any fails or is missing")
+    parser.add_argument("--only", default="", metavar="PREFIX",
+                        help="with --check: only the parts whose key starts with PREFIX (e.g. A3, 'A2 1.')")
     args = parser.parse_args(argv)
-    path = write_gallery(args.output_dir, title=args.title)
+    if args.check:
+        text, rc = check_outputs(args.output_dir, only=args.only)
+        print(text)
+        return rc
+    path = write_gallery(args.output_dir, title=args.title, data_root=_data_root())
     print(path)
     return path
+
+
+def _data_root() -> Path:
+    from .data import data_root  # torch is imported lazily there
+
+    return data_root()
 
 
 if __name__ == "__main__":
     # Kept free of torch (l3d.train imports it) so the gallery builds in a fraction of a second.
     try:
-        main()
+        result = main()
     except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         sys.exit(2)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from l3d import report
+from l3d.checks import Part, check
 
 REPO = Path(__file__).resolve().parents[1]
 WEIRD = "turn table & <x>.gif"  # a file name that needs HTML escaping and URL encoding
@@ -129,48 +130,130 @@ def test_markdown_table_and_escaping():
 
 
 # ------------------------------------------------------------------------------------ gallery
-def test_write_gallery_contents(tmp_path, capsys):
-    expected = make_tree(tmp_path)
-    path = report.main(["--output_dir", str(tmp_path), "--title", "Test <gallery>"])
-    assert path == tmp_path / "index.html"
-    assert capsys.readouterr().out.strip() == str(path)
-    page = path.read_text(encoding="utf-8")
-    srcs = re.findall(r'<img src="([^"]+)"', page)
-    assert srcs == [html.escape(quote(p, safe="/")) for p in expected["images"]]
-    # file name escaped in text and encoded in URLs; no raw markup from names or markdown
-    assert "turn table &amp; &lt;x&gt;.gif" in page and WEIRD not in page
-    assert "<script>" not in page and "&lt;script&gt;" in page
+def _png(path: Path, size=(64, 48), colour=(200, 30, 30)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+
+
+def _metrics(folder: Path, **kw) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(kw))
+
+
+PARTS = [
+    # listed out of order on purpose: the page and the check sort by the question's numbers
+    Part("A2 1.1", "Fit a voxel grid", "a2_single_view/fit_vox", command="python -m a2_single_view.fit_data --type vox",
+         checks=("iou",)),
+    Part("A1 1.2", "Dolly zoom", "a1_rendering/dolly_zoom", command="python -m a1_rendering.dolly_zoom --quick",
+         checks=("size_variation",), references=("a1/reference/dolly.gif",), media=("dolly.gif",)),
+    Part("A1 0.1", "Baseline render", "a1_rendering/render_mesh", checks=("mae",)),
+    Part("A1 10", "A question not run", "a1_rendering/never", checks=("x",)),
+]
+
+
+def make_part_tree(root: Path, data: Path) -> None:
+    """Outputs of the PARTS above: one passing on course data, one passing on a stand-in with a
+    GIF + its PNG still, one failing, one missing; plus a folder of no part."""
+    dz = root / "a1_rendering" / "dolly_zoom"
+    dz.mkdir(parents=True)
+    _gif(dz / "dolly.gif", n=4, size=(48, 32))
+    _png(dz / "dolly.png", (48, 32))
+    (dz / "dolly.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    (dz / "command.txt").write_text("python -m a1_rendering.dolly_zoom --quick --seed 3\n")
+    _metrics(dz, data="stand-in: procedural cow-like mesh <egg>", frames=24,
+             checks={"size_variation": check(0.021, max=0.05, what="relative change of the cow's height")})
+    rm = root / "a1_rendering" / "render_mesh"
+    _png(rm / "cow_render.png", (512, 512))
+    _png(rm / "extra.png", (16, 16))
+    _metrics(rm, data="course: a1/cow.obj", checks={"mae": {"value": 0.2, "max": 0.01, "pass": True}})  # stale flag
+    fv = root / "a2_single_view" / "fit_vox"
+    _png(fv / "sub" / "deep.png", (300, 200))
+    (fv / "notes.md").write_text("| a | b |\n|---|---|\n| 1 | 2 |\n")
+    _metrics(fv, data="stand-in: procedural chairs", checks={"iou": check(0.95, min=0.9)}, loss={"final": 0.0123456})
+    _png(root / "bench" / "plot.png", (100, 80))
+    (root / "bench" / "results.csv").write_text("a,b\n1,2\n")
+    (data / "a1" / "reference").mkdir(parents=True)
+    _gif(data / "a1" / "reference" / "dolly.gif")
+
+
+def test_check_outputs_table_and_status(tmp_path):
+    make_part_tree(tmp_path / "out", tmp_path / "data")
+    text, rc = report.check_outputs(tmp_path / "out", parts=PARTS)
+    assert rc == 1
+    lines = text.splitlines()
+    table = lines[1:lines.index("")]
+    keys = [ln.split()[0] for ln in table if ln[:2] in ("A1", "A2")]
+    assert keys == ["A1", "A1", "A1", "A2"]  # 0.1, 1.2, 10, then A2: the course's order, not the list's
+    mae = next(ln for ln in lines if ln.startswith("A1 0.1"))
+    assert "FAIL" in mae and "<= 0.01" in mae and "course" in mae  # the stored "pass": true is not trusted
+    dz = next(ln for ln in lines if ln.startswith("A1 1.2"))
+    assert "pass" in dz and "0.021" in dz and "stand-in" in dz
+    assert "MISSING" in next(ln for ln in lines if ln.startswith("A1 10"))
+    assert lines[-1] == "4 parts: 2 pass, 1 fail, 1 missing"
+    # only the passing ones: exit 0
+    text, rc = report.check_outputs(tmp_path / "out", parts=[PARTS[0], PARTS[1]])
+    assert rc == 0 and text.splitlines()[-1] == "2 parts: 2 pass, 0 fail, 0 missing"
+    # a NaN value, a missing check name and a corrupt file all fail
+    _metrics(tmp_path / "out" / "a2_single_view" / "fit_vox", checks={"iou": check(float("nan"), min=0.9)})
+    assert report.check_outputs(tmp_path / "out", parts=[PARTS[0]])[1] == 1
+    _metrics(tmp_path / "out" / "a2_single_view" / "fit_vox", checks={"other": check(1.0, min=0.9)})
+    text, rc = report.check_outputs(tmp_path / "out", parts=[PARTS[0]])
+    assert rc == 1 and "MISSING" in text
+    (tmp_path / "out" / "a2_single_view" / "fit_vox" / "metrics.json").write_text("{not json")
+    text, rc = report.check_outputs(tmp_path / "out", parts=[PARTS[0]])
+    assert rc == 1 and "unreadable" in text
+    assert report.check_outputs(tmp_path / "out", parts=PARTS, only="A3")[1] == 1
+
+
+def test_write_gallery_cards(tmp_path):
+    out, data = tmp_path / "out", tmp_path / "data"
+    make_part_tree(out, data)
+    page = report.write_gallery(out, title="Test <gallery>", parts=PARTS, data_root=data).read_text(encoding="utf-8")
+    # cards titled by question, in the course's order, with their state
+    titles = re.findall(r'<span class="key">([^<]+)</span> ([^<]+)<span class="badge (\w+)">', page)
+    assert titles == [("A1 0.1", "Baseline render", "fail"), ("A1 1.2", "Dolly zoom", "pass"),
+                      ("A1 10", "A question not run", "missing"), ("A2 1.1", "Fit a voxel grid", "pass")]
+    assert '<article class="fail" id="p-A1-0-1" data-part="A1 0.1 Baseline render">' in page
+    assert '<article class="missing"' in page
+    # the stand-in is labelled (escaped), the course data named
+    assert '<p class="data standin">stand-in: procedural cow-like mesh &lt;egg&gt;</p>' in page
+    assert '<p class="data">data: course: a1/cow.obj</p>' in page
+    # checks against thresholds, and what the number is
+    assert re.search(r"<th scope=\"row\">size_variation</th><td class=\"num\">0.021</td><td class=\"num\">&lt;= 0.05</td>"
+                     r"<td class=\"pass\">pass</td>", page)
+    assert "relative change of the cow&#x27;s height" in page or "relative change of the cow's height" in page
+    # media: the GIF, not its PNG still; small images scaled up (nearest neighbour) to >= 256 px
+    srcs = re.findall(r'<img src="([^"]+)"( class="pixel")? width="(\d+)" height="(\d+)"', page)
+    shown = {s: (bool(c), int(w), int(h)) for s, c, w, h in srcs}
+    assert shown["a1_rendering/dolly_zoom/dolly.gif"] == (True, 288, 192)  # 48x32 x6
+    assert "a1_rendering/dolly_zoom/dolly.png" not in shown and 'href="a1_rendering/dolly_zoom/dolly.png"' in page
+    assert shown["a1_rendering/render_mesh/cow_render.png"] == (False, 320, 320)  # large ones shrink to the row
+    assert shown[".gallery/references/a1/reference/dolly.gif"][1] >= 256  # the course reference, copied
+    assert (out / ".gallery" / "references" / "a1" / "reference" / "dolly.gif").is_file()
+    assert "course reference: dolly.gif" in page
+    # MP4 (H.264) only as a link, never a <video>
+    assert "<video" not in page and 'href="a1_rendering/dolly_zoom/dolly.mp4"' in page
+    # nested folder images of a part go to its collapsed "more images"
+    assert "<summary>more images (1)</summary>" in page and "a2_single_view/fit_vox/sub/deep.png" in page
+    # numbers and notes collapsed; commands (command.txt wins over the part's default)
+    assert "<summary>all numbers (" in page and '<th scope="row">loss.final</th><td class="num">0.01235</td>' in page
+    assert "python -m a1_rendering.dolly_zoom --quick --seed 3" in page
+    assert "python -m a2_single_view.fit_data --type vox" in page
+    assert "<summary>notes.md</summary>" in page
+    # folders of no part: collapsed at the end
+    assert page.index('id="s-other"') > page.index('id="p-A2-1-1"') and 'href="bench/results.csv"' in page
     assert "<title>Test &lt;gallery&gt;</title>" in page
-    # numbers to 4 significant digits, with dotted keys
-    for key, value in [("psnr", "31.23"), ("loss.final", "0.001235"), ("loss.init", "2"),
-                       ("per_class", "[0.9, 0.85, 0.7]"), ("f1.0.05", "81.23")]:
-        assert re.search(rf'<th scope="row">{re.escape(key)}</th><td class="num">{re.escape(value)}</td>', page), key
-    assert "31.234567" not in page
-    # commands
-    assert "python -m a1_rendering.cow --quick" in page
-    assert "python -m a2_single_view.fit --type vox --max_iter 5" in page
-    assert "ignored: command.txt wins" not in page
-    # markdown table as an HTML table
-    assert '<td style="text-align:left">vox</td><td style="text-align:right">81.2</td>' in page
-    assert '<video controls preload="metadata" src="a2_single_view/vox/clip.mp4">' in page
-    assert 'href="bench/results.csv"' in page
-    # header: generation time and file count (5 images, 1 video, 2 metrics, 1 md, 1 command.txt, 1 csv)
-    assert re.search(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", page)
-    assert '<span class="count">11 files</span> (5 images, 1 videos, 2 metrics files' in page
-    # self-contained: no network URLs, no external stylesheets or scripts
+    assert "4 parts: <b class=\"ok\">2 pass</b>" in page
+    # self-contained: no network URLs, no external stylesheets or scripts; atomic write
     assert not re.search(r'(src|href)="(https?:)?//', page)
     assert "<link" not in page and "<script" not in page
-    # the sections come in order and every group has an anchor
-    order = [page.index(f'id="{a}"') for a in ("s-a1_rendering", "s-a2_single_view", "s-bench")]
-    assert order == sorted(order)
-    assert not list(tmp_path.glob(".index.html*"))  # atomic write left no temp file
+    assert not list(out.glob(".index.html*"))
 
 
 def test_empty_gallery_and_cli_error(tmp_path):
-    page = report.write_gallery(tmp_path).read_text()
+    page = report.write_gallery(tmp_path, parts=[]).read_text()
     assert "No outputs yet" in page and '<span class="count">0 files</span>' in page
-    # regenerating does not list the gallery itself
-    assert report.collect(tmp_path) == []
+    assert report.collect(tmp_path) == []  # regenerating does not list the gallery itself
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(
         [sys.executable, "-m", "l3d.report", "--output_dir", str(tmp_path / "missing")],
@@ -180,80 +263,53 @@ def test_empty_gallery_and_cli_error(tmp_path):
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: output directory not found")
 
 
+def test_check_cli(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "l3d.report", "--check", "--output_dir", str(tmp_path)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    # the repository's own parts, none run in an empty folder: every part missing, exit 1
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].endswith(" missing") and " 0 pass" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
 # ------------------------------------------------------------------------------------ browser
-CHROMIUM = os.environ.get("L3D_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("L3D_CHROMEDRIVER", "/usr/bin/chromedriver")
-SKIP_MSG = (
-    "chromium + chromium-driver not installed; run `make chromium` (Debian: "
-    "`apt-get install -y chromium chromium-driver`) to enable the gallery browser test"
-)
-
-BROKEN_JS = """
-return Array.from(document.images).map(function (img) {
-  return [img.getAttribute('src'), img.complete && img.naturalWidth > 0];
-});
-"""
-
-
 @pytest.fixture(scope="module")
 def browser():
-    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-        pytest.skip(SKIP_MSG)
+    from l3d.browser import BrowserUnavailable, headless_chromium
+
     try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.options import Options
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.skip("selenium is not installed (pip install -r requirements.txt)")
-    old = os.environ.get("SE_OFFLINE")
-    os.environ["SE_OFFLINE"] = "true"  # selenium-manager must never try to download a driver
-    profile = tempfile.mkdtemp(prefix="l3d-chromium-")
-    opts = Options()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--disable-quic", f"--user-data-dir={profile}", "--window-size=1200,900"):
-        opts.add_argument(arg)
-    opts.binary_location = CHROMIUM
-    driver = None
-    try:
-        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-        driver.set_page_load_timeout(15)
-        yield driver
-    finally:
-        if driver is not None:
-            driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-        if old is None:
-            os.environ.pop("SE_OFFLINE", None)
-        else:
-            os.environ["SE_OFFLINE"] = old
+        with headless_chromium() as driver:
+            yield driver
+    except BrowserUnavailable as exc:
+        pytest.skip(str(exc))
 
 
-def _image_status(driver, page: Path) -> dict:
-    driver.get(page.resolve().as_uri())
-    deadline = time.time() + 10
-    while time.time() < deadline:  # the load event already waited for eager images; be safe
-        if driver.execute_script("return Array.from(document.images).every(i => i.complete);"):
-            break
-        time.sleep(0.05)
-    return {src: ok for src, ok in driver.execute_script(BROKEN_JS)}
+def test_gallery_in_browser(tmp_path, browser):
+    """The page loads in Chromium, every image decodes, a WebM plays, failing cards are found; the
+    same inspection catches a broken image and a broken video."""
+    from l3d.browser import inspect_page
+    from l3d.io import save_webm
 
+    out, data = tmp_path / "good", tmp_path / "data"
+    make_part_tree(out, data)
+    frames = [[[[i / 12, 0.5, 1 - i / 12]] * 64] * 48 for i in range(12)]
+    save_webm(out / "a1_rendering" / "dolly_zoom" / "dolly.webm", frames, fps=12)
+    parts = [Part(p.key, p.title, p.folder, p.command, p.checks, p.references, ("dolly.gif", "dolly.webm"))
+             if p.key == "A1 1.2" else p for p in PARTS]
+    rep = inspect_page(browser, report.write_gallery(out, parts=parts, data_root=data))
+    assert rep.title == "learning-3D outputs"
+    assert rep.n_images == 6 and rep.broken_images == [], rep  # 3 renders, 1 nested, 1 reference, 1 other
+    assert rep.n_videos == 1 and rep.broken_videos == []
+    assert sorted(rep.failing_cards) == ["A1 0.1 Baseline render (fail)", "A1 10 A question not run (missing)"]
+    assert 0 < rep.height < 15000
+    assert rep.problems(15000) == [f"failing card: {c}" for c in rep.failing_cards]
 
-def test_gallery_images_load_in_browser(tmp_path, browser):
-    good = tmp_path / "good"
-    expected = make_tree(good)
-    status = _image_status(browser, report.write_gallery(good))
-    assert len(status) == len(expected["images"])
-    broken = [src for src, ok in status.items() if not ok]
-    assert broken == [], f"images that did not load: {broken}"
-    assert browser.title == "learning-3D outputs"
-
-    # the same check must catch a broken image: a .png that is not an image, plus a vanished file
-    bad = tmp_path / "bad"
-    make_tree(bad)
-    (bad / "a1_rendering" / "cow" / "cow_render.png").write_bytes(b"not a png at all")
-    page = report.write_gallery(bad)
-    (bad / "a2_single_view" / "vox" / "eval" / "frame_2.png").unlink()
-    status = _image_status(browser, page)
-    broken = sorted(src for src, ok in status.items() if not ok)
-    assert broken == ["a1_rendering/cow/cow_render.png", "a2_single_view/vox/eval/frame_2.png"]
+    # a .png that is not an image, a vanished file and a WebM that is not a video are all caught
+    (out / "a1_rendering" / "render_mesh" / "cow_render.png").write_bytes(b"not a png at all")
+    (out / "a1_rendering" / "dolly_zoom" / "dolly.webm").write_bytes(b"not a webm")
+    page = report.write_gallery(out, parts=parts, data_root=data)
+    (out / "a2_single_view" / "fit_vox" / "sub" / "deep.png").unlink()
+    rep = inspect_page(browser, page, timeout=20)
+    assert sorted(rep.broken_images) == ["a1_rendering/render_mesh/cow_render.png", "a2_single_view/fit_vox/sub/deep.png"]
+    assert rep.broken_videos == ["a1_rendering/dolly_zoom/dolly.webm"]
