@@ -1,6 +1,13 @@
 """6 do something fun: a procedural cottage scene (house, roof, chimney, door, windows, trees,
 path and lawn) built from primitive meshes, shown as a 360-degree turntable (``--function full``)
-or a dolly zoom (``--function dolly``).
+or a dolly zoom (``--function dolly``): the field of view widens while the camera comes in so the
+house keeps its size on screen (its focus depth found as in 1.2) and the trees and lawn around it
+spread out; the "fov" label sits in a strip above the picture.
+
+Checks (metrics.json, prefixed ``full_`` / ``dolly_``): the turntable's checks (silhouettes
+against projected surface samples, motion, frames and seconds per turn read back), and for the
+dolly the house's on-screen size over the frames (constant within 5 %), the growth of the
+garden path in front of it (the dolly effect), and the GIF's frames and seconds.
 
     python -m a1_rendering.fun --function full --output_file output/a1_rendering/fun/cottage_360.gif
 """
@@ -11,12 +18,14 @@ import math
 
 import torch
 
-from a1_rendering.dolly_zoom import dolly_frames
-from l3d.cli import output_path, report, script_parser
+from a1_rendering.common import render_turntable, report_checks, turntable_checks
+from a1_rendering.dolly_zoom import auto_focus_z, dolly_frames
+from a1_rendering.measure import gif_timing
+from l3d.checks import check
+from l3d.cli import output_path, script_parser
 from l3d.io import save_gif_with_png
 from l3d.structures import Meshes, TexturesVertex, join_meshes_as_scene
 from l3d.train import choose_device, run_cli
-from l3d.viz import render_mesh_turntable
 
 
 def _mesh(verts, faces, color) -> Meshes:
@@ -58,23 +67,38 @@ def cone(cx, cz, y0, radius, height, color, n=24, top_radius=0.0) -> Meshes:
     return _mesh(v, torch.cat([side, caps]), color)
 
 
-def cottage_scene(device="cpu") -> Meshes:
-    """The whole scene as one vertex-coloured mesh (y up, door facing -z, about 6 units wide)."""
+def cottage_parts():
+    """[(name, mesh)] of the scene: the house (body, roof, chimney, door, windows) first."""
     wall, roof_red, wood, glass = (0.93, 0.87, 0.72), (0.72, 0.18, 0.15), (0.45, 0.28, 0.14), (0.55, 0.75, 0.95)
     parts = [
-        box((-3.0, -0.75, -3.0), (3.0, -0.7, 3.0), (0.35, 0.62, 0.3)),  # lawn
-        box((-1.0, -0.7, -0.8), (1.0, 0.5, 0.8), wall),  # house body
-        roof(-1.15, 1.15, -1.0, 1.0, 0.5, 1.3, roof_red),
-        box((0.45, 0.7, 0.1), (0.7, 1.5, 0.35), (0.5, 0.5, 0.52)),  # chimney
-        box((-0.2, -0.7, -0.83), (0.2, 0.1, -0.8), wood),  # door
-        box((-0.8, -0.15, -0.83), (-0.45, 0.2, -0.8), glass),  # windows
-        box((0.45, -0.15, -0.83), (0.8, 0.2, -0.8), glass),
-        box((-0.25, -0.7, -3.0), (0.25, -0.68, -0.8), (0.72, 0.7, 0.66)),  # path
+        ("house", box((-1.0, -0.7, -0.8), (1.0, 0.5, 0.8), wall)),  # body
+        ("house", roof(-1.15, 1.15, -1.0, 1.0, 0.5, 1.3, roof_red)),
+        ("house", box((0.45, 0.7, 0.1), (0.7, 1.5, 0.35), (0.5, 0.5, 0.52))),  # chimney
+        ("house", box((-0.2, -0.7, -0.83), (0.2, 0.1, -0.8), wood)),  # door
+        ("house", box((-0.8, -0.15, -0.83), (-0.45, 0.2, -0.8), glass)),  # windows
+        ("house", box((0.45, -0.15, -0.83), (0.8, 0.2, -0.8), glass)),
+        ("lawn", box((-3.0, -0.75, -3.0), (3.0, -0.7, 3.0), (0.35, 0.62, 0.3))),
+        ("path", box((-0.25, -0.7, -3.0), (0.25, -0.68, -0.8), (0.72, 0.7, 0.66))),
     ]
-    for x, z, s in [(-2.0, -1.6, 1.0), (2.1, -1.2, 0.8), (-2.2, 1.5, 1.2), (1.8, 1.9, 0.9)]:
-        parts.append(cone(x, z, -0.7, 0.1 * s, 0.5 * s, wood, n=12, top_radius=0.1 * s))  # trunk
-        parts.append(cone(x, z, -0.7 + 0.4 * s, 0.5 * s, 1.3 * s, (0.12, 0.45, 0.2), n=16))  # crown
-    return join_meshes_as_scene(parts).to(device)
+    for x, z, sc in [(-2.0, -1.6, 1.0), (2.1, -1.2, 0.8), (-2.2, 1.5, 1.2), (1.8, 1.9, 0.9)]:
+        parts.append(("tree", cone(x, z, -0.7, 0.1 * sc, 0.5 * sc, wood, n=12, top_radius=0.1 * sc)))  # trunk
+        parts.append(("tree", cone(x, z, -0.7 + 0.4 * sc, 0.5 * sc, 1.3 * sc, (0.12, 0.45, 0.2), n=16)))  # crown
+    return parts
+
+
+def cottage_scene(device="cpu", with_masks: bool = False, meadow: bool = False):
+    """The whole scene as one vertex-coloured mesh (y up, door facing -z, about 6 units wide);
+    with ``with_masks`` also {part name: (F,) bool mask of its faces} ("house", "lawn", "path",
+    "tree" and "meadow"). ``meadow`` lays the
+    garden on a 100-unit field reaching the horizon (for the dolly zoom's narrow, distant views)."""
+    parts = cottage_parts()
+    if meadow:
+        parts.append(("meadow", box((-50.0, -0.8, -50.0), (50.0, -0.76, 50.0), (0.45, 0.68, 0.36))))
+    scene = join_meshes_as_scene([m for _, m in parts]).to(device)
+    if not with_masks:
+        return scene
+    names = [name for name, m in parts for _ in range(int(m.num_faces_per_mesh()[0]))]
+    return scene, {n: torch.tensor([x == n for x in names], device=device) for n in set(names)}
 
 
 def main(argv=None):
@@ -86,19 +110,41 @@ def main(argv=None):
     ap.add_argument("--image_size", type=int, default=256, help="frame size in pixels")
     args = ap.parse_args(argv)
     if args.quick:
-        args.num_frames, args.image_size = min(args.num_frames, 6), min(args.image_size, 96)
+        args.num_frames, args.fps, args.image_size = min(args.num_frames, 24), min(args.fps, 10.0), min(args.image_size, 128)
     if args.num_frames < 2:
         raise ValueError("--num_frames must be at least 2")
-    scene = cottage_scene(choose_device(args.device))
+    scene, masks = cottage_scene(choose_device(args.device), with_masks=True, meadow=args.function == "dolly")
+    house = masks["house"]
+    sky = (0.75, 0.87, 1.0)
+    gif_path = output_path(args, f"cottage_{args.function}.gif")
     if args.function == "full":
-        frames = render_mesh_turntable(scene, args.num_frames, dist=8.0, elev=25.0, image_size=args.image_size,
-                                       background=(0.75, 0.87, 1.0), shader="flat")
+        frames, cams = render_turntable(scene, args.num_frames, 8.0, 25.0, image_size=args.image_size, background=sky,
+                                        shader="flat")
+        gif, png = save_gif_with_png(gif_path, frames[..., :3], fps=args.fps)
+        checks = turntable_checks(scene, frames, cams, gif, seed=args.seed)
+        extra = {}
     else:
-        frames, _, _ = dolly_frames(scene, args.num_frames, args.image_size, k=2.4, fov_start=10.0, fov_end=110.0,
-                                    light_location=(2.0, 6.0, -10.0), background=(0.75, 0.87, 1.0), shader="flat")
-    gif, png = save_gif_with_png(output_path(args, f"cottage_{args.function}.gif"), frames, fps=args.fps)
+        k, fov0, fov1 = 2.4, 10.0, 110.0
+        focus = auto_focus_z(scene, house, k, fov0, fov1)
+        d = dolly_frames(scene, args.num_frames, args.image_size, k=k, fov_start=fov0, fov_end=fov1, focus_z=focus,
+                         light_location=(2.0, 6.0, -10.0), background=sky, shader="flat", subject=house)
+        gif, png = save_gif_with_png(gif_path, d.frames, fps=args.fps)
+        size, path, timing = d.subject_size, d.size_of(masks["path"]), gif_timing(gif)
+        checks = {
+            "subject_size_variation": check(float(size.max() / size.min() - 1), max=0.05,
+                                            what="largest / smallest on-screen size of the house over the frames, "
+                                                 "minus 1 (size: square root of its silhouette area)"),
+            "path_growth": check(float((path[-1] / path[0].clamp(min=1)) ** 2), min=5.0,
+                                 what="on-screen area of the garden path (coming towards the camera) in the widest frame "
+                                      "/ the narrowest (the dolly effect)"),
+            "frames": check(timing["frames"], min=24, what="distinct frames in the GIF (read back)"),
+            "seconds": check(timing["seconds"], min=2.0, what="length of the GIF in seconds (read back)"),
+        }
+        extra = {"dolly_focus_z": focus, "dolly_house_size_px": size.tolist()}
     nv, nf = int(scene.num_verts_per_mesh()[0]), int(scene.num_faces_per_mesh()[0])
-    report(args.output_dir, {"scene_vertices": nv, "scene_faces": nf}, [gif, png])
+    prefix = f"{args.function}_"
+    report_checks(args.output_dir, {"scene_vertices": nv, "scene_faces": nf, **extra}, [gif, png],
+                  {prefix + k: v for k, v in checks.items()}, own=prefix)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,15 @@
 """2 mesh practice: build a tetrahedron (4 vertices, 4 faces) or a cube (8 vertices, 12 triangles)
 by hand and render a 360-degree GIF; prints the vertex and face counts.
 
+The turntable uses an odd number of frames (45 by default, 25 with --quick), so the steps
+(8 and 14.4 degrees) never line up with the cube's 90-degree or the tetrahedron's 180-degree
+symmetry about the vertical axis: the shape is seen turning, not flipping between two poses.
+
+Checks (metrics.json, names prefixed with the shape): vertex and face counts, the Euler
+characteristic V - E + F = 2, every edge shared by exactly two faces, the enclosed volume (with
+outward winding) against the analytic one, and the turntable's checks (silhouette against
+projected surface samples, motion, frames and seconds per turn read back from the GIF).
+
     python -m a1_rendering.mesh_practice --shape cube --output_file output/a1_rendering/cube.gif
 """
 
@@ -8,12 +17,14 @@ from __future__ import annotations
 
 import torch
 
-from a1_rendering.common import MESH_COLOR
-from l3d.cli import output_path, report, script_parser
+from a1_rendering.common import MESH_COLOR, render_turntable, report_checks, turntable_checks
+from a1_rendering.measure import edge_face_counts, euler_characteristic, signed_volume
+from l3d.checks import check
+from l3d.cli import output_path, script_parser
 from l3d.io import save_gif_with_png
 from l3d.structures import Meshes
 from l3d.train import choose_device, run_cli
-from l3d.viz import render_mesh_turntable, with_vertex_colors
+from l3d.viz import with_vertex_colors
 
 
 def tetrahedron(device="cpu") -> Meshes:
@@ -39,25 +50,49 @@ def cube(device="cpu") -> Meshes:
 
 
 SHAPES = {"tetrahedron": tetrahedron, "cube": cube}
+# (vertices, faces, enclosed volume): the regular tetrahedron with corners 0.6 (+-1, +-1, +-1)
+# has edge 0.6 * 2 sqrt(2) and volume 8/3 0.6^3; the cube has side 1.2
+EXPECTED = {"tetrahedron": (4, 4, 8.0 / 3.0 * 0.6 ** 3), "cube": (8, 12, 1.2 ** 3)}
+
+
+def shape_checks(shape: str, mesh: Meshes) -> dict:
+    """Counts, Euler characteristic, closedness and volume of a built shape."""
+    nv, nf, vol = EXPECTED[shape]
+    shared = edge_face_counts(mesh)
+    return {
+        f"{shape}_num_vertices": check(int(mesh.num_verts_per_mesh()[0]), min=nv, max=nv, what="vertices"),
+        f"{shape}_num_faces": check(int(mesh.num_faces_per_mesh()[0]), min=nf, max=nf, what="triangles"),
+        f"{shape}_euler": check(euler_characteristic(mesh), min=2, max=2, what="V - E + F (2 for a closed genus-0 surface)"),
+        f"{shape}_closed_edges": check(float((shared == 2).float().mean()), min=1.0,
+                                       what="fraction of edges shared by exactly two faces"),
+        f"{shape}_volume_error": check(abs(signed_volume(mesh) / vol - 1), max=1e-4,
+                                       what="relative error of the enclosed volume (outward winding) vs the analytic one"),
+    }
 
 
 def main(argv=None):
     ap = script_parser(__doc__, "a1_rendering/mesh_practice", output_file="<shape>.gif")
     ap.add_argument("--shape", choices=sorted(SHAPES), default="tetrahedron", help="which solid to build")
-    ap.add_argument("--num_frames", type=int, default=36, help="frames in the turntable")
+    ap.add_argument("--num_frames", type=int, default=45,
+                    help="frames in the turntable (odd, so the steps do not match the shapes' symmetry)")
     ap.add_argument("--fps", type=float, default=15, help="GIF frame rate")
     ap.add_argument("--image_size", type=int, default=256, help="frame size in pixels")
     ap.add_argument("--elev", type=float, default=20.0, help="camera elevation in degrees")
     args = ap.parse_args(argv)
     if args.quick:
-        args.num_frames, args.image_size = min(args.num_frames, 8), min(args.image_size, 96)
+        args.num_frames, args.fps, args.image_size = min(args.num_frames, 25), min(args.fps, 10.0), min(args.image_size, 128)
+    if args.num_frames < 1:
+        raise ValueError("--num_frames must be at least 1")
     mesh = SHAPES[args.shape](choose_device(args.device))
     nv, nf = int(mesh.num_verts_per_mesh()[0]), int(mesh.num_faces_per_mesh()[0])
     print(f"{args.shape}: {nv} vertices, {nf} faces")
-    frames = render_mesh_turntable(with_vertex_colors(mesh, MESH_COLOR), args.num_frames, 3.0, args.elev,
-                                   image_size=args.image_size, shader="flat")
-    gif, png = save_gif_with_png(output_path(args, f"{args.shape}.gif"), frames, fps=args.fps)
-    report(args.output_dir, {args.shape: {"num_vertices": nv, "num_faces": nf}}, [gif, png])
+    coloured = with_vertex_colors(mesh, MESH_COLOR)
+    frames, cams = render_turntable(coloured, args.num_frames, 3.0, args.elev, image_size=args.image_size, shader="flat")
+    gif, png = save_gif_with_png(output_path(args, f"{args.shape}.gif"), frames[..., :3], fps=args.fps)
+    checks = {**shape_checks(args.shape, mesh),
+              **turntable_checks(coloured, frames, cams, gif, prefix=f"{args.shape}_", seed=args.seed)}
+    report_checks(args.output_dir, {args.shape: {"num_vertices": nv, "num_faces": nf}}, [gif, png], checks,
+                  own=f"{args.shape}_")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """1.1 360-degree render: a GIF of the camera circling the cow (look_at, elev fixed, azim 0..360).
 
+Checks (metrics.json): every frame's silhouette against surface samples projected by its camera,
+the turn (widest / narrowest silhouette: the cow seen from the side and from the front), that
+the GIF reads as motion, and its frames and seconds per turn read back from the file.
+
     python -m a1_rendering.render_360 --num_frames 36 --fps 15 --output_file output/a1_rendering/cow_360.gif
 """
 
@@ -7,11 +11,12 @@ from __future__ import annotations
 
 import time
 
-from a1_rendering.common import add_mesh_flags, load_mesh
-from l3d.cli import output_path, report, script_parser
+from a1_rendering.common import add_mesh_flags, load_mesh_labelled, quick_turntable, render_turntable, report_checks, \
+    turntable_checks
+from l3d.cli import output_path, script_parser
 from l3d.io import save_gif_with_png
 from l3d.train import choose_device, run_cli
-from l3d.viz import render_mesh_turntable, with_vertex_colors
+from l3d.viz import with_vertex_colors
 
 
 def main(argv=None):
@@ -26,18 +31,19 @@ def main(argv=None):
                     help="flat mesh colour instead of the mesh's texture")
     args = ap.parse_args(argv)
     if args.quick:
-        args.num_frames, args.image_size = min(args.num_frames, 8), min(args.image_size, 96)
+        quick_turntable(args)
     if args.num_frames < 1:
         raise ValueError("--num_frames must be at least 1")
-    mesh = load_mesh(args, choose_device(args.device))
+    mesh, data, _ = load_mesh_labelled(args, choose_device(args.device))
     if args.color is not None:
         mesh = with_vertex_colors(mesh, args.color)
     t = time.perf_counter()
-    frames = render_mesh_turntable(mesh, args.num_frames, args.dist, args.elev, image_size=args.image_size)
+    frames, cams = render_turntable(mesh, args.num_frames, args.dist, args.elev, image_size=args.image_size)
     render_s = time.perf_counter() - t
-    gif, png = save_gif_with_png(output_path(args, "cow_360.gif"), frames, fps=args.fps)
-    report(args.output_dir, {"num_frames": args.num_frames, "image_size": args.image_size,
-                             "render_time_per_frame_s": render_s / args.num_frames}, [gif, png])
+    gif, png = save_gif_with_png(output_path(args, "cow_360.gif"), frames[..., :3], fps=args.fps)
+    checks = turntable_checks(mesh, frames, cams, gif, seed=args.seed, width_ratio=1.3)
+    report_checks(args.output_dir, {"num_frames": args.num_frames, "image_size": args.image_size, "data": data,
+                                    "render_time_per_frame_s": render_s / args.num_frames}, [gif, png], checks)
 
 
 if __name__ == "__main__":

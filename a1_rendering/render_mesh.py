@@ -1,6 +1,10 @@
 """0.1 baseline: render the cow with R = I, T = (0, 0, 3) (camera at (0, 0, -3)), FoV 60,
 a point light at (0, 0, -3), flat mesh colour (0.7, 0.7, 1) and Phong shading.
 
+Checks (metrics.json): the rendered silhouette against 200k surface samples projected by the
+same camera (agreement up to one pixel), and, with the course's cow.obj, the render against the course's
+reference/cow_render.jpg (mean absolute error per pixel at 256 x 256).
+
     python -m a1_rendering.render_mesh --image_size 512 --output_path output/a1_rendering/cow_render.png
 """
 
@@ -8,26 +12,40 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 
-from a1_rendering.common import MESH_COLOR, add_mesh_flags, load_mesh
+from a1_rendering.common import MESH_COLOR, add_mesh_flags, course_file, load_mesh_labelled, report_checks
+from a1_rendering.measure import sample_silhouette, silhouette_match
 from l3d.cameras import FoVPerspectiveCameras
-from l3d.cli import report, script_parser
-from l3d.io import save_image
+from l3d.checks import check
+from l3d.cli import script_parser
+from l3d.io import load_image, save_image
 from l3d.shading import PointLights, render_mesh
 from l3d.train import choose_device, run_cli
 from l3d.viz import with_vertex_colors
 
+REFERENCE = "a1/reference/cow_render.jpg"
 
-def render_baseline(mesh, image_size: int, color=MESH_COLOR, textured: bool = False) -> torch.Tensor:
-    """(H, W, 3) render of the 0.1 setting."""
-    device = mesh.device
-    cam = FoVPerspectiveCameras(R=torch.eye(3, device=device)[None], T=torch.tensor([[0.0, 0.0, 3.0]], device=device))
+
+def baseline_camera(device="cpu") -> FoVPerspectiveCameras:
+    return FoVPerspectiveCameras(R=torch.eye(3, device=device)[None], T=torch.tensor([[0.0, 0.0, 3.0]], device=device))
+
+
+def render_baseline(mesh, image_size: int, color=MESH_COLOR, textured: bool = False, rgba: bool = False) -> torch.Tensor:
+    """(H, W, 3) render of the 0.1 setting ((H, W, 4) with the coverage as alpha if ``rgba``)."""
     lights = PointLights(location=((0.0, 0.0, -3.0),))
     if not textured:
         mesh = with_vertex_colors(mesh, color)
     with torch.no_grad():
-        return render_mesh(mesh, cam, image_size, lights=lights)[0, ..., :3].clamp(0, 1)
+        out = render_mesh(mesh, baseline_camera(mesh.device), image_size, lights=lights)[0].clamp(0, 1)
+    return out if rgba else out[..., :3]
+
+
+def reference_error(img: torch.Tensor, ref_path) -> float:
+    """Mean absolute error per pixel (channel mean, [0, 1] scale) between a render and a reference image."""
+    ref = load_image(ref_path)[..., :3].numpy().astype(np.float64)
+    return float(np.abs(img.cpu().numpy().astype(np.float64) - ref).mean())
 
 
 def main(argv=None):
@@ -41,13 +59,24 @@ def main(argv=None):
     if args.quick:
         args.image_size = min(args.image_size, 128)
     device = choose_device(args.device)
-    mesh = load_mesh(args, device)
+    mesh, data, course = load_mesh_labelled(args, device)
     t = time.perf_counter()
-    img = render_baseline(mesh, args.image_size, args.color, args.textured)
+    img = render_baseline(mesh, args.image_size, args.color, args.textured, rgba=True)
     elapsed = time.perf_counter() - t
     out = args.output_path or f"{args.output_dir}/cow_render.png"
-    save_image(out, img)
-    report(args.output_dir, {"render_time_s": elapsed, "image_size": args.image_size}, [out])
+    save_image(out, img[..., :3])
+
+    samples = sample_silhouette(mesh, baseline_camera(device), args.image_size, seed=args.seed)[0]
+    match = float(silhouette_match(img[..., 3] > 0.5, samples))
+    checks = {"silhouette_match": check(match, min=0.97, what="agreement (1-pixel tolerance) of the rendered "
+                                        "silhouette and 200k surface samples projected by the same camera")}
+    metrics = {"render_time_s": elapsed, "image_size": args.image_size, "data": data}
+    ref = course_file(REFERENCE)
+    if course and ref is not None and not args.textured and list(args.color) == list(MESH_COLOR):
+        img256 = img[..., :3] if args.image_size == 256 else render_baseline(mesh, 256)
+        checks["reference_mae"] = check(reference_error(img256, ref), max=0.005,
+                                        what=f"mean absolute error per pixel of the 256 x 256 render vs {REFERENCE}")
+    report_checks(args.output_dir, metrics, [out], checks)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,15 @@
 parametric: sample (theta, phi) on a num_samples x num_samples grid and render the point cloud.
 implicit:   evaluate F(x, y, z) on a voxel grid, extract F = 0 with marching cubes, rescale the
             vertices back to world coordinates and render the mesh (light at (0, 0, -4)).
-Colours are the normalised xyz of the points / vertices.
+Colours are the normalised xyz of the points / vertices. The first frame looks along the
+torus' axis, so its hole shows.
+
+Checks (metrics.json, names prefixed with ``<function>_<shape>_``): the points (parametric) or
+the marching-cubes vertices (implicit) against the analytic surface (the torus' exact signed
+distance, the superquadric's implicit function), the torus' hole (background at the centre of
+the first frame, the ring around it drawn), for meshes the Euler characteristic (0 for the torus,
+2 for the superquadric) and the area / volume against the analytic values, and the turntable's
+motion, frames and seconds per turn read back from the GIF.
 
     python -m a1_rendering.torus_render --function parametric --shape torus --num_samples 100
     python -m a1_rendering.torus_render --function implicit --shape superquadric --eps1 0.3 --eps2 2.5
@@ -17,12 +25,18 @@ from typing import Optional
 
 import torch
 
-from l3d.cli import output_path, report, script_parser
+from a1_rendering.common import quick_turntable, render_turntable, report_checks
+from a1_rendering.measure import euler_characteristic, gif_timing, motion_ratio, signed_volume, superquadric_volume, \
+    surface_area, torus_sdf
+from l3d.cameras import turntable_cameras
+from l3d.checks import check
+from l3d.cli import output_path, script_parser
 from l3d.io import save_gif_with_png
 from l3d.ops import marching_cubes
-from l3d.structures import Meshes, TexturesVertex
+from l3d.shading import render_points
+from l3d.structures import Meshes, Pointclouds, TexturesVertex
 from l3d.train import choose_device, run_cli
-from l3d.viz import normalized_xyz_colors, render_mesh_turntable, render_points_turntable
+from l3d.viz import normalized_xyz_colors
 
 SHAPES = ("torus", "superquadric", "sphere")
 
@@ -89,6 +103,70 @@ def implicit_mesh(shape: str, voxel_size: int = 64, bound: float = 1.1, device="
     return Meshes([verts], [faces.to(device)], TexturesVertex([normalized_xyz_colors(verts)]))
 
 
+def points_turntable(pts: torch.Tensor, num_frames: int, dist: float, image_size: int, background,
+                     radius: float = 0.01, azim_start: float = 180.0) -> torch.Tensor:
+    """(T, H, W, 4) RGBA frames (alpha = coverage) of a point cloud coloured by normalised xyz."""
+    cams = turntable_cameras(num_frames, dist, 0.0, 60.0, azim_start, azim_start + 360.0, device=pts.device)
+    with torch.no_grad():
+        frames = render_points(Pointclouds([pts], [normalized_xyz_colors(pts)]), cams, image_size, radius=radius,
+                               background=background, batch_size=8)
+    return frames.clamp(0, 1)
+
+
+def hole_checks(first: torch.Tensor, dist: float, R: float, r: float, fov: float = 60.0) -> dict:
+    """The torus seen along its axis (the first frame): the disc of half the hole's radius at the
+    image centre is background, and the ring's annulus is drawn. ``first``: (H, W, 4) RGBA."""
+    h, w = first.shape[:2]
+    ndc = torch.stack(torch.meshgrid(torch.linspace(1 - 1 / w, -1 + 1 / w, w), torch.linspace(1 - 1 / h, -1 + 1 / h, h),
+                                     indexing="xy"), -1)  # pixel centres
+    rad = ndc.norm(dim=-1) * dist * math.tan(math.radians(fov) / 2)  # radius in the plane z = 0 (world units)
+    alpha = first[..., 3].cpu() > 0.5
+    hole = rad < 0.5 * (R - r)
+    ring = (rad > R - 0.5 * r) & (rad < R + 0.5 * r)
+    return {
+        "hole_background": check(float((~alpha[hole]).float().mean()), min=0.99,
+                                 what="fraction of background pixels within half the hole's radius of the centre, "
+                                      "first frame (seen along the axis)"),
+        "ring_coverage": check(float(alpha[ring].float().mean()), min=0.5,
+                               what="fraction of drawn pixels on the middle of the ring, first frame"),
+    }
+
+
+def surface_checks(function: str, shape: str, pts: torch.Tensor, mesh: Optional[Meshes], voxel: float,
+                   R: float, r: float, eps1: float, eps2: float, abc) -> dict:
+    """How the points / mesh agree with the analytic surface."""
+    out = {}
+    if shape in ("torus", "sphere"):
+        d = torus_sdf(pts, R, r) if shape == "torus" else pts.norm(dim=-1) - 1.0
+        tol = 1e-4 if function == "parametric" else 0.1 * voxel
+        out["surface_distance"] = check(float(d.abs().max()), max=tol,
+                                        what="largest |exact signed distance| of the " +
+                                             ("points" if function == "parametric" else "marching-cubes vertices") +
+                                             " to the analytic surface (world units)")
+    else:
+        tol = 1e-4 if function == "parametric" else 0.1
+        out["implicit_residual"] = check(float(implicit_field(shape, pts, R, r, eps1, eps2, abc).abs().max()), max=tol,
+                                         what="largest |F| of the " + ("points" if function == "parametric" else
+                                                                       "marching-cubes vertices") + " (F = 0 on the surface)")
+    if mesh is not None:
+        if shape == "torus":
+            area, vol = 4 * math.pi ** 2 * R * r, 2 * math.pi ** 2 * R * r ** 2
+        elif shape == "sphere":
+            area, vol = 4 * math.pi, 4 * math.pi / 3
+        else:
+            area, vol = None, superquadric_volume(*abc, eps1, eps2)
+        genus0 = shape != "torus"
+        out["euler"] = check(euler_characteristic(mesh), min=2 if genus0 else 0, max=2 if genus0 else 0,
+                             what="V - E + F of the mesh (" + ("2: a closed surface without holes" if genus0 else
+                                                               "0: a closed surface with one hole") + ")")
+        out["volume_error"] = check(abs(signed_volume(mesh) / vol - 1), max=0.03,
+                                    what="relative error of the mesh's enclosed volume vs the analytic one")
+        if area is not None:
+            out["area_error"] = check(abs(surface_area(mesh) / area - 1), max=0.03,
+                                      what="relative error of the mesh's area vs the analytic one (4 pi^2 R r)")
+    return out
+
+
 def main(argv=None):
     ap = script_parser(__doc__, "a1_rendering/torus_render", output_file="<function>_<shape>.gif")
     ap.add_argument("--function", choices=["parametric", "implicit"], default="parametric", help="representation")
@@ -108,10 +186,13 @@ def main(argv=None):
                     help="camera distance (default 3 x the shape's radius, at least 3)")
     ap.add_argument("--background", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("R", "G", "B"),
                     help="background colour (the course's sphere references use black for points)")
+    ap.add_argument("--radius", type=float, default=None,
+                    help="parametric: point radius in NDC units (default 0.01 at 256 px, scaled with --image_size "
+                         "so the points keep their size in pixels)")
     args = ap.parse_args(argv)
     if args.quick:
-        args.num_frames, args.image_size = min(args.num_frames, 6), min(args.image_size, 96)
-        args.num_samples, args.voxel_size = min(args.num_samples, 40), min(args.voxel_size, 32)
+        quick_turntable(args)
+        args.voxel_size = min(args.voxel_size, 40)
     if args.num_samples < 2 or args.voxel_size < 4:
         raise ValueError("--num_samples must be >= 2 and --voxel_size >= 4")
     if args.r <= 0 or args.eps1 <= 0 or args.eps2 <= 0 or min(args.abc) <= 0:
@@ -120,22 +201,37 @@ def main(argv=None):
     params = dict(R=args.R, r=args.r, eps1=args.eps1, eps2=args.eps2, abc=tuple(args.abc))
     dist = args.dist if args.dist is not None else 3.0 * max(1.0, extent(args.shape, args.R, args.r, tuple(args.abc)))
     t = time.perf_counter()
+    mesh, voxel = None, 0.0
     if args.function == "parametric":
         pts = parametric_points(args.shape, args.num_samples, device=device, **params)
-        frames = render_points_turntable(pts, normalized_xyz_colors(pts), args.num_frames, dist, azim_start=180.0,
-                                         image_size=args.image_size, background=args.background)
+        radius = args.radius if args.radius is not None else 0.01 * 256 / args.image_size
+        frames = points_turntable(pts, args.num_frames, dist, args.image_size, args.background, radius)
         sizes = {"num_points": int(len(pts))}
     else:
         bound = 1.1 * extent(args.shape, args.R, args.r, tuple(args.abc))
+        voxel = 2 * bound / (args.voxel_size - 1)
         mesh = implicit_mesh(args.shape, args.voxel_size, bound, device=device, **params)
-        frames = render_mesh_turntable(mesh, args.num_frames, dist, image_size=args.image_size,
-                                       light_location=((0.0, 0.0, -4.0),), azim_start=180.0,
-                                       background=args.background)
+        pts = mesh.verts_packed()
+        frames, _ = render_turntable(mesh, args.num_frames, dist, image_size=args.image_size,
+                                     light_location=((0.0, 0.0, -4.0),), azim_start=180.0, background=args.background)
         sizes = {"num_vertices": int(mesh.num_verts_per_mesh()[0]), "num_faces": int(mesh.num_faces_per_mesh()[0])}
     elapsed = time.perf_counter() - t
-    gif, png = save_gif_with_png(output_path(args, f"{args.function}_{args.shape}.gif"), frames, fps=args.fps,
+    gif, png = save_gif_with_png(output_path(args, f"{args.function}_{args.shape}.gif"), frames[..., :3], fps=args.fps,
                                  which="first")
-    report(args.output_dir, {f"{args.function}_{args.shape}": {**sizes, "time_s": elapsed}}, [gif, png])
+    checks = surface_checks(args.function, args.shape, pts.cpu().double(), None if mesh is None else mesh.to("cpu"),
+                            voxel, args.R, args.r, args.eps1, args.eps2, tuple(args.abc))
+    if args.shape == "torus":
+        checks.update(hole_checks(frames[0], dist, args.R, args.r))
+    timing = gif_timing(gif)
+    checks.update({
+        "motion_ratio": check(motion_ratio(frames[..., :3]), min=1.1, what="mean change over two frames / over one "
+                              "frame (turning, not strobing)"),
+        "frames_per_turn": check(timing["frames"], min=24, what="distinct frames in the GIF (read back)"),
+        "turn_seconds": check(timing["seconds"], min=2.0, what="seconds per full turn of the GIF (read back)"),
+    })
+    prefix = f"{args.function}_{args.shape}_"
+    report_checks(args.output_dir, {f"{args.function}_{args.shape}": {**sizes, "time_s": elapsed}}, [gif, png],
+                  {prefix + k: v for k, v in checks.items()}, own=prefix)
 
 
 if __name__ == "__main__":

@@ -603,6 +603,7 @@ def synthetic_rgbd_pair(image_size: int = 256, device="cpu") -> dict:
 
     Cameras are NDC :class:`~l3d.cameras.PerspectiveCameras` (focal 2) at distance 3, azimuths 35
     and -50 degrees, elevation 20; depths are view-space Z, masks are the rendered coverage.
+    ``source`` is ``"synthetic"`` and ``description`` says what was rendered (for labels).
     """
     import torch
 
@@ -610,8 +611,11 @@ def synthetic_rgbd_pair(image_size: int = 256, device="cpu") -> dict:
     from .raster import rasterize_meshes
     from .shading import PointLights, shade_fragments
 
-    mesh = load_mesh_or_standin("a1/cow.obj", device=device)
-    out = {"source": "synthetic"}
+    course = (data_root() / "a1" / "cow.obj").exists()
+    mesh = load_mesh_or_standin("a1/cow.obj", device=device, force_synthetic=not course)  # no second note
+    what = "the course's cow.obj" if course else "a procedural cow-like mesh (a textured egg with four legs)"
+    out = {"source": "synthetic",
+           "description": f"two RGB-D views (azimuth 35 and -50 degrees, elevation 20) of {what} rendered by l3d"}
     for i, azim in ((1, 35.0), (2, -50.0)):
         R, T = look_at_view_transform(3.0, 20.0, azim, device=device)
         cam = PerspectiveCameras(focal_length=2.0, R=R, T=T)
@@ -631,8 +635,8 @@ def load_rgbd_pair(relpath: str = "a1/rgbd_data.pkl", device="cpu", force_synthe
     if force_synthetic:
         return synthetic_rgbd_pair(device=device)
     if not path.exists():
-        print(f"{path} not found; using a synthetic RGB-D pair rendered from the cow "
-              f"(the course's pickle is `python -m l3d.data download a1`)", file=sys.stderr)
+        print(f"{path} not found; using a stand-in: two RGB-D views of the cow (or of the procedural cow-like "
+              f"mesh) rendered by l3d, not the course's CO3D plant (`python -m l3d.data download a1`)", file=sys.stderr)
         return synthetic_rgbd_pair(device=device)
     return load_rgbd_pickle(path, device)
 

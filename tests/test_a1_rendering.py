@@ -10,7 +10,11 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from a1_rendering.parts import PARTS
+from l3d.checks import check_passed
 from l3d.data import data_root
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REF = data_root() / "a1" / "reference"
 needs_data = pytest.mark.skipif(not (data_root() / "a1" / "cow.obj").exists() or not REF.exists(),
@@ -48,13 +52,21 @@ def test_camera_transforms_match_references():
     from l3d.io import load_obj
 
     imgs = render_transforms(load_obj(data_root() / "a1" / "cow_with_axis.obj"), 256)
-    # the course's files are numbered differently from the spec's list of transforms
-    files = {"none": "transform_none.jpg", "1": "transform1.jpg", "2": "transform3.jpg",
-             "3": "transform4.jpg", "4": "transform2.jpg"}
-    for name, f in files.items():
-        out, ref = imgs[name].numpy()[8:-8, 8:-8], ref_image(f)[8:-8, 8:-8]  # refs carry a black frame
-        assert np.abs(out - ref).mean() < 0.006, name  # measured 0.0019 - 0.0030
+    # every output reproduces the course's reference of the same name
+    assert sorted(imgs) == ["1", "2", "3", "4", "_none"]
+    errs = {}
+    for name in imgs:
+        out, ref = imgs[name].numpy()[8:-8, 8:-8], ref_image(f"transform{name}.jpg")[8:-8, 8:-8]  # black frame
+        errs[name] = np.abs(out - ref).mean()
+        assert errs[name] < 0.006, name  # measured 0.0019 - 0.0030
         assert iou(silhouette(out, (1, 1, 1)), silhouette(ref, (1, 1, 1))) > 0.95, name
+    # and not another one: each image is far from the other references (e.g. the spec's item 2,
+    # T_rel (0, 0, 2), is the course's transform3.jpg, not transform2.jpg)
+    for name in ("1", "2", "3", "4"):
+        for other in ("1", "2", "3", "4"):
+            if other != name:
+                ref = ref_image(f"transform{other}.jpg")[8:-8, 8:-8]
+                assert np.abs(imgs[name].numpy()[8:-8, 8:-8] - ref).mean() > 3 * errs[name], (name, other)
 
 
 def test_sphere_point_cloud_matches_reference_silhouette():
@@ -93,8 +105,10 @@ def test_dolly_zoom_matches_reference_gif():
     from a1_rendering.dolly_zoom import dolly_frames
     from l3d.io import load_obj
 
-    frames, fovs, dists = dolly_frames(load_obj(data_root() / "a1" / "cow_on_plane.obj"), 100, 256,
-                                       frame_indices=[0, 50, 99])
+    # the course's setting: distance measured to z = 0, no label strip
+    d = dolly_frames(load_obj(data_root() / "a1" / "cow_on_plane.obj"), 100, 256, frame_indices=[0, 50, 99],
+                     label=False)
+    frames, fovs, dists = d.frames, d.fovs, d.dists
     assert torch.allclose(dists * torch.tan(torch.deg2rad(fovs) / 2), torch.full_like(dists, 2.5))
     gif = Image.open(REF / "dolly.gif")
     assert gif.n_frames == 100
@@ -173,7 +187,7 @@ COMMANDS = [
     ("dolly_zoom", [], ["dolly.gif"]),
     ("mesh_practice", ["--shape", "cube"], ["cube.gif"]),
     ("retexture", [], ["cow_retextured.gif", "cow_retextured_side.png"]),
-    ("camera_transforms", [], [f"transform_{k}.png" for k in ("none", "1", "2", "3", "4")]),
+    ("camera_transforms", [], [f"transform{k}.png" for k in ("_none", "1", "2", "3", "4")] + ["transforms.png"]),
     ("pcl_render", [], ["cloud1.gif", "cloud2.gif", "union.gif"]),
     ("torus_render", ["--function", "parametric", "--shape", "torus"], ["parametric_torus.gif"]),
     ("torus_render", ["--function", "implicit", "--shape", "superquadric"], ["implicit_superquadric.gif"]),
@@ -181,6 +195,19 @@ COMMANDS = [
     ("sample_points", ["--num_samples", "10", "1000"], ["samples_10.gif", "samples_1000.gif"]),
     ("tradeoffs", [], ["tradeoffs.md", "tradeoffs.png"]),
 ]
+
+
+READS_DATA = {"render_mesh", "render_360", "dolly_zoom", "retexture", "camera_transforms", "pcl_render",
+              "sample_points"}
+
+
+def _required_checks(module, extra):
+    """The checks the parts list requires from this one command (a part whose folder several
+    commands share owns the checks prefixed with its shape / function)."""
+    opt = dict(zip(extra[::2], extra[1::2]))
+    prefix = {"torus_render": f"{opt.get('--function')}_{opt.get('--shape')}_", "mesh_practice": f"{opt.get('--shape')}_",
+              "fun": f"{opt.get('--function')}_"}.get(module, "")
+    return {n for p in PARTS if p.folder == f"a1_rendering/{module}" for n in p.checks if n.startswith(prefix)}
 
 
 @pytest.mark.parametrize("module,extra,files", COMMANDS, ids=[c[0] + "-" + "-".join(c[1][-1:]) for c in COMMANDS])
@@ -202,11 +229,20 @@ def test_command_end_to_end(module, extra, files, tmp_path, capsys):
             assert arr.std() > 5, f"{f} is blank"  # something was drawn
     assert "wrote" in capsys.readouterr().out
     assert (tmp_path / "command.txt").read_text().startswith(f"python -m a1_rendering.{module} --quick")
-    metrics = json.loads((tmp_path / "metrics.json").read_text()) if (tmp_path / "metrics.json").exists() else {}
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
     if module == "mesh_practice":
         assert metrics["cube"] == {"num_vertices": 8, "num_faces": 12}
     if module == "tradeoffs":
         assert {r["kind"] for r in metrics["rows"]} == {"mesh", "points"}
+    # every check this command writes passes at --quick size, with or without the course data
+    checks = metrics["checks"]
+    assert checks and all(check_passed(c) for c in checks.values()), \
+        {k: c["value"] for k, c in checks.items() if not check_passed(c)}
+    if module in READS_DATA:
+        assert metrics["data"].startswith(("course: ", "stand-in: "))
+    # the checks the gallery requires for this command are all there
+    required = _required_checks(module, extra)
+    assert required and required <= set(checks), required - set(checks)
 
 
 def test_bad_input_gives_one_line_error(tmp_path):
