@@ -5,20 +5,26 @@ Visualisation follows the course: 30 views at azimuth ``180 - 12 i`` degrees, el
 distance 3, FoV 60 degrees, 256 x 256 pixels, point radius 0.01, 15 fps; segmentation colours
 0 white, 1 magenta, 2 cyan, 3 yellow, 4 blue, 5 red. The course draws on a white background,
 which hides the white part 0; the scripts default to a dark grey background (``--background``).
+Captions sit in a banner above each rendering (never over the object, wrapped instead of cut
+off); clouds of fewer than 10000 points are drawn with proportionally larger points
+(:func:`point_radius`) so that a 100-point cloud stays visible.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import math
+import sys
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from l3d.cameras import rotation_about_axis, turntable_cameras
 from l3d.cli import HelpFormatter
-from l3d.io import label_image, save_gif_with_png, to_uint8
+from l3d.io import save_gif_with_png, to_uint8
 from l3d.shading import render_points
 from l3d.structures import Pointclouds
 from l3d.train import UserError, load_checkpoint
@@ -29,10 +35,11 @@ from .models import ModelConfig, model_from_checkpoint
 from .synthetic import CHAIR_PARTS, CLASS_NAMES
 
 __all__ = [
-    "tidy_parser", "clear_metrics", "SEG_COLORS", "CLS_COLOR", "add_vis_flags", "resolve_checkpoint", "load_trained",
+    "tidy_parser", "retain_freed_memory", "clear_metrics", "SEG_COLORS", "CLS_COLOR", "add_vis_flags",
+    "resolve_checkpoint", "load_trained",
     "data_for_eval",
     "random_subsets", "take_subsets", "predict", "rotate_points", "confusion_matrix", "part_iou",
-    "render_turntable", "save_turntable_gif",
+    "render_turntable", "save_turntable_gif", "gif_frame_ms", "caption_banner", "legend_strip", "point_radius", "seg_legend",
 ]
 
 SEG_COLORS = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0],
@@ -47,6 +54,27 @@ class _HelpFormatter(HelpFormatter):
         if action.default is None:
             return action.help
         return super()._get_help_string(action)
+
+
+def retain_freed_memory() -> bool:
+    """Let this process keep the memory it frees (glibc ``mallopt``), instead of handing every
+    large block back to the operating system.
+
+    A PointNet forward pass on 10000 points allocates activations of hundreds of megabytes and
+    frees them again; by default glibc serves each such block with a fresh ``mmap`` and returns it
+    afterwards, so every pass page-faults all of it back in. On a CPU that costs as much system
+    time as the arithmetic itself (measured: 3 s of system time per 2.6 s of compute for 90
+    clouds). Raising the mmap and trim thresholds keeps the blocks in the heap for the next pass;
+    peak memory is unchanged. A no-op (returns False) where glibc is not the C library.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, (1 << 31) - 1))
+    except (OSError, AttributeError):
+        return False
 
 
 def clear_metrics(output_dir) -> None:
@@ -121,16 +149,19 @@ def add_vis_flags(ap: argparse.ArgumentParser) -> None:
     g = ap.add_argument_group("visualisation")
     g.add_argument("--num_frames", type=int, default=30, help="views per GIF (azimuth 180 - 360 i / num_frames)")
     g.add_argument("--image_size", type=int, default=256, help="GIF frame size in pixels")
-    g.add_argument("--radius", type=float, default=0.01, help="point radius (world units)")
-    g.add_argument("--fps", type=float, default=15, help="GIF frame rate")
+    g.add_argument("--radius", type=float, default=0.01,
+                   help="point radius (NDC units) of a 10000-point cloud; sparser clouds are drawn with larger "
+                        "points (x sqrt(10000 / points), at most x3)")
+    g.add_argument("--fps", type=float, default=15,
+                   help="GIF frame rate (each frame lasts 1/fps rounded up to 10 ms, the GIF time unit)")
     g.add_argument("--background", type=float, nargs=3, default=(0.25, 0.25, 0.25), metavar=("R", "G", "B"),
                    help="background colour (the course used white, which hides part 0)")
 
 
 def apply_quick_vis(args: argparse.Namespace) -> None:
-    """--quick: 10 views of 128 pixels (the course's 30 x 256 take ~20 s per GIF on two CPU cores)."""
+    """--quick: the course's 30 views (2 s per turn at 15 fps) at 128 pixels."""
     if args.quick:
-        args.num_frames, args.image_size = min(args.num_frames, 10), min(args.image_size, 128)
+        args.image_size = min(args.image_size, 128)
     if args.num_frames < 1 or args.image_size < 8:
         raise ValueError("--num_frames must be >= 1 and --image_size >= 8")
 
@@ -208,9 +239,28 @@ def part_iou(pred: torch.Tensor, gt: torch.Tensor, num_classes: int) -> torch.Te
 # ----------------------------------------------------------------------------------------------
 # turntable GIFs
 # ----------------------------------------------------------------------------------------------
+#: the point radius of --radius is meant for a cloud of this many points (the course's 10000);
+#: sparser clouds are drawn with larger points, see :func:`point_radius`
+DENSE_POINTS = 10000
+#: at most this factor larger
+MAX_RADIUS_SCALE = 3.0
+
+
+def point_radius(radius: float, num_points: int) -> float:
+    """Drawing radius of a cloud of ``num_points`` points: ``radius * sqrt(10000 / P)``, between
+    ``radius`` and 3 ``radius``, so that a 100-point cloud is still visible (at the course's
+    radius 0.01 its points are sub-pixel specks)."""
+    return radius * min(MAX_RADIUS_SCALE, max(1.0, math.sqrt(DENSE_POINTS / max(1, num_points))))
+
+
 @torch.no_grad()
 def render_turntable(points: torch.Tensor, colors: torch.Tensor, args: argparse.Namespace) -> torch.Tensor:
     """(T, H, W, 3) frames of the course's turntable around one cloud.
+
+    The course's compositor (PyTorch3D's) fills only pixels that no point touches with the
+    background, so pixels covered by a point's faint rim come out dark (black specks over the
+    shape); here the composited colour is laid over the background by its alpha instead
+    (``rgb + (1 - alpha) background``), which is the same wherever a pixel is fully covered.
 
     Args:
         points: (P, 3) positions; colors: (P, 3) RGB in [0, 1].
@@ -221,28 +271,145 @@ def render_turntable(points: torch.Tensor, colors: torch.Tensor, args: argparse.
     cams = turntable_cameras(args.num_frames, 3.0, 0.0, 60.0, 180.0, 180.0 - 360.0,
                              device=points.device, dtype=points.dtype)
     cloud = Pointclouds([points], [colors.to(points)])
-    frames = render_points(cloud, cams, args.image_size, radius=args.radius, background=tuple(args.background),
-                           batch_size=8)
-    return frames[..., :3].clamp(0, 1)
+    frames = render_points(cloud, cams, args.image_size, radius=point_radius(args.radius, points.shape[0]),
+                           background=None, batch_size=8)  # (T, H, W, 4), colour premultiplied by alpha
+    bg = torch.tensor(args.background, dtype=frames.dtype, device=frames.device)
+    return (frames[..., :3] + (1 - frames[..., 3:]) * bg).clamp(0, 1)
 
 
-def _caption(frames: np.ndarray, text: str, color=(255, 255, 255)) -> np.ndarray:
-    size = max(10, frames.shape[1] // 16)
-    return np.stack([label_image(f, text, xy=(4, 3), color=color, size=size) for f in frames])
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: one fixed bitmap size
+        return ImageFont.load_default()
+
+
+def _wrap(text: str, font, width: int) -> List[str]:
+    """``text`` broken at its newlines, then greedily at spaces, into lines of at most ``width``
+    pixels (a single word wider than that stays on its own line)."""
+    lines: List[str] = []
+    for para in text.split("\n"):
+        cur = ""
+        for word in para.split(" "):
+            cand = word if not cur else f"{cur} {word}"
+            if cur and font.getlength(cand) > width:
+                lines.append(cur)
+                cur = word
+            else:
+                cur = cand
+        lines.append(cur)
+    return lines
+
+
+def caption_banner(text: str, width: int, color=(255, 255, 255), background=(0.12, 0.12, 0.12),
+                   min_lines: int = 1, font_size: Optional[int] = None) -> np.ndarray:
+    """(h, width, 3) uint8 strip with ``text`` in it, to stack above a rendering (labels never
+    cover the object and are never cut off: long captions wrap onto more lines, and a word wider
+    than the strip makes the font smaller).
+
+    Args:
+        text: the caption; ``\\n`` starts a new line.
+        width: strip width in pixels.
+        min_lines: height in lines at least (panels side by side get equal strips).
+        font_size: pixels (default: width / 15, at least 10).
+    """
+    from PIL import Image, ImageDraw
+
+    margin = 4
+    size = font_size or max(10, round(width / 15))
+    font = _font(size)
+    while size > 7 and any(font.getlength(w) > width - 2 * margin for w in text.split()):
+        size -= 1
+        font = _font(size)
+    lines = _wrap(text, font, width - 2 * margin)
+    line_h = size + max(2, size // 4)
+    h = max(len(lines), min_lines) * line_h + 2 * margin - max(2, size // 4) + 2
+    bg = tuple(int(round(255 * c)) for c in background)
+    img = Image.new("RGB", (width, h), bg)
+    draw = ImageDraw.Draw(img)
+    for k, line in enumerate(lines):
+        draw.text((margin, margin + k * line_h), line, fill=tuple(color), font=font)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def legend_strip(entries: Sequence[Tuple[str, Sequence[float]]], width: int, background=(0.12, 0.12, 0.12),
+                 font_size: Optional[int] = None) -> np.ndarray:
+    """(h, width, 3) uint8 colour key: a swatch and a name per entry, wrapped onto as many rows
+    as the width needs.
+
+    Args:
+        entries: (name, RGB in [0, 1]) per colour.
+    """
+    from PIL import Image, ImageDraw
+
+    margin = 4
+    size = font_size or max(10, round(width / 15))
+    font = _font(size)
+    sw, gap = size - 2, size  # swatch side, space between entries
+    widths = [sw + 4 + int(font.getlength(name)) for name, _ in entries]
+    rows: List[List[int]] = [[]]
+    x = margin
+    for k, w in enumerate(widths):
+        if rows[-1] and x + w > width - margin:
+            rows.append([])
+            x = margin
+        rows[-1].append(k)
+        x += w + gap
+    line_h = size + 4
+    h = len(rows) * line_h + 2 * margin - 2
+    img = Image.new("RGB", (width, h), tuple(int(round(255 * c)) for c in background))
+    draw = ImageDraw.Draw(img)
+    for r, row in enumerate(rows):
+        x, y = margin, margin + r * line_h
+        for k in row:
+            name, rgb = entries[k]
+            draw.rectangle([x, y + 2, x + sw - 1, y + 1 + sw], fill=tuple(int(round(255 * c)) for c in rgb))
+            draw.text((x + sw + 4, y), name, fill=(235, 235, 235), font=font)
+            x += widths[k] + gap
+    return np.asarray(img, dtype=np.uint8)
+
+
+def gif_frame_ms(fps: float) -> int:
+    """Frame time written to a GIF for ``fps``: 1000 / fps rounded *up* to whole centiseconds,
+    the unit GIF stores (Pillow rounds 66.7 ms down to 60 ms, which would make the course's 30
+    views at 15 fps a 1.8 s turn; 70 ms makes it 2.1 s)."""
+    if fps <= 0:
+        raise ValueError(f"--fps must be positive, got {fps}")
+    return 10 * math.ceil(100.0 / fps - 1e-9)
+
+
+#: pixels between panels side by side
+PANEL_GAP = 3
 
 
 def save_turntable_gif(path: Path, panels: Sequence[Tuple[torch.Tensor, torch.Tensor, str]], args: argparse.Namespace,
-                       text_color=(255, 255, 255)) -> Tuple[Path, Path]:
-    """A GIF (and a PNG of its first frame, the front view) of one or more clouds side by side.
+                       text_color=(255, 255, 255), legend: Optional[Sequence[Tuple[str, Sequence[float]]]] = None
+                       ) -> Tuple[Path, Path]:
+    """A GIF (and a PNG of its first frame, the front view) of one or more clouds side by side,
+    each with its caption in a banner above the rendering, and an optional colour key below.
 
     Args:
-        panels: per panel (points (P, 3), colours (P, 3), caption drawn in the top-left corner).
+        panels: per panel (points (P, 3), colours (P, 3), caption ("" for none)).
+        text_color: RGB 0..255 of the captions.
+        legend: (name, RGB in [0, 1]) per colour for a key under the panels (None: no key).
     """
-    frames = []
-    for pts, cols, text in panels:
-        f = to_uint8(render_turntable(pts.float(), cols.float(), args))
-        frames.append(_caption(f, text, text_color) if text else f)
-    return save_gif_with_png(path, np.concatenate(frames, axis=2), fps=args.fps, which="first")  # front view
+    frames = [to_uint8(render_turntable(pts.float(), cols.float(), args)) for pts, cols, _ in panels]
+    T, _, width = frames[0].shape[:3]
+    if any(text for _, _, text in panels):
+        strips = [caption_banner(text, width, text_color) for _, _, text in panels]  # (h_k, W, 3)
+        h = max(st.shape[0] for st in strips)
+        strips = [np.concatenate([st, np.broadcast_to(st[-1:], (h - st.shape[0], *st.shape[1:]))]) for st in strips]
+        frames = [np.concatenate([np.broadcast_to(st, (T, *st.shape)), f], axis=1) for st, f in zip(strips, frames)]
+    if len(frames) > 1:  # a light gap keeps the panels apart
+        gap = np.full((T, frames[0].shape[1], PANEL_GAP, 3), 200, dtype=np.uint8)
+        frames = [x for f in frames for x in (gap, f)][1:]
+    video = np.concatenate(frames, axis=2)  # (T, H, W_total, 3)
+    if legend:
+        key = legend_strip(legend, video.shape[2], font_size=max(10, round(width / 15)))  # the captions' size
+        video = np.concatenate([video, np.broadcast_to(key, (T, *key.shape))], axis=1)
+    return save_gif_with_png(path, video, duration_ms=gif_frame_ms(args.fps), which="first")  # front view
 
 
 def seg_colors(labels: torch.Tensor) -> torch.Tensor:
@@ -252,6 +419,13 @@ def seg_colors(labels: torch.Tensor) -> torch.Tensor:
 
 def part_names() -> Tuple[str, ...]:
     return CHAIR_PARTS
+
+
+def seg_legend(source: str) -> List[Tuple[str, Tuple[float, ...]]]:
+    """Colour key of the segmentation GIFs: the procedural chairs' part names, or "part k" for
+    other data (whose part names this code does not know)."""
+    names = CHAIR_PARTS if source == "synthetic" else tuple(f"part {k}" for k in range(len(SEG_COLORS)))
+    return [(f"{k} {name}", tuple(SEG_COLORS[k].tolist())) for k, name in enumerate(names)]
 
 
 def class_names() -> Tuple[str, ...]:

@@ -26,6 +26,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from l3d.checks import data_label
 from l3d.data import data_root
 from l3d.io import atomic_path
 
@@ -33,7 +34,7 @@ from .synthetic import CHAIR_PARTS, CLASS_NAMES, GENERATOR_VERSION, generate_spl
 
 __all__ = [
     "COURSE_FILES", "DataSpec", "add_data_flags", "resolve_data", "load_split", "synthetic_root",
-    "NUM_CLASSES", "DEFAULT_SIZES", "QUICK_SIZES",
+    "NUM_CLASSES", "DEFAULT_SIZES", "QUICK_SIZES", "STANDIN_DESCRIPTION",
 ]
 
 NUM_CLASSES = {"cls": len(CLASS_NAMES), "seg": len(CHAIR_PARTS)}
@@ -42,6 +43,8 @@ COURSE_FILES = tuple(f"{task}/{kind}_{split}.npy" for task in ("cls", "seg")
 #: procedural data set sizes (train, test) per task: full runs and --quick runs
 DEFAULT_SIZES = {"cls": (2400, 600), "seg": (1600, 400)}
 QUICK_SIZES = {"cls": (900, 300), "seg": (600, 200)}
+#: what metrics.json says (after "stand-in: ") when the procedural set replaces the course's files
+STANDIN_DESCRIPTION = "procedural chairs, vases and lamps (course point clouds not in the data root)"
 
 # the course files are registered as the dataset "a5" in l3d.data
 
@@ -65,6 +68,18 @@ class DataSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def label(self, task: str) -> str:
+        """What the run was made from, for ``metrics.json["data"]``: ``"course: a5/<task>/..."``
+        for the course's files, ``"stand-in: procedural chairs, vases and lamps (...)"`` otherwise."""
+        if self.source == "synthetic":
+            return data_label(standin=STANDIN_DESCRIPTION)
+        root = Path(self.root)
+        try:  # relative to the data root when the files live there, as the course's layout names them
+            where = (root.resolve().relative_to(data_root().resolve())).as_posix()
+        except ValueError:
+            where = root.as_posix()
+        return data_label(course_file=f"{where}/{task}/{{data,label}}_{{train,test}}.npy")
 
 
 def add_data_flags(ap: argparse.ArgumentParser, sizes_from_checkpoint: bool = False) -> None:

@@ -5,7 +5,8 @@ turntable GIFs of object --i and of a correct and a failed prediction per class.
 
 Accuracy = correctly classified test objects / test objects, each object seen through a random
 subset of --num_points of its points. Writes into --output_dir: ``metrics.json`` (test_accuracy,
-per-class accuracy, confusion matrix, the bounding-box baseline's accuracy), ``results.md`` (the
+per-class accuracy, confusion matrix, the bounding-box baseline's accuracy, and the check
+``test_accuracy >= 0.90`` that ``python -m l3d.report --check`` reads), ``results.md`` (the
 tables), ``object_<i>.gif`` and ``correct_<class>.gif`` / ``failure_<class>.gif`` (caption: ground
 truth and prediction; a PNG of the first frame, the front view, beside each GIF).
 """
@@ -23,10 +24,11 @@ from l3d.train import choose_device, run_cli
 
 from .baseline import fit_bbox_baseline
 from .common import (CLS_COLOR, add_vis_flags, apply_quick_vis, clear_metrics, confusion_matrix, data_for_eval,
-                     load_test, load_trained, predict, random_subsets, save_turntable_gif, take_subsets,
-                     tidy_parser)
+                     load_test, load_trained, predict, random_subsets, retain_freed_memory, save_turntable_gif,
+                     take_subsets, tidy_parser)
 from .data import add_data_flags, load_split
 from .synthetic import CLASS_NAMES
+from .targets import accuracy_check
 
 
 def build_parser():
@@ -41,16 +43,17 @@ def build_parser():
                     help="also fit and score the bounding-box baseline (needs the training split)")
     add_vis_flags(ap)
     add_data_flags(ap, sizes_from_checkpoint=True)
-    return tidy_parser(ap, "10 frames of 128 pixels per GIF, the --quick procedural data")
+    return tidy_parser(ap, "GIFs of 128 pixels, the --quick procedural data")
 
 
 def _caption(gt: int, pred: int) -> str:
-    return f"gt: {CLASS_NAMES[gt]}  pred: {CLASS_NAMES[pred]}"
+    return f"truth: {CLASS_NAMES[gt]}, predicted: {CLASS_NAMES[pred]}"
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     apply_quick_vis(args)
+    retain_freed_memory()
     device = choose_device(args.device)
     model, cfg, state = load_trained(args.load_checkpoint, device, task="cls")
     spec = data_for_eval(args, "cls", state)
@@ -65,9 +68,11 @@ def main(argv=None):
     eval_s = time.perf_counter() - t0
     correct = pred == y
     cm = confusion_matrix(pred, y, len(CLASS_NAMES))
-    metrics = {"test_accuracy": float(correct.double().mean()), "num_objects": n, "num_points": pts.shape[1],
-               "model": cfg.arch, "checkpoint": state["_path"], "data": spec.source, "eval_time_s": eval_s,
-               "confusion_matrix": cm.tolist()}
+    acc = float(correct.double().mean())
+    metrics = {"test_accuracy": acc, "num_objects": n, "num_points": pts.shape[1],
+               "model": cfg.arch, "checkpoint": state["_path"], "data": spec.label("cls"), "data_source": spec.source,
+               "eval_time_s": eval_s, "confusion_matrix": cm.tolist(),
+               "checks": {"test_accuracy": accuracy_check("cls", acc, n, pts.shape[1], cfg.arch)}}
     for c, name in enumerate(CLASS_NAMES):
         m = y == c
         metrics[f"accuracy_{name}"] = float(correct[m].double().mean()) if m.any() else float("nan")
@@ -82,7 +87,7 @@ def main(argv=None):
     written += save_turntable_gif(out / f"object_{args.i}.gif", [(pts[args.i], color, caption)], args)
     lines = ["# Classification", "",
              f"Test accuracy **{metrics['test_accuracy']:.4f}** on {n} objects, {pts.shape[1]} points each "
-             f"({cfg.arch}, {spec.source} data).", ""]
+             f"({cfg.arch}; data: {metrics['data']}).", ""]
     if args.baseline:
         lines += [f"Bounding-box baseline (extents and proportions only): logistic regression "
                   f"{metrics['bbox_logreg_accuracy']:.4f}, 15-NN {metrics['bbox_knn_accuracy']:.4f}.", ""]

@@ -4,7 +4,8 @@ and turntable GIFs of ground truth and prediction (the course's segmentation col
     python -m a5_pointnet.eval_seg --load_checkpoint output/a5_pointnet/seg --num_points 10000 --i 0
 
 Accuracy = correctly labelled points / points over the test split, each object seen through a
-random subset of --num_points of its points. Writes into --output_dir: ``metrics.json``,
+random subset of --num_points of its points. Writes into --output_dir: ``metrics.json`` (with the
+check ``test_accuracy >= 0.80`` that ``python -m l3d.report --check`` reads),
 ``results.md``, ``gt_<i>.gif`` and ``pred_<i>.gif`` (object --i), and for the --num_cases best and
 worst objects ``good_<k>.gif`` / ``bad_<k>.gif`` (ground truth | prediction side by side, with the
 object's accuracy). Colours: 0 seat white, 1 back magenta, 2 legs cyan, 3 arms yellow, 4 base
@@ -23,9 +24,11 @@ from l3d.cli import report, script_parser
 from l3d.train import choose_device, run_cli
 
 from .common import (add_vis_flags, apply_quick_vis, clear_metrics, data_for_eval, load_test, load_trained,
-                     part_iou, predict, random_subsets, save_turntable_gif, seg_colors, take_subsets, tidy_parser)
+                     part_iou, predict, random_subsets, retain_freed_memory, save_turntable_gif, seg_colors, seg_legend,
+                     take_subsets, tidy_parser)
 from .data import add_data_flags
 from .synthetic import CHAIR_PARTS
+from .targets import accuracy_check
 
 
 def build_parser():
@@ -39,12 +42,13 @@ def build_parser():
     ap.add_argument("--batch_size", type=int, default=8, help="objects per forward pass")
     add_vis_flags(ap)
     add_data_flags(ap, sizes_from_checkpoint=True)
-    return tidy_parser(ap, "10 frames of 128 pixels per GIF, the --quick procedural data")
+    return tidy_parser(ap, "GIFs of 128 pixels, the --quick procedural data")
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     apply_quick_vis(args)
+    retain_freed_memory()
     if args.num_cases < 0:
         raise ValueError(f"--num_cases must be >= 0, got {args.num_cases}")
     device = choose_device(args.device)
@@ -62,8 +66,10 @@ def main(argv=None):
     correct = pred == gt
     per_object = correct.double().mean(1)  # (N,)
     iou = part_iou(pred, gt, len(CHAIR_PARTS))
-    metrics = {"test_accuracy": float(correct.double().mean()), "num_objects": n, "num_points": pts.shape[1],
-               "model": cfg.arch, "checkpoint": state["_path"], "data": spec.source, "eval_time_s": eval_s,
+    acc = float(correct.double().mean())
+    metrics = {"test_accuracy": acc, "num_objects": n, "num_points": pts.shape[1],
+               "model": cfg.arch, "checkpoint": state["_path"], "data": spec.label("seg"), "data_source": spec.source,
+               "eval_time_s": eval_s, "checks": {"test_accuracy": accuracy_check("seg", acc, n, pts.shape[1], cfg.arch)},
                "object_accuracy_min": float(per_object.min()), "object_accuracy_median": float(per_object.median()),
                "mean_iou": float(iou[~iou.isnan()].mean()) if (~iou.isnan()).any() else float("nan")}
     for c, name in enumerate(CHAIR_PARTS):
@@ -73,15 +79,18 @@ def main(argv=None):
 
     out = Path(args.output_dir)
     written = []
-    written += save_turntable_gif(out / f"gt_{args.i}.gif", [(pts[args.i], seg_colors(gt[args.i]), "ground truth")], args)
-    written += save_turntable_gif(out / f"pred_{args.i}.gif",
-                                  [(pts[args.i], seg_colors(pred[args.i]), f"prediction ({per_object[args.i]:.3f})")], args)
+    key = seg_legend(spec.source)
+    written += save_turntable_gif(out / f"gt_{args.i}.gif", [(pts[args.i], seg_colors(gt[args.i]), "ground truth")], args,
+                                  legend=key)
+    written += save_turntable_gif(out / f"pred_{args.i}.gif", [(pts[args.i], seg_colors(pred[args.i]),
+                                                                f"prediction ({per_object[args.i]:.1%} correct)")],
+                                  args, legend=key)
     order = torch.argsort(per_object, descending=True)
     k = min(args.num_cases, n)
     cases = [("good", int(j)) for j in order[:k]] + [("bad", int(j)) for j in order.flip(0)[:k]]
     lines = ["# Part segmentation", "",
              f"Test accuracy **{metrics['test_accuracy']:.4f}** (correct points / points) on {n} objects, "
-             f"{pts.shape[1]} points each ({cfg.arch}, {spec.source} data); mean IoU {metrics['mean_iou']:.4f}.", "",
+             f"{pts.shape[1]} points each ({cfg.arch}; data: {metrics['data']}); mean IoU {metrics['mean_iou']:.4f}.", "",
              "| part (colour) | points | accuracy | IoU |", "|---|---|---|---|"]
     colours = ("white", "magenta", "cyan", "yellow", "blue", "red")
     for c, name in enumerate(CHAIR_PARTS):
@@ -95,8 +104,8 @@ def main(argv=None):
         name = f"{kind}_{counters[kind]}"
         counters[kind] += 1
         panels = [(pts[j], seg_colors(gt[j]), "ground truth"),
-                  (pts[j], seg_colors(pred[j]), f"prediction {per_object[j]:.3f}")]
-        written += save_turntable_gif(out / f"{name}.gif", panels, args)
+                  (pts[j], seg_colors(pred[j]), f"prediction ({per_object[j]:.1%} correct)")]
+        written += save_turntable_gif(out / f"{name}.gif", panels, args, legend=key)
         lines.append(f"| {name} | {j} | {per_object[j]:.4f} |")
     md = out / "results.md"
     md.write_text("\n".join(lines) + "\n")

@@ -12,7 +12,8 @@ on ``--eval_points`` points per cloud. Writes into --output_dir (default output/
 or <task>_pointnet2): ``checkpoints/`` (ckpt_<epoch>.pt every --save_every epochs, best.pt = best
 test accuracy, last.pt), ``log.csv`` and ``curves.png`` (loss and accuracies per epoch), and
 ``metrics.json`` with ``test_accuracy`` = the best checkpoint's accuracy on the whole test split
-at ``--final_points`` points per cloud (the course's 10000). Ctrl-C saves a checkpoint after the
+at ``--final_points`` points per cloud (the course's 10000), checked against 0.90 (cls) or 0.80
+(seg) for ``python -m l3d.report --check``. Ctrl-C saves a checkpoint after the
 current batch; --resume then continues with the next epoch.
 """
 
@@ -33,9 +34,11 @@ from l3d.train import (CheckpointManager, LossLog, UserError, check_finite, choo
                        progress, run_cli, seed_everything)
 
 from .baseline import fit_bbox_baseline
-from .common import clear_metrics, load_trained, predict, random_subsets, take_subsets, tidy_parser
+from .common import (clear_metrics, load_trained, predict, random_subsets, retain_freed_memory, take_subsets,
+                     tidy_parser)
 from .data import NUM_CLASSES, add_data_flags, load_split, resolve_data
 from .models import ARCHS, ModelConfig, build_model
+from .targets import accuracy_check
 
 # settings that --quick changes (None in the parser = "not given"): full run, then quick run
 FULL = {"num_epochs": 250, "batch_size": 32, "num_points": 10000, "eval_points": 10000, "width": 1.0,
@@ -149,6 +152,7 @@ def evaluate(model, points: torch.Tensor, labels: torch.Tensor, num_points: int,
 def main(argv=None):
     args = build_parser().parse_args(argv)
     resolve_settings(args)
+    retain_freed_memory()
     device = choose_device(args.device)
     seed_everything(args.seed)
     task = args.task
@@ -265,7 +269,7 @@ def main(argv=None):
         "test_accuracy": test_acc, "task": task, "model": args.model, "best_epoch": int(best_state["step"]),
         "epochs_trained": len(rows), "final_points": min(args.final_points, P), "train_points": args.num_points,
         "train_time_s": t_train, "final_eval_time_s": eval_s, "num_train": n_train, "num_test": len(test_x),
-        "data": spec.source, "parameters": sum(p.numel() for p in model.parameters()),
+        "data": spec.label(task), "data_source": spec.source, "parameters": sum(p.numel() for p in model.parameters()),
         "train_clouds_per_s": clouds_seen / max(t_train, 1e-9),
     }
     if rows:
@@ -275,6 +279,7 @@ def main(argv=None):
             m = test_y == c
             metrics[f"test_accuracy_{name}"] = float((pred[m] == c).double().mean()) if m.any() else float("nan")
         metrics.update(fit_bbox_baseline(train_np, train_lab, test_np, test_lab))
+    metrics["checks"] = {"test_accuracy": accuracy_check(task, test_acc, len(test_x), metrics["final_points"], args.model)}
     report(out, metrics, [ckpts.directory, out / "log.csv", curves])
     return 0
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from a5_pointnet import eval_cls, eval_seg, robustness, train
+from a5_pointnet.targets import ROBUSTNESS_CHECKS
 from l3d.train import run_cli
 
 VIS = ["--num_frames", "3", "--image_size", "48"]
@@ -59,6 +60,10 @@ def test_train_cls_files_log_and_accuracy_far_above_chance(cls_run):
     assert m["test_accuracy"] >= 0.8, m  # chance: 0.33, majority class 0.4
     assert m["final_points"] == 10000 and m["num_test"] == 60 and m["epochs_trained"] == 3
     assert m["bbox_baseline_accuracy"] < m["test_accuracy"] - 0.15
+    chk = m["checks"]["test_accuracy"]
+    assert chk["value"] == m["test_accuracy"] and chk["min"] == 0.90 and chk["pass"] is (m["test_accuracy"] >= 0.90)
+    assert m["data"] == "stand-in: procedural chairs, vases and lamps (course point clouds not in the data root)"
+    assert m["data_source"] == "synthetic"
     best = torch.load(ck / "best.pt", weights_only=False)
     assert best["model_config"]["arch"] == "pointnet" and best["data"]["source"] == "synthetic"
     assert m["best_epoch"] == best["step"]
@@ -79,8 +84,10 @@ def test_eval_cls_reproduces_the_accuracy_and_writes_gifs(cls_run, tmp_path):
     assert e["test_accuracy"] == pytest.approx(m["test_accuracy"], abs=1e-12)  # all points: same predictions
     cm = np.array(e["confusion_matrix"])
     assert cm.sum() == 60 and np.trace(cm) == round(e["test_accuracy"] * 60)
+    assert e["checks"]["test_accuracy"]["value"] == e["test_accuracy"] and e["checks"]["test_accuracy"]["min"] == 0.90
+    assert e["data"].startswith("stand-in: procedural chairs, vases and lamps")
     frames = iio.imread(out / "object_3.gif", index=None)
-    assert frames.shape[:3] == (3, 48, 48)
+    assert frames.shape[0] == 3 and frames.shape[2] == 48 and frames.shape[1] > 48  # caption banner above the render
     assert (out / "object_3.png").is_file() and any(out.glob("correct_*.gif"))
     md = (out / "results.md").read_text()
     assert "Bounding-box baseline" in md
@@ -95,9 +102,12 @@ def test_eval_seg_reproduces_the_accuracy_and_uses_the_course_colours(seg_run, t
     e = json.loads((out / "metrics.json").read_text())
     assert e["test_accuracy"] == pytest.approx(m["test_accuracy"], abs=1e-12)
     assert 0 <= e["mean_iou"] <= 1 and e["object_accuracy_min"] <= e["test_accuracy"]
+    assert e["checks"]["test_accuracy"]["value"] == e["test_accuracy"] and e["checks"]["test_accuracy"]["min"] == 0.80
+    assert e["data"].startswith("stand-in: ")
     for name in ("gt_0", "pred_0", "good_0", "bad_0"):
         assert (out / f"{name}.gif").is_file() and (out / f"{name}.png").is_file()
-    assert iio.imread(out / "good_0.gif", index=None).shape[:3] == (3, 96, 192)  # gt | prediction
+    good = iio.imread(out / "good_0.gif", index=None)  # banner / gt | gap | prediction / colour key
+    assert good.shape[0] == 3 and good.shape[2] == 2 * 96 + 3 and good.shape[1] > 96 + 20
     img = iio.imread(out / "gt_0.png")[..., :3].astype(int).reshape(-1, 3)
     for colour in ((255, 0, 255), (0, 255, 255), (255, 255, 255)):  # back, legs, seat
         assert (np.abs(img - colour).sum(1) < 60).sum() > 5, colour
@@ -120,6 +130,15 @@ def test_robustness_tables_and_accuracy_falls_with_rotation(cls_run, seg_run, tm
         assert rot[0] > rot[-1] + 0.2, (task, rot)
         assert rot[0] >= rot[3] - 0.02 and rot[3] >= rot[-1] - 0.02, (task, rot)  # 0 >= 30 >= 90 degrees
         assert [r["num_points"] for r in m["results"][task]["num_points"]] == [10000, 5000, 1000, 500, 100]
+    checks = m["checks"]
+    assert set(checks) == set(ROBUSTNESS_CHECKS)
+    for task in ("cls", "seg"):
+        rot = {r["angle"]: r["accuracy"] for r in m["results"][task]["rotation"]}
+        assert checks[f"{task}_upright_accuracy"]["value"] == rot[0]
+        assert checks[f"{task}_rotation_drop"]["value"] == pytest.approx(rot[0] - (rot[60] + rot[90]) / 2)
+        assert checks[f"{task}_rotation_drop"]["pass"], checks  # the models are not rotation invariant
+        assert checks[f"{task}_points_floor"]["value"] == min(r["accuracy"] for r in m["results"][task]["num_points"])
+    assert m["data"].startswith("stand-in: ")
     assert (out / "robustness.png").stat().st_size > 1000
     for name in ("cls_rot30", "cls_rot90", "cls_points100", "seg_rot90", "seg_points100"):
         assert (out / f"{name}.gif").is_file(), name
