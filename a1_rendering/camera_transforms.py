@@ -134,7 +134,7 @@ def main(argv=None):
 
     cams = cameras(device)
     masks = {k: v[..., 3] > 0.5 for k, v in imgs.items()}
-    matches = [float(silhouette_match(masks[k], sample_silhouette(mesh, cams[k], args.image_size, 100_000, args.seed)[0]))
+    matches = [float(silhouette_match(masks[k], sample_silhouette(mesh, cams[k], args.image_size, seed=args.seed)[0]))
                for k in imgs]
     # a roll of the camera by -90 degrees about its axis turns the picture 90 degrees clockwise
     roll = float(iou(torch.rot90(masks["_none"], -1, (0, 1)), masks["1"]))
@@ -143,8 +143,9 @@ def main(argv=None):
                             "direction + up vector vs those the transforms imply (world units)"),
         "roll_iou": check(roll, min=0.97, what="IoU of transform1's silhouette and the untransformed one turned 90 "
                           "degrees clockwise"),
-        "silhouette_match": check(min(matches), min=0.97, what="lowest agreement (1-pixel tolerance) over the five "
-                                  "images of the rendered silhouette and surface samples projected by the same camera"),
+        "silhouette_match": check(min(matches), min=0.95, what="lowest share over the five images of outline pixels "
+                                  "within 1 pixel of the other outline: rendered silhouette vs surface samples projected by "
+                                  "the same camera"),
     }
     if course:
         imgs256 = imgs if args.image_size == 256 else render_transforms(mesh, 256)

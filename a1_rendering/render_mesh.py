@@ -1,9 +1,9 @@
 """0.1 baseline: render the cow with R = I, T = (0, 0, 3) (camera at (0, 0, -3)), FoV 60,
 a point light at (0, 0, -3), flat mesh colour (0.7, 0.7, 1) and Phong shading.
 
-Checks (metrics.json): the rendered silhouette against 200k surface samples projected by the
-same camera (agreement up to one pixel), and, with the course's cow.obj, the render against the course's
-reference/cow_render.jpg (mean absolute error per pixel at 256 x 256).
+Checks (metrics.json): the rendered silhouette against surface samples (4 per pixel) projected
+by the same camera (their outlines agree within a pixel), and, with the course's cow.obj, the
+render against the course's reference/cow_render.jpg (mean absolute error per pixel at 256 x 256).
 
     python -m a1_rendering.render_mesh --image_size 512 --output_path output/a1_rendering/cow_render.png
 """
@@ -68,8 +68,8 @@ def main(argv=None):
 
     samples = sample_silhouette(mesh, baseline_camera(device), args.image_size, seed=args.seed)[0]
     match = float(silhouette_match(img[..., 3] > 0.5, samples))
-    checks = {"silhouette_match": check(match, min=0.97, what="agreement (1-pixel tolerance) of the rendered "
-                                        "silhouette and 200k surface samples projected by the same camera")}
+    checks = {"silhouette_match": check(match, min=0.95, what="share of outline pixels within 1 pixel of the "
+                                        "other outline: rendered silhouette vs surface samples projected by the same camera")}
     metrics = {"render_time_s": elapsed, "image_size": args.image_size, "data": data}
     ref = course_file(REFERENCE)
     if course and ref is not None and not args.textured and list(args.color) == list(MESH_COLOR):
