@@ -87,9 +87,10 @@ def auto_focus_z(mesh: Meshes, subject: torch.Tensor, k: float, fov_start: float
     search over the subject's depth range for the smallest largest/smallest ratio of its
     silhouette size at ``probes`` fovs from ``fov_start`` to ``fov_end``. (Too far forward and
     the subject shrinks as the camera comes in, too far back and its front grows.)"""
-    z = mesh.verts_packed()[mesh.faces_packed()[subject].flatten(), 2]
+    v = mesh.verts_packed()
+    z = v[mesh.faces_packed()[subject].flatten(), 2]
     lo, hi = float(z.min()), float(z.max())
-    fovs = torch.linspace(fov_start, fov_end, probes, dtype=mesh.verts_packed().dtype)
+    fovs = torch.linspace(fov_start, fov_end, probes, dtype=v.dtype, device=v.device)
 
     def spread(z0):
         s = _subject_sizes(mesh, subject, fovs, k, z0, height, image_size)
