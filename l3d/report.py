@@ -561,6 +561,35 @@ def _references(part: Part, root: Path, data_root: Path | None) -> list[str]:
     return out
 
 
+MAX_CHECK_ROWS = 4  # checks listed on a card; more go into a collapsed table (failing ones first)
+
+
+def _checks_html(st: PartStatus) -> str:
+    """The part's checks against their thresholds: failing/missing rows first, at most
+    :data:`MAX_CHECK_ROWS` visible, all of them (with what each number is) one click away."""
+    whats = dict(st.whats)
+
+    def table(rows):
+        body = "".join(
+            f'<tr><th scope="row" title="{html.escape(whats.get(name, ""))}">{html.escape(name)}</th>'
+            f'<td class="num">{html.escape(value)}</td><td class="num">{html.escape(thr)}</td>'
+            f'<td class="{res}">{res}</td></tr>' for name, value, thr, res in rows)
+        return (f'<table class="checks"><thead><tr><th>check</th><th>value</th><th>threshold</th><th></th></tr>'
+                f"</thead><tbody>{body}</tbody></table>")
+
+    rows = sorted(st.rows, key=lambda r: r[3] == "pass")  # stable: failing first, then the part's order
+    n_ok = sum(r[3] == "pass" for r in rows)
+    out = [table(rows[:MAX_CHECK_ROWS])]
+    if len(rows) > MAX_CHECK_ROWS:
+        out.append(f"<details><summary>all {len(rows)} checks ({n_ok} pass)</summary>{table(st.rows)}</details>")
+    described = [(n, whats[n]) for n, *_ in st.rows if whats.get(n)]
+    if described:
+        out.append("<details><summary>what the checks measure</summary><ul>"
+                   + "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(w)}</li>" for n, w in described)
+                   + "</ul></details>")
+    return "".join(out)
+
+
 def _card(part: Part, st: PartStatus, groups: list[Group], root: Path, refs: list[str]) -> str:
     state = st.state
     badge = {"pass": "pass", "fail": "fail", "missing": "missing"}[state]
@@ -583,16 +612,7 @@ def _card(part: Part, st: PartStatus, groups: list[Group], root: Path, refs: lis
     elif state == "missing":
         out.append('<p class="empty">no outputs yet: run the command below</p>')
     if st.rows:
-        rows = "".join(
-            f'<tr><th scope="row">{html.escape(name)}</th><td class="num">{html.escape(value)}</td>'
-            f'<td class="num">{html.escape(thr)}</td><td class="{res}">{res}</td></tr>'
-            for name, value, thr, res in st.rows
-        )
-        out.append(f'<table class="checks"><thead><tr><th>check</th><th>value</th><th>threshold</th><th></th></tr>'
-                   f"</thead><tbody>{rows}</tbody></table>")
-        whats = [(n, e) for n, e in st.whats if e]
-        if whats:
-            out.append('<p class="data">' + "; ".join(f"{html.escape(n)}: {html.escape(w)}" for n, w in whats) + "</p>")
+        out.append(_checks_html(st))
     if st.note:
         out.append(f'<p class="notes">{html.escape(st.note)}</p>')
     main_group = next((g for g in groups if "/".join(p for p in (g.assignment, g.part) if p) == part.folder), None)

@@ -219,9 +219,9 @@ def test_write_gallery_cards(tmp_path):
     assert '<p class="data standin">stand-in: procedural cow-like mesh &lt;egg&gt;</p>' in page
     assert '<p class="data">data: course: a1/cow.obj</p>' in page
     # checks against thresholds, and what the number is
-    assert re.search(r"<th scope=\"row\">size_variation</th><td class=\"num\">0.021</td><td class=\"num\">&lt;= 0.05</td>"
-                     r"<td class=\"pass\">pass</td>", page)
-    assert "relative change of the cow&#x27;s height" in page or "relative change of the cow's height" in page
+    assert re.search(r'<th scope="row" title="[^"]*">size_variation</th><td class="num">0.021</td>'
+                     r'<td class="num">&lt;= 0.05</td><td class="pass">pass</td>', page)
+    assert "<li><b>size_variation</b>: relative change of the cow&#x27;s height</li>" in page
     # media: the GIF, not its PNG still; small images scaled up (nearest neighbour) to >= 256 px
     srcs = re.findall(r'<img src="([^"]+)"( class="pixel")? width="(\d+)" height="(\d+)"', page)
     shown = {s: (bool(c), int(w), int(h)) for s, c, w, h in srcs}
@@ -261,6 +261,16 @@ def test_empty_gallery_and_cli_error(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: output directory not found")
+
+
+def test_long_check_tables_collapse_with_failures_first(tmp_path):
+    checks = {f"c{i}": check(i, max=7) for i in range(10)}  # c8, c9 fail
+    _metrics(tmp_path / "a" / "x", checks=checks)
+    part = Part("A9 1", "Many checks", "a/x", checks=tuple(checks))
+    page = report.render_gallery(tmp_path, parts=[part])
+    visible = page[:page.index("<details><summary>all 10 checks (8 pass)</summary>")]
+    assert re.findall(r'title="">(c\d)</th>', visible) == ["c8", "c9", "c0", "c1"]
+    assert '<span class="badge fail">' in page
 
 
 def test_check_cli(tmp_path):
