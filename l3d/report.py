@@ -393,7 +393,7 @@ nav ul { list-style:none; padding:0; margin:6px 0 0; display:flex; flex-wrap:wra
 nav a { color:var(--accent); text-decoration:none; }
 main { padding:6px 24px 30px; }
 section > h2 { margin:18px 0 6px; font-size:19px; border-bottom:2px solid var(--line); padding-bottom:3px; }
-.cards { display:grid; grid-template-columns:repeat(auto-fill,minmax(540px,1fr)); gap:12px; }
+.cards { display:grid; grid-template-columns:repeat(auto-fill,minmax(380px,1fr)); gap:12px; }
 article { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:10px 14px; min-width:0; }
 article.fail, article.missing { border:2px solid var(--bad); }
 article h3 { margin:0 0 4px; font-size:16px; display:flex; gap:8px; align-items:baseline; flex-wrap:wrap; }
@@ -405,14 +405,14 @@ article h3 .key { color:var(--muted); font-weight:600; }
 .data.standin { color:var(--warn); font-weight:600; }
 .media { display:flex; gap:10px; overflow-x:auto; margin:6px 0; align-items:flex-start; }
 .media.wrap { flex-wrap:wrap; overflow-x:visible; }
-figure { margin:0; text-align:center; flex:none; }
+figure { margin:0; text-align:center; flex:none; max-width:100%; }
 figure img, figure video { display:block; max-width:100%; height:auto; border:1px solid var(--line); border-radius:3px; background:#fff; }
 figure img.pixel { image-rendering:pixelated; }
 figure.ref img { border-color:#b59b3a; }
 figcaption { font-size:11px; color:var(--muted); max-width:300px; margin:auto; word-break:break-all; }
 figure.ref figcaption { color:#8a6d0b; }
-table { border-collapse:collapse; margin:4px 0; font-size:13px; }
-th, td { border:1px solid var(--line); padding:2px 7px; text-align:left; vertical-align:top; }
+table { border-collapse:collapse; margin:4px 0; font-size:13px; max-width:100%; }
+th, td { border:1px solid var(--line); padding:2px 7px; text-align:left; vertical-align:top; overflow-wrap:anywhere; }
 th { background:#f0f2f5; }
 td.num { font-family:ui-monospace,SFMono-Regular,Menlo,monospace; }
 td.pass { color:var(--ok); font-weight:600; } td.fail, td.missing { color:var(--bad); font-weight:700; }
@@ -421,6 +421,8 @@ td.pass { color:var(--ok); font-weight:600; } td.fail, td.missing { color:var(--
                      white-space:pre-wrap; word-break:break-all; font-size:12px; }
 .label { font-size:11px; text-transform:uppercase; letter-spacing:.04em; color:var(--muted); }
 details { margin-top:4px; color:var(--muted); }
+.more { display:flex; flex-wrap:wrap; gap:0 14px; align-items:flex-start; }
+.more > details[open] { flex-basis:100%; }
 details > summary { cursor:pointer; font-size:12px; }
 details a { color:var(--accent); }
 .md { margin:6px 0; color:var(--fg); }
@@ -561,12 +563,13 @@ def _references(part: Part, root: Path, data_root: Path | None) -> list[str]:
     return out
 
 
-MAX_CHECK_ROWS = 4  # checks listed on a card; more go into a collapsed table (failing ones first)
+MAX_CHECK_ROWS = 3  # checks listed on a card; more go into a collapsed table (failing ones first)
 
 
-def _checks_html(st: PartStatus) -> str:
+def _checks_html(st: PartStatus) -> tuple[str, list[str]]:
     """The part's checks against their thresholds: failing/missing rows first, at most
-    :data:`MAX_CHECK_ROWS` visible, all of them (with what each number is) one click away."""
+    :data:`MAX_CHECK_ROWS` visible; (that table, collapsed sections with all of them and with
+    what each number is)."""
     whats = dict(st.whats)
 
     def table(rows):
@@ -579,15 +582,31 @@ def _checks_html(st: PartStatus) -> str:
 
     rows = sorted(st.rows, key=lambda r: r[3] == "pass")  # stable: failing first, then the part's order
     n_ok = sum(r[3] == "pass" for r in rows)
-    out = [table(rows[:MAX_CHECK_ROWS])]
+    extras = []
     if len(rows) > MAX_CHECK_ROWS:
-        out.append(f"<details><summary>all {len(rows)} checks ({n_ok} pass)</summary>{table(st.rows)}</details>")
+        extras.append(f"<details><summary>all {len(rows)} checks ({n_ok} pass)</summary>{table(st.rows)}</details>")
     described = [(n, whats[n]) for n, *_ in st.rows if whats.get(n)]
     if described:
-        out.append("<details><summary>what the checks measure</summary><ul>"
-                   + "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(w)}</li>" for n, w in described)
-                   + "</ul></details>")
-    return "".join(out)
+        extras.append("<details><summary>what the checks measure</summary><ul>"
+                      + "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(w)}</li>" for n, w in described)
+                      + "</ul></details>")
+    return table(rows[:MAX_CHECK_ROWS]), extras
+
+
+def _command_of(part: Part, groups: list[Group]) -> str:
+    """The command behind the card: the lines of the folder's ``command.txt`` that run the part's
+    own command (a folder shared by two parts keeps both), else the whole file, else the part's."""
+    main_group = next((g for g in groups if "/".join(p for p in (g.assignment, g.part) if p) == part.folder), None)
+    recorded = (main_group.command or "") if main_group else ""
+    if part.command and recorded:
+        try:
+            want = set(shlex.split(part.command))
+            mine = [ln for ln in recorded.splitlines() if want <= set(shlex.split(ln))]
+        except ValueError:
+            mine = []
+        if mine:
+            return "\n".join(mine)
+    return recorded or part.command
 
 
 def _card(part: Part, st: PartStatus, groups: list[Group], root: Path, refs: list[str]) -> str:
@@ -611,12 +630,14 @@ def _card(part: Part, st: PartStatus, groups: list[Group], root: Path, refs: lis
         out.append("</div>")
     elif state == "missing":
         out.append('<p class="empty">no outputs yet: run the command below</p>')
+    more: list[str] = []  # collapsed sections, in one row under the card
     if st.rows:
-        out.append(_checks_html(st))
+        table, extras = _checks_html(st)
+        out.append(table)
+        more.extend(extras)
     if st.note:
         out.append(f'<p class="notes">{html.escape(st.note)}</p>')
-    main_group = next((g for g in groups if "/".join(p for p in (g.assignment, g.part) if p) == part.folder), None)
-    command = (main_group.command if main_group and main_group.command else part.command)
+    command = _command_of(part, groups)
     if command:
         out.append(f'<div class="cmd"><code>{html.escape(command)}</code></div>')
     numbers = [(g, g.metrics) for g in groups if g.metrics]
@@ -625,20 +646,22 @@ def _card(part: Part, st: PartStatus, groups: list[Group], root: Path, refs: lis
         body = "".join(
             (f'<p class="label">{html.escape(g.part or g.assignment)}</p>' if len(numbers) > 1 else "") + _metrics_table(g)
             for g, _ in numbers)
-        out.append(f"<details><summary>all numbers ({n})</summary>{body}</details>")
+        more.append(f"<details><summary>all numbers ({n})</summary>{body}</details>")
     docs = [(rel, text) for g in groups for rel, text in g.markdown]
     for rel, text in docs:
         base = rel.rsplit("/", 1)[0] if "/" in rel else ""
-        out.append(f'<details><summary>{html.escape(rel[len(part.folder) + 1:])}</summary>'
-                   f'<div class="md">{markdown_to_html(text, base)}</div></details>')
+        more.append(f'<details><summary>{html.escape(rel[len(part.folder) + 1:])}</summary>'
+                    f'<div class="md">{markdown_to_html(text, base)}</div></details>')
     if rest:
-        out.append(f'<details><summary>more images ({len(rest)})</summary><div class="media wrap">'
-                   + "".join(_figure(root, rel, rel[len(part.folder) + 1:]) for rel in rest) + "</div></details>")
+        more.append(f'<details><summary>more images ({len(rest)})</summary><div class="media wrap">'
+                    + "".join(_figure(root, rel, rel[len(part.folder) + 1:]) for rel in rest) + "</div></details>")
     files = twins + downloads + [o for g in groups for o in g.others] + [m for g in groups for m in g.metric_files]
     if files:
         links = "".join(f'<li><a href="{_href(r)}">{html.escape(r[len(part.folder) + 1:])}</a></li>'
                         for r in sorted(files, key=_natural_key))
-        out.append(f"<details><summary>files ({len(files)})</summary><ul>{links}</ul></details>")
+        more.append(f"<details><summary>files ({len(files)})</summary><ul>{links}</ul></details>")
+    if more:
+        out.append('<div class="more">' + "".join(more) + "</div>")
     notes = [n for g in groups for n in g.notes]
     if notes:
         out.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
