@@ -35,8 +35,8 @@ from .models import ModelConfig, model_from_checkpoint
 from .synthetic import CHAIR_PARTS, CLASS_NAMES
 
 __all__ = [
-    "tidy_parser", "retain_freed_memory", "clear_metrics", "SEG_COLORS", "CLS_COLOR", "add_vis_flags",
-    "resolve_checkpoint", "load_trained",
+    "tidy_parser", "retain_freed_memory", "clear_metrics", "clear_pictures", "SEG_COLORS", "CLS_COLOR",
+    "add_vis_flags", "resolve_checkpoint", "load_trained",
     "data_for_eval",
     "random_subsets", "take_subsets", "predict", "rotate_points", "confusion_matrix", "part_iou",
     "render_turntable", "save_turntable_gif", "gif_frame_ms", "caption_banner", "legend_strip", "point_radius", "seg_legend",
@@ -82,6 +82,19 @@ def clear_metrics(output_dir) -> None:
     p = Path(output_dir) / "metrics.json"
     if p.is_file():
         p.unlink()
+
+
+def clear_pictures(output_dir, prefixes: Sequence[str]) -> None:
+    """Remove a previous run's ``<prefix>*.gif`` / ``.png`` from ``output_dir``: which cases get a
+    picture depends on the run (e.g. ``failure_<class>.gif`` only for classes with a failure), so
+    stale ones would otherwise be shown beside the new run's."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return
+    for prefix in prefixes:
+        for ext in ("gif", "png"):
+            for f in out.glob(f"{prefix}*.{ext}"):
+                f.unlink()
 
 
 def tidy_parser(ap: argparse.ArgumentParser, quick_help: Optional[str] = None) -> argparse.ArgumentParser:

@@ -59,7 +59,8 @@ def steps(root: str = OUT) -> List[Tuple[str, List[str]]]:
                         f"{root}/robustness", "--num_objects", "40", "--rotation_points", "1000",
                         "--example_angles", "90", *VIS]),
         ("train", ["--task", "cls", "--model", "pointnet2", "--output_dir", f"{root}/cls_pointnet2", "--quick",
-                   "--num_epochs", "2", "--num_points", "512", "--eval_points", "512", *FINAL, *CLS_DATA]),
+                   "--num_epochs", "2", "--num_points", "512", "--eval_points", "512", "--no-baseline", *FINAL,
+                   *CLS_DATA]),
         ("eval_cls", ["--load_checkpoint", f"{root}/cls_pointnet2", "--output_dir", f"{root}/eval_cls_pointnet2",
                       "--no-baseline", *VIS]),
     ]

@@ -23,9 +23,9 @@ from l3d.cli import report, script_parser
 from l3d.train import choose_device, run_cli
 
 from .baseline import fit_bbox_baseline
-from .common import (CLS_COLOR, add_vis_flags, apply_quick_vis, clear_metrics, confusion_matrix, data_for_eval,
-                     load_test, load_trained, predict, random_subsets, retain_freed_memory, save_turntable_gif,
-                     take_subsets, tidy_parser)
+from .common import (CLS_COLOR, add_vis_flags, apply_quick_vis, clear_metrics, clear_pictures, confusion_matrix,
+                     data_for_eval, load_test, load_trained, predict, random_subsets, retain_freed_memory,
+                     save_turntable_gif, take_subsets, tidy_parser)
 from .data import add_data_flags, load_split
 from .synthetic import CLASS_NAMES
 from .targets import accuracy_check
@@ -82,6 +82,7 @@ def main(argv=None):
 
     out = Path(args.output_dir)
     written = []
+    clear_pictures(out, ("object_", "correct_", "failure_"))
     color = torch.tensor(CLS_COLOR).expand(pts.shape[1], 3)
     caption = _caption(int(y[args.i]), int(pred[args.i]))
     written += save_turntable_gif(out / f"object_{args.i}.gif", [(pts[args.i], color, caption)], args)

@@ -23,9 +23,9 @@ import torch
 from l3d.cli import report, script_parser
 from l3d.train import choose_device, run_cli
 
-from .common import (add_vis_flags, apply_quick_vis, clear_metrics, data_for_eval, load_test, load_trained,
-                     part_iou, predict, random_subsets, retain_freed_memory, save_turntable_gif, seg_colors, seg_legend,
-                     take_subsets, tidy_parser)
+from .common import (add_vis_flags, apply_quick_vis, clear_metrics, clear_pictures, data_for_eval, load_test,
+                     load_trained, part_iou, predict, random_subsets, retain_freed_memory, save_turntable_gif,
+                     seg_colors, seg_legend, take_subsets, tidy_parser)
 from .data import add_data_flags
 from .synthetic import CHAIR_PARTS
 from .targets import accuracy_check
@@ -79,6 +79,7 @@ def main(argv=None):
 
     out = Path(args.output_dir)
     written = []
+    clear_pictures(out, ("gt_", "pred_", "good_", "bad_"))
     key = seg_legend(spec.source)
     written += save_turntable_gif(out / f"gt_{args.i}.gif", [(pts[args.i], seg_colors(gt[args.i]), "ground truth")], args,
                                   legend=key)

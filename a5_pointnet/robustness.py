@@ -32,9 +32,9 @@ import torch
 from l3d.cli import report, script_parser
 from l3d.train import choose_device, run_cli
 
-from .common import (CLS_COLOR, add_vis_flags, apply_quick_vis, clear_metrics, data_for_eval, load_test,
-                     load_trained, predict, random_subsets, retain_freed_memory, rotate_points, save_turntable_gif,
-                     seg_colors, seg_legend, take_subsets, tidy_parser)
+from .common import (CLS_COLOR, add_vis_flags, apply_quick_vis, clear_metrics, clear_pictures, data_for_eval,
+                     load_test, load_trained, predict, random_subsets, retain_freed_memory, rotate_points,
+                     save_turntable_gif, seg_colors, seg_legend, take_subsets, tidy_parser)
 from .data import add_data_flags
 from .synthetic import CLASS_NAMES
 from .targets import robustness_checks
@@ -120,6 +120,7 @@ def main(argv: Optional[List[str]] = None):
     metrics: Dict[str, object] = {"axis": args.axis}
     written: List[Path] = []
     labels: List[tuple] = []  # (source, metrics.json "data" label) per task
+    pictures: List[tuple] = []  # (task, name, (points, labels, predictions, caption), data source), written at the end
     t0 = time.perf_counter()
     for task in tasks:
         model, cfg, state = load_trained(args.cls_checkpoint if task == "cls" else args.seg_checkpoint, device, task=task)
@@ -145,23 +146,26 @@ def main(argv: Optional[List[str]] = None):
             if n == min(args.num_points_list):
                 examples[f"{task}_points{n}"] = (pts[args.i], gt[args.i], pred[args.i], f"{pts.shape[1]} points")
         results[task] = res
-        for name, (pts, gt, pred, what) in examples.items():
-            if task == "cls":
-                color = torch.tensor(CLS_COLOR).expand(pts.shape[0], 3)
-                text = f"{what}\ntruth: {CLASS_NAMES[int(gt)]}, predicted: {CLASS_NAMES[int(pred)]}"
-                written += save_turntable_gif(out / f"{name}.gif", [(pts, color, text)], args,
-                                              text_color=(120, 255, 120) if int(gt) == int(pred) else (255, 110, 110))
-            else:
-                acc_i = float((pred == gt).double().mean())
-                panels = [(pts, seg_colors(gt), f"{what}\nground truth"),
-                          (pts, seg_colors(pred), f"{what}\nprediction ({acc_i:.1%} correct)")]
-                written += save_turntable_gif(out / f"{name}.gif", panels, args, legend=seg_legend(spec.source))
+        pictures += [(task, name, ex, spec.source) for name, ex in examples.items()]
+    clear_pictures(out, tuple(f"{t}_{kind}" for t in ("cls", "seg") for kind in ("rot", "points")))
+    for task, name, (pts, gt, pred, what), source in pictures:
+        if task == "cls":
+            color = torch.tensor(CLS_COLOR).expand(pts.shape[0], 3)
+            text = f"{what}\ntruth: {CLASS_NAMES[int(gt)]}, predicted: {CLASS_NAMES[int(pred)]}"
+            written += save_turntable_gif(out / f"{name}.gif", [(pts, color, text)], args,
+                                          text_color=(120, 255, 120) if int(gt) == int(pred) else (255, 110, 110))
+        else:
+            acc_i = float((pred == gt).double().mean())
+            panels = [(pts, seg_colors(gt), f"{what}\nground truth"),
+                      (pts, seg_colors(pred), f"{what}\nprediction ({acc_i:.1%} correct)")]
+            written += save_turntable_gif(out / f"{name}.gif", panels, args, legend=seg_legend(source))
     metrics["time_s"] = time.perf_counter() - t0
 
     lines = ["# Robustness", "",
              f"Models trained on upright clouds; test clouds rotated about the {args.axis} axis "
              f"({args.rotation_points} points), or subsampled (no rotation). "
              + ", ".join(f"{t}: {results[t]['model']}, {results[t]['num_objects']} test objects" for t in tasks) + ".", "",
+             f"Data: {'; '.join(dict.fromkeys(lab for _, lab in labels))}.", "",
              "| rotation (deg) | " + " | ".join(f"{t} accuracy" for t in tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
     for k, angle in enumerate(args.angles):
         lines.append(f"| {angle:g} | " + " | ".join(f"{results[t]['rotation'][k]['accuracy']:.4f}" for t in tasks) + " |")

@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="save ckpt_<epoch>.pt every this many epochs (0: only best/last)")
     ap.add_argument("--keep_last", type=int, default=3, help="periodic checkpoints kept (older ones are deleted)")
     ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output_dir")
+    ap.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                    help="cls: also fit and score the bounding-box baseline")
     g = ap.add_argument_group("model")
     g.add_argument("--width", type=float, default=None, help="channel multiplier (default 1.0; --quick: 0.5)")
     g.add_argument("--dropout", type=float, default=0.3, help="dropout before the output layer")
@@ -278,7 +280,8 @@ def main(argv=None):
         for c, name in enumerate(("chair", "vase", "lamp")):
             m = test_y == c
             metrics[f"test_accuracy_{name}"] = float((pred[m] == c).double().mean()) if m.any() else float("nan")
-        metrics.update(fit_bbox_baseline(train_np, train_lab, test_np, test_lab))
+        if args.baseline:
+            metrics.update(fit_bbox_baseline(train_np, train_lab, test_np, test_lab))
     metrics["checks"] = {"test_accuracy": accuracy_check(task, test_acc, len(test_x), metrics["final_points"], args.model)}
     report(out, metrics, [ckpts.directory, out / "log.csv", curves])
     return 0

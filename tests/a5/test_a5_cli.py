@@ -79,7 +79,10 @@ def test_eval_cls_reproduces_the_accuracy_and_writes_gifs(cls_run, tmp_path):
     run_dir, m = cls_run
     out = tmp_path / "ev"
     argv = ["--load_checkpoint", str(run_dir), "--output_dir", str(out), "--num_points", "10000", "--i", "3", *VIS]
+    out.mkdir()
+    (out / "failure_stale.gif").write_bytes(b"GIF89a")  # a previous run's picture
     assert eval_cls.main(argv) == 0
+    assert not (out / "failure_stale.gif").exists()
     e = json.loads((out / "metrics.json").read_text())
     assert e["test_accuracy"] == pytest.approx(m["test_accuracy"], abs=1e-12)  # all points: same predictions
     cm = np.array(e["confusion_matrix"])
