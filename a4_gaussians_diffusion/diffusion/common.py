@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import re
 import resource
 import sys
@@ -12,6 +14,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
+
+from l3d.checks import data_label
 
 from .sds import DEFAULT_MODEL, StableDiffusion
 from .tiny import PIPELINE_LABEL, is_tiny
@@ -48,6 +52,9 @@ def add_sds_flags(ap: argparse.ArgumentParser, default_guidance: float = 100.0) 
     ap.add_argument("--postfix", default="", help="appended to the run's folder name")
     ap.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     ap.add_argument("--ckpt_every", type=int, default=500, help="checkpoint every this many iterations (0: only at the end)")
+    ap.add_argument("--probe_every", type=int, default=10,
+                    help="measure every this many iterations how the step moved the latent relative to the SDS "
+                         "direction (--quick: every iteration); the mean goes into metrics.json's checks")
 
 
 def slug(text: str) -> str:
@@ -93,6 +100,104 @@ def prompt_embeddings(sd: StableDiffusion, prompt: str, negative: str = "", view
     return emb
 
 
+#: ``"data"`` of every run made with the tiny random checkpoint.
+TINY_DATA = data_label(standin="tiny random diffusion pipeline: the pictures are noise, they show the code runs")
+
+
+def run_data_label(label: str, extra: str = "") -> str:
+    """``"data"`` for metrics.json: the tiny-pipeline stand-in label, or the model used; ``extra``
+    (e.g. the mesh) is appended after a semicolon."""
+    base = TINY_DATA if label == PIPELINE_LABEL else f"model: {label}"
+    return f"{base}; {extra}" if extra else base
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine of the angle between two tensors (flattened); NaN when either is zero."""
+    a, b = a.detach().float().flatten(), b.detach().float().flatten()
+    na, nb = float(a.norm()), float(b.norm())
+    if na == 0.0 or nb == 0.0 or not (na < float("inf") and nb < float("inf")):
+        return float("nan")
+    return float(a @ b) / (na * nb)
+
+
+class StepAlignment:
+    """Does each optimisation step move the SDS latent toward the UNet's denoised estimate?
+
+    The SDS gradient is ``w (eps_hat - eps)``, and ``x0_hat - z = -sqrt(1 - abar) / sqrt(abar)
+    (eps_hat - eps)``: minus the gradient points from the latent ``z`` to the denoised estimate
+    ``x0_hat`` of that step's noisy latent. :meth:`add` records the cosine between the change of
+    the latent that the step made (re-rendered / re-encoded for the same view) and that
+    direction; a working pipeline gives positive cosines (first order: the optimiser steps
+    against the gradient), a broken one (no gradient reaching the parameters, a flipped sign)
+    zero or negative ones.
+    """
+
+    def __init__(self):
+        self.values = []
+
+    def add(self, before: torch.Tensor, after: torch.Tensor, grad: torch.Tensor) -> float:
+        """Record (and return) the cosine between ``after - before`` and ``-grad``."""
+        return self.record(cosine(after - before, -grad))
+
+    def record(self, value: float) -> float:
+        """Record a cosine measured elsewhere (e.g. by :func:`descent_probe`)."""
+        self.values.append(float(value))
+        return float(value)
+
+    @property
+    def mean(self) -> float:
+        vals = [v for v in self.values if v == v]
+        return sum(vals) / len(vals) if len(vals) == len(self.values) and vals else float("nan")
+
+    @property
+    def median(self) -> float:
+        """Median of the recorded values (NaN if any is NaN or none was recorded)."""
+        if not self.values or any(v != v for v in self.values):
+            return float("nan")
+        vals = sorted(self.values)
+        k = len(vals) // 2
+        return vals[k] if len(vals) % 2 else 0.5 * (vals[k - 1] + vals[k])
+
+    @property
+    def positive_fraction(self) -> float:
+        return sum(1 for v in self.values if v > 0) / len(self.values) if self.values else float("nan")
+
+
+def gradient_check(params, grads, latent_fn, latent_grad: torch.Tensor, rel_step: float = 1e-3) -> float:
+    """Does the SDS gradient reach the parameters, in full and with the right sign?
+
+    ``grads`` are the parameters' gradients of the SDS surrogate (one per parameter, None where
+    it does not reach), whose gradient with respect to the latent is ``latent_grad``; back-
+    propagation claims ``grads = J^T latent_grad`` (J: the latent as a function of the
+    parameters, ``latent_fn``: the step's view rendered and encoded again, with the same random
+    samples). This moves the parameters by ``-+s grads`` (``s`` = ``rel_step`` times their norm
+    over the gradient's norm), evaluates the latent at both points (central difference) and
+    returns ``-latent_grad . (z(-s) - z(+s)) / (2 s |grads|^2)``: 1 (to second order in s) when
+    the gradient that arrives is the true one; 0 / NaN when none arrives; -1 with a flipped sign,
+    other values when part of it is lost or scaled. The parameters are restored exactly.
+    """
+    pairs = [(p, g) for p, g in zip(params, grads) if g is not None]
+    g2 = sum(float(g.detach().double().pow(2).sum()) for _, g in pairs)
+    if not pairs or not math.isfinite(g2) or g2 == 0.0:
+        return float("nan")
+    pnorm = math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p, _ in pairs))
+    scale = rel_step * max(pnorm, 1e-8) / math.sqrt(g2)
+    saved = [p.detach().clone() for p, _ in pairs]
+    with torch.no_grad():
+        try:
+            for p, g in pairs:
+                p.sub_(g * scale)
+            z_descent = latent_fn().double()
+            for (p, g), s0 in zip(pairs, saved):
+                p.copy_(s0).add_(g * scale)
+            z_ascent = latent_fn().double()
+        finally:
+            for (p, _), s0 in zip(pairs, saved):
+                p.copy_(s0)
+    change = float((-latent_grad.double() * (z_descent - z_ascent)).sum())
+    return change / (2 * scale * g2)
+
+
 def write_tiny_note(folder: Path, label: str) -> Optional[Path]:
     """Write ``TINY_PIPELINE.md`` into ``folder`` when the run used the tiny random checkpoint."""
     if label != PIPELINE_LABEL:
@@ -103,7 +208,8 @@ def write_tiny_note(folder: Path, label: str) -> Optional[Path]:
 
 
 class StepTimer:
-    """Wall time of the optimisation steps only (not of image/video saving).
+    """Wall time of the optimisation steps only (not of image/video saving, nor of the
+    measurements made inside a step under :meth:`paused`).
 
     The first step (lazy initialisation, allocator warm-up) is kept apart: :attr:`per_step` is
     the mean over the later steps (the first one when there is only one).
@@ -115,15 +221,28 @@ class StepTimer:
         self.total = 0.0
         self.steps = 0
         self._t0 = 0.0
+        self._paused = 0.0
 
     def __enter__(self):
         self._sync()
         self._t0 = time.perf_counter()
+        self._paused = 0.0
         return self
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Leave the time spent in this block out of the step being timed."""
+        self._sync()
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self._paused += time.perf_counter() - t
 
     def __exit__(self, *exc):
         self._sync()
-        dt = time.perf_counter() - self._t0
+        dt = time.perf_counter() - self._t0 - self._paused
         if self.first is None:
             self.first = dt
         else:

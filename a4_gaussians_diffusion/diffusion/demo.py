@@ -5,9 +5,11 @@
 Real Stable Diffusion weights cannot be downloaded here, so this builds the tiny randomly
 initialised checkpoint of :mod:`a4_gaussians_diffusion.diffusion.tiny` (in a hidden folder of the
 output tree) and runs every SDS script at ``--quick`` size through it: image optimisation with and
-without guidance, mesh texturing, DreamFusion NeRF and view-dependent NeRF. Outputs go to
-``output/a4_gaussians_diffusion/diffusion_<part>/``; every run folder holds ``TINY_PIPELINE.md``
-and ``"pipeline": "tiny-random"`` in its metrics, because its pictures are not meaningful images.
+without guidance, mesh texturing, DreamFusion NeRF and view-dependent NeRF (the steps of
+:func:`a4_gaussians_diffusion.parts.diffusion_steps`). Outputs go to
+``output/a4_gaussians_diffusion/diffusion_<part>/``; every run folder holds ``TINY_PIPELINE.md``,
+``"pipeline": "tiny-random"`` and a ``"data"`` label saying so in its metrics, because its
+pictures are not meaningful images; its checks measure that the code path works.
 """
 
 from __future__ import annotations
@@ -20,12 +22,11 @@ import torch
 
 from l3d.cli import run_steps
 
+from ..parts import ROOT, diffusion_steps
 from .tiny import build_tiny_pipeline
 
-PKG = "a4_gaussians_diffusion.diffusion"
 
-
-def main(argv=None, output_root: str = "output/a4_gaussians_diffusion") -> None:
+def main(argv=None, output_root: str = ROOT) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--output_root", default=output_root, help="assignment output folder")
     ap.add_argument("--device", default="cpu", help="device for the runs")
@@ -33,19 +34,7 @@ def main(argv=None, output_root: str = "output/a4_gaussians_diffusion") -> None:
     args = ap.parse_args([] if argv is None else list(argv))
     root = Path(args.output_root)
     model = build_tiny_pipeline(root / ".tiny_sd_checkpoint")
-    common = ["--quick", "--model", str(model), "--device", args.device]
-    steps = [
-        (f"{PKG}.image_optimization", ["--prompt", "a hamburger", "--sds_guidance", "1", *common,
-                                       "--output_dir", str(root / "diffusion_image")]),
-        (f"{PKG}.image_optimization", ["--prompt", "a hamburger", "--sds_guidance", "0", *common,
-                                       "--output_dir", str(root / "diffusion_image")]),
-        (f"{PKG}.mesh_optimization", ["--prompt", "a dotted black and white cow", *common,
-                                      "--output_dir", str(root / "diffusion_mesh")]),
-        (f"{PKG}.nerf_optimization", ["--prompt", "a standing corgi dog", *common,
-                                      "--output_dir", str(root / "diffusion_nerf")]),
-        (f"{PKG}.nerf_optimization", ["--prompt", "a standing corgi dog", "--view_dep_text", "1", *common,
-                                      "--output_dir", str(root / "diffusion_nerf")]),
-    ]
+    steps = diffusion_steps(str(root), str(model), args.device)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the tiny models' tensors are so small that extra threads only add overhead
     try:

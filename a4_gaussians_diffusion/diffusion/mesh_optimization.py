@@ -12,14 +12,25 @@ colours through the barycentric interpolation), encodes the render with the VAE 
 front / side / back prompts by the camera's azimuth.
 
 Writes ``initial_mesh.gif`` / ``final_mesh.gif`` (360-degree turntables, with a PNG of the middle
-frame each), ``iters/iter_XXXX.png`` (the training view every ``--save_every`` iterations),
-``losses.csv`` / ``losses.png``, checkpoints and ``metrics.json`` into
-``<output_dir>/<prompt><postfix>/``.
+frame each; at least 2 s per turn), ``initial_vs_final.gif`` (both side by side, labelled above),
+``iters/iter_XXXX.png`` (the training view every ``--save_every`` iterations), ``losses.csv`` /
+``losses.png``, checkpoints and ``metrics.json`` into ``<output_dir>/<prompt><postfix>/``.
+
+Checks in metrics.json: ``texture_changed`` (mean absolute change of the vertex colours from
+the initial field, 0..1) and ``sds_reaches_texture``: every ``--probe_every`` iterations, after
+back-propagation, :func:`.common.gradient_check` moves the colour field a little along minus
+and plus its gradient, renders and encodes the step's view again (same camera, light and VAE
+sample) and compares the change of the latent along the SDS direction with what the
+back-propagated gradient predicts; the mean ratio is 1 when the full SDS gradient flows through
+the VAE encoder and the renderer into the colour field with the right sign. --quick runs 20
+iterations at the tiny pipeline's size with a 10x larger learning rate (5e-3: as far as 2000
+noise-like steps of 5e-4 would go) and 24-frame turntables.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Tuple
 
 import torch
@@ -27,8 +38,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from l3d.cameras import FoVPerspectiveCameras, look_at_view_transform
+from l3d.checks import check, data_label
 from l3d.cli import report, script_parser
-from l3d.data import load_mesh_or_standin
+from l3d.data import data_root, load_mesh_or_standin
 from l3d.fields import HarmonicEmbedding, MLPWithInputSkips
 from l3d.io import load_obj, save_gif_with_png, save_image
 from l3d.shading import PointLights, render_mesh
@@ -38,9 +50,14 @@ from l3d.train import CheckpointManager, LossLog, check_finite, choose_device, g
 from l3d.validate import check_shape
 from l3d.viz import render_mesh_turntable, with_vertex_colors
 
-from .common import StepTimer, add_sds_flags, check_iterations, load_guidance, memory_metrics, pipeline_label, \
-    prompt_embeddings, rss_mb, run_folder, save_args, write_tiny_note
+from ..captions import with_banners
+from .common import StepAlignment, StepTimer, add_sds_flags, check_iterations, gradient_check, load_guidance, \
+    memory_metrics, pipeline_label, prompt_embeddings, rss_mb, run_data_label, run_folder, save_args, write_tiny_note
 from .views import view_dependent_embedding, wrap_azimuth
+
+#: Check thresholds: mean vertex-colour change (0..1); the SDS gradient check (ratio, 1 = exact).
+MIN_TEXTURE_CHANGE = 0.01
+MIN_GRAD_CHECK, MAX_GRAD_CHECK = 0.9, 1.1
 
 
 class ColorField(nn.Module):
@@ -108,18 +125,30 @@ def main(argv=None):
     ap.add_argument("--save_every", type=int, default=100, help="save the training view every this many iterations")
     ap.add_argument("--gif_frames", type=int, default=36, help="frames of the 360-degree GIFs")
     ap.add_argument("--gif_size", type=int, default=256, help="size of the GIF frames")
-    ap.add_argument("--fps", type=float, default=15, help="GIF frame rate")
+    ap.add_argument("--fps", type=float, default=15, help="GIF frame rate (capped at gif_frames / 2: >= 2 s per turn)")
     args = ap.parse_args(argv)
+    given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
     if args.quick:
-        args.iterations, args.save_every = min(args.iterations, 4), min(args.save_every, 2)
-        args.gif_frames, args.gif_size, args.hidden = min(args.gif_frames, 6), min(args.gif_size, 64), min(args.hidden, 32)
+        args.iterations, args.save_every, args.probe_every = min(args.iterations, 20), min(args.save_every, 5), 1
+        if "--lr" not in given:
+            args.lr = 5e-3
+        args.gif_frames, args.gif_size, args.hidden = min(args.gif_frames, 24), min(args.gif_size, 96), min(args.hidden, 32)
     check_iterations(args.iterations)
+    if args.probe_every < 1:
+        raise ValueError("--probe_every must be at least 1")
+    fps = min(args.fps, args.gif_frames / 2.0)
     if args.batch_size < 1 or args.save_every < 1 or args.gif_frames < 1:
         raise ValueError("--batch_size, --save_every and --gif_frames must be at least 1")
     device = choose_device(args.device)
     seed_everything(args.seed)
 
     mesh = load_obj(args.mesh_path, device=device) if args.mesh_path else load_mesh_or_standin("a1/cow.obj", device)
+    if args.mesh_path:
+        mesh_label = f"mesh: {args.mesh_path}"
+    elif (data_root() / "a1/cow.obj").exists():
+        mesh_label = "mesh: " + data_label(course_file="a1/cow.obj")
+    else:
+        mesh_label = "mesh: procedural cow-like stand-in (the course's a1/cow.obj is not here)"
     sd = load_guidance(args, device)
     label = pipeline_label(sd, args.model)
     out = run_folder(args)
@@ -127,6 +156,12 @@ def main(argv=None):
     emb = prompt_embeddings(sd, args.prompt, args.negative_prompt, view_dependent=bool(args.view_dep_text))
 
     field = ColorField(args.n_harmonic, args.hidden).to(device)
+
+    def vertex_colours() -> torch.Tensor:
+        with torch.no_grad():
+            return field(mesh.verts_packed()).detach().clone()
+
+    colours0 = vertex_colours()  # the seeded initial field (the same when resuming)
     optim = torch.optim.AdamW(field.parameters(), lr=args.lr)
     ckpts = CheckpointManager(out / "checkpoints", every=args.ckpt_every, keep_last=2)
     log = LossLog(out / "losses.csv", append=args.resume)
@@ -142,9 +177,10 @@ def main(argv=None):
         with torch.no_grad():
             frames = render_mesh_turntable(textured(mesh, field), args.gif_frames, dist=3.0, elev=10.0,
                                            image_size=args.gif_size)
-        return list(save_gif_with_png(out / name, frames, fps=args.fps))
+        return list(save_gif_with_png(out / name, frames, fps=fps)), frames
 
-    paths = turntable("initial_mesh.gif") if start == 0 else []
+    paths, initial_frames = turntable("initial_mesh.gif") if start == 0 else ([], None)
+    grad_check = StepAlignment()  # collects the gradient checks of the probed steps
     gen = torch.Generator().manual_seed(args.seed + start)
     timer = StepTimer(device)
     rss0 = rss_mb()
@@ -154,19 +190,34 @@ def main(argv=None):
         for step in progress(range(start, args.iterations), "SDS mesh"):
             cams, lights, azim = random_mesh_views(args.batch_size, tuple(args.dist_range), tuple(args.elev_range),
                                                    gen, device)
+            probe = step % args.probe_every == 0 or step == args.iterations - 1
+            step_check = float("nan")
+            vae_seed = args.seed * 1_000_003 + step  # the VAE posterior sample of this step (replayed by the probe)
+
+            def view_latent():  # this step's view and VAE sample at the current parameters
+                out = render_mesh(textured(mesh, field), cams, sd.image_size, lights=lights)
+                return sd.encode_images(out[..., :3].permute(0, 3, 1, 2),
+                                        generator=torch.Generator(device=device).manual_seed(vae_seed))
+
             with timer:
                 optim.zero_grad(set_to_none=True)
                 rgba = render_mesh(textured(mesh, field), cams, sd.image_size, lights=lights)  # (B, H, W, 4)
                 images = rgba[..., :3].permute(0, 3, 1, 2)  # (B, 3, H, W)
-                latents = sd.encode_images(images)
+                latents = sd.encode_images(images, generator=torch.Generator(device=device).manual_seed(vae_seed))
                 cond = view_dependent_embedding(emb, azim, args.view_dep_mode) if args.view_dep_text \
                     else emb["default"]
                 res = sd.sds_loss(latents, cond, emb["uncond"], args.guidance_scale)
                 check_finite(res.loss, step, "SDS loss")
                 res.loss.backward()
+                if probe:
+                    with timer.paused():
+                        params = list(field.parameters())
+                        step_check = grad_check.record(gradient_check(
+                            params, [p.grad for p in params], view_latent, res.grad / latents.shape[0]))
                 optim.step()
             loss_value = float(res.loss.detach())
-            log.append(step, {"loss/sds": loss_value, "t": int(res.t[0]), "azimuth": float(azim[0])})
+            log.append(step, {"loss/sds": loss_value, "t": int(res.t[0]), "azimuth": float(azim[0]),
+                              "grad_check": step_check})
             last = step == args.iterations - 1
             if (step + 1) % args.save_every == 0 or last:
                 save_image(out / "iters" / f"iter_{step + 1:04d}.png", rgba[0, ..., :3].detach().clamp(0, 1))
@@ -176,17 +227,32 @@ def main(argv=None):
             if stop.requested:
                 break
 
-    paths += turntable("final_mesh.gif")
+    final_paths, final_frames = turntable("final_mesh.gif")
+    paths += final_paths
+    if initial_frames is not None:
+        pairs = torch.stack([with_banners([a, b], ["initial", "final"]) for a, b in zip(initial_frames, final_frames)])
+        paths += list(save_gif_with_png(out / "initial_vs_final.gif", pairs, fps=fps))
     if log.rows():
         paths.append(log.plot(out / "losses.png"))
     note = write_tiny_note(out, label)
+    change = float((vertex_colours() - colours0).abs().mean())
     metrics = {
-        "pipeline": label, "prompt": args.prompt, "guidance_scale": args.guidance_scale,
+        "pipeline": label, "data": run_data_label(label, mesh_label), "prompt": args.prompt,
+        "guidance_scale": args.guidance_scale, "lr": args.lr, "texture_change": change,
+        "sds_gradient_check": grad_check.mean, "gradient_checks": grad_check.values,
         "view_dep_text": args.view_dep_text, "iterations": args.iterations,
         "final_sds_loss": loss_value if math.isfinite(loss_value) else None, **timer.metrics(),
         "render_size": sd.image_size, "num_verts": int(mesh.verts_packed().shape[0]),
         "num_faces": int(mesh.faces_packed().shape[0]), "device": str(device),
         "dtype": str(sd.dtype).replace("torch.", ""), **memory_metrics(device, rss0),
+        "checks": {
+            "texture_changed": check(change, min=MIN_TEXTURE_CHANGE,
+                                     what="mean |final - initial vertex colour| of the colour field (0..1)"),
+            "sds_reaches_texture": check(grad_check.mean, min=MIN_GRAD_CHECK, max=MAX_GRAD_CHECK,
+                                         what=f"SDS gradient check, mean of {len(grad_check.values)} steps: the change "
+                                              f"of the step's latent along the colour field's gradient over the change "
+                                              f"back-propagation predicts (1 = the full SDS gradient arrives)"),
+        },
     }
     report(out, metrics, paths + ([note] if note else []) + [f"{n_saved} training views in {out / 'iters'}"])
     return out

@@ -196,7 +196,7 @@ class NeRFRender(NamedTuple):
 
     image (N, H, W, 3) in [0, 1] (with background); depth (N, H, W) expected distance;
     opacity (N, H, W); orient (scalar orientation loss, 0 without normals); near / far (N, H, W)
-    the sampling bounds of every ray.
+    the sampling bounds of every ray; lengths (N, H, W, S') the distances of its samples.
     """
 
     image: torch.Tensor
@@ -205,6 +205,7 @@ class NeRFRender(NamedTuple):
     orient: torch.Tensor
     near: torch.Tensor
     far: torch.Tensor
+    lengths: Optional[torch.Tensor] = None  # (N, H, W, S') the sample distances along every ray
 
 
 def render_nerf(
@@ -220,6 +221,7 @@ def render_nerf(
     generator: Optional[torch.Generator] = None,
     need_orient: bool = False,
     chunk_rays: Optional[int] = None,
+    lengths: Optional[torch.Tensor] = None,
 ) -> NeRFRender:
     """Volume-render N views of the field.
 
@@ -233,6 +235,8 @@ def render_nerf(
             importance samples (on the cameras' device).
         need_orient: compute normals (if the shading does not already) and the orientation loss.
         chunk_rays: render at most this many rays at a time (only without gradients: videos).
+        lengths: (N, H, W, S') sample distances to use instead of sampling (e.g. ``.lengths`` of
+            an earlier render: the same samples after the field changed).
     """
     h, w = as_hw(image_size)
     cfg = model.cfg
@@ -245,25 +249,33 @@ def render_nerf(
     if chunk_rays is not None and torch.is_grad_enabled():
         raise ValueError("chunk_rays is only for rendering without gradients")
     step = chunk_rays or rays.origins.shape[1]
+    if lengths is not None:
+        check_shape(lengths, (n, h, w, None), "lengths")
+        lengths = lengths.reshape(n, h * w, -1)
     parts = []
     for s in range(0, rays.origins.shape[1], step):
         sub = rays[:, s:s + step]
         parts.append(_render_rays(model, sub.origins, sub.directions, cfg, shading, with_normals, background,
-                                  background_color, light_dir, ambient_ratio, perturb, generator))
+                                  background_color, light_dir, ambient_ratio, perturb, generator,
+                                  None if lengths is None else lengths[:, s:s + step]))
     cat = lambda i: torch.cat([p[i] for p in parts], 1).reshape(n, h, w, *parts[0][i].shape[2:])  # noqa: E731
     orient = torch.stack([p[3] * p[0].shape[1] for p in parts]).sum() / rays.origins.shape[1]
-    return NeRFRender(cat(0), cat(1), cat(2), orient, cat(4), cat(5))
+    return NeRFRender(cat(0), cat(1), cat(2), orient, cat(4), cat(5), cat(6))
 
 
 def _render_rays(model, origins, directions, cfg, shading, with_normals, background, background_color,
-                 light_dir, ambient_ratio, perturb, generator):
-    """Render rays (N, R): returns image (N, R, 3), depth, opacity (N, R), orient (), near, far (N, R)."""
+                 light_dir, ambient_ratio, perturb, generator, fixed_lengths=None):
+    """Render rays (N, R): returns image (N, R, 3), depth, opacity (N, R), orient (), near, far
+    (N, R), lengths (N, R, S'); ``fixed_lengths`` replaces the sampling."""
     near, far, _ = ray_sphere_bounds(origins, directions, cfg.bound, min_near=0.01)  # (N, R)
     S = cfg.n_samples
-    lengths = stratified_lengths(near.shape, S, near, far, perturb=perturb, generator=generator,
-                                 device=origins.device, dtype=origins.dtype)
     last = ((far - near) / S)[..., None]  # (N, R, 1) length given to the final sample
-    if cfg.n_importance > 0 and S >= 3:
+    if fixed_lengths is not None:
+        lengths = fixed_lengths.to(origins.dtype)
+    else:
+        lengths = stratified_lengths(near.shape, S, near, far, perturb=perturb, generator=generator,
+                                     device=origins.device, dtype=origins.dtype)
+    if fixed_lengths is None and cfg.n_importance > 0 and S >= 3:
         with torch.no_grad():
             pts = origins[..., None, :] + lengths[..., None] * directions[..., None, :]  # (N, R, S, 3)
             sigma = model.density(pts)
@@ -286,7 +298,7 @@ def _render_rays(model, origins, directions, cfg, shading, with_normals, backgro
     opacity = weights.sum(-1)
     orient = orientation_loss(weights, normals, directions) if normals is not None \
         else torch.zeros((), device=origins.device, dtype=origins.dtype)
-    return image, depth, opacity, orient, near, far
+    return image, depth, opacity, orient, near, far, lengths.detach()
 
 
 class EMA:

@@ -24,10 +24,25 @@ Field: :class:`a4_gaussians_diffusion.diffusion.nerf.DreamNeRF` (harmonic embedd
 exp(h + blob), sigmoid albedo, normals from the density gradient) and a learned background of the
 ray direction; Adam (lr 1e-3, betas 0.9/0.99; the course's Adan is not in PyTorch); an EMA copy of
 the weights renders the videos. Writes ``videos/rgb.mp4`` and ``videos/depth.mp4`` (a 360-degree
-orbit at polar 90, radius 3.2, FoV 20; also every ``--eval_every`` iterations), ``rgb.png`` /
-``depth.png`` (a strip of orbit frames), ``iters/iter_XXXX.png`` (training renders),
-``losses.csv`` / ``losses.png``, checkpoints (``--resume`` continues) and ``metrics.json`` into
-``<output_dir>/<prompt><_view_dep><postfix>/``.
+orbit at polar 90, radius 3.2, FoV 20, at least 2 s per turn; also every ``--eval_every``
+iterations) with WebM (VP9) twins ``videos/rgb.webm`` / ``videos/depth.webm`` that every browser
+plays, ``rgb.png`` / ``depth.png`` (a strip of orbit frames), ``iters/iter_XXXX.png`` (training
+renders), ``losses.csv`` / ``losses.png``, checkpoints (``--resume`` continues) and
+``metrics.json`` into ``<output_dir>/<prompt><_view_dep><postfix>/``.
+
+Checks in metrics.json: ``sds_reaches_nerf``: every ``--probe_every`` iterations, with the
+gradient of the SDS term alone, :func:`.common.gradient_check` moves the field (and the learned
+background) a little along minus and plus that gradient, renders the step's view again with the
+same ray samples (their distances fixed: the importance sampling itself is not differentiated),
+encodes it the same way (normal-shading latent in the warm-up, else the same
+VAE sample) and compares the change of the latent along the SDS direction with what the
+back-propagated gradient predicts; the median ratio is 1 when the full SDS gradient flows
+through the encoder and the volume renderer into the field with the right sign (single steps
+scatter by some 20 % around it: the exponential density makes the finite difference of the
+float32 renders inexact). With ``--view_dep_text 1`` also ``view_text_changes_guidance``:
+the relative difference between the guided noise predictions for the embeddings of the front
+(azimuth 0) and back (180) views, at the same noisy latent (0 if the view prompts did not reach
+the UNet). --quick runs 20 iterations at 16 x 16 with a 24-frame video.
 """
 
 from __future__ import annotations
@@ -39,15 +54,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from l3d.checks import check
 from l3d.cli import report, script_parser
-from l3d.io import save_image, save_mp4
+from l3d.io import save_image, save_mp4, save_webm
 from l3d.train import CheckpointManager, LossLog, check_finite, choose_device, graceful_interrupt, progress, \
     run_cli, seed_everything
 
-from .common import StepTimer, add_sds_flags, check_iterations, load_guidance, memory_metrics, pipeline_label, \
-    prompt_embeddings, rss_mb, run_folder, save_args, write_tiny_note
+from .common import StepAlignment, StepTimer, add_sds_flags, check_iterations, gradient_check, load_guidance, \
+    memory_metrics, pipeline_label, prompt_embeddings, rss_mb, run_data_label, run_folder, save_args, write_tiny_note
 from .nerf import EMA, Background, DreamNeRF, NeRFConfig, entropy_loss, render_nerf
 from .views import CameraSampler, orbit_cameras, view_dependent_embedding
+
+#: Check thresholds: the SDS gradient check (ratio, 1 = exact); relative front/back guidance difference.
+MIN_GRAD_CHECK, MAX_GRAD_CHECK = 0.75, 1.25
+MIN_VIEW_TEXT_EFFECT = 0.01
 
 
 def choose_shading(step: int, iters: int, args, rng: random.Random):
@@ -79,6 +99,21 @@ def depth_frames(depth: torch.Tensor) -> torch.Tensor:
     lo, hi = float(depth.min()), float(depth.max())
     d = (depth - lo) / max(hi - lo, 1e-6)
     return d[..., None].expand(*d.shape, 3)
+
+
+def view_text_effect(sd, emb, args, device, seed: int = 0) -> float:
+    """Relative difference of the guided noise predictions for the front- and back-view
+    embeddings (:func:`view_dependent_embedding` at azimuths 0 and 180) at one noisy latent."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(1, sd.latent_channels, sd.latent_size, sd.latent_size, generator=gen).to(device)
+    noise = torch.randn(z.shape, generator=gen).to(device)
+    t = torch.tensor([(sd.t_min + sd.t_max) // 2], device=device)
+    with torch.no_grad():
+        x_t = sd.scheduler.add_noise(z, noise, t)
+        eps = [sd.predict_noise(x_t, t, view_dependent_embedding(emb, torch.tensor([az], device=device),
+                                                                  args.view_dep_mode), emb["uncond"],
+                                args.guidance_scale) for az in (0.0, 180.0)]
+    return float((eps[0] - eps[1]).norm() / eps[0].norm().clamp(min=1e-12))
 
 
 def main(argv=None):
@@ -127,16 +162,19 @@ def main(argv=None):
     o.add_argument("--save_every", type=int, default=100, help="save the training render every this many iterations")
     o.add_argument("--video_frames", type=int, default=100, help="frames of the orbit videos")
     o.add_argument("--video_size", type=int, default=None, help="orbit video size (default: --h)")
-    o.add_argument("--fps", type=float, default=25, help="video frame rate")
+    o.add_argument("--fps", type=float, default=25, help="video frame rate (capped at video_frames / 2: >= 2 s per turn)")
     o.add_argument("--chunk_rays", type=int, default=4096, help="rays per chunk when rendering videos")
     args = ap.parse_args(argv)
     if args.quick:
-        args.iters, args.h, args.w = min(args.iters, 6), min(args.h, 16), min(args.w, 16)
+        args.iters, args.h, args.w = min(args.iters, 20), min(args.h, 16), min(args.w, 16)
         args.n_samples, args.n_importance = min(args.n_samples, 16), min(args.n_importance, 8)
-        args.hidden, args.video_frames = min(args.hidden, 32), min(args.video_frames, 6)
-        args.eval_every, args.save_every = min(args.eval_every, 3), min(args.save_every, 3)
-        args.video_size = min(args.video_size or 32, 32)
+        args.hidden, args.video_frames = min(args.hidden, 32), min(args.video_frames, 24)
+        args.eval_every, args.save_every = max(args.iters, 1), min(args.save_every, 5)
+        args.video_size, args.probe_every = min(args.video_size or 32, 32), 1
     check_iterations(args.iters, "--iters")
+    if args.probe_every < 1:
+        raise ValueError("--probe_every must be at least 1")
+    fps = min(args.fps, args.video_frames / 2.0)
     video_size = args.video_size or args.h
     if min(args.h, args.w, video_size, args.video_frames, args.save_every, args.eval_every) < 1:
         raise ValueError("--h, --w, --video_size, --video_frames, --save_every and --eval_every must be positive")
@@ -190,12 +228,26 @@ def main(argv=None):
     last_losses: dict = {}
     n_saved = 0
 
-    def write_videos(tag: str):
+    grad_check = StepAlignment()  # collects the gradient checks of the probed steps
+
+    def write_videos(tag: str, webm: bool = False):
         rgb, depth = render_orbit(ema.module(), ema_bg.module() if ema_bg else background, args, device,
                                   args.video_frames, video_size, bg_color)
-        files = [save_mp4(out / "videos" / f"rgb{tag}.mp4", rgb, fps=args.fps),
-                 save_mp4(out / "videos" / f"depth{tag}.mp4", depth_frames(depth), fps=args.fps)]
+        files = [save_mp4(out / "videos" / f"rgb{tag}.mp4", rgb, fps=fps),
+                 save_mp4(out / "videos" / f"depth{tag}.mp4", depth_frames(depth), fps=fps)]
+        if webm:  # browsers without H.264 (Chromium) play these
+            files += [save_webm(out / "videos" / f"rgb{tag}.webm", rgb, fps=fps),
+                      save_webm(out / "videos" / f"depth{tag}.webm", depth_frames(depth), fps=fps)]
         return files, rgb, depth
+
+    def encode(r, as_latent: bool, vae_seed: int):
+        """The step's latent of a render: the normal-shading latent in the warm-up, else a VAE
+        posterior sample drawn with ``vae_seed``."""
+        image = r.image.permute(0, 3, 1, 2)  # (1, 3, h, w)
+        if as_latent:
+            four = torch.cat([image, r.opacity[:, None]], 1)  # (1, 4, h, w)
+            return F.interpolate(four, (sd.latent_size, sd.latent_size), mode="bilinear", align_corners=False) * 2 - 1
+        return sd.encode_images(image, generator=torch.Generator(device=device).manual_seed(vae_seed))
 
     with graceful_interrupt() as stop:
         for step in progress(range(start, args.iters), "DreamFusion"):
@@ -203,20 +255,25 @@ def main(argv=None):
             shading, ambient, as_latent = choose_shading(step, args.iters, args, rng)
             centre = cams.centers  # (1, 3)
             light = F.normalize(centre + torch.randn(1, 3, generator=cam_gen).to(device), dim=-1)
+            probe = step % args.probe_every == 0 or step == args.iters - 1
+
+            def render_step(generator, need_orient, lengths=None):
+                return render_nerf(model, cams.cameras, (args.h, args.w), shading,
+                                   background=None if as_latent else background,
+                                   background_color=torch.zeros(3, device=device) if as_latent else bg_color,
+                                   light_dir=light, ambient_ratio=ambient, perturb=True, generator=generator,
+                                   need_orient=need_orient, lengths=lengths)
+
+            step_check = float("nan")
+            vae_seed = args.seed * 1_000_003 + step
+
+            def view_latent():  # this step's view with the same ray samples and VAE sample
+                return encode(render_step(None, False, lengths=r.lengths), as_latent, vae_seed)
+
             with timer:
                 optim.zero_grad(set_to_none=True)
-                r = render_nerf(model, cams.cameras, (args.h, args.w), shading,
-                                background=None if as_latent else background,
-                                background_color=torch.zeros(3, device=device) if as_latent else bg_color,
-                                light_dir=light, ambient_ratio=ambient, perturb=True, generator=ray_gen,
-                                need_orient=args.lambda_orient > 0)
-                image = r.image.permute(0, 3, 1, 2)  # (1, 3, h, w)
-                if as_latent:
-                    four = torch.cat([image, r.opacity[:, None]], 1)  # (1, 4, h, w)
-                    latents = F.interpolate(four, (sd.latent_size, sd.latent_size), mode="bilinear",
-                                            align_corners=False) * 2 - 1
-                else:
-                    latents = sd.encode_images(image)
+                r = render_step(ray_gen, args.lambda_orient > 0)
+                latents = encode(r, as_latent, vae_seed)
                 cond = view_dependent_embedding(emb, cams.azimuth, args.view_dep_mode) if args.view_dep_text \
                     else emb["default"]
                 res = sd.sds_loss(latents, cond, emb["uncond"], args.guidance_scale)
@@ -224,7 +281,14 @@ def main(argv=None):
                 lam_ent = args.lambda_entropy * min(1.0, 2.0 * step / args.iters)
                 loss = res.loss + lam_ent * ent + args.lambda_orient * r.orient
                 check_finite(loss, step)
+                sds_grads = None
+                if probe:  # the gradient of the SDS term alone (the regularisers have their own)
+                    with timer.paused():
+                        sds_grads = torch.autograd.grad(res.loss, params, retain_graph=True, allow_unused=True)
                 loss.backward()
+                if probe:
+                    with timer.paused():
+                        step_check = grad_check.record(gradient_check(params, sds_grads, view_latent, res.grad))
                 optim.step()
                 ema.update(model)
                 if ema_bg is not None:
@@ -232,7 +296,7 @@ def main(argv=None):
             last_losses = {"loss/total": float(loss.detach()), "loss/sds": float(res.loss.detach()),
                            "loss/entropy": float(ent.detach()), "loss/orient": float(r.orient.detach())}
             log.append(step, {**last_losses, "t": int(res.t[0]), "azimuth": float(cams.azimuth[0]),
-                              "shading": shading})
+                              "shading": shading, "grad_check": step_check})
             last = step == args.iters - 1
             if (step + 1) % args.save_every == 0 or last:
                 save_image(out / "iters" / f"iter_{step + 1:04d}_{shading}.png", r.image[0].detach().clamp(0, 1))
@@ -247,7 +311,7 @@ def main(argv=None):
             if stop.requested:
                 break
 
-    files, rgb, depth = write_videos("")
+    files, rgb, depth = write_videos("", webm=True)
     idx = np.linspace(0, len(rgb) - 1, min(len(rgb), 8)).round().astype(int)
     files.append(save_image(out / "rgb.png", torch.cat(list(rgb[idx]), 1)))
     files.append(save_image(out / "depth.png", torch.cat(list(depth_frames(depth)[idx]), 1)))
@@ -255,8 +319,19 @@ def main(argv=None):
         files.append(log.plot(out / "losses.png", groups=[["loss/total", "loss/sds"], ["loss/entropy"], ["loss/orient"]]))
     note = write_tiny_note(out, label)
     final = {k.replace("loss/", "final_"): v for k, v in last_losses.items()}
+    checks = {"sds_reaches_nerf": check(grad_check.median, min=MIN_GRAD_CHECK, max=MAX_GRAD_CHECK,
+                                        what=f"SDS gradient check, median of {len(grad_check.values)} steps: the change "
+                                             f"of the step's latent along the field's SDS gradient over the change "
+                                             f"back-propagation predicts (1 = the full SDS gradient arrives)")}
+    view_effect = None
+    if args.view_dep_text:
+        view_effect = view_text_effect(sd, emb, args, device)
+        checks["view_text_changes_guidance"] = check(
+            view_effect, min=MIN_VIEW_TEXT_EFFECT,
+            what="|eps_hat(front view) - eps_hat(back view)| / |eps_hat(front view)| at one noisy latent")
     metrics = {
-        "pipeline": label, "prompt": args.prompt, "view_dep_text": args.view_dep_text,
+        "pipeline": label, "data": run_data_label(label), "prompt": args.prompt, "view_dep_text": args.view_dep_text,
+        "sds_gradient_check": grad_check.median, "gradient_checks": grad_check.values, "view_text_effect": view_effect, "fps": fps,
         "view_dep_mode": args.view_dep_mode if args.view_dep_text else None, "guidance_scale": args.guidance_scale,
         "iterations": args.iters, "lambda_entropy": args.lambda_entropy, "lambda_orient": args.lambda_orient,
         "latent_iter_ratio": args.latent_iter_ratio, "render_size": [args.h, args.w],
@@ -265,6 +340,7 @@ def main(argv=None):
         **timer.metrics(), "video_frames": args.video_frames, "video_size": video_size,
         "video_depth_range": [float(depth.min()), float(depth.max())],
         "device": str(device), "dtype": str(sd.dtype).replace("torch.", ""), **memory_metrics(device, rss0),
+        "checks": checks,
     }
     report(out, metrics, files + ([note] if note else []) + [f"{n_saved} training renders in {out / 'iters'}"])
     return out

@@ -314,18 +314,20 @@ class StableDiffusion:
             torch.cuda.empty_cache()
 
     # -- VAE -----------------------------------------------------------------------------------
-    def encode_images(self, images: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def encode_images(self, images: torch.Tensor, generator: Optional[torch.Generator] = None,
+                      sample: bool = True) -> torch.Tensor:
         """(B, 3, H', W') images in [0, 1] -> (B, C, h, w) scaled latents (differentiable).
 
         Images of another size are first resized bilinearly to the model's image size (512 for
-        Stable Diffusion 2.1-base); the latent is a sample of the VAE posterior times the
-        scaling factor (0.18215).
+        Stable Diffusion 2.1-base); the latent is a sample of the VAE posterior (its mean with
+        ``sample=False``) times the scaling factor (0.18215).
         """
         check_shape(images, ("B", 3, "H", "W"), "images")
         if images.shape[-2:] != (self.image_size, self.image_size):
             images = F.interpolate(images, (self.image_size, self.image_size), mode="bilinear", align_corners=False)
         posterior = self.vae.encode((2 * images - 1).to(self.dtype)).latent_dist
-        return posterior.sample(generator) * self.scaling_factor
+        z = posterior.sample(generator) if sample else posterior.mean
+        return z * self.scaling_factor
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:

@@ -2,26 +2,43 @@
 
 Format (the course's "truck" scene; every frame NNNNNN has one image and one pose)::
 
-    <scene>/imgs/frameNNNNNN.jpg       RGB images, all of the same size (the course: 160 x 90)
+    <scene>/imgs/frameNNNNNN.jpg       RGB images, all of the same size (the course: 160 x 90),
+                                       numbered from 1 (frame000001.jpg, ...) like the course's
     <scene>/poses/frameNNNNNN.npy      16 float64: R row-major (0..8, row-vector convention
                                        X_view = X_world @ R + T), T (9..11), NDC focal (12..13),
                                        NDC principal point (14..15)
     <scene>/points/points_N.npy        (N, 3) initial means (the course: points_10000.npy)
+    <scene>/scene.json                 optional, not in the course's data: what the frames cannot
+                                       say (``background`` RGB in [0, 1], world ``up``, ``data``)
 
 NDC intrinsics -> screen (pixels): ``s = min(H, W) / 2``, ``f_px = f s``, principal point
 ``(W / 2 - p_x s, H / 2 - p_y s)``; the screen convention of :mod:`l3d.cameras`
 (``u = p_x - f_x X / Z``). Test frames are ``linspace(0, N, 7).astype(int)[1:-1]`` (5 frames),
 the rest are training frames.
 
+Background. A scene's background is part of the scene: the renders are composited over it
+when training and evaluating, or the Gaussians have to paint the background themselves (and
+the held-out views are judged against a colour the model never draws). The course's truck is
+on black and the course trains, visualises and evaluates with ``bg_colour=(0, 0, 0)``, so a
+folder without ``scene.json`` is a course-format scene on black (:data:`COURSE_BACKGROUND`);
+``scene.json`` records any other (the built-in scene is rendered on white). ``--background``
+of the training script overrides it.
+
+World frame. The course's scenes come from COLMAP: y points down (:data:`COURSE_UP`), and
+``scene.json`` records another up vector (the built-in scene is y-up), so the turntable of a
+trained model can stand the object upright.
+
 The built-in scene (:func:`make_builtin_scene`) renders the course cow (or the procedural
 stand-in mesh when the cow is missing) with :func:`l3d.shading.render_mesh` from 100 cameras on
-a spiral over the upper part of a sphere, at 128 x 128, into exactly this format, with 10 000
-surface points sampled on the mesh (:func:`l3d.ops.sample_points_from_meshes`). It is generated
-once into a cache folder and reused.
+a spiral over the upper part of a sphere, at 128 x 128, on white, into exactly this format, with
+10 000 surface points sampled on the mesh (:func:`l3d.ops.sample_points_from_meshes`) and a
+``scene.json`` (background white, up +y, the data label). It is generated once into a cache
+folder and reused.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -29,7 +46,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -37,6 +54,7 @@ import torch
 from l3d.cameras import PerspectiveCameras, look_at_view_transform
 from l3d.data import data_root, load_mesh_or_standin
 from l3d.io import load_image
+from l3d.checks import data_label
 from l3d.train import UserError
 
 PathLike = Union[str, os.PathLike]
@@ -45,6 +63,12 @@ PathLike = Union[str, os.PathLike]
 COURSE_SCENE = "a4/truck"
 #: Where the built-in scene is cached (relative to the working directory).
 BUILTIN_CACHE = Path("output") / ".cache" / "a4_gaussians"
+#: Background of a course-format scene without ``scene.json``: the course's truck is on black.
+COURSE_BACKGROUND: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+#: World up vector of a course-format scene (COLMAP: y down).
+COURSE_UP: Tuple[float, float, float] = (0.0, -1.0, 0.0)
+#: The metadata file of a scene folder (not part of the course's data).
+SCENE_META = "scene.json"
 _FRAME_RE = re.compile(r"^frame(\d+)\.(jpg|jpeg|png)$", re.IGNORECASE)
 
 
@@ -57,8 +81,11 @@ class Scene:
         cameras: V cameras with screen intrinsics (index one with ``cameras[i]``).
         points: (P, 3) initial points, or None.
         train_idx, test_idx: lists of frame indices.
-        names: the V frame names (``frame000000``, ...).
+        names: the V frame names (``frame000001``, ...).
         path: the scene folder.
+        background: RGB in [0, 1] behind the object in the frames (the course's: black).
+        up: the world's up vector (the course's: (0, -1, 0), COLMAP's y down).
+        data: what the frames are, for metrics.json (``"course: a4/truck"``, ``"stand-in: ..."``).
     """
 
     images: torch.Tensor
@@ -68,6 +95,9 @@ class Scene:
     test_idx: List[int]
     names: List[str]
     path: Path
+    background: Tuple[float, float, float] = COURSE_BACKGROUND
+    up: Tuple[float, float, float] = COURSE_UP
+    data: str = ""
 
     @property
     def image_size(self) -> Tuple[int, int]:
@@ -76,7 +106,7 @@ class Scene:
     def to(self, device) -> "Scene":
         return Scene(self.images.to(device), self.cameras.to(device),
                      None if self.points is None else self.points.to(device),
-                     self.train_idx, self.test_idx, self.names, self.path)
+                     self.train_idx, self.test_idx, self.names, self.path, self.background, self.up, self.data)
 
 
 def split_indices(num_frames: int) -> Tuple[List[int], List[int]]:
@@ -119,6 +149,66 @@ def camera_to_pose(camera: PerspectiveCameras, image_size: Tuple[int, int]) -> n
     f = camera.focal_length.detach().double().cpu().numpy()
     p = camera.principal_point.detach().double().cpu().numpy()
     return np.concatenate([R, T, f, p], 1)
+
+
+def parse_background(value: Union[str, Sequence[Any], None]) -> Optional[Tuple[float, float, float]]:
+    """``--background`` -> an RGB triple in [0, 1] (None stays None: the scene's own).
+
+    Accepts ``black``, ``white``, ``"r,g,b"`` (one string) or three numbers / strings, each in
+    [0, 1].
+
+    Raises:
+        ValueError: anything else (the message names the accepted forms).
+    """
+    if value is None:
+        return None
+    parts: List[str]
+    if isinstance(value, str):
+        parts = [value]
+    else:
+        parts = [str(v) for v in value]
+    if len(parts) == 1:
+        word = parts[0].strip().lower()
+        if word == "black":
+            return (0.0, 0.0, 0.0)
+        if word == "white":
+            return (1.0, 1.0, 1.0)
+        parts = [p for p in re.split(r"[,\s]+", word) if p]
+    try:
+        rgb = tuple(float(p) for p in parts)
+    except ValueError:
+        rgb = ()
+    if len(rgb) != 3 or not all(0.0 <= c <= 1.0 for c in rgb):
+        raise ValueError(f"a background is black, white or r,g,b with each value in [0, 1]; got {' '.join(parts)!r}")
+    return rgb  # type: ignore[return-value]
+
+
+def read_scene_meta(folder: PathLike) -> Dict[str, Any]:
+    """The scene folder's ``scene.json`` as a dict ({} when the folder has none: a course scene)."""
+    p = Path(folder) / SCENE_META
+    if not p.is_file():
+        return {}
+    try:
+        meta = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{p} is not readable JSON: {' '.join(str(exc).split())}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{p} must hold a JSON object")
+    return meta
+
+
+def scene_data_label(folder: PathLike, meta: Optional[Dict[str, Any]] = None) -> str:
+    """What a scene folder is, for ``"data"`` in metrics.json: its ``scene.json`` says so for
+    the built-in scene; the course's folder under the data root is ``course: a4/truck``."""
+    meta = read_scene_meta(folder) if meta is None else meta
+    if meta.get("data"):
+        return str(meta["data"])
+    try:
+        if Path(folder).resolve() == (data_root() / COURSE_SCENE).resolve():
+            return data_label(course_file=COURSE_SCENE)
+    except OSError:
+        pass
+    return f"scene folder {Path(folder).as_posix()} (course format)"
 
 
 def _points_file(folder: Path) -> Optional[Path]:
@@ -174,7 +264,13 @@ def load_scene(path: PathLike, device="cpu") -> Scene:
             raise ValueError(f"{pts_file} must hold an (N, 3) array, got {arr.shape}")
         points = torch.as_tensor(arr, dtype=torch.float32, device=device)
     train, test = split_indices(len(frames))
-    return Scene(torch.stack(images).to(device), cams, points, train, test, names, root)
+    meta = read_scene_meta(root)
+    background = parse_background(meta.get("background")) if "background" in meta else COURSE_BACKGROUND
+    up = tuple(float(u) for u in meta["up"]) if "up" in meta else COURSE_UP
+    if len(up) != 3:
+        raise ValueError(f"{root / SCENE_META}: 'up' must hold 3 numbers, got {meta['up']!r}")
+    return Scene(torch.stack(images).to(device), cams, points, train, test, names, root, background, up,
+                 scene_data_label(root, meta))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,6 +289,7 @@ class BuiltinSceneConfig:
         num_points: surface points written to ``points/points_<num_points>.npy``.
         light: world-space point-light position (fixed, so shading is view-consistent except
             for the small specular highlight).
+        background: RGB behind the cow (recorded in ``scene.json``).
         seed: seed of the surface sampling.
     """
 
@@ -203,6 +300,7 @@ class BuiltinSceneConfig:
     elev_range: Tuple[float, float] = (-15.0, 65.0)
     num_points: int = 10000
     light: Tuple[float, float, float] = (1.5, 3.0, 2.0)
+    background: Tuple[float, float, float] = (1.0, 1.0, 1.0)
     seed: int = 0
 
     def folder_name(self, synthetic: bool) -> str:
@@ -221,36 +319,39 @@ def builtin_cameras(cfg: BuiltinSceneConfig, at: torch.Tensor) -> PerspectiveCam
     return PerspectiveCameras(focal_length=cfg.focal_ndc, principal_point=((0.0, 0.0),), R=R.float(), T=T.float())
 
 
-def make_builtin_scene(out_dir: PathLike, cfg: BuiltinSceneConfig = BuiltinSceneConfig(),
-                       force_synthetic: bool = False) -> Path:
-    """Render the cow into the course's scene format in ``out_dir`` (written atomically: into a
-    temporary sibling folder, renamed into place when complete). Returns ``out_dir``."""
+def write_scene_folder(out_dir: PathLike, images: torch.Tensor, poses: np.ndarray, points: Optional[torch.Tensor],
+                       meta: Optional[Dict[str, Any]] = None, quality: int = 95) -> Path:
+    """Write a scene in the course's format (module docstring), atomically: into a temporary
+    sibling folder, renamed into place when complete.
+
+    Args:
+        images: (V, H, W, 3) in [0, 1] -> ``imgs/frame000001.jpg`` ... (JPEG, ``quality``).
+        poses: (V, 16) float64 poses of the course format -> ``poses/frame000001.npy`` ...
+        points: (P, 3) -> ``points/points_<P>.npy`` (float32), or None.
+        meta: written to ``scene.json`` when given (background, up, data, ...).
+    Returns:
+        ``out_dir``.
+    """
     from PIL import Image
 
-    from l3d.ops import sample_points_from_meshes
-    from l3d.shading import PointLights, render_mesh
-
     out = Path(out_dir)
-    mesh = load_mesh_or_standin("a1/cow.obj", force_synthetic=force_synthetic)
-    verts = mesh.verts_packed()
-    at = (verts.amin(0) + verts.amax(0)) / 2
-    cams = builtin_cameras(cfg, at)
-    h, w = cfg.image_size
-    with torch.no_grad():
-        rgba = render_mesh(mesh, cams, (h, w), lights=PointLights(location=cfg.light), batch_size=10)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        points = sample_points_from_meshes(mesh, cfg.num_points, generator=gen)[0]
-    poses = camera_to_pose(cams, (h, w))
+    if len(images) != len(poses):
+        raise ValueError(f"{len(images)} images but {len(poses)} poses")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for sub in ("imgs", "poses", "points"):
             (tmp / sub).mkdir()
-        rgb = (rgba[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-        for k in range(len(cams)):
-            Image.fromarray(rgb[k]).save(tmp / "imgs" / f"frame{k:06d}.jpg", quality=95)
-            np.save(tmp / "poses" / f"frame{k:06d}.npy", poses[k])
-        np.save(tmp / "points" / f"points_{cfg.num_points}.npy", points.numpy().astype(np.float32))
+        rgb = (images[..., :3].detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        for k in range(len(rgb)):
+            name = f"frame{k + 1:06d}"  # the course numbers its frames from 1
+            Image.fromarray(rgb[k]).save(tmp / "imgs" / f"{name}.jpg", quality=quality)
+            np.save(tmp / "poses" / f"{name}.npy", np.asarray(poses[k], dtype=np.float64))
+        if points is not None:
+            pts = points.detach().cpu().numpy().astype(np.float32)
+            np.save(tmp / "points" / f"points_{len(pts)}.npy", pts)
+        if meta is not None:
+            (tmp / SCENE_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -260,12 +361,49 @@ def make_builtin_scene(out_dir: PathLike, cfg: BuiltinSceneConfig = BuiltinScene
     return out
 
 
+def builtin_data_label(synthetic: bool) -> str:
+    """The ``"data"`` label of the built-in scene."""
+    if synthetic:
+        return data_label(standin="built-in scene of the procedural cow-like mesh rendered by l3d "
+                                  "(the course's truck and a1/cow.obj are not here)")
+    return data_label(standin="built-in cow scene rendered by l3d (the course's truck is not here)")
+
+
+def make_builtin_scene(out_dir: PathLike, cfg: BuiltinSceneConfig = BuiltinSceneConfig(),
+                       force_synthetic: bool = False) -> Path:
+    """Render the cow into the course's scene format in ``out_dir`` (see
+    :func:`write_scene_folder`), on ``cfg.background``, with a ``scene.json`` recording that
+    background, the world's up (+y) and the data label. Returns ``out_dir``."""
+    from l3d.ops import sample_points_from_meshes
+    from l3d.shading import PointLights, render_mesh
+
+    synthetic = force_synthetic or not (data_root() / "a1/cow.obj").exists()
+    mesh = load_mesh_or_standin("a1/cow.obj", force_synthetic=synthetic)
+    verts = mesh.verts_packed()
+    at = (verts.amin(0) + verts.amax(0)) / 2
+    cams = builtin_cameras(cfg, at)
+    h, w = cfg.image_size
+    with torch.no_grad():
+        rgba = render_mesh(mesh, cams, (h, w), lights=PointLights(location=cfg.light), batch_size=10,
+                           background=tuple(cfg.background))
+        gen = torch.Generator().manual_seed(cfg.seed)
+        points = sample_points_from_meshes(mesh, cfg.num_points, generator=gen)[0]
+    meta = {"background": [float(c) for c in cfg.background], "up": [0.0, 1.0, 0.0],
+            "data": builtin_data_label(synthetic),
+            "description": f"{'procedural cow-like mesh' if synthetic else 'a1/cow.obj'} rendered by l3d from "
+                           f"{cfg.num_views} cameras on a spiral (elevation {cfg.elev_range[0]:g} to "
+                           f"{cfg.elev_range[1]:g} degrees, distance {cfg.dist:g}), {w}x{h}, point light at "
+                           f"{list(cfg.light)}"}
+    return write_scene_folder(out_dir, rgba[..., :3], camera_to_pose(cams, (h, w)), points, meta)
+
+
 def builtin_scene_path(cfg: BuiltinSceneConfig = BuiltinSceneConfig(), force_synthetic: bool = False,
                        cache_dir: PathLike = BUILTIN_CACHE) -> Path:
-    """The cached built-in scene folder, rendered on first use."""
+    """The cached built-in scene folder, rendered on first use (and again when the cached copy
+    predates its ``scene.json``)."""
     synthetic = force_synthetic or not (data_root() / "a1/cow.obj").exists()
     path = Path(cache_dir) / cfg.folder_name(synthetic)
-    if not (path / "poses").is_dir():
+    if not (path / "poses").is_dir() or not (path / SCENE_META).is_file():
         print(f"rendering the built-in scene into {path} (once)", file=sys.stderr)
         make_builtin_scene(path, cfg, force_synthetic=synthetic)
     return path

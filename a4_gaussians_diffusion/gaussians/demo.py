@@ -1,46 +1,43 @@
-"""Quick tour of Q1 (Gaussian splatting): train on the built-in cow scene for a few hundred
-iterations, render the trained model on the course's turntable, and render the procedural
-stand-in .ply with spherical-harmonics colours.
+"""Q1 (Gaussian splatting) at the demo's size: the steps of :func:`a4_gaussians_diffusion.parts.gaussian_steps`.
 
-    python -m a4_gaussians_diffusion.gaussians.demo [--output_dir output/a4_gaussians_diffusion/gaussians]
+    python -m a4_gaussians_diffusion.gaussians.demo [--output_root output/a4_gaussians_diffusion]
 
-Takes about a minute on two CPU cores (single-threaded PyTorch: the rasteriser runs many small
-ops, which threads do not speed up on a small or busy machine).
+Trains on the course's truck scene when it is under the data root, else on the built-in cow
+scene (300 iterations: test PSNR 27.5 dB against the 25 dB minimum), renders the trained
+Gaussians and the pre-trained .ply (the course's chair, else Gaussians on the cow's surface)
+on the turntable, plain and with spherical harmonics next to the DC colours, and trains the
+harder setting (250 iterations from 2000 random Gaussians). About a minute of one CPU core;
+PyTorch runs single-threaded (the rasteriser runs many small ops, which threads do not speed up).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 
-from . import render, train
+from l3d.cli import run_steps
+
+from ..parts import ROOT, gaussian_steps
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--output_dir", default="output/a4_gaussians_diffusion/gaussians", help="where the parts write")
-    ap.add_argument("--num_itrs", type=int, default=200, help="training iterations of the demo run")
-    args = ap.parse_args(argv)
-    out = Path(args.output_dir)
+    ap.add_argument("--output_root", default=ROOT, help="assignment output folder (the parts write below it)")
+    # None means "no flags" (not sys.argv): the assignment's demo calls main() from its own CLI
+    args = ap.parse_args([] if argv is None else list(argv))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     try:
-        print("== Q1.2 train on the built-in cow scene")
-        train.main(["--data_path", "synthetic", "--num_itrs", str(args.num_itrs), "--viz_every", "20",
-                    "--ckpt_every", "0", "--output_dir", str(out / "train")])
-        print("== Q1.1 turntable of the trained Gaussians (y-up scene)")
-        render.main(["--data_path", str(out / "train" / "gaussians.ply"), "--up", "0", "1", "0", "--image_size", "128",
-                     "--output_dir", str(out / "render_trained")])
-        print("== Q1.1 turntable of the procedural stand-in .ply, spherical-harmonics colours")
-        render.main(["--data_path", "synthetic", "--sh", "--image_size", "128", "--output_dir", str(out / "render")])
+        run_steps(gaussian_steps(args.output_root))
     finally:
         torch.set_num_threads(threads)
     print(f"gaussians demo done in {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

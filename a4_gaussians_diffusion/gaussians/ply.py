@@ -11,7 +11,11 @@ One ``vertex`` element with float32 properties, in this order::
     rot_0 .. rot_3          quaternion, real part first (w, x, y, z), not normalised
 
 Two header comments record what the properties cannot: ``gaussians isotropic=0|1`` and
-``gaussians sh_degree=d`` (other readers ignore comments).
+``gaussians sh_degree=d``; Gaussians trained on a scene also carry ``scene background=r,g,b``
+and ``scene up=x,y,z`` (the background they were trained against and the world's up vector)
+and ``scene data=...`` (what the scene was, e.g. a stand-in),
+which the turntable renderer uses unless told otherwise (:func:`read_scene_info`). Other
+readers ignore comments.
 
 Reading accepts extra properties (3DGS files carry ``nx, ny, nz``) and files with fewer
 ``f_rest`` coefficients (lower SH degree; missing ones are zero). The model's SH tensor is
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -41,6 +45,8 @@ PathLike = Union[str, os.PathLike]
 N_REST = 3 * (NUM_COEFFS - 1)  # 45
 ISO_COMMENT = "gaussians isotropic="
 DEGREE_COMMENT = "gaussians sh_degree="
+SCENE_COMMENT = "scene "  # "scene background=0,0,0", "scene up=0,-1,0"
+SCENE_KEYS = ("background", "up")
 
 PROPERTY_NAMES = (
     ["x", "y", "z"]
@@ -72,12 +78,29 @@ def gaussians_to_array(g: Gaussians) -> np.ndarray:
     return data
 
 
-def save_gaussians_ply(path: PathLike, g: Gaussians) -> Path:
-    """Write ``g`` as a binary little-endian 3DGS .ply (atomic)."""
+def save_gaussians_ply(path: PathLike, g: Gaussians, scene_info: Optional[Dict[str, Sequence[float]]] = None) -> Path:
+    """Write ``g`` as a binary little-endian 3DGS .ply (atomic).
+
+    Args:
+        scene_info: optional ``{"background": (r, g, b), "up": (x, y, z), "data": "..."}`` of
+            the scene the Gaussians were trained on, kept as header comments.
+    """
     from plyfile import PlyData, PlyElement
 
     el = PlyElement.describe(gaussians_to_array(g), "vertex")
     comments = [f"{ISO_COMMENT}{int(g.isotropic)}", f"{DEGREE_COMMENT}{g.sh_degree}"]
+    for key, value in (scene_info or {}).items():
+        if key == "data":  # one line of text: what the Gaussians were trained on
+            text = " ".join(str(value).split())
+            if text:
+                comments.append(f"{SCENE_COMMENT}data={text.encode('ascii', 'replace').decode('ascii')}")
+            continue
+        if key not in SCENE_KEYS:
+            raise ValueError(f"scene_info keys are {', '.join(SCENE_KEYS + ('data',))}; got {key!r}")
+        vals = [float(v) for v in value]
+        if len(vals) != 3:
+            raise ValueError(f"scene_info[{key!r}] must hold 3 numbers, got {value!r}")
+        comments.append(f"{SCENE_COMMENT}{key}=" + ",".join(f"{v:.9g}" for v in vals))
     with atomic_path(path) as tmp:
         PlyData([el], text=False, comments=comments).write(str(tmp))
     return Path(path)
@@ -142,3 +165,32 @@ def load_gaussians_ply(path: PathLike, isotropic: Optional[bool] = None, device=
     sh = sh.reshape(n, SH_DIM)
     g = Gaussians(means, log_scales, quats, col("opacity"), sh_dc_to_rgb(sh[:, :3]), sh, degree)
     return g.to(device)
+
+
+def read_scene_info(path: PathLike) -> Dict[str, Any]:
+    """``{"background": (r, g, b), "up": (x, y, z), "data": str}`` recorded in a .ply's header by
+    :func:`save_gaussians_ply` (only the keys present; {} for other files, e.g. 3DGS's own)."""
+    comments = []
+    with open(path, "rb") as f:  # the header alone (ASCII lines up to end_header)
+        for _ in range(10000):
+            line = f.readline()
+            if not line or line.strip() == b"end_header":
+                break
+            text = line.decode("ascii", errors="replace").strip()
+            if text.startswith("comment "):
+                comments.append(text[len("comment "):])
+    out: Dict[str, Any] = {}
+    for c in comments:
+        if not c.startswith(SCENE_COMMENT) or "=" not in c:
+            continue
+        key, value = c[len(SCENE_COMMENT):].split("=", 1)
+        if key.strip() == "data":
+            out["data"] = value.strip()
+        elif key.strip() in SCENE_KEYS:
+            try:
+                vals = tuple(float(v) for v in value.split(","))
+            except ValueError:
+                continue
+            if len(vals) == 3:
+                out[key.strip()] = vals
+    return out

@@ -1,15 +1,27 @@
-"""Q1.1: render 3-D Gaussians from a 3DGS .ply on the course's 32-view turntable.
+"""Q1.1 / Q1.3.1: render 3-D Gaussians from a 3DGS .ply on the course's turntable.
 
     python -m a4_gaussians_diffusion.gaussians.render --data_path X.ply --gaussians_per_splat 1024
     python -m a4_gaussians_diffusion.gaussians.render --data_path X.ply --sh      # SH colours
 
 Each frame is RGB | depth (jet over --depth_range, i.e. [5, 7] by default, of the opacity-
 normalised depth, composited over white by the mask) | mask. Cameras (the course's): azimuth and
-elevation both linspace(-180, 180, 32), distance 6, up (0, -1, 0) (3DGS files live in the
-COLMAP frame, y down), screen focal 5 * size / 2 px, principal point at the image centre.
-Without --data_path, <data root>/a4/chair.ply is used when present, else a procedural stand-in
-(Gaussians on the cow's surface, in the same y-down frame). For a .ply written by
-`a4_gaussians_diffusion.gaussians.train` on a y-up scene (the built-in cow) pass --up 0 1 0.
+elevation sweep together from -180 to 180 degrees, distance 6, up (0, -1, 0) (3DGS files live
+in the COLMAP frame, y down), screen focal 5 * size / 2 px, principal point at the image
+centre. The course takes linspace(-180, 180, 32), whose last view repeats the first; here the
+--num_views views (36 by default, 24 with --quick) are spaced evenly over one turn without the
+repeat, so the GIF loops smoothly, and play at --fps (at most num_views / 2, so that a turn lasts
+at least 2 s). Without --data_path, <data root>/a4/chair.ply is used when present, else a
+procedural stand-in (Gaussians on the cow's surface, in the same y-down frame).
+
+A .ply written by `a4_gaussians_diffusion.gaussians.train` records the background it was
+trained against and its scene's up vector; the turntable uses both unless --background / --up
+say otherwise (other files: white, the course's turntable background, and up (0, -1, 0)).
+
+With --sh the colours come from the spherical harmonics, the view-independent (DC) colours are
+rendered on the same cameras too, and q1_render_sh_vs_dc.gif shows both side by side; the
+default output folder is then .../gaussians/render_sh. metrics.json holds the checks: the
+rendered silhouettes against the projected Gaussian centres (every render), and for --sh how
+much the SH colours differ from the DC ones and how close their mean colours stay.
 
 The default rasteriser is the tiled one; --rasterizer dense runs the course's formulation, where
 --gaussians_per_splat sets how many Gaussians are splatted per batch (-1 = all at once).
@@ -19,29 +31,48 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from l3d.cameras import PerspectiveCameras, look_at_view_transform
+from l3d.checks import check, data_label
 from l3d.cli import output_path, report, script_parser
 from l3d.data import data_root
 from l3d.io import save_gif_with_png
 from l3d.train import UserError, choose_device, progress, run_cli
 from l3d.viz import apply_colormap
 
+from ..captions import with_banners
+from .data import parse_background
+from .measures import sh_vs_dc, silhouette_agreement
 from .model import Gaussians
-from .ply import load_gaussians_ply
+from .ply import load_gaussians_ply, read_scene_info
 from .rasterize import RasterSettings
-from .standin import standin_gaussians
+from .standin import standin_data_label, standin_gaussians
 
 COURSE_PLY = "a4/chair.ply"
+DEFAULT_OUT = "a4_gaussians_diffusion/gaussians/render"
+DEFAULT_OUT_SH = "a4_gaussians_diffusion/gaussians/render_sh"
+#: Background and up vector of a .ply that records neither (the course's turntable).
+DEFAULT_BACKGROUND = (1.0, 1.0, 1.0)
+DEFAULT_UP = (0.0, -1.0, 0.0)
+#: Check thresholds: silhouette vs projected centres, SH vs DC colours.
+MIN_RECALL, MIN_PRECISION = 0.95, 0.9
+MIN_SH_DIFFERENCE, MAX_SH_DIFFERENCE, MAX_SH_MEAN_GAP = 0.01, 0.25, 0.1
 
 
-def turntable_cameras(num_views: int = 32, image_size: int = 256, dist: float = 6.0, up=(0.0, -1.0, 0.0),
-                      device="cpu") -> PerspectiveCameras:
-    """The course's turntable: azimuth = elevation = linspace(-180, 180, num_views), screen
-    focal 5 * size / 2, principal point (size / 2, size / 2)."""
-    ang = torch.linspace(-180.0, 180.0, num_views)
+def turntable_angles(num_views: int) -> torch.Tensor:
+    """(num_views,) angles in degrees: one turn from -180, evenly spaced, without repeating
+    the first view at the end (the course's linspace(-180, 180, n) repeats it)."""
+    return -180.0 + 360.0 * torch.arange(num_views, dtype=torch.float32) / num_views
+
+
+def turntable_cameras(num_views: int = 36, image_size: int = 256, dist: float = 6.0, up=DEFAULT_UP,
+                      device="cpu", angles=None) -> PerspectiveCameras:
+    """The course's turntable: azimuth = elevation = ``angles`` (default
+    :func:`turntable_angles`), screen focal 5 * size / 2, principal point (size / 2, size / 2)."""
+    ang = turntable_angles(num_views) if angles is None else torch.as_tensor(angles, dtype=torch.float32)
     R, T = look_at_view_transform(dist, ang, ang, up=(tuple(float(u) for u in up),), device=device)
     s = float(image_size)
     return PerspectiveCameras(focal_length=5.0 * s / 2.0, principal_point=((s / 2.0, s / 2.0),), R=R, T=T,
@@ -57,73 +88,134 @@ def frame_panels(image: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor, d
     return torch.cat([image.clamp(0, 1), depth_rgb, m.expand(-1, -1, 3)], 1)
 
 
-def load_gaussians(data_path, device, quick: bool = False) -> Gaussians:
+def load_gaussians(data_path, device, quick: bool = False):
+    """(Gaussians, scene info of the .ply, data label) for ``--data_path``."""
+    n_standin = 4000 if quick else 20000
     if data_path is None:
         course = data_root() / COURSE_PLY
         if course.is_file():
-            return load_gaussians_ply(course, device=device)
+            return load_gaussians_ply(course, device=device), read_scene_info(course), data_label(course_file=COURSE_PLY)
         print(f"{course} not found; using the built-in procedural stand-in (Gaussians on the cow's surface)",
               file=sys.stderr)
-        return standin_gaussians(4000 if quick else 20000, device=device)
+        data_path = "synthetic"
     if data_path == "synthetic":
-        return standin_gaussians(4000 if quick else 20000, device=device)
-    return load_gaussians_ply(data_path, device=device)
+        return standin_gaussians(n_standin, device=device), {}, standin_data_label()
+    path = Path(data_path)
+    if not path.is_file():
+        raise UserError(f"Gaussian .ply not found: {path}")
+    try:
+        g = load_gaussians_ply(path, device=device)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    info = read_scene_info(path)
+    trained = f"Gaussians of {path.as_posix()}"
+    # Gaussians trained on a scene carry its label: a stand-in scene makes a stand-in render
+    return g, info, f"{info['data']}; {trained} trained on it" if info.get("data") else trained
+
+
+def render_frames(g: Gaussians, cams: PerspectiveCameras, settings: RasterSettings, use_sh: bool, label: str = "render"):
+    """(V, S, S, 3) images, (V, S, S) depths and masks of every camera (no grad)."""
+    images, depths, masks = [], [], []
+    with torch.no_grad():
+        for i in progress(range(len(cams)), label):
+            out = g.render(cams[i], settings, use_sh=use_sh)
+            images.append(out.image.cpu())
+            depths.append(out.depth.cpu())
+            masks.append(out.mask.cpu())
+    return torch.stack(images), torch.stack(depths), torch.stack(masks)
 
 
 def main(argv=None):
-    ap = script_parser(__doc__, "a4_gaussians_diffusion/gaussians/render", output_file="q1_render.gif")
+    ap = script_parser(__doc__, DEFAULT_OUT, output_file="q1_render.gif")
     ap.add_argument("--data_path", default=None, help="3DGS .ply file ('synthetic' = the procedural stand-in)")
     ap.add_argument("--gaussians_per_splat", type=int, default=-1,
                     help="dense rasteriser: Gaussians splatted per batch (-1 = all); the image does not depend on it")
-    ap.add_argument("--sh", action="store_true", help="colours from the spherical harmonics (view dependent)")
+    ap.add_argument("--sh", action="store_true",
+                    help="colours from the spherical harmonics (view dependent), compared with the DC colours")
     ap.add_argument("--image_size", type=int, default=256, help="frame size in pixels (square)")
-    ap.add_argument("--num_views", type=int, default=32, help="turntable frames")
+    ap.add_argument("--num_views", type=int, default=36, help="turntable frames (one turn)")
     ap.add_argument("--dist", type=float, default=6.0, help="camera distance")
-    ap.add_argument("--up", type=float, nargs=3, default=(0.0, -1.0, 0.0), metavar=("X", "Y", "Z"),
-                    help="world up vector of the cameras")
+    ap.add_argument("--up", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                    help="world up vector of the cameras (default: as recorded in the .ply, else 0 -1 0)")
     ap.add_argument("--depth_range", type=float, nargs=2, default=(5.0, 7.0), metavar=("NEAR", "FAR"),
                     help="depth mapped to the ends of the jet colormap")
-    ap.add_argument("--background", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("R", "G", "B"),
-                    help="background colour")
+    ap.add_argument("--background", nargs="+", default=None, metavar="COLOUR",
+                    help="black, white, r,g,b or R G B in [0, 1] (default: the background the .ply was trained "
+                         "against, else white)")
     ap.add_argument("--rasterizer", choices=["tiled", "dense"], default="tiled", help="tiled (fast) or dense (the course's)")
     ap.add_argument("--tile_size", type=int, default=4, help="tiled rasteriser: tile edge in pixels")
     ap.add_argument("--pixel_offset", type=float, default=0.5,
                     help="pixels sampled at (i + offset, j + offset): 0.5 = centres, 0 = the course's integer coordinates")
     ap.add_argument("--view_rotation", choices=["correct", "course"], default="correct",
                     help="W = R^T (correct) or W = R (the course's) in the 2-D covariance")
-    ap.add_argument("--fps", type=float, default=15, help="GIF frame rate")
+    ap.add_argument("--fps", type=float, default=15, help="GIF frame rate (capped at num_views / 2: >= 2 s per turn)")
     ap.add_argument("--num_threads", type=int, default=0, help="CPU threads for PyTorch (0 = its default)")
     args = ap.parse_args(argv)
+    given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
+    if args.sh and "--output_dir" not in given:
+        args.output_dir = f"output/{DEFAULT_OUT_SH}"
     if args.quick:
-        args.image_size, args.num_views = min(args.image_size, 96), min(args.num_views, 8)
+        if "--image_size" not in given:
+            args.image_size = min(args.image_size, 96)
+        if "--num_views" not in given:
+            args.num_views = 24
     if args.num_views < 1 or args.image_size < 8:
         raise UserError("--num_views must be >= 1 and --image_size >= 8")
+    if args.fps <= 0:
+        raise UserError("--fps must be positive")
+    fps = min(args.fps, args.num_views / 2.0)
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
     device = choose_device(args.device)
-    g = load_gaussians(args.data_path, device, args.quick)
+    g, info, data = load_gaussians(args.data_path, device, args.quick)
     if args.sh and g.sh is None:
         raise UserError("--sh needs spherical harmonics, and these Gaussians have none")
-    cams = turntable_cameras(args.num_views, args.image_size, args.dist, args.up, device)
-    settings = RasterSettings(args.image_size, background=tuple(args.background), mode=args.rasterizer,
+    try:
+        background = parse_background(args.background) if args.background else None
+    except ValueError as exc:
+        raise UserError(f"--background: {exc}") from None
+    background = background or tuple(info.get("background", DEFAULT_BACKGROUND))
+    up = tuple(args.up) if args.up is not None else tuple(info.get("up", DEFAULT_UP))
+    cams = turntable_cameras(args.num_views, args.image_size, args.dist, up, device)
+    settings = RasterSettings(args.image_size, background=background, mode=args.rasterizer,
                               gaussians_per_splat=args.gaussians_per_splat, tile_size=args.tile_size,
                               pixel_offset=args.pixel_offset, view_rotation=args.view_rotation)
-    frames = []
     t0 = time.perf_counter()
-    with torch.no_grad():
-        for i in progress(range(len(cams)), "render"):
-            out = g.render(cams[i], settings, use_sh=args.sh)
-            frames.append(frame_panels(out.image, out.depth, out.mask, args.depth_range).cpu())
+    images, depths, masks = render_frames(g, cams, settings, args.sh, "render SH" if args.sh else "render")
     secs = time.perf_counter() - t0
+    frames = torch.stack([frame_panels(i, d, m, args.depth_range) for i, d, m in zip(images, depths, masks)])
     default = "q1_render_sh.gif" if args.sh else "q1_render.gif"
-    gif, png = save_gif_with_png(output_path(args, default), torch.stack(frames), fps=args.fps)
-    print(f"{g.num_gaussians} Gaussians, {len(cams)} views of {args.image_size}x{args.image_size} "
-          f"({'SH' if args.sh else 'plain'} colours, {args.rasterizer}): {secs / len(cams):.3f} s per frame")
-    report(args.output_dir, {"sh" if args.sh else "rgb": {
-        "num_gaussians": g.num_gaussians, "num_views": len(cams), "image_size": args.image_size,
-        "use_sh": bool(args.sh), "rasterizer": args.rasterizer, "render_time_per_frame_s": secs / len(cams),
-        "mean_mask_coverage": float(torch.stack([f[:, 2 * args.image_size:, 0] for f in frames]).mean()),
-    }}, [gif, png])
+    written = list(save_gif_with_png(output_path(args, default), frames, fps=fps))
+    sil = silhouette_agreement(g, cams, masks)
+    n = args.num_views
+    checks = {
+        "centres_in_silhouette": check(sil["recall"], min=MIN_RECALL,
+                                       what=f"fraction of the opaque Gaussians' projected centres inside the rendered "
+                                            f"silhouette, mean of {n} views"),
+        "silhouette_near_centres": check(sil["precision"], min=MIN_PRECISION,
+                                         what=f"fraction of silhouette pixels within 2 px of a projected centre, "
+                                              f"mean of {n} views"),
+    }
+    metrics = {"num_gaussians": g.num_gaussians, "num_views": n, "image_size": args.image_size, "fps": fps,
+               "use_sh": bool(args.sh), "rasterizer": args.rasterizer, "background": list(background), "up": list(up),
+               "render_time_per_frame_s": secs / n, "mean_mask_coverage": sil["coverage"],
+               "silhouette_recall": sil["recall"], "silhouette_precision": sil["precision"], "data": data}
+    if args.sh:
+        dc_images, _, _ = render_frames(g, cams, settings, False, "render DC")
+        cmp = sh_vs_dc(images, dc_images, masks)
+        metrics.update({"sh_vs_dc": cmp})
+        checks["sh_differs_from_dc"] = check(cmp["mean_abs_difference"], min=MIN_SH_DIFFERENCE, max=MAX_SH_DIFFERENCE,
+                                             what="mean |SH - DC colour| inside the silhouettes (0..1)")
+        checks["sh_mean_colour_gap"] = check(cmp["mean_colour_gap"], max=MAX_SH_MEAN_GAP,
+                                             what="|mean SH colour - mean DC colour| inside the silhouettes, "
+                                                  "largest channel (0..1): not washed out")
+        pairs = torch.stack([with_banners([d.clamp(0, 1), s.clamp(0, 1)], ["DC colours", "spherical harmonics"])
+                             for d, s in zip(dc_images, images)])
+        written += list(save_gif_with_png(Path(args.output_dir) / "q1_render_sh_vs_dc.gif", pairs, fps=fps))
+    metrics["checks"] = checks
+    print(f"{g.num_gaussians} Gaussians, {n} views of {args.image_size}x{args.image_size} "
+          f"({'SH' if args.sh else 'plain'} colours, {args.rasterizer}): {secs / n:.3f} s per frame")
+    report(args.output_dir, metrics, written)
     return None
 
 

@@ -7,15 +7,26 @@ points/points_N.npy; see a4_gaussians_diffusion/gaussians/data.py). Without --da
 course's scene under <data root>/a4/truck is used when present, else the built-in cow scene
 (rendered once into output/.cache/a4_gaussians/); --data_path synthetic forces the built-in one.
 
+Background: the renders are composited over the scene's own background, in training and in
+evaluation: black for a course-format folder (the course's truck is on black and the course
+uses bg_colour=(0, 0, 0)), the colour its scene.json records otherwise (the built-in scene:
+white). --background black|white|r,g,b overrides it.
+
 Writes into --output_dir: q1_training_progress.gif (4 training views: prediction over ground
 truth, every --viz_every iterations), q1_training_final_renders.gif (test views: prediction over
-ground truth), gaussians.ply (3DGS layout; render it with
+ground truth), gaussians.ply (3DGS layout, with the scene's background and up vector in its
+header; render it with
 `python -m a4_gaussians_diffusion.gaussians.render --data_path <output_dir>/gaussians.ply`),
 loss.png, losses.csv, checkpoints/ (picked up by --resume; Ctrl-C saves one) and metrics.json
-with the mean test PSNR and SSIM (scikit-image, 7x7 window, data range 1).
+with the mean test PSNR and SSIM (scikit-image, 7x7 window, data range 1), held against
+--min_psnr / --min_ssim in its "checks".
 
 Harder-scene options: --init random, --lr_schedule exp|cosine, --ssim_weight, --anisotropic,
 --densify (clone/split/prune), --sh; --harder switches them all on at once.
+
+--quick is a short run that still converges: 300 iterations (about 25 s of one CPU core on the
+built-in scene: test PSNR 27.5 dB against the 25 dB minimum); with --harder, 250 iterations
+from 2000 random Gaussians with densification from iteration 50 to 150 (19.4 dB against 17.5).
 """
 
 from __future__ import annotations
@@ -24,20 +35,39 @@ import dataclasses
 
 import torch
 
+from l3d.checks import check
 from l3d.cli import report, script_parser
 from l3d.train import UserError, choose_device, run_cli
 
-from .data import load_scene, resolve_scene_path
+from .data import load_scene, parse_background, resolve_scene_path
 from .trainer import TrainConfig, train
 
 HARDER = dict(init="random", lr_schedule="exp", ssim_weight=0.2, anisotropic=True, densify=True,
-              lr_means=0.002, lr_scales=0.005, lr_opacities=0.05, lr_quats=0.002, opacity_reset_every=200)
+              lr_means=0.005, lr_scales=0.005, lr_opacities=0.05, lr_quats=0.002, opacity_reset_every=200)
+#: --quick: a short run that converges (the demo's size).
+QUICK = dict(num_itrs=300, viz_every=20, ckpt_every=0)
+#: --quick --harder.
+QUICK_HARDER = dict(num_itrs=250, viz_every=25, ckpt_every=0, num_random=2000, densify_from=50, densify_every=50,
+                    densify_until=150)
+#: Minimum mean test PSNR / SSIM: Q1.2 (the issue's minimum; the course's seed reaches 27.4 dB,
+#: SSIM 0.915 on its truck) and the harder setting: from 2000 random Gaussians, 250 iterations of
+#: the plain Q1.2 settings reach 15.9 dB / 0.73 on the built-in scene and the --harder recipe
+#: 18.6 to 19.4 dB / 0.83 to 0.84 (seeds 0 to 2), so 17.5 dB / 0.78 is passed only by the recipe.
+MIN_PSNR, MIN_SSIM = 25.0, 0.85
+HARDER_MIN_PSNR, HARDER_MIN_SSIM = 17.5, 0.78
 
 
 def build_parser():
     ap = script_parser(__doc__, "a4_gaussians_diffusion/gaussians/train")
     d = TrainConfig()
     ap.add_argument("--data_path", default=None, help="scene folder, or 'synthetic' for the built-in cow scene")
+    ap.add_argument("--background", default=None,
+                    help="black, white or r,g,b (0..1): composite the renders over this colour instead of the scene's "
+                         "own background (course-format folders: black; scene.json may record another)")
+    ap.add_argument("--min_psnr", type=float, default=None,
+                    help=f"check: minimum mean test PSNR in dB (default {MIN_PSNR:g}; {HARDER_MIN_PSNR:g} with --harder)")
+    ap.add_argument("--min_ssim", type=float, default=None,
+                    help=f"check: minimum mean test SSIM (default {MIN_SSIM:g}; {HARDER_MIN_SSIM:g} with --harder)")
     ap.add_argument("--num_itrs", type=int, default=d.num_itrs, help="training iterations (one view each)")
     ap.add_argument("--init", choices=["points", "random"], default=d.init, help="initial means")
     ap.add_argument("--num_random", type=int, default=d.num_random, help="Gaussians of the random init")
@@ -87,12 +117,13 @@ def config_from_args(args, argv) -> TrainConfig:
             if f"--{k}" not in given:
                 values[k] = v
     if args.quick:
-        values["num_itrs"] = min(values["num_itrs"], 30)
-        values["viz_every"] = min(values["viz_every"], 10)
-        values["num_random"] = min(values["num_random"], 2000)
-        values["densify_from"] = min(values["densify_from"], 5)
-        values["densify_every"] = min(values["densify_every"], 10)
-        values["ckpt_every"] = min(values["ckpt_every"], 20)
+        for k, v in (QUICK_HARDER if args.harder else QUICK).items():
+            if f"--{k}" not in given:
+                values[k] = v
+    try:
+        values["background"] = parse_background(args.background)
+    except ValueError as exc:
+        raise UserError(f"--background: {exc}") from None
     cfg = TrainConfig(**values)
     if cfg.num_itrs < 1:
         raise UserError(f"--num_itrs must be positive, got {cfg.num_itrs}")
@@ -111,10 +142,19 @@ def main(argv=None):
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
     scene = load_scene(resolve_scene_path(args.data_path))
+    bg = cfg.background if cfg.background is not None else scene.background
     print(f"scene {scene.path}: {len(scene.names)} frames of {scene.image_size[1]}x{scene.image_size[0]}, "
-          f"{len(scene.train_idx)} train / {len(scene.test_idx)} test")
+          f"{len(scene.train_idx)} train / {len(scene.test_idx)} test, background {tuple(bg)}"
+          f"{' (--background)' if cfg.background is not None else ''}")
     result = train(cfg, scene, args.output_dir, device, resume=args.resume)
     m = result.metrics
+    min_psnr = args.min_psnr if args.min_psnr is not None else (HARDER_MIN_PSNR if args.harder else MIN_PSNR)
+    min_ssim = args.min_ssim if args.min_ssim is not None else (HARDER_MIN_SSIM if args.harder else MIN_SSIM)
+    n_test = len(scene.test_idx)
+    m["checks"] = {
+        "test_psnr": check(m["psnr"], min=min_psnr, what=f"mean PSNR of the {n_test} held-out views (dB)"),
+        "test_ssim": check(m["ssim"], min=min_ssim, what=f"mean SSIM of the {n_test} held-out views (7x7 window)"),
+    }
     report(args.output_dir, m, result.written)
     print(f"test PSNR {m['psnr']:.3f} dB, SSIM {m['ssim']:.4f} ({m['num_gaussians']} Gaussians, "
           f"{m['train_time_s']:.1f} s of training)")

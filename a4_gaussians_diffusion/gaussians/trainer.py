@@ -26,10 +26,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from l3d.io import label_image, save_gif_with_png
+from l3d.io import save_gif_with_png
 from l3d.train import (CheckpointManager, LossLog, UserError, check_finite, graceful_interrupt, progress,
                        seed_everything)
 
+from ..captions import with_banner
 from .data import Scene
 from .losses import evaluate_images, l1, ssim
 from .model import Gaussians
@@ -73,6 +74,7 @@ class TrainConfig:
     viz_every: int = 50
     ckpt_every: int = 200
     seed: int = 0
+    background: Optional[Tuple[float, float, float]] = None  # None: the scene's own (course: black)
 
 
 PARAM_LR = {"means": "lr_means", "log_scales": "lr_scales", "opacity_logits": "lr_opacities",
@@ -257,8 +259,17 @@ def scene_extent(scene: Scene) -> float:
 # ---------------------------------------------------------------------------------------------
 # rendering helpers
 # ---------------------------------------------------------------------------------------------
-def raster_settings(cfg: TrainConfig, scene: Scene, background=(1.0, 1.0, 1.0)) -> RasterSettings:
-    return RasterSettings(scene.image_size, background=tuple(background), mode=cfg.rasterizer,
+def scene_background(cfg: TrainConfig, scene: Scene) -> Tuple[float, float, float]:
+    """The background of training and evaluation: ``cfg.background`` when set, else the scene's."""
+    bg = cfg.background if cfg.background is not None else scene.background
+    return tuple(float(c) for c in bg)  # type: ignore[return-value]
+
+
+def raster_settings(cfg: TrainConfig, scene: Scene, background=None) -> RasterSettings:
+    """Raster settings of a run; the background is ``background`` when given, else
+    :func:`scene_background` (a scene's background belongs to the scene)."""
+    bg = tuple(background) if background is not None else scene_background(cfg, scene)
+    return RasterSettings(scene.image_size, background=bg, mode=cfg.rasterizer,
                           gaussians_per_splat=cfg.gaussians_per_splat, tile_size=cfg.tile_size,
                           pixel_offset=cfg.pixel_offset, view_rotation=cfg.view_rotation)
 
@@ -270,11 +281,12 @@ def render_views(g: Gaussians, scene: Scene, views: List[int], settings: RasterS
 
 
 def prediction_over_truth(pred: torch.Tensor, gt: torch.Tensor, label: Optional[str] = None) -> torch.Tensor:
-    """(2H, V*W, 3) frame: the V predictions in the top row, their ground truth below."""
+    """(2H [+ banner], V*W, 3) frame: the V predictions in the top row, their ground truth
+    below, and ``label`` in a banner above (never over the pictures)."""
     top = torch.cat(list(pred), 1)
     frame = torch.cat([top, torch.cat(list(gt), 1)], 0)
     if label:
-        frame = label_image(frame, label, xy=(3, 2), color=(200, 0, 0))
+        frame = with_banner(frame, label)
     return frame
 
 
@@ -368,7 +380,7 @@ def train(cfg: TrainConfig, scene: Scene, out_dir: Path, device, resume: bool = 
             loss_log.append(step, scalars)
             if step % cfg.viz_every == 0 or step == cfg.num_itrs - 1:
                 pred = render_views(g, scene, viz_views, settings, cfg.sh)
-                frames.append((prediction_over_truth(pred, viz_gt, f"itr {step}") * 255).round().byte().cpu())
+                frames.append((prediction_over_truth(pred, viz_gt, f"iteration {step}: renders above ground truth") * 255).round().byte().cpu())
             ckpts.maybe_save(step, state_fn(step), force=stop.requested or step == cfg.num_itrs - 1)
             if stop.requested:
                 log(f"interrupted: checkpoint saved at step {step}; continue with --resume")
@@ -382,13 +394,16 @@ def train(cfg: TrainConfig, scene: Scene, out_dir: Path, device, resume: bool = 
     preds = render_views(g, scene, scene.test_idx, settings, cfg.sh)
     gts = scene.images[scene.test_idx]
     metrics = evaluate_images(list(preds), list(gts))
-    final = torch.stack([prediction_over_truth(p[None], t[None], f"test {i}") for i, p, t in
-                         zip(scene.test_idx, preds, gts)])
+    final = torch.stack([prediction_over_truth(p[None], t[None], f"view {i}: {v:.1f} dB") for i, p, t, v in
+                         zip(scene.test_idx, preds, gts, metrics["psnr_per_view"])])
     written += list(save_gif_with_png(out_dir / "q1_training_final_renders.gif", final, fps=2))
-    written.append(save_gaussians_ply(out_dir / "gaussians.ply", g))
+    bg = scene_background(cfg, scene)
+    info = {"background": bg, "up": scene.up, "data": scene.data}
+    written.append(save_gaussians_ply(out_dir / "gaussians.ply", g, scene_info=info))
     metrics.update({
         "iterations": step + 1, "num_gaussians": g.num_gaussians, "train_time_s": train_time,
         "time_per_itr_s": train_time / max(step + 1, 1), "test_views": scene.test_idx,
-        "image_size": list(scene.image_size), "scene": str(scene.path),
+        "image_size": list(scene.image_size), "scene": str(scene.path), "background": list(bg),
+        "scene_background": list(scene.background), "data": scene.data,
     })
     return TrainResult(g, metrics, written)

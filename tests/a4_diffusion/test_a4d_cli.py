@@ -43,6 +43,9 @@ def test_image_optimization(tiny_dir, tmp_path):
         assert (out / name).is_file(), name
     m = metrics(out)
     assert m["pipeline"] == "tiny-random" and m["iterations"] == 3 and m["sds_guidance"] == 1
+    assert m["data"].startswith("stand-in: tiny random diffusion pipeline")
+    # the latent moved along the SDS directions (toward the UNet's denoised estimates)
+    assert m["checks"]["latents_follow_sds"]["pass"] and m["latents_follow_sds"] > 0.5
     assert m["image_size"] == 64 and m["guidance_scale"] == 100
     assert m["final_sds_loss"] > 0 and m["time_per_iter_s"] > 0 and m["peak_rss_mb"] >= m["rss_before_loop_mb"] > 0
     log = rows(out / "losses.csv")
@@ -69,6 +72,10 @@ def test_mesh_optimization(tiny_dir, tmp_path):
         assert (out / name).is_file(), name
     m = metrics(out)
     assert m["pipeline"] == "tiny-random" and m["iterations"] == 2 and m["render_size"] == 64
+    # the full SDS gradient reaches the colour field through the VAE encoder and the renderer
+    assert m["checks"]["sds_reaches_texture"]["pass"] and abs(m["sds_gradient_check"] - 1) < 0.05
+    assert len(m["gradient_checks"]) == 2 and m["texture_change"] > 0
+    assert "a1/cow.obj" in m["data"] or "procedural" in m["data"]
     assert m["num_faces"] > 0 and m["final_sds_loss"] > 0
     log = rows(out / "losses.csv")
     assert len(log) == 2 and all(-180 <= float(r["azimuth"]) < 180 for r in log)
@@ -88,12 +95,16 @@ def test_nerf_optimization_and_resume(tiny_dir, tmp_path):
     for name in ("videos/rgb.mp4", "videos/depth.mp4", "rgb.png", "depth.png", "losses.png", "TINY_PIPELINE.md",
                  "checkpoints/last.pt", "iters/iter_0003_lambertian.png"):
         assert (out / name).is_file(), name
-    n, _ = imageio_ffmpeg.count_frames_and_secs(str(out / "videos" / "rgb.mp4"))
-    assert n == 6
+    n, secs = imageio_ffmpeg.count_frames_and_secs(str(out / "videos" / "rgb.mp4"))
+    assert n == 24 and secs >= 2.0  # --quick: 24 frames, at least 2 s per turn
+    for name in ("rgb.webm", "depth.webm"):  # the browsers' twins of the MP4s
+        assert (out / "videos" / name).stat().st_size > 0
     meta = next(imageio_ffmpeg.read_frames(str(out / "videos" / "depth.mp4")))
     assert tuple(meta["size"]) == (32, 32)
     m = metrics(out)
     assert m["pipeline"] == "tiny-random" and m["view_dep_text"] == 1 and m["render_size"] == [16, 16]
+    assert len(m["gradient_checks"]) == 3 and 0.3 < m["sds_gradient_check"] < 2  # median of 3 probed steps
+    assert m["checks"]["view_text_changes_guidance"]["pass"] and m["view_text_effect"] > 0.01
     lo, hi = m["video_depth_range"]
     assert 0 <= lo <= hi <= 3.2 + 1.0  # expected ray distance never exceeds the far bound
     log = rows(out / "losses.csv")
@@ -111,6 +122,19 @@ def test_nerf_optimization_and_resume(tiny_dir, tmp_path):
     assert [int(r["step"]) for r in log] == [0, 1, 2, 3]
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == 3
     assert metrics(out)["iterations"] == 4
+
+
+def test_checks_fail_when_the_sds_gradient_has_the_wrong_sign(tiny_dir, tmp_path, monkeypatch):
+    from a4_gaussians_diffusion.diffusion import sds
+
+    real = sds.sds_surrogate
+    monkeypatch.setattr(sds, "sds_surrogate", lambda latents, grad: -real(latents, grad))
+    out = image_optimization.main(["--iterations", "3", *common(tiny_dir, tmp_path)])
+    m = metrics(out)
+    assert m["latents_follow_sds"] < -0.5 and not m["checks"]["latents_follow_sds"]["pass"]
+    out = mesh_optimization.main(["--iterations", "1", "--gif_frames", "2", *common(tiny_dir, tmp_path)])
+    m = metrics(out)
+    assert m["sds_gradient_check"] == pytest.approx(-1, abs=0.05) and not m["checks"]["sds_reaches_texture"]["pass"]
 
 
 def test_missing_model_is_one_line_error(tmp_path, capsys, monkeypatch):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from a4_gaussians_diffusion.captions import banner_height
 from a4_gaussians_diffusion.gaussians import render as render_cli
 from a4_gaussians_diffusion.gaussians import train as train_cli
 from a4_gaussians_diffusion.gaussians.data import BuiltinSceneConfig, load_scene, make_builtin_scene
@@ -42,10 +43,12 @@ def test_train_quick_writes_everything_and_reports_true_metrics(scene_dir, tmp_p
     for name in ("q1_training_progress.gif", "q1_training_final_renders.gif", "gaussians.ply", "loss.png",
                  "losses.csv", "command.txt", "q1_training_progress.png"):
         assert (out / name).is_file(), name
+    bh = banner_height()
     prog = iio.imread(out / "q1_training_progress.gif", index=None)
-    assert prog.shape[:3] == (5, 48, 128)  # steps 0, 5, 10, 15, 19: 4 views, prediction over truth
+    assert prog.shape[:3] == (5, bh + 48, 128)  # steps 0, 5, 10, 15, 19: 4 views, prediction over truth, label above
     final = iio.imread(out / "q1_training_final_renders.gif", index=None)
-    assert final.shape[:3] == (5, 48, 32)
+    assert final.shape[:3] == (5, bh + 48, 32)
+    assert (prog[:, :bh] > 200).all(-1).mean() > 0.6  # the label's banner: a white strip with dark text
     # the reported numbers are those of the saved model on the test views (scikit-image)
     scene = load_scene(scene_dir)
     g = load_gaussians_ply(out / "gaussians.ply")
@@ -54,6 +57,9 @@ def test_train_quick_writes_everything_and_reports_true_metrics(scene_dir, tmp_p
     ref = evaluate_images(preds, [scene.images[i] for i in scene.test_idx])
     assert m["psnr"] == pytest.approx(ref["psnr"], abs=1e-3) and m["ssim"] == pytest.approx(ref["ssim"], abs=1e-4)
     assert 10 < m["psnr"] < 60 and 0 < m["ssim"] <= 1
+    assert m["background"] == [1.0, 1.0, 1.0] and m["data"].startswith("stand-in: ")  # the built-in scene's own
+    assert m["checks"]["test_psnr"]["value"] == m["psnr"] and m["checks"]["test_psnr"]["min"] == 25.0
+    assert m["checks"]["test_ssim"]["value"] == m["ssim"]
     rows = read_rows(out / "losses.csv")
     losses = [float(r["loss"]) for r in rows]
     assert len(losses) == 20 and np.mean(losses[-5:]) < np.mean(losses[:5])  # random colours get fitted
@@ -113,29 +119,74 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
 
 
 def test_render_turntable_quick(tmp_path):
-    g = surface_gaussians(1500, force_synthetic=True)
+    g = surface_gaussians(3000, force_synthetic=True)
     ply = save_gaussians_ply(tmp_path / "g.ply", g)
-    out = tmp_path / "render"
+    out, out_sh = tmp_path / "render", tmp_path / "render_sh"
     render_cli.main(["--data_path", str(ply), "--quick", "--output_dir", str(out)])
-    render_cli.main(["--data_path", str(ply), "--quick", "--sh", "--output_dir", str(out)])
+    render_cli.main(["--data_path", str(ply), "--quick", "--sh", "--output_dir", str(out_sh)])
     # the course's dense formulation with batches of 256 Gaussians gives the same frames
     render_cli.main(["--data_path", str(ply), "--quick", "--rasterizer", "dense", "--gaussians_per_splat", "256",
-                     "--num_views", "8", "--image_size", "40", "--output_file", str(out / "dense.gif")])
+                     "--num_views", "8", "--image_size", "40", "--output_dir", str(tmp_path / "dense")])
     render_cli.main(["--data_path", str(ply), "--quick", "--num_views", "8", "--image_size", "40",
-                     "--output_file", str(out / "tiled.gif")])
-    dense, tiled = iio.imread(out / "dense.gif", index=None), iio.imread(out / "tiled.gif", index=None)
+                     "--output_dir", str(tmp_path / "tiled")])
+    dense = iio.imread(tmp_path / "dense" / "q1_render.gif", index=None)
+    tiled = iio.imread(tmp_path / "tiled" / "q1_render.gif", index=None)
     assert dense.shape == (8, 40, 120, 3) and np.abs(dense.astype(int) - tiled.astype(int)).max() <= 1
     frames = iio.imread(out / "q1_render.gif", index=None)
-    frames_sh = iio.imread(out / "q1_render_sh.gif", index=None)
-    assert frames.shape[:3] == (8, 96, 288) and frames_sh.shape == frames.shape
-    m = json.loads((out / "metrics.json").read_text())
-    assert m["rgb"]["num_views"] == 8 and m["sh"]["use_sh"] is True
+    frames_sh = iio.imread(out_sh / "q1_render_sh.gif", index=None)
+    assert frames.shape[:3] == (24, 96, 288) and frames_sh.shape == frames.shape  # --quick: 24 views
+    m, m_sh = (json.loads((d / "metrics.json").read_text()) for d in (out, out_sh))
+    assert m["num_views"] == 24 and m["fps"] == 12 and m_sh["use_sh"] is True  # 24 frames at 12 fps: 2 s a turn
+    assert m["background"] == [1.0, 1.0, 1.0] and m["up"] == [0.0, -1.0, 0.0]  # a .ply without scene info
+    for name in ("centres_in_silhouette", "silhouette_near_centres"):
+        assert m["checks"][name]["pass"] and m["checks"][name]["value"] > 0.95, (name, m["checks"][name])
+    for name in ("sh_differs_from_dc", "sh_mean_colour_gap"):
+        assert m_sh["checks"][name]["pass"], (name, m_sh["checks"][name])
+    assert m_sh["sh_vs_dc"]["mean_abs_difference"] > 0.03 and m_sh["sh_vs_dc"]["mean_colour_gap"] < 0.03
+    assert iio.imread(out_sh / "q1_render_sh_vs_dc.gif", index=None).shape[:3] == (24, banner_height() + 96, 192)
     # the object is in view, the mask panel is white on black, SH colours differ from plain ones
     mask = frames[..., 192:, 0].astype(float) / 255
     assert 0.05 < mask.mean() < 0.6
     assert np.abs(frames_sh[..., :96, :].astype(int) - frames[..., :96, :].astype(int)).mean() > 0.5
-    # frame 3 (azimuth = elevation = -77 deg): the RGB panel equals a direct render
-    cams = render_cli.turntable_cameras(8, 96)
+    # frame 3 (azimuth = elevation = -135 deg): the RGB panel equals a direct render
+    cams = render_cli.turntable_cameras(24, 96)
     with torch.no_grad():
         direct = load_gaussians_ply(ply).render(cams[3], RasterSettings(96)).image
     assert np.abs(frames[3, :, :96].astype(float) / 255 - direct.numpy()).mean() < 0.03
+
+
+def test_render_uses_the_background_and_up_the_ply_was_trained_with(tmp_path):
+    g = surface_gaussians(1500, force_synthetic=True)
+    ply = save_gaussians_ply(tmp_path / "g.ply", g, scene_info={"background": (0, 0, 0), "up": (0, -1, 0)})
+    out = tmp_path / "r"
+    render_cli.main(["--data_path", str(ply), "--quick", "--num_views", "4", "--image_size", "32",
+                     "--output_dir", str(out)])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["background"] == [0.0, 0.0, 0.0]
+    frames = iio.imread(out / "q1_render.gif", index=None)
+    assert frames[:, 0, 0, :].max() < 10  # corners of the RGB panel: black
+    render_cli.main(["--data_path", str(ply), "--quick", "--num_views", "4", "--image_size", "32",
+                     "--background", "white", "--output_dir", str(out)])
+    assert json.loads((out / "metrics.json").read_text())["background"] == [1.0, 1.0, 1.0]
+
+
+def test_silhouette_and_sh_measures_fail_when_the_render_is_wrong():
+    from a4_gaussians_diffusion.gaussians.measures import sh_vs_dc, silhouette_agreement
+
+    g = surface_gaussians(3000, force_synthetic=True)
+    cams = render_cli.turntable_cameras(4, 64)
+    with torch.no_grad():
+        outs = [g.render(cams[i], RasterSettings(64)) for i in range(4)]
+    masks = torch.stack([o.mask for o in outs])
+    good = silhouette_agreement(g, cams, masks)
+    assert good["recall"] > 0.97 and good["precision"] > 0.95
+    shifted = silhouette_agreement(g, cams, torch.roll(masks, 6, dims=2))  # 6 px to the right
+    assert shifted["recall"] < 0.9
+    smeared = silhouette_agreement(g, cams, torch.nn.functional.max_pool2d(masks[:, None], 9, 1, 4)[:, 0])
+    assert smeared["precision"] < 0.85
+    assert silhouette_agreement(g, cams, torch.zeros_like(masks))["recall"] == 0
+    images = torch.stack([o.image for o in outs])
+    same = sh_vs_dc(images, images, masks)
+    assert same["mean_abs_difference"] == 0 and same["mean_colour_gap"] == 0
+    washed = sh_vs_dc((images + 0.3).clamp(0, 1), images, masks)
+    assert washed["mean_colour_gap"] > 0.1

@@ -179,13 +179,19 @@ def test_split_indices():
 def test_builtin_scene_format_and_loader(tmp_path):
     cfg = BuiltinSceneConfig(num_views=8, image_size=(24, 40), num_points=300)
     root = make_builtin_scene(tmp_path / "scene", cfg, force_synthetic=True)
-    assert sorted(p.name for p in (root / "imgs").iterdir())[0] == "frame000000.jpg"
-    pose = np.load(root / "poses" / "frame000003.npy")
+    names = sorted(p.name for p in (root / "imgs").iterdir())
+    assert names[0] == "frame000001.jpg" and names[-1] == "frame000008.jpg"  # numbered from 1, like the course
+    pose = np.load(root / "poses" / "frame000004.npy")
     assert pose.shape == (16,) and pose.dtype == np.float64
     np.testing.assert_allclose(pose[12:14], cfg.focal_ndc)
     scene = load_scene(root)
     assert scene.images.shape == (8, 24, 40, 3) and scene.points.shape == (300, 3)
     assert scene.test_idx == [1, 2, 4, 5, 6] and scene.train_idx == [0, 3, 7]
+    # the built-in scene is rendered on white and says so (a folder without scene.json is a course scene: black)
+    assert scene.background == (1.0, 1.0, 1.0) and scene.up == (0.0, 1.0, 0.0)
+    assert scene.data.startswith("stand-in: ") and "procedural" in scene.data
+    corners = scene.images[:, [0, 0, -1, -1], [0, -1, 0, -1]]  # (V, 4, 3): background pixels
+    assert float(corners.min()) > 0.97
     # the object sits in the middle of every view, points project inside the frames
     uv = scene.cameras.transform_points_screen(scene.points, (24, 40))
     assert (uv[..., 0] > 0).all() and (uv[..., 0] < 40).all() and (uv[..., 1] > 0).all() and (uv[..., 1] < 24).all()
@@ -212,3 +218,32 @@ def test_ssim_matches_scikit_image_and_is_differentiable():
     m = evaluate_images([a, b], [a, a])
     assert m["psnr_per_view"][0] == float("inf") or m["psnr_per_view"][0] > 100
     assert abs(m["ssim_per_view"][1] - ref) < 1e-9 and m["ssim_per_view"][0] == pytest.approx(1.0)
+
+
+def test_parse_background_and_scene_meta(tmp_path):
+    from a4_gaussians_diffusion.gaussians.data import parse_background, read_scene_meta
+
+    assert parse_background("black") == (0.0, 0.0, 0.0) and parse_background("White") == (1.0, 1.0, 1.0)
+    assert parse_background("0.5,0.25,1") == (0.5, 0.25, 1.0) and parse_background(["0", "0.5", "1"]) == (0, 0.5, 1)
+    assert parse_background(None) is None
+    for bad in ("grey", "1,1", "0,0,2", ["1", "x", "0"]):
+        with pytest.raises(ValueError, match="black, white or r,g,b"):
+            parse_background(bad)
+    assert read_scene_meta(tmp_path) == {}
+    (tmp_path / "scene.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="JSON object"):
+        read_scene_meta(tmp_path)
+
+
+def test_ply_keeps_the_scene_background_and_up(tmp_path):
+    from a4_gaussians_diffusion.gaussians.ply import read_scene_info
+
+    g = Gaussians.random(50, generator=torch.Generator().manual_seed(0))
+    p = save_gaussians_ply(tmp_path / "g.ply", g, scene_info={"background": (0, 0, 0), "up": (0, -1, 0)})
+    assert read_scene_info(p) == {"background": (0.0, 0.0, 0.0), "up": (0.0, -1.0, 0.0)}
+    assert read_scene_info(save_gaussians_ply(tmp_path / "plain.ply", g)) == {}
+    back = load_gaussians_ply(p)  # the comments do not disturb reading
+    assert torch.equal(back.means, g.means.detach())
+    with pytest.raises(ValueError):
+        save_gaussians_ply(tmp_path / "bad.ply", g, scene_info={"colour": (1, 1, 1)})
+
