@@ -787,8 +787,8 @@ def save_gif(
             5x quicker than per-frame palettes for long turntables; mean error ~0.3/255 on
             renders); "per_frame" lets Pillow build an adaptive palette for every frame.
 
-    GIF stores durations in 1/100 s, so e.g. 15 fps (66.7 ms) becomes 70 ms on disk in most
-    readers. Pillow merges consecutive *identical* frames into one frame with the summed
+    GIF stores durations in 1/100 s: a duration is rounded up to the next 10 ms (15 fps = 66.7 ms
+    is written as 70 ms), so an animation never plays faster than asked. Pillow merges consecutive *identical* frames into one frame with the summed
     duration, so a GIF of repeated frames reads back with fewer frames (same total time).
     """
     arr = _frames_uint8(frames, truncate)
@@ -796,6 +796,9 @@ def save_gif(
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         duration_ms = 1000.0 / fps
+    # GIF stores whole hundredths of a second and Pillow truncates (66.7 ms -> 60 ms, so a 15 fps
+    # turn of 30 frames would last 1.8 s instead of 2): round up to the next 10 ms
+    duration_ms = 10.0 * math.ceil(float(duration_ms) / 10.0 - 1e-6)
     if palette == "per_frame":
         import imageio.v3 as iio
 
