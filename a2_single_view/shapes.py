@@ -241,6 +241,17 @@ def occupancy_grid(parts: Parts, res: int, lo: np.ndarray, size: float) -> np.nd
         if np.any(i1 <= i0):
             continue
         axes = [(np.arange(i0[a], i1[a]) + 0.5) * h + lo[a] for a in range(3)]
+        if kinds[i] != "ell" and np.array_equal(np.abs(rot[i]), np.eye(3)):
+            # axis-aligned box or upright cylinder (rotation diagonal, entries +-1): the test
+            # separates into per-axis tests, the same float32 numbers without the 3-D grid
+            c32, h32 = centre[i].astype(np.float32), half[i].astype(np.float32)
+            a1 = [np.abs((axes[k].astype(np.float32) - c32[k]) / h32[k]) for k in range(3)]
+            if kinds[i] == "box":
+                inside = (a1[0] < 1)[:, None, None] & (a1[1] < 1)[None, :, None] & (a1[2] < 1)[None, None, :]
+            else:
+                inside = ((a1[0] ** 2)[:, None, None] + (a1[2] ** 2)[None, None, :] < 1) & (a1[1] < 1)[None, :, None]
+            occ[i0[0]:i1[0], i0[1]:i1[1], i0[2]:i1[2]] |= inside
+            continue
         g = np.stack(np.meshgrid(*axes, indexing="ij"), -1).astype(np.float32)  # (nx, ny, nz, 3)
         loc = ((g - centre[i].astype(np.float32)) @ rot[i].astype(np.float32)) / half[i].astype(np.float32)
         a = np.abs(loc)

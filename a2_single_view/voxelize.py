@@ -87,7 +87,12 @@ def coverage_pool(fine: torch.Tensor, supersample: int, min_fraction: float = 0.
     ``min_fraction`` of its s^3 samples are."""
     s = int(supersample)
     r = fine.shape[0] // s
-    frac = fine.reshape(r, s, r, s, r, s).to(torch.float32).mean((1, 3, 5))
+    # count the solid samples of each cell one axis at a time (contiguous sums: several times
+    # faster than one strided mean); count / s^3 is exact in float32, as the mean was
+    x = fine.reshape(-1, s).to(torch.int32).sum(-1)  # (r s r s r)
+    x = x.reshape(r * s * r, s, r).sum(1)  # (r s r, r)
+    x = x.reshape(r, s, r * r).sum(1)  # (r, r r)
+    frac = x.reshape(r, r, r).to(torch.float32) / float(s ** 3)
     return frac >= min_fraction - 1e-6
 
 
