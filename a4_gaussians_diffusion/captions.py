@@ -72,3 +72,11 @@ def with_banners(images: Sequence[Any], texts: Sequence[str], size: float = 12, 
     if torch.is_tensor(labelled[0]):
         return torch.cat(labelled, axis)
     return np.concatenate(labelled, axis)
+
+
+def turntable_frame_ms(num_frames: int, fps: float, min_turn_s: float = 2.0) -> int:
+    """Per-frame duration (ms) of a turntable GIF: ``1000 / fps``, lengthened so that one turn of
+    ``num_frames`` lasts at least ``min_turn_s``, in whole 10 ms (GIF stores hundredths of a
+    second, so 12 fps, 83.3 ms, would be stored as 80 ms and 24 frames would last 1.92 s)."""
+    ms = max(1000.0 / fps, 1000.0 * min_turn_s / max(num_frames, 1))
+    return int(-(-ms // 10) * 10)  # rounded up to 10 ms

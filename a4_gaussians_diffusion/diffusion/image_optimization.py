@@ -118,7 +118,7 @@ def main(argv=None):
             if (step + 1) % args.save_every == 0 or last:
                 img = sd.decode_latents(latents.detach())[0].permute(1, 2, 0).cpu()  # (H, W, 3)
                 written.append(save_image(out / "iters" / f"iter_{step + 1:04d}.png", img))
-                snapshots.append(with_banner(img.numpy(), f"iteration {step + 1}"))
+                snapshots.append(with_banner(img.numpy(), f"step {step + 1}"))
             ckpts.maybe_save(step, lambda: {"latents": latents.detach().cpu(), "optim": optim.state_dict(),
                                             "sched": sched.state_dict(), "args": vars(args),
                                             "z0": z0.cpu(), "sds_dir": sds_dir.cpu()},

@@ -229,6 +229,8 @@ def main(argv=None):
     n_saved = 0
 
     grad_check = StepAlignment()  # collects the gradient checks of the probed steps
+    # finite differences need float32: fp16 weights (CUDA's default) round the latent's change away
+    can_probe = sd.dtype == torch.float32
 
     def write_videos(tag: str, webm: bool = False):
         rgb, depth = render_orbit(ema.module(), ema_bg.module() if ema_bg else background, args, device,
@@ -255,7 +257,7 @@ def main(argv=None):
             shading, ambient, as_latent = choose_shading(step, args.iters, args, rng)
             centre = cams.centers  # (1, 3)
             light = F.normalize(centre + torch.randn(1, 3, generator=cam_gen).to(device), dim=-1)
-            probe = step % args.probe_every == 0 or step == args.iters - 1
+            probe = can_probe and (step % args.probe_every == 0 or step == args.iters - 1)
 
             def render_step(generator, need_orient, lengths=None):
                 return render_nerf(model, cams.cameras, (args.h, args.w), shading,
@@ -319,10 +321,13 @@ def main(argv=None):
         files.append(log.plot(out / "losses.png", groups=[["loss/total", "loss/sds"], ["loss/entropy"], ["loss/orient"]]))
     note = write_tiny_note(out, label)
     final = {k.replace("loss/", "final_"): v for k, v in last_losses.items()}
-    checks = {"sds_reaches_nerf": check(grad_check.median, min=MIN_GRAD_CHECK, max=MAX_GRAD_CHECK,
-                                        what=f"SDS gradient check, median of {len(grad_check.values)} steps: the change "
-                                             f"of the step's latent along the field's SDS gradient over the change "
-                                             f"back-propagation predicts (1 = the full SDS gradient arrives)")}
+    checks = {}
+    if can_probe:
+        checks["sds_reaches_nerf"] = check(
+            grad_check.median, min=MIN_GRAD_CHECK, max=MAX_GRAD_CHECK,
+            what=f"SDS gradient check, median of {len(grad_check.values)} steps: the change of the step's latent "
+                 f"along the field's SDS gradient over the change back-propagation predicts (1 = the full SDS "
+                 f"gradient arrives)")
     view_effect = None
     if args.view_dep_text:
         view_effect = view_text_effect(sd, emb, args, device)
@@ -331,7 +336,8 @@ def main(argv=None):
             what="|eps_hat(front view) - eps_hat(back view)| / |eps_hat(front view)| at one noisy latent")
     metrics = {
         "pipeline": label, "data": run_data_label(label), "prompt": args.prompt, "view_dep_text": args.view_dep_text,
-        "sds_gradient_check": grad_check.median, "gradient_checks": grad_check.values, "view_text_effect": view_effect, "fps": fps,
+        "sds_gradient_check": grad_check.median if can_probe else None, "gradient_checks": grad_check.values,
+        "view_text_effect": view_effect, "fps": fps,
         "view_dep_mode": args.view_dep_mode if args.view_dep_text else None, "guidance_scale": args.guidance_scale,
         "iterations": args.iters, "lambda_entropy": args.lambda_entropy, "lambda_orient": args.lambda_orient,
         "latent_iter_ratio": args.latent_iter_ratio, "render_size": [args.h, args.w],
@@ -342,6 +348,8 @@ def main(argv=None):
         "device": str(device), "dtype": str(sd.dtype).replace("torch.", ""), **memory_metrics(device, rss0),
         "checks": checks,
     }
+    if not can_probe:
+        metrics["gradient_check_note"] = "not measured with fp16 weights (use --precision fp32)"
     report(out, metrics, files + ([note] if note else []) + [f"{n_saved} training renders in {out / 'iters'}"])
     return out
 

@@ -43,7 +43,7 @@ from l3d.io import save_gif_with_png
 from l3d.train import UserError, choose_device, progress, run_cli
 from l3d.viz import apply_colormap
 
-from ..captions import with_banners
+from ..captions import turntable_frame_ms, with_banners
 from .data import parse_background
 from .measures import sh_vs_dc, silhouette_agreement
 from .model import Gaussians
@@ -185,7 +185,8 @@ def main(argv=None):
     secs = time.perf_counter() - t0
     frames = torch.stack([frame_panels(i, d, m, args.depth_range) for i, d, m in zip(images, depths, masks)])
     default = "q1_render_sh.gif" if args.sh else "q1_render.gif"
-    written = list(save_gif_with_png(output_path(args, default), frames, fps=fps))
+    frame_ms = turntable_frame_ms(args.num_views, fps)
+    written = list(save_gif_with_png(output_path(args, default), frames, duration_ms=frame_ms))
     sil = silhouette_agreement(g, cams, masks)
     n = args.num_views
     checks = {
@@ -197,6 +198,7 @@ def main(argv=None):
                                               f"mean of {n} views"),
     }
     metrics = {"num_gaussians": g.num_gaussians, "num_views": n, "image_size": args.image_size, "fps": fps,
+               "frame_ms": frame_ms, "seconds_per_turn": frame_ms * n / 1000.0,
                "use_sh": bool(args.sh), "rasterizer": args.rasterizer, "background": list(background), "up": list(up),
                "render_time_per_frame_s": secs / n, "mean_mask_coverage": sil["coverage"],
                "silhouette_recall": sil["recall"], "silhouette_precision": sil["precision"], "data": data}
@@ -211,7 +213,7 @@ def main(argv=None):
                                                   "largest channel (0..1): not washed out")
         pairs = torch.stack([with_banners([d.clamp(0, 1), s.clamp(0, 1)], ["DC colours", "spherical harmonics"])
                              for d, s in zip(dc_images, images)])
-        written += list(save_gif_with_png(Path(args.output_dir) / "q1_render_sh_vs_dc.gif", pairs, fps=fps))
+        written += list(save_gif_with_png(Path(args.output_dir) / "q1_render_sh_vs_dc.gif", pairs, duration_ms=frame_ms))
     metrics["checks"] = checks
     print(f"{g.num_gaussians} Gaussians, {n} views of {args.image_size}x{args.image_size} "
           f"({'SH' if args.sh else 'plain'} colours, {args.rasterizer}): {secs / n:.3f} s per frame")

@@ -45,7 +45,7 @@ from .trainer import TrainConfig, train
 HARDER = dict(init="random", lr_schedule="exp", ssim_weight=0.2, anisotropic=True, densify=True,
               lr_means=0.005, lr_scales=0.005, lr_opacities=0.05, lr_quats=0.002, opacity_reset_every=200)
 #: --quick: a short run that converges (the demo's size).
-QUICK = dict(num_itrs=300, viz_every=20, ckpt_every=0)
+QUICK = dict(num_itrs=300, viz_every=25, ckpt_every=0)
 #: --quick --harder.
 QUICK_HARDER = dict(num_itrs=250, viz_every=25, ckpt_every=0, num_random=2000, densify_from=50, densify_every=50,
                     densify_until=150)

@@ -4,6 +4,7 @@ import csv
 import json
 
 import imageio.v3 as iio
+from PIL import Image
 import numpy as np
 import pytest
 import torch
@@ -136,7 +137,11 @@ def test_render_turntable_quick(tmp_path):
     frames_sh = iio.imread(out_sh / "q1_render_sh.gif", index=None)
     assert frames.shape[:3] == (24, 96, 288) and frames_sh.shape == frames.shape  # --quick: 24 views
     m, m_sh = (json.loads((d / "metrics.json").read_text()) for d in (out, out_sh))
-    assert m["num_views"] == 24 and m["fps"] == 12 and m_sh["use_sh"] is True  # 24 frames at 12 fps: 2 s a turn
+    assert m["num_views"] == 24 and m_sh["use_sh"] is True
+    # 24 frames of 90 ms (12 fps, rounded up to the GIF's 10 ms steps): at least 2 s a turn, as stored
+    assert m["frame_ms"] == 90 and m["seconds_per_turn"] >= 2.0
+    with Image.open(out / "q1_render.gif") as im:
+        assert im.info["duration"] * im.n_frames >= 2000
     assert m["background"] == [1.0, 1.0, 1.0] and m["up"] == [0.0, -1.0, 0.0]  # a .ply without scene info
     for name in ("centres_in_silhouette", "silhouette_near_centres"):
         assert m["checks"][name]["pass"] and m["checks"][name]["value"] > 0.95, (name, m["checks"][name])
