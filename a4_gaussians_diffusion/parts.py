@@ -27,7 +27,7 @@ Step = Tuple[str, List[str]]
 
 
 def gaussian_steps(root: str = ROOT) -> List[Step]:
-    """Q1 at the demo's size: train (300 iterations), turntable of the result, the pre-trained
+    """Q1 at the demo's size: train (250 iterations), turntable of the result, the pre-trained
     .ply plain and with spherical harmonics, the harder setting (250 iterations, random init)."""
     g = f"{root}/gaussians"
     return [

@@ -42,7 +42,7 @@ scatter by some 20 % around it: the exponential density makes the finite differe
 float32 renders inexact). With ``--view_dep_text 1`` also ``view_text_changes_guidance``:
 the relative difference between the guided noise predictions for the embeddings of the front
 (azimuth 0) and back (180) views, at the same noisy latent (0 if the view prompts did not reach
-the UNet). --quick runs 20 iterations at 16 x 16 with a 24-frame video.
+the UNet). --quick runs 12 iterations at 16 x 16 with a 24-frame video.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def main(argv=None):
     o.add_argument("--chunk_rays", type=int, default=4096, help="rays per chunk when rendering videos")
     args = ap.parse_args(argv)
     if args.quick:
-        args.iters, args.h, args.w = min(args.iters, 20), min(args.h, 16), min(args.w, 16)
+        args.iters, args.h, args.w = min(args.iters, 12), min(args.h, 16), min(args.w, 16)
         args.n_samples, args.n_importance = min(args.n_samples, 16), min(args.n_importance, 8)
         args.hidden, args.video_frames = min(args.hidden, 32), min(args.video_frames, 24)
         args.eval_every, args.save_every = max(args.iters, 1), min(args.save_every, 5)
