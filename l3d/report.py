@@ -612,7 +612,7 @@ def _command_of(part: Part, groups: list[Group]) -> str:
 def _card(part: Part, st: PartStatus, groups: list[Group], root: Path, refs: list[str]) -> str:
     state = st.state
     badge = {"pass": "pass", "fail": "fail", "missing": "missing"}[state]
-    out = [f'<article class="{state}" id="{_anchor(part.key, prefix="p-")}" '
+    out = [f'<article class="{state}" id="{_anchor(part.key, part.folder.rsplit("/", 1)[-1], prefix="p-")}" '
            f'data-part="{html.escape(part.key + " " + part.title)}">',
            f'<h3><span class="key">{html.escape(part.key)}</span> {html.escape(part.title)}'
            f'<span class="badge {state}">{badge}</span></h3>']

@@ -213,7 +213,7 @@ def test_write_gallery_cards(tmp_path):
     titles = re.findall(r'<span class="key">([^<]+)</span> ([^<]+)<span class="badge (\w+)">', page)
     assert titles == [("A1 0.1", "Baseline render", "fail"), ("A1 1.2", "Dolly zoom", "pass"),
                       ("A1 10", "A question not run", "missing"), ("A2 1.1", "Fit a voxel grid", "pass")]
-    assert '<article class="fail" id="p-A1-0-1" data-part="A1 0.1 Baseline render">' in page
+    assert '<article class="fail" id="p-A1-0-1--render_mesh" data-part="A1 0.1 Baseline render">' in page
     assert '<article class="missing"' in page
     # the stand-in is labelled (escaped), the course data named
     assert '<p class="data standin">stand-in: procedural cow-like mesh &lt;egg&gt;</p>' in page
@@ -241,7 +241,7 @@ def test_write_gallery_cards(tmp_path):
     assert "python -m a2_single_view.fit_data --type vox" in page
     assert "<summary>notes.md</summary>" in page
     # folders of no part: collapsed at the end
-    assert page.index('id="s-other"') > page.index('id="p-A2-1-1"') and 'href="bench/results.csv"' in page
+    assert page.index('id="s-other"') > page.index('id="p-A2-1-1--fit_vox"') and 'href="bench/results.csv"' in page
     assert "<title>Test &lt;gallery&gt;</title>" in page
     assert "4 parts: <b class=\"ok\">2 pass</b>" in page
     # self-contained: no network URLs, no external stylesheets or scripts; atomic write
