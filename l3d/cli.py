@@ -17,9 +17,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import math
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
 from .io import atomic_path, command_line, write_metrics
 
@@ -27,22 +30,148 @@ from .io import atomic_path, command_line, write_metrics
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows defaults after every flag and keeps the description's line breaks."""
 
+    def _get_help_string(self, action):
+        # no "(default: None)" / "(default: False)" noise on optional paths and switches
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS \
+                or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
-def script_parser(doc: Optional[str], default_output: str, output_file: Optional[str] = None) -> argparse.ArgumentParser:
-    """An argparse parser with the flags every script shares.
+
+# --------------------------------------------------------------------------------------------
+# value types: bad values are caught by argparse with the flag's name in the message
+# --------------------------------------------------------------------------------------------
+def _number(kind, lo, lo_open, name):
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {name}, found {text!r}") from None
+        if kind is float and not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"expected {name}, found {text!r}")
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            raise argparse.ArgumentTypeError(f"expected {name}, found {text}")
+        return v
+
+    parse.__name__ = name.replace(" ", "_")
+    return parse
+
+
+positive_int = _number(int, 0, True, "a positive integer")
+nonneg_int = _number(int, 0, False, "an integer >= 0")
+positive_float = _number(float, 0.0, True, "a positive number")
+nonneg_float = _number(float, 0.0, False, "a number >= 0")
+finite_float = _number(float, None, False, "a finite number")
+
+
+# --------------------------------------------------------------------------------------------
+# one flag vocabulary
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Flag:
+    """One idea's flag: its name, value type, help, and the older or course names it also accepts."""
+
+    name: str
+    type: Optional[Callable[[str], Any]] = None
+    help: str = ""
+    aliases: Tuple[str, ...] = ()
+    action: Optional[str] = None
+
+
+#: The flags every script spells the same way (README: "Flag glossary"). Course names that the
+#: course's own instructions use stay accepted as aliases.
+VOCABULARY: Dict[str, Flag] = {f.name.lstrip("-"): f for f in (
+    Flag("--steps", positive_int, "optimisation steps (iterations)", ("--num_itrs", "--max_iter", "--iterations")),
+    Flag("--num_epochs", positive_int, "passes over the training set"),
+    Flag("--batch_size", positive_int, "samples per optimisation step"),
+    Flag("--lr", positive_float, "learning rate"),
+    Flag("--save_every", nonneg_int, "steps between checkpoints (0: only at the end and on Ctrl-C)",
+         ("--save_freq", "--ckpt_every")),
+    Flag("--resume", None, "continue from the newest intact checkpoint in the output folder", action="store_true"),
+    Flag("--load_checkpoint", None, "checkpoint file, or the run folder whose checkpoints/ to read"),
+    Flag("--num_points", positive_int, "points per cloud", ("--n_points",)),
+    Flag("--image_size", positive_int, "image side in pixels"),
+    Flag("--num_frames", positive_int, "frames of the turntable / animation"),
+    Flag("--fps", positive_float, "frames per second of the GIF or video"),
+    Flag("--data_path", None, "input data (file or folder); 'synthetic' forces the built-in stand-in"),
+    Flag("--index", nonneg_int, "index of the object to visualise", ("--i",)),
+)}
+
+
+class ScriptParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that knows the shared vocabulary and applies presets.
+
+    ``add_flag("steps", default=1000)`` adds ``--steps`` with its type, help and aliases from
+    :data:`VOCABULARY` (``help=`` refines the help). ``presets={"quick": {"steps": 200}}`` makes
+    ``--quick`` (or ``--preset quick``) set ``steps`` to 200 *unless the user gave --steps*, so
+    ``--quick --steps 50`` runs 50 steps. The dests the user gave are in ``args.given``.
+    """
+
+    def __init__(self, *args, presets: Optional[Mapping[str, Mapping[str, Any]]] = None, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)  # no silent prefix matches: every flag is spelt out
+        super().__init__(*args, **kwargs)
+        self.presets = {k: dict(v) for k, v in (presets or {}).items()}
+
+    def add_flag(self, key: str, default: Any = None, help: Optional[str] = None, **kwargs) -> argparse.Action:
+        spec = VOCABULARY[key]
+        if spec.action:
+            kwargs.setdefault("action", spec.action)
+        elif spec.type is not None:
+            kwargs.setdefault("type", spec.type)
+        return self.add_argument(spec.name, *spec.aliases, dest=key, default=default, help=help or spec.help, **kwargs)
+
+    def given_dests(self, argv: Sequence[str]) -> set:
+        """The dests of the options that appear in ``argv`` (``--flag value`` or ``--flag=value``)."""
+        given = set()
+        for tok in argv:
+            if tok == "--":
+                break
+            if tok.startswith("-"):
+                action = self._option_string_actions.get(tok.split("=", 1)[0])
+                if action is not None:
+                    given.add(action.dest)
+        return given
+
+    def parse_args(self, args: Optional[Sequence[str]] = None, namespace=None):  # type: ignore[override]
+        argv = list(sys.argv[1:] if args is None else args)
+        ns = super().parse_args(argv, namespace)
+        given = self.given_dests(argv)
+        active = []
+        if getattr(ns, "quick", False):
+            active.append("quick")
+        if getattr(ns, "preset", None):
+            active.append(ns.preset)
+        for name in active:
+            for dest, value in self.presets.get(name, {}).items():
+                if dest not in given:
+                    setattr(ns, dest, value)
+        ns.given = given
+        return ns
+
+
+def script_parser(doc: Optional[str], default_output: str, output_file: Optional[str] = None,
+                  presets: Optional[Mapping[str, Mapping[str, Any]]] = None) -> ScriptParser:
+    """A :class:`ScriptParser` with the flags every script shares.
 
     Adds ``--device``, ``--quick``, ``--seed`` and ``--output_dir`` (default
     ``output/<default_output>``); with ``output_file`` also ``--output_file`` (a path; default
-    inside the output folder).
+    inside the output folder); with more presets than ``quick``, ``--preset NAME``.
     """
-    ap = argparse.ArgumentParser(description=doc, formatter_class=HelpFormatter)
+    ap = ScriptParser(description=doc, presets=presets)
     ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:<i>")
-    ap.add_argument("--quick", action="store_true", help="small sizes and few frames/iterations: runs in seconds on a CPU")
+    quick = presets.get("quick") if presets else None
+    quick_help = "the quick preset: a short run that still converges (small sizes, few steps)"
+    if quick:
+        quick_help += ": " + ", ".join(f"--{k} {v}" for k, v in quick.items() if not isinstance(v, bool))
+    ap.add_argument("--quick", action="store_true", help=quick_help + "; flags you give win")
+    others = sorted(set(presets or {}) - {"quick"})
+    if others:
+        ap.add_argument("--preset", choices=others, default=None, help="a named preset; flags you give win")
     ap.add_argument("--seed", type=int, default=0, help="random seed")
     ap.add_argument("--output_dir", default=f"output/{default_output}", help="folder for everything the script writes")
     if output_file is not None:
-        ap.add_argument("--output_file", default=None,
-                        help=f"output path (default: <output_dir>/{output_file})")
+        ap.add_argument("--output_file", default=None, help=f"output path (default: <output_dir>/{output_file})")
     return ap
 
 
