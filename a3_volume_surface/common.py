@@ -23,7 +23,7 @@ from l3d.train import (
 from .model import to_container
 
 __all__ = ["prepare", "train_loop", "save_gif", "psnr", "sample_images_at_xy", "lookup_pixels", "wh_to_hw",
-           "finish"]
+           "finish", "comparison_panel"]
 
 GIF_MS = 100  # spec convention 8: 100 ms per frame
 _ENTRY = {"module": None}  # the entry point module of this run, for command.txt
@@ -95,6 +95,53 @@ def save_gif(path: Path, frames: torch.Tensor) -> list:
     gif, png = save_gif_with_png(path, frames.detach().cpu().clamp(0, 1), duration_ms=GIF_MS, truncate=True,
                                  which="first")
     return [gif, png]
+
+
+def comparison_panel(columns: Sequence[torch.Tensor], titles: Sequence[str], row_labels: Sequence[str] = (),
+                     min_cell: int = 96, gap: int = 2):
+    """(H, W, 3) uint8 grid of images with every label in a white margin (never over an image).
+
+    Args:
+        columns: one (N, h, w, 3) tensor in [0, 1] per column (e.g. predictions, ground truth);
+            row i shows image i of every column.
+        titles: one title per column, written in a banner above it.
+        row_labels: up to one line per row ("view 3  27.1 dB"), written in a margin on the left.
+        min_cell: images are enlarged by an integer factor (nearest neighbour, so every rendered
+            pixel stays visible as a block) until they are at least this many pixels high.
+    """
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    n, h, w = columns[0].shape[:3]
+    k = max(1, -(-int(min_cell) // h))
+    cells = [(c.detach().cpu().clamp(0, 1).numpy() * 255).astype(np.uint8).repeat(k, 1).repeat(k, 2) for c in columns]
+    try:
+        font = ImageFont.load_default(size=12)
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    draw_probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+
+    def text_w(t: str) -> int:
+        box = draw_probe.textbbox((0, 0), t, font=font)
+        return box[2] - box[0]
+
+    banner = 18
+    left = (max(text_w(t) for t in row_labels) + 10) if row_labels else gap
+    cw, ch = w * k, h * k
+    width = left + len(cells) * (cw + gap)
+    height = banner + n * (ch + gap)
+    panel = Image.new("RGB", (width, height), (255, 255, 255))
+    for j, col in enumerate(cells):
+        x0 = left + j * (cw + gap)
+        for i in range(n):
+            panel.paste(Image.fromarray(col[i]), (x0, banner + i * (ch + gap)))
+    draw = ImageDraw.Draw(panel)
+    for j, t in enumerate(titles):
+        x0 = left + j * (cw + gap)
+        draw.text((x0 + max(0, (cw - text_w(t)) // 2), 3), t, fill=(0, 0, 0), font=font)
+    for i, t in enumerate(row_labels):
+        draw.text((4, banner + i * (ch + gap) + ch // 2 - 7), t, fill=(0, 0, 0), font=font)
+    return np.asarray(panel)
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:

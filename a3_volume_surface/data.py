@@ -12,10 +12,14 @@ or ``python -m l3d.data download a3_nerf``). When they are absent,
 :func:`load_nerf_scene` renders a built-in scene into the same format (cached under
 ``output/.cache/a3_volume_surface/scenes`` by default) and says so in one line:
 
-* ``lego`` (and any other name): a UV-textured four-legged object (:func:`l3d.data.procedural_textured_mesh`)
-  turned z-up, diffuse lighting from a fixed world light (view-independent appearance);
-* ``materials``: five spheres of different colours and glossiness under a fixed light
-  (Phong highlights that move with the view: the view-dependent scene of part 4.1).
+* ``cow`` (stands in for ``lego`` and any other name): l3d's UV-textured procedural cow
+  (:func:`l3d.data.procedural_textured_mesh`) turned z-up, diffuse lighting from a fixed world
+  light (view-independent appearance);
+* ``glossy_spheres`` (stands in for ``materials``): six spheres of different colours and
+  glossiness under a fixed light (Phong highlights that move with the view: the view-dependent
+  scene of part 4.1).
+
+A run says which one it used in ``metrics.json["data"]`` (:func:`scene_data_label`).
 
 Cameras: 100 training views on a golden-angle spiral over the upper hemisphere (elevation 8 .. 72
 degrees), 10 validation and 20 test views at other positions, all at distance 4 looking at the
@@ -43,11 +47,63 @@ from .cameras import look_at_cameras
 
 __all__ = [
     "NerfScene", "load_nerf_scene", "read_nerf_files", "write_nerf_files", "builtin_scene",
-    "builtin_scene_mesh", "scene_cameras", "load_box_images", "load_bunny", "BUILTIN_SCENES",
+    "builtin_scene_mesh", "scene_cameras", "load_box_images", "load_bunny", "BUILTIN_SCENES", "standin_kind",
+    "scene_data_label", "box_data_label", "points_data_label",
 ]
 
-# the course's NeRF scenes are registered as dataset 'a3_nerf' in l3d.data
-BUILTIN_SCENES = ("lego", "materials")
+# the course's NeRF scenes are registered as dataset 'a3_nerf' in l3d.data; the built-in scene
+# that stands in for each of them when its files are absent
+BUILTIN_SCENES = ("cow", "glossy_spheres")
+STANDIN_WORDS = {"cow": "cow", "glossy_spheres": "glossy-spheres"}
+
+
+def standin_kind(name: str) -> str:
+    """The built-in scene used for the course scene ``name`` (or the built-in scene ``name`` itself):
+    ``glossy_spheres`` for ``materials``, the ``cow`` for anything else."""
+    return "glossy_spheres" if name in ("materials", "glossy_spheres") else "cow"
+
+
+def _course_rel(path: Path) -> str:
+    """``a3/lego.pth`` for a file of the data root, else the path as given."""
+    try:
+        return Path(path).resolve().relative_to(data_root().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def scene_data_label(source: str, name: str) -> str:
+    """``metrics.json["data"]`` of a run on scene ``name`` loaded from ``source`` (a
+    :attr:`NerfScene.source`): ``"course: a3/lego.pth"`` or ``"stand-in: built-in cow scene ..."``."""
+    from l3d.checks import data_label
+
+    if source.startswith("file:"):
+        return data_label(course_file=_course_rel(Path(source[len("file:"):])))
+    kind = source.split(":", 1)[-1]
+    files = f"{name}.pth/{name}.png"
+    have = get_path(f"a3/{name}.pth", required=False) is not None
+    why = (f"chosen with data.source=builtin over the course's {files}" if have
+           else f"the course's {files} are not in the data root")
+    return data_label(standin=f"built-in {STANDIN_WORDS.get(kind, kind)} scene rendered by l3d ({why})")
+
+
+def box_data_label(from_files: bool) -> str:
+    """``metrics.json["data"]`` of part 2."""
+    from l3d.checks import data_label
+
+    if from_files:
+        return data_label(course_file="a3/box_{0..3}.npy")
+    return data_label(standin="box renders made here by the Q1 pipeline (centre (0.25, 0.25, 0), sides "
+                              "(2, 1.5, 1.5); the course's box_{0..3}.npy are not in the data root)")
+
+
+def points_data_label(source: str) -> str:
+    """``metrics.json["data"]`` of part 6 from :func:`load_bunny`'s source."""
+    from l3d.checks import data_label
+
+    if source.startswith("file:"):
+        return data_label(course_file=_course_rel(Path(source[len("file:"):])))
+    return data_label(standin="10000 points sampled on l3d's procedural cow mesh (the course's "
+                              "bunny_pointcloud.npz is not in the data root)")
 
 
 @dataclass
@@ -58,7 +114,7 @@ class NerfScene:
         images: (N, H, W, 3) float in [0, 1].
         cameras: N cameras (NDC intrinsics).
         split: (train, val, test) lists of view indices.
-        source: "file:<path>" or "builtin:<name>".
+        source: "file:<path>" or "builtin:<kind>" (``cow`` or ``glossy_spheres``).
     """
 
     images: torch.Tensor
@@ -150,7 +206,7 @@ def scene_cameras(n_train: int = 100, n_val: int = 10, n_test: int = 20, radius:
     return cams, (ids[:n_train], ids[n_train:n_train + n_val], ids[n_train + n_val:])
 
 
-def _lego_standin() -> Tuple[Meshes, Dict[str, torch.Tensor]]:
+def _cow_standin() -> Tuple[Meshes, Dict[str, torch.Tensor]]:
     """The textured object, z-up, and its material (diffuse only)."""
     from l3d.data import procedural_textured_mesh
 
@@ -190,8 +246,9 @@ def _materials_spheres() -> Tuple[Meshes, Dict[str, torch.Tensor]]:
 
 
 def builtin_scene_mesh(name: str) -> Tuple[Meshes, Dict[str, torch.Tensor]]:
-    """The true geometry (and per-vertex specular / shininess) of a built-in scene."""
-    return _materials_spheres() if name == "materials" else _lego_standin()
+    """The true geometry (and per-vertex specular / shininess) of a built-in scene (by its kind,
+    or by the course scene it stands in for, see :func:`standin_kind`)."""
+    return _materials_spheres() if standin_kind(name) == "glossy_spheres" else _cow_standin()
 
 
 def _shade(mesh: Meshes, mat: Dict[str, torch.Tensor], cameras: PerspectiveCameras, size: int,
@@ -232,7 +289,7 @@ def _shade(mesh: Meshes, mat: Dict[str, torch.Tensor], cameras: PerspectiveCamer
 
 def builtin_scene(name: str, image_size: Sequence[int], n_train: int = 100, n_val: int = 10, n_test: int = 20,
                   supersample: int = 3) -> Tuple[torch.Tensor, PerspectiveCameras, Tuple[List[int], ...]]:
-    """Render the built-in scene ``name`` (``materials``, or the textured object for anything else).
+    """Render the built-in scene ``name`` (a kind or a course scene name, see :func:`standin_kind`).
 
     Returns images (N, H, W, 3), cameras and the (train, val, test) split.
     """
@@ -270,9 +327,10 @@ def load_nerf_scene(name: str, image_size: Sequence[int], source: str = "auto",
         if pth is not None and png is not None:
             return read_nerf_files(pth, png, (h, w))
         if not quiet:
-            print(f"{data_root() / 'a3' / (name + '.pth')} not found; using the built-in '{name}' scene rendered "
-                  f"by l3d (the course's files: `python -m a3_volume_surface.data download a3_nerf`)", file=sys.stderr)
-    kind = "materials" if name == "materials" else "lego"
+            print(f"{data_root() / 'a3' / (name + '.pth')} not found; using the built-in "
+                  f"{STANDIN_WORDS[standin_kind(name)]} scene rendered by l3d instead "
+                  f"(the course's files: `python -m a3_volume_surface.data download a3_nerf`)", file=sys.stderr)
+    kind = standin_kind(name)
     if cache_dir is not None:
         base = Path(cache_dir) / f"builtin_{kind}_{h}px_{n_train}-{n_val}-{n_test}_ss{supersample}"
         pth, png = base.with_suffix(".pth"), base.with_suffix(".png")
@@ -319,7 +377,7 @@ def load_bunny(path: Optional[str] = None, quiet: bool = False) -> Tuple[torch.T
 
     pts = sample_points_from_meshes(procedural_textured_mesh(), 10000, generator=torch.Generator().manual_seed(0))
     pts = pts.reshape(-1, 3) * 0.8
-    return pts, "builtin:procedural"
+    return pts, "builtin:procedural_cow_points"
 
 
 def main(argv=None) -> int:

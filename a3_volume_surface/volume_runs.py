@@ -23,9 +23,17 @@ from l3d.shading import render_points
 from l3d.structures import Pointclouds
 
 from .cameras import look_at_cameras, surround_cameras
-from .common import finish, lookup_pixels, psnr, save_gif, train_loop, wh_to_hw
-from .data import load_box_images, load_nerf_scene
+from l3d.checks import check
+
+from .common import comparison_panel, finish, lookup_pixels, psnr, save_gif, train_loop, wh_to_hw
+from .data import box_data_label, load_box_images, load_nerf_scene, scene_data_label
+from .measure import (
+    mean_abs_levels, ray_box_hits, reference_frame, reference_image, reference_path, to_levels, turntable_checks,
+)
 from .model import Model, render_images
+from .targets import (
+    BOX_MAX_ERROR, BOX_TRUE_CENTER, BOX_TRUE_SIDES, NERF_MIN_PSNR, REFERENCE_GIF_MAX_LEVELS, REFERENCE_MAX_LEVELS,
+)
 
 __all__ = ["run_render", "run_train_box", "run_train_nerf", "grid_image", "rays_image", "depth_image",
            "sample_points_image", "BOX_EYES"]
@@ -83,22 +91,104 @@ def run_render(cfg: Mapping[str, Any], device: torch.device, out: Path) -> Dict[
     t_render = time.perf_counter() - t0
     name = cfg.get("gif_name", "part_1")
     written: List[Any] = save_gif(out / f"{name}.gif", res["color"])
+    checks = turntable_checks(res["color"], written[0])
     vis = cfg.get("visualize") or {}
     if vis.get("enabled", False):
-        cam0 = cams[0]
-        written.append(save_image(out / "grid.png", grid_image(hw), truncate=True))
-        written.append(save_image(out / "rays.png", rays_image(cam0, hw).cpu(), truncate=True))
-        bundle = model.sampler(image_rays(cam0, hw).reshape(-1))
+        # the course's pictures: camera 0 and camera ``depth_camera`` of the spec's 20-camera circle at
+        # the spec's 256 x 256, whatever the size and frame count of the GIF
+        vhw = wh_to_hw(vis.get("image_size") or cfg["data"]["image_size"])
+        vcams = surround_cameras(**{**cfg["cameras"], "n_poses": int(vis.get("n_poses") or cfg["cameras"]["n_poses"])},
+                                 device=device)
+        cam0 = vcams[0]
+        written.append(save_image(out / "grid.png", grid_image(vhw), truncate=True))
+        written.append(save_image(out / "rays.png", rays_image(cam0, vhw).cpu(), truncate=True))
+        bundle = model.sampler(image_rays(cam0, vhw).reshape(-1))
         step = max(1, int(vis.get("points_stride", 8)))
-        keep = torch.arange(hw[0] * hw[1], device=device).view(hw)[::step, ::step].reshape(-1)
+        keep = torch.arange(vhw[0] * vhw[1], device=device).view(vhw)[::step, ::step].reshape(-1)
         pts = bundle[keep].points.reshape(-1, 3)
         written.append(save_image(out / "sample_points.png", sample_points_image(pts).cpu(), truncate=True))
-        k = int(vis.get("depth_camera", 2)) % len(cams)
-        written.append(save_image(out / "depth.png", depth_image(res["depth"][k])))
+        k = int(vis.get("depth_camera", 2)) % len(vcams)
+        vres = render_images(model, vcams[k], vhw, keys=("depth", "opacity"))
+        written.append(save_image(out / "depth.png", depth_image(vres["depth"][0])))
+        checks.update(analytic_volume_checks(cfg, vcams[k], vhw, vres))
+        if vis.get("reference_checks", False):
+            checks.update(reference_checks_part_1(model, cfg, out, device))
     metrics = {"frames": len(cams), "image_size": list(cfg["data"]["image_size"]), "render_time_s": t_render,
-               "mean_color": float(res["color"].mean())}
+               "mean_color": float(res["color"].mean()), "checks": checks}
     finish(out, metrics, written)
     return metrics
+
+
+def analytic_volume_checks(cfg: Mapping[str, Any], camera, hw, res: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
+    """Part 1's own checks on one camera, against the exact ray intersection of the box (slab
+    test) or sphere; {} for other SDFs. The Laplace-CDF density reaches past the surface (a ray
+    that passes within about beta of it gathers opacity over many samples), so the silhouette
+    (opacity > 0.5) must cover the exact shape and stay within the shape grown by 2 beta."""
+    from l3d.rays import ray_sphere_bounds
+
+    fn = cfg["implicit_function"]
+    sdf = fn["sdf"]
+    val = lambda v: v["val"] if isinstance(v, Mapping) else v  # noqa: E731 ({val, opt} or a plain value)
+    beta = float(torch.as_tensor(val(fn.get("beta", 0.05))).reshape(-1)[0])
+    rays = image_rays(camera, hw).reshape(-1)
+    o, d = rays.origins.double(), rays.directions.double()
+    center = torch.as_tensor(val(sdf.get("center", [0.0, 0.0, 0.0])), dtype=torch.float64, device=o.device).reshape(3)
+    if sdf["type"] == "box":
+        sides = torch.as_tensor(val(sdf["side_lengths"]), dtype=torch.float64).reshape(-1).expand(3)
+        t, hit = ray_box_hits(o, d, center, sides)
+        _, grown = ray_box_hits(o, d, center, sides + 4 * beta)
+        shape = "box"
+    elif sdf["type"] == "sphere":
+        radius = float(torch.as_tensor(val(sdf["radius"])).reshape(-1)[0])
+        t, _, hit = ray_sphere_bounds(o - center, d, radius)
+        _, _, grown = ray_sphere_bounds(o - center, d, radius + 2 * beta)
+        shape = "sphere"
+    else:
+        return {}
+    mask = res["opacity"][0].reshape(-1) > 0.5
+    depth = res["depth"][0].reshape(-1).double()
+    both = mask & hit
+    err = float((depth[both] - t[both]).abs().mean()) if bool(both.any()) else float("inf")
+    spacing = (cfg["sampler"]["max_depth"] - cfg["sampler"]["min_depth"]) / cfg["sampler"]["n_pts_per_ray"]
+    share = lambda a, b: float((a & b).sum()) / max(1, int(b.sum()))  # noqa: E731 (share of b that is also a)
+    where = f"the {hw[1]} x {hw[0]} pixels of the depth camera"
+    return {
+        "silhouette_recall": check(share(mask, hit), min=0.99,
+                                   what=f"share of the rays meeting the exact {shape} (ray-{shape} intersection) that "
+                                        f"render opaque (opacity > 0.5), over {where}"),
+        "silhouette_precision": check(share(grown, mask), min=0.99,
+                                      what=f"share of the opaque pixels whose ray meets the {shape} grown by 2 beta "
+                                           f"({2 * beta:g}: the reach of the Laplace-CDF density), over {where}"),
+        "depth_error": check(err, max=spacing,
+                             what=f"mean |rendered depth - exact distance to the {shape}| where both see it "
+                                  f"(threshold: one sample spacing, {spacing:.3f})"),
+    }
+
+
+def reference_checks_part_1(model, cfg: Mapping[str, Any], out: Path, device) -> Dict[str, Any]:
+    """Golden checks against the course's reference images (only those present in the data root):
+    the written grid/rays/depth PNGs, and frames 0, 7 and 13 of the spec's part_1.gif rendered at 256 x 256."""
+    from PIL import Image
+
+    checks: Dict[str, Any] = {}
+    for png in ("grid", "rays", "depth"):
+        ref = reference_image(f"{png}.png")
+        if ref is None:
+            continue
+        with Image.open(out / f"{png}.png") as im:
+            ours = np.asarray(im.convert("RGB")).astype(np.float64)
+        checks[f"reference_{png}_png"] = check(mean_abs_levels(ours, ref), max=REFERENCE_MAX_LEVELS,
+                                               what=f"mean |{png}.png - the course's reference| in 8-bit levels")
+    if reference_path("part_1.gif") is not None:
+        cams = surround_cameras(**{**cfg["cameras"], "n_poses": 20}, device=device)
+        worst = 0.0
+        for i in (0, 7, 13):
+            ours = to_levels(render_images(model, cams[i], (256, 256))["color"][0])
+            worst = max(worst, mean_abs_levels(ours, reference_frame("part_1.gif", i)))
+        checks["reference_gif_frames"] = check(worst, max=REFERENCE_GIF_MAX_LEVELS,
+                                               what="largest mean |frame - reference frame| in 8-bit levels over "
+                                                    "frames 0, 7, 13 of part_1.gif (20 cameras, 256 x 256)")
+    return checks
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,6 +215,7 @@ def run_train_box(cfg: Mapping[str, Any], device: torch.device, out: Path) -> Di
     tcfg = cfg["training"]
     dcfg = cfg["data"]
     cams = look_at_cameras(dcfg.get("eyes", BOX_EYES), dcfg.get("focal_length", 1.0), up=(0.0, 1.0, 0.0), device=device)
+    from_files = load_box_images(len(cams)) is not None
     images = _box_images(cfg, cams, device)  # (4, 256, 256, 3)
     model = Model(cfg).to(device)
     grid = ndc_grid(hw, device=device)  # (HW, 2)
@@ -161,10 +252,21 @@ def run_train_box(cfg: Mapping[str, Any], device: torch.device, out: Path) -> Di
     after = render_images(model, cams, hw)["color"]
     written.append(save_image(out / "part_2_after_training.png", torch.cat(list(after.cpu()), 1), truncate=True))
     gcams = surround_cameras(**cfg["gif"], device=device)
-    written += save_gif(out / "part_2.gif", render_images(model, gcams, hw)["color"])
+    frames = render_images(model, gcams, hw)["color"]
+    written += save_gif(out / "part_2.gif", frames)
+    c_err = max(abs(a - b) for a, b in zip(center, BOX_TRUE_CENTER))
+    s_err = max(abs(a - b) for a, b in zip(sides, BOX_TRUE_SIDES))
+    checks = {
+        "center_error": check(c_err, max=BOX_MAX_ERROR, what="max abs error of the recovered box centre vs "
+                                                             "(0.25, 0.25, 0) (scene units)"),
+        "sides_error": check(s_err, max=BOX_MAX_ERROR, what="max abs error of the recovered side lengths vs "
+                                                            "(2, 1.5, 1.5) (scene units)"),
+        **turntable_checks(frames, written[-2]),
+    }
     metrics = {"box_center": center, "box_side_lengths": sides, "final_loss": info["last"].get("loss"),
                "epochs": info["end_epoch"], "start_epoch": info["start_epoch"], "train_time_s": info["time_s"],
-               "psnr_after": psnr(after, gt.view(len(cams), *hw, 3))}
+               "psnr_after": psnr(after, gt.view(len(cams), *hw, 3)), "data": box_data_label(from_files),
+               "checks": checks}
     finish(out, metrics, written)
     return metrics
 
@@ -223,6 +325,14 @@ def evaluate_views(model, images: torch.Tensor, cams, n_views: int = -1) -> Dict
             "render_s_per_view": (time.perf_counter() - t0) / len(per), "pred": pred}
 
 
+def save_test_views(path: Path, ev: Mapping[str, Any], test_images: torch.Tensor, n: int = 3) -> Path:
+    """The first ``n`` held-out views: prediction | ground truth, each row labelled with its PSNR."""
+    k = min(n, ev["n_views"])
+    labels = [f"view {i}  {p:.1f} dB" for i, p in enumerate(ev["psnr_per_view"][:k])]
+    panel = comparison_panel([ev["pred"][:k].cpu(), test_images[:k].cpu()], ("prediction", "ground truth"), labels)
+    return save_image(path, panel)
+
+
 def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Path) -> Dict[str, Any]:
     tcfg = cfg["training"]
     scene = load_scene(cfg)
@@ -272,7 +382,8 @@ def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Path) -> D
 
     def render_gif():
         gcams = surround_cameras(**gif_cfg, device=device)
-        return save_gif(out / f"{gif_name}.gif", render_images(model, gcams, hw)["color"])
+        frames = render_images(model, gcams, hw)["color"]
+        return save_gif(out / f"{gif_name}.gif", frames), frames
 
     interval = int(tcfg.get("render_interval", 0) or 0)
 
@@ -282,12 +393,15 @@ def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Path) -> D
 
     info = train_loop(out, model, optim, sched, tcfg, cfg, epoch_fn, after_epoch, desc="train nerf", device=device)
     ev = evaluate_views(model, test_images.to(device), test_cams.to(device), tcfg.get("eval_views", -1))
-    k = min(4, ev["n_views"])
-    row = torch.cat([torch.cat(list(ev["pred"][:k].cpu()), 1), torch.cat(list(test_images[:k]), 1)], 0)
-    written.append(save_image(out / f"{gif_name}_test_views.png", row))
+    written.append(save_test_views(out / f"{gif_name}_test_views.png", ev, test_images))
     t0 = time.perf_counter()
-    written += render_gif()
+    gif, frames = render_gif()
+    written += gif
+    checks = {"test_psnr": check(ev["psnr"], min=NERF_MIN_PSNR,
+                                 what=f"mean PSNR of the {ev['n_views']} held-out test views (dB)"),
+              **turntable_checks(frames, gif[0])}
     metrics = {
+        "data": scene_data_label(scene.source, cfg["data"].get("dataset_name", "lego")), "checks": checks,
         "scene": scene.source, "image_size": list(cfg["data"]["image_size"]), "train_views": len(images),
         "test_psnr": ev["psnr"], "test_views": ev["n_views"], "final_train_loss": info["last"].get("loss"),
         "final_train_psnr": info["last"].get("train_psnr"), "epochs": info["end_epoch"],

@@ -10,7 +10,8 @@ import torch
 from a3_volume_surface.cameras import surround_cameras
 from a3_volume_surface.common import lookup_pixels
 from a3_volume_surface.data import (
-    builtin_scene, builtin_scene_mesh, load_bunny, load_nerf_scene, read_nerf_files, scene_cameras, write_nerf_files,
+    builtin_scene, builtin_scene_mesh, load_bunny, load_nerf_scene, points_data_label, read_nerf_files, scene_cameras,
+    scene_data_label, standin_kind, write_nerf_files,
 )
 from l3d.data import DATASETS
 from l3d.rays import ndc_grid
@@ -56,10 +57,12 @@ def test_builtin_scene_generator(tmp_path, monkeypatch):
     monkeypatch.setenv("L3D_DATA", str(tmp_path / "empty"))
     scene = load_nerf_scene("lego", (16, 16), cache_dir=str(tmp_path), n_train=100, n_val=2, n_test=3, supersample=1,
                             quiet=True)
-    assert scene.source == "builtin:lego" and scene.images.shape == (105, 16, 16, 3)
+    assert scene.source == "builtin:cow" and scene.images.shape == (105, 16, 16, 3)
     assert len(scene.split[0]) == 100 and scene.split[2] == [102, 103, 104]
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["builtin_lego_16px_100-2-3_ss1.png", "builtin_lego_16px_100-2-3_ss1.pth"]
+    assert files == ["builtin_cow_16px_100-2-3_ss1.png", "builtin_cow_16px_100-2-3_ss1.pth"]
+    assert scene_data_label(scene.source, "lego") == ("stand-in: built-in cow scene rendered by l3d (the course's "
+                                                      "lego.pth/lego.png are not in the data root)")
     again = load_nerf_scene("lego", (16, 16), cache_dir=str(tmp_path), n_train=100, n_val=2, n_test=3, supersample=1)
     assert torch.allclose(again.images, scene.images, atol=1 / 255)  # read back from the cached files
     # cameras: distance 4, looking at the origin, z up, all above the ground plane
@@ -76,7 +79,9 @@ def test_materials_scene_is_view_dependent():
     imgs, cams, _ = builtin_scene("materials", (32, 32), n_train=6, n_val=0, n_test=0, supersample=1)
     assert imgs.max() > 0.95  # highlights saturate
     _, lmat = builtin_scene_mesh("lego")
-    assert float(lmat["specular"]) == 0.0  # the lego stand-in is diffuse (view-independent)
+    assert float(lmat["specular"]) == 0.0  # the cow standing in for lego is diffuse (view-independent)
+    assert builtin_scene_mesh("glossy_spheres")[0].verts_packed().shape == mesh.verts_packed().shape
+    assert standin_kind("materials") == "glossy_spheres" and standin_kind("lego") == standin_kind("fern") == "cow"
 
 
 def test_bunny_file_and_fallback(tmp_path, monkeypatch):
@@ -86,9 +91,11 @@ def test_bunny_file_and_fallback(tmp_path, monkeypatch):
     monkeypatch.setenv("L3D_DATA", str(tmp_path))
     pts, src = load_bunny()
     assert pts.shape == (10, 3) and src.startswith("file:")
+    assert points_data_label(src) == "course: a3/bunny_pointcloud.npz"
     monkeypatch.setenv("L3D_DATA", str(tmp_path / "none"))
     pts, src = load_bunny(quiet=True)
-    assert pts.shape == (10000, 3) and src == "builtin:procedural" and pts.abs().max() < 1.5
+    assert pts.shape == (10000, 3) and src == "builtin:procedural_cow_points" and pts.abs().max() < 1.5
+    assert points_data_label(src).startswith("stand-in: 10000 points sampled on l3d's procedural cow mesh")
     with pytest.raises(FileNotFoundError):
         load_bunny(str(tmp_path / "nope.npz"))
 
@@ -129,3 +136,6 @@ def test_q0_transmittance_script(tmp_path, capsys):
     assert "T(y2,y4) = e^-30.5" in out and (tmp_path / "q0_transmittance.md").exists()
     for k, v in m["values"].items():  # discrete volume rendering agrees
         assert m["discrete_check"][k] == pytest.approx(v, rel=1e-3)
+    assert all(c["pass"] for c in m["checks"].values()) and set(m["checks"]) == {"discrete_vs_closed_form",
+                                                                                 "exponents_vs_answer"}
+    assert (tmp_path / "q0_transmittance.png").exists()
