@@ -141,7 +141,7 @@ class NeuralRadianceField(nn.Module):
                  n_hidden_neurons_xyz: int = 128, n_hidden_neurons_dir: int = 64, n_layers_xyz: int = 6,
                  append_xyz: Sequence[int] = (3,), use_view_dependence: bool = False,
                  density_noise_std: float = 0.0, density_bias_init: float = 0.1,
-                 density_activation: str = "relu", color_padding: float = 0.0):
+                 density_activation: str = "relu"):
         super().__init__()
         self.embed_xyz = HarmonicEmbedding(n_harmonic_functions_xyz)
         self.embed_dir = HarmonicEmbedding(n_harmonic_functions_dir)
@@ -159,7 +159,6 @@ class NeuralRadianceField(nn.Module):
         self.use_view_dependence = bool(use_view_dependence)
         self.density_noise_std = float(density_noise_std)
         self.hidden = h
-        self.color_padding = float(color_padding)
         # the initial density level: a small positive bias keeps it from dying under the ReLU; a
         # negative one starts from a nearly empty volume (see the density_bias_init config key)
         nn.init.constant_(self.density_head.bias, float(density_bias_init))
@@ -185,8 +184,6 @@ class NeuralRadianceField(nn.Module):
             d = self.embed_dir(bundle.directions)  # (R, Ddir) once per ray
             hid = hid + F.linear(d, w[:, self.hidden:])[:, None]
         color = torch.sigmoid(self.color_out(F.relu(hid)))  # (R, S, 3)
-        if self.color_padding > 0:  # widened sigmoid: 0 and 1 are reached at finite logits
-            color = color * (1 + 2 * self.color_padding) - self.color_padding
         return {"density": density, "feature": color}
 
 
