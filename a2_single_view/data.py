@@ -285,6 +285,9 @@ class Preset:
 PRESETS: Dict[str, Preset] = {
     # tests and quick runs: seconds to generate
     "tiny": Preset("tiny", {"chair": (8, 1, 4), "car": (3, 0, 1), "airplane": (3, 0, 1)}, views=2),
+    # --quick runs and the demo: enough distinct shapes for a model to generalise to held-out
+    # ones, small enough to generate and encode in seconds
+    "quick": Preset("quick", {"chair": (384, 0, 48), "car": (24, 0, 8), "airplane": (24, 0, 8)}, views=1),
     # quality runs and the defaults of full-size runs
     "standard": Preset("standard", {"chair": (480, 40, 100), "car": (160, 0, 50), "airplane": (160, 0, 50)}, views=6),
 }

@@ -7,10 +7,17 @@ distances both ways, precision / recall / F1 per threshold (a2_single_view/evalu
 and implicit predictions go through marching cubes at 0.5, the [Z, Y, X] -> mesh-frame mapping,
 and centring; an empty prediction scores 0).
 
+The mean-shape baseline -- the same decoder trained on a constant input, i.e. the best single
+shape it can predict (train_model --baseline writes it to <train dir>/mean_shape/) -- is
+evaluated on the same test images when its checkpoint is there (or --baseline_checkpoint), and
+the check is the margin: model F1@0.05 minus baseline F1@0.05, at least 10.
+
 Writes to --output_dir (default output/a2_single_view/eval_<type>): eval_<type>.png (mean F1
-against the threshold), metrics.json (mean F1 / precision / recall per threshold, count of
-empty predictions), per_example.json (F1 of every test image), and --vis_count examples
-example_<k>.gif (+ .png): input image | predicted 3D | ground-truth mesh.
+against the threshold, model and baseline), metrics.json (mean F1 / precision / recall per
+threshold, the baseline's F1, the margin and its check, count of empty predictions),
+per_example.json (F1 of every test image), and --vis_count examples example_<k>.gif (+ .png):
+input image | prediction | ground truth in the prediction's representation (voxels for vox and
+implicit, points for point, the mesh for mesh), turning from the input view.
 """
 
 from __future__ import annotations
@@ -23,15 +30,18 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from l3d.checks import check
 from l3d.cli import report, script_parser
 from l3d.io import atomic_path, save_gif_with_png
 from l3d.train import choose_device, load_checkpoint, progress, run_cli
 
-from .common import add_data_flags, gt_meshes, render_gt, render_kind, resolve_data, to_device, triptych, view_azimuth
+from .common import add_data_flags, comparison, data_text, gif_fps, gt_as_kind, gt_meshes, resolve_data, to_device, view_azimuth
 from .data import R2N2, collate
 from .evaluate import THRESHOLDS, evaluate_batch
 from .features import ensure_features
 from .models import KINDS, Encoder, SingleViewTo3D
+
+MIN_MARGIN = 10.0  # F1@0.05 points the model must gain over the mean-shape baseline
 from .train_model import build_model, forward, model_inputs
 
 
@@ -65,13 +75,20 @@ def predict(model: SingleViewTo3D, batch: dict):
     return out
 
 
+def default_baseline(checkpoint) -> Path:
+    """Where train_model --baseline puts the mean-shape model of a checkpoint's run."""
+    return Path(checkpoint).parent.parent / "mean_shape" / "checkpoints" / "last.pt"
+
+
 def eval_dataset(model: SingleViewTo3D, cfg: dict, args, device, split: str = "test",
-                 views_per_model: Optional[int] = 1, max_examples: Optional[int] = None):
+                 views_per_model: Optional[int] = 1, max_examples: Optional[int] = None,
+                 return_voxels: bool = False):
     """The data set of the evaluation, with features computed when the model needs them."""
     choice = resolve_data(args)
     ds = R2N2(choice.root, choice.split_file, split, args.class_names, views_per_model=views_per_model,
-              return_voxels=False, inputs=model_inputs(argparse.Namespace(load_feat=bool(cfg.get("load_feat")),
-                                                                           mean_shape=bool(cfg.get("mean_shape")))))
+              return_voxels=return_voxels,
+              inputs=model_inputs(argparse.Namespace(load_feat=bool(cfg.get("load_feat")),
+                                                     mean_shape=bool(cfg.get("mean_shape")))))
     if cfg.get("load_feat"):
         enc = Encoder(cfg.get("pretrained", "auto"), verbose=False)
         if cfg.get("encoder") and enc.tag != cfg["encoder"]:
@@ -103,22 +120,34 @@ def run_eval(model: SingleViewTo3D, ds: R2N2, device, n_points: int = 1000, batc
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
-def plot_f1_curves(curves: Dict[str, Sequence[float]], path, title: str, thresholds: Sequence[float] = THRESHOLDS) -> Path:
-    """A PNG of F1 against the threshold, one line per entry of ``curves``."""
+def plot_f1_curves(curves: Dict[str, Sequence[float]], path, title: str, thresholds: Sequence[float] = THRESHOLDS,
+                   dashed: Sequence[str] = ()) -> Path:
+    """A PNG of F1 (%) against the threshold, one line per entry of ``curves`` (the names in
+    ``dashed`` drawn dashed, in the colour of the solid line before them), each line labelled
+    with its F1 at the largest threshold."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5, 3.6), dpi=100)
+    fig = Figure(figsize=(8.0, 4.2), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
+    colour, n = None, 0
     for label, ys in curves.items():
-        ax.plot(list(thresholds), list(ys), marker="o", label=label)
-    ax.set_xlabel("threshold")
-    ax.set_ylabel("F1 (%)")
+        if label in dashed and colour is not None:
+            style = dict(linestyle="--", marker="s", color=colour, alpha=0.8)
+        else:
+            style = dict(linestyle="-", marker="o", color=f"C{n % 10}")
+            colour, n = style["color"], n + 1
+        ys = list(ys)
+        ax.plot(list(thresholds), ys, linewidth=2, markersize=5, label=f"{label} ({ys[-1]:.1f})", **style)
+    ax.set_xlabel("distance threshold", fontsize=11)
+    ax.set_ylabel("F1 (%)", fontsize=11)
+    ax.set_xticks(list(thresholds))
     ax.set_ylim(0, 100)
     ax.grid(True, alpha=0.3)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=11)
+    ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.02, 0.5), title=f"(F1 at {thresholds[-1]:g})",
+              title_fontsize=9, frameon=False)
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -127,21 +156,23 @@ def plot_f1_curves(curves: Dict[str, Sequence[float]], path, title: str, thresho
 
 
 @torch.no_grad()
-def example_frames(model: SingleViewTo3D, ds: R2N2, idx: int, device, num_frames: int = 12, image_size: int = 160,
-                   label: str = "prediction") -> torch.Tensor:
-    """(T, H, 3W, 3): input image | predicted 3D | ground-truth mesh of item ``idx``."""
+def example_frames(model: SingleViewTo3D, ds: R2N2, idx: int, device, num_frames: int = 24, image_size: int = 128,
+                   label: str = "prediction", seed: int = 0) -> torch.Tensor:
+    """(T, 16 + S, 3 S, 3): input image | prediction | ground truth of item ``idx``, the ground
+    truth in the prediction's representation (vox/implicit need a data set with voxels)."""
     sample = ds[idx]
     batch = to_device(collate([sample]), device)
     pred = predict(model, batch)
-    azim = view_azimuth(sample["R"], sample["T"])
-    kw = dict(num_frames=num_frames, image_size=image_size, azim=azim)
     if model.kind == "mesh":
-        p = (pred.verts_list()[0], pred.faces_list()[0])
+        p = (pred.verts_list()[0].cpu(), pred.faces_list()[0].cpu())
+        n = 0
     else:
-        p = pred[0]
-    frames = render_kind(model.kind, p, **kw)
-    gt = render_gt(sample["verts"], sample["faces"], **kw)
-    return triptych(ds.image(idx), frames, gt, label)
+        p = pred[0].cpu()
+        n = p.shape[0]
+    gt = gt_as_kind(model.kind, sample, n_points=n or 1000, generator=torch.Generator().manual_seed(seed))
+    return comparison(model.kind, p, gt, ds.image(idx), num_frames=num_frames, image_size=image_size,
+                      azim=view_azimuth(sample["R"], sample["T"]), pred_title=label,
+                      gt_title=f"ground truth ({'voxels' if model.kind in ('vox', 'implicit') else model.kind})")
 
 
 def build_parser(doc: str = __doc__) -> argparse.ArgumentParser:
@@ -149,14 +180,17 @@ def build_parser(doc: str = __doc__) -> argparse.ArgumentParser:
     ap.add_argument("--type", choices=KINDS, default="vox", help="model type (must match the checkpoint)")
     ap.add_argument("--load_checkpoint", default=None,
                     help="checkpoint file (default: output/a2_single_view/train_<type>/checkpoints/last.pt)")
+    ap.add_argument("--baseline_checkpoint", default=None,
+                    help="mean-shape model to compare with (default: <checkpoint dir>/../mean_shape/checkpoints/"
+                         "last.pt when it exists; 'none': no comparison)")
     ap.add_argument("--split", default="test", help="split to evaluate")
     ap.add_argument("--n_points", type=int, default=1000, help="points sampled on the ground truth and on surfaces")
     ap.add_argument("--batch_size", type=int, default=16, help="images per forward pass")
     ap.add_argument("--views_per_model", type=int, default=1, help="views of each test model (0: all listed)")
     ap.add_argument("--max_examples", type=int, default=None, help="evaluate only the first N images")
     ap.add_argument("--vis_count", type=int, default=4, help="example GIFs to write")
-    ap.add_argument("--num_frames", type=int, default=24, help="frames of each example GIF")
-    ap.add_argument("--image_size", type=int, default=160, help="size of each panel of the example GIFs")
+    ap.add_argument("--num_frames", type=int, default=None, help="frames of each example GIF, one turn (default 36; --quick 24)")
+    ap.add_argument("--image_size", type=int, default=None, help="size of each panel of the example GIFs (default 160; --quick 128)")
     add_data_flags(ap)
     return ap
 
@@ -164,11 +198,12 @@ def build_parser(doc: str = __doc__) -> argparse.ArgumentParser:
 def finish_args(args):
     if args.output_dir == "output/a2_single_view/eval_<type>":
         args.output_dir = f"output/a2_single_view/eval_{args.type}"
+    if args.num_frames is None:
+        args.num_frames = 24 if args.quick else 36
+    if args.image_size is None:
+        args.image_size = 128 if args.quick else 160
     if args.quick:
-        args.n_points = min(args.n_points, 300)
         args.vis_count = min(args.vis_count, 2)
-        args.num_frames = min(args.num_frames, 4)
-        args.image_size = min(args.image_size, 96)
     if args.n_points < 1 or args.batch_size < 1 or args.num_frames < 1:
         raise ValueError("--n_points, --batch_size and --num_frames must be at least 1")
     return args
@@ -181,34 +216,70 @@ def evaluate_checkpoint(args) -> dict:
         raise FileNotFoundError(f"checkpoint not found: {ckpt} (train first: python -m a2_single_view.train_model "
                                 f"--type {args.type})")
     model, cfg = load_model(ckpt, device, args.type)
+    base_ckpt = None
+    if args.baseline_checkpoint != "none":
+        base_ckpt = Path(args.baseline_checkpoint) if args.baseline_checkpoint else default_baseline(ckpt)
+        if not base_ckpt.is_file():
+            if args.baseline_checkpoint:
+                raise FileNotFoundError(f"baseline checkpoint not found: {base_ckpt}")
+            base_ckpt = None
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    ds, choice = eval_dataset(model, cfg, args, device, args.split, args.views_per_model or None, args.max_examples)
+    views = args.views_per_model or None
+    ds, choice = eval_dataset(model, cfg, args, device, args.split, views, args.max_examples,
+                              return_voxels=args.type in ("vox", "implicit"))
     res = run_eval(model, ds, device, args.n_points, args.batch_size, args.seed)
-    eval_s = time.perf_counter() - t
     mean_f1 = res["f1"].mean(0).tolist()
-    written = [plot_f1_curves({args.type: mean_f1}, out / f"eval_{args.type}.png", f"{args.type}: F1 vs threshold")]
+    curves = {args.type: mean_f1}
+    base = None
+    if base_ckpt is not None:
+        bmodel, bcfg = load_model(base_ckpt, device, args.type)
+        if not bcfg.get("mean_shape"):
+            raise ValueError(f"{base_ckpt} is not a mean-shape model (train_model --mean_shape / --baseline)")
+        bds, _ = eval_dataset(bmodel, bcfg, args, device, args.split, views, args.max_examples)
+        base = run_eval(bmodel, bds, device, args.n_points, args.batch_size, args.seed)
+        curves["mean-shape baseline"] = base["f1"].mean(0).tolist()
+    eval_s = time.perf_counter() - t
+    written = [plot_f1_curves(curves, out / f"eval_{args.type}.png",
+                              f"{args.type}: F1 on {len(ds)} held-out test images", dashed=("mean-shape baseline",))]
     per_example = [{"model_id": ds.models[i].model_id, "synset": ds.models[i].synset, "view": v,
-                    "f1": [round(x, 3) for x in res["f1"][n].tolist()]} for n, (i, v) in enumerate(ds.items)]
+                    "f1": [round(x, 3) for x in res["f1"][n].tolist()],
+                    **({"baseline_f1": [round(x, 3) for x in base["f1"][n].tolist()]} if base is not None else {})}
+                   for n, (i, v) in enumerate(ds.items)]
     with atomic_path(out / "per_example.json") as tmp:
         Path(tmp).write_text(json.dumps(per_example, indent=1))
     written.append(out / "per_example.json")
-    for k in range(min(args.vis_count, len(ds))):
-        idx = int(k * len(ds) / max(1, min(args.vis_count, len(ds))))
-        frames = example_frames(model, ds, idx, device, args.num_frames, args.image_size, args.type)
-        written.extend(save_gif_with_png(out / f"example_{k}.gif", frames, fps=8))
+    n_vis = min(args.vis_count, len(ds))
+    for k in range(n_vis):
+        idx = int(k * len(ds) / max(1, n_vis))
+        frames = example_frames(model, ds, idx, device, args.num_frames, args.image_size,
+                                f"{args.type}: F1@0.05={float(res['f1'][idx, -1]):.0f}", args.seed)
+        written.extend(save_gif_with_png(out / f"example_{k}.gif", frames, fps=gif_fps(args.num_frames), which="first"))
+    empty = int((~res["valid"]).sum())
     metrics = {
         "type": args.type, "checkpoint": str(ckpt), "examples": len(ds), "split": args.split,
         **{f"f1@{t:.2f}": float(v) for t, v in zip(THRESHOLDS, mean_f1)},
         **{f"precision@{t:.2f}": float(v) for t, v in zip(THRESHOLDS, res["precision"].mean(0).tolist())},
         **{f"recall@{t:.2f}": float(v) for t, v in zip(THRESHOLDS, res["recall"].mean(0).tolist())},
-        "empty_predictions": int((~res["valid"]).sum()), "eval_time_s": eval_s,
+        "empty_predictions": empty, "eval_time_s": eval_s,
         "train_steps_of_checkpoint": cfg["steps"], "encoder": cfg.get("encoder"), "mean_shape": bool(cfg.get("mean_shape")),
-        "data": "synthetic:" + args.preset if choice.synthetic else "r2n2", "classes": args.classes,
+        "data": data_text(choice), "classes": args.classes,
     }
+    metrics["checks"] = {}  # without a baseline there is nothing to hold the model to (the part shows "missing")
+    if base is not None:
+        b = float(base["f1"][:, -1].mean())
+        margin = mean_f1[-1] - b
+        metrics.update({"baseline_checkpoint": str(base_ckpt), "baseline_f1@0.05": b,
+                        **{f"baseline_f1@{t:.2f}": float(v) for t, v in zip(THRESHOLDS, curves["mean-shape baseline"])},
+                        "margin_f1@0.05": margin})
+        metrics["checks"] = {"f1_margin_over_mean_shape": check(
+            margin, min=MIN_MARGIN,
+            what=f"F1@0.05 (%) of the model ({mean_f1[-1]:.1f}) minus that of the mean-shape baseline ({b:.1f}: the "
+                 f"same decoder trained on a constant input), on the same {len(ds)} held-out test images")}
     report(out, metrics, written)
-    return {**metrics, "per_example_f1": res["f1"], "dataset": ds, "model": model}
+    return {**metrics, "per_example_f1": res["f1"], "dataset": ds, "model": model,
+            "baseline_per_example_f1": None if base is None else base["f1"]}
 
 
 def run(argv=None) -> dict:
@@ -219,11 +290,12 @@ def run(argv=None) -> dict:
 
 def main(argv=None):
     res = run(argv)
-    return {k: v for k, v in res.items() if k not in ("dataset", "model", "per_example_f1")}
+    return {k: v for k, v in res.items() if k not in ("dataset", "model", "per_example_f1", "baseline_per_example_f1")}
 
 
 if __name__ == "__main__":
     run_cli(main)
 
 
-__all__: List[str] = ["load_model", "predict", "run_eval", "plot_f1_curves", "example_frames", "run", "main"]
+__all__: List[str] = ["load_model", "predict", "run_eval", "plot_f1_curves", "example_frames", "default_baseline", "run",
+                      "main"]

@@ -1,12 +1,18 @@
-"""Q3.3: train on chairs only vs on three classes (chair, car, airplane); compare on chairs.
+"""Q3.3: train on chairs only vs on three classes (chair, car, airplane); compare per category.
 
     python -m a2_single_view.study_classes --type point [--max_iter 10000] [--load_feat]
 
 Trains two models with the same settings and number of steps -- one on the chair training set,
-one on the chair + car + airplane training set -- and evaluates both on the chair test split.
-Writes to --output_dir (default output/a2_single_view/study_classes_<type>): table.md (F1 at
-every threshold), f1_curves.png, examples.gif/.png (input | one-class | three-class | ground
-truth) and metrics.json; the runs' own outputs are in one_class/ and three_class/.
+one on the chair + car + airplane training set -- and evaluates both on the test split of every
+class (F1 per category). With ``--init_from`` a trained checkpoint, both runs start from it (the
+demo: both fine-tune the chair-only point model for 50 steps, one on chairs, one on the three
+classes). Writes to --output_dir (default output/a2_single_view/study_classes_<type>): table.md
+(F1@0.05 per training set and test class), f1_curves.png (F1 against the threshold on chairs
+and on cars + airplanes), examples.gif/.png (one test image per class: input | one-class model |
+three-class model | ground truth) and metrics.json; the runs' own outputs are in one_class/ and
+three_class/. The check: on the car and airplane test images, the three-class model's F1@0.05 is
+at least 10 points above the one-class model's (the chair-only model has never seen a car or an
+airplane).
 """
 
 from __future__ import annotations
@@ -15,81 +21,113 @@ from pathlib import Path
 
 import torch
 
+from l3d.checks import check
 from l3d.cli import report, script_parser
 from l3d.io import atomic_path, save_gif_with_png
 from l3d.train import choose_device, run_cli
 
 from . import eval_model, train_model
-from .common import add_data_flags, labelled, render_gt, render_kind, still, to_device, view_azimuth
-from .data import collate
+from .common import (add_data_flags, frame_distance, gif_fps, gt_as_kind, kind_points, render_gt_kind, render_kind,
+                     still, titled, to_device, view_azimuth)
+from .data import CLASS_SETS, collate
 from .evaluate import THRESHOLDS
 from .models import KINDS
 from .study_wsmooth import pass_through
 
 DATA_KEYS = ("data", "data_root", "split_file", "preset", "data_seed", "device", "seed", "quick")
-
-
+MIN_OTHER_CLASS_GAIN = 10.0
 def main(argv=None):
     ap = script_parser(__doc__, "a2_single_view/study_classes_<type>")
     ap.add_argument("--type", choices=KINDS, default="point", help="model type of both runs")
-    ap.add_argument("--max_iter", type=int, default=10000, help="training steps of each model")
-    ap.add_argument("--batch_size", type=int, default=32, help="images per step")
-    ap.add_argument("--lr", type=float, default=4e-4, help="Adam learning rate")
+    ap.add_argument("--max_iter", type=int, default=None, help="training steps of each model (default 10000; --quick: "
+                                                                   "train_model's)")
+    ap.add_argument("--batch_size", type=int, default=None, help="images per step (default 32; --quick: train_model's)")
+    ap.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 4e-4; --quick: train_model's)")
     ap.add_argument("--n_points", type=int, default=1000, help="points (point decoder) / chamfer samples")
     ap.add_argument("--load_feat", action="store_true", help="train on precomputed ResNet-18 features")
-    ap.add_argument("--vis_count", type=int, default=3, help="chair test images shown in examples.gif")
-    ap.add_argument("--num_frames", type=int, default=12, help="frames of examples.gif")
-    ap.add_argument("--image_size", type=int, default=128, help="panel size of examples.gif")
+    ap.add_argument("--init_from", default=None, help="start both runs from this checkpoint (train_model --init_from)")
+    ap.add_argument("--num_frames", type=int, default=None, help="frames of examples.gif, one turn (default 36; --quick 24)")
+    ap.add_argument("--image_size", type=int, default=None, help="panel size of examples.gif (default 128; --quick 96)")
     add_data_flags(ap)
     args = ap.parse_args(argv)
     if args.output_dir == "output/a2_single_view/study_classes_<type>":
         args.output_dir = f"output/a2_single_view/study_classes_{args.type}"
-    if args.quick:
-        args.vis_count, args.num_frames, args.image_size = min(args.vis_count, 1), min(args.num_frames, 3), 80
+    args.num_frames = args.num_frames or (24 if args.quick else 36)
+    args.image_size = args.image_size or (96 if args.quick else 128)
     out = Path(args.output_dir)
     common = pass_through(args, DATA_KEYS)
-    train_flags = pass_through(args, ("max_iter", "batch_size", "lr", "n_points", "load_feat"))
+    train_flags = pass_through(args, ("max_iter", "batch_size", "lr", "n_points", "load_feat", "init_from"))
+    device = choose_device(args.device)
     results = {}
     for name, classes in (("one_class", "chair"), ("three_class", "3c")):
         tm = train_model.main(["--type", args.type, "--classes", classes, "--output_dir", str(out / name / "train"),
-                               *train_flags, *common])
-        em = eval_model.run(["--type", args.type, "--load_checkpoint", tm["checkpoint"], "--classes", "chair",
-                             "--output_dir", str(out / name / "eval"), "--vis_count", "0", *common])
-        results[name] = {"train": tm, "eval": em}
-    curves = {f"{n} ({'chair' if n == 'one_class' else 'chair+car+airplane'})": [r["eval"][f"f1@{t:.2f}"] for t in THRESHOLDS]
-              for n, r in results.items()}
-    written = [eval_model.plot_f1_curves(curves, out / "f1_curves.png", f"{args.type} on chairs: one vs three classes")]
-    head = "| training set | train images | " + " | ".join(f"F1@{t:.2f}" for t in THRESHOLDS) + " |"
-    rows = [f"| {n} | {r['train']['train_images']} | " + " | ".join(f"{r['eval'][f'f1@{t:.2f}']:.1f}" for t in THRESHOLDS) + " |"
-            for n, r in results.items()]
-    table = (f"# {args.type}: chairs only vs three classes, evaluated on the chair test split "
-             f"({results['one_class']['eval']['examples']} images)\n\n{head}\n|" + "---|" * (len(THRESHOLDS) + 2) + "\n"
-             + "\n".join(rows) + "\n")
+                               "--no-baseline", *train_flags, *common])
+        evals = {}
+        for test in ("chair", "car", "airplane"):
+            evals[test] = eval_model.run(["--type", args.type, "--load_checkpoint", str(tm["checkpoint"]), "--classes", test,
+                                          "--output_dir", str(out / name / f"eval_{test}"), "--vis_count", "0",
+                                          "--baseline_checkpoint", "none", *common])
+        results[name] = {"train": tm, "eval": evals}
+    f1 = {n: {c: r["eval"][c]["f1@0.05"] for c in r["eval"]} for n, r in results.items()}
+    n_img = {c: results["one_class"]["eval"][c]["examples"] for c in ("chair", "car", "airplane")}
+
+    def others(name, t):  # F1 at threshold t over the car and airplane test images together
+        e = results[name]["eval"]
+        return (e["car"][f"f1@{t:.2f}"] * n_img["car"] + e["airplane"][f"f1@{t:.2f}"] * n_img["airplane"]) / max(
+            n_img["car"] + n_img["airplane"], 1)
+
+    curves = {}
+    for name in results:
+        curves[f"{name.replace('_', ' ')}, chairs"] = [results[name]["eval"]["chair"][f"f1@{t:.2f}"] for t in THRESHOLDS]
+        curves[f"{name.replace('_', ' ')}, cars + airplanes"] = [others(name, t) for t in THRESHOLDS]
+    written = [eval_model.plot_f1_curves(curves, out / "f1_curves.png",
+                                         f"{args.type}: trained on chairs only vs chair + car + airplane")]
+    gain_other = others("three_class", 0.05) - others("one_class", 0.05)
+    gain_chair = f1["three_class"]["chair"] - f1["one_class"]["chair"]
+    head = "| trained on | " + " | ".join(f"test {c} ({n_img[c]}) F1@0.05" for c in n_img) + " |"
+    rows = [f"| {'chairs' if n == 'one_class' else 'chairs, cars, airplanes'} | "
+            + " | ".join(f"{f1[n][c]:.1f}" for c in n_img) + " |" for n in results]
+    table = (f"# {args.type}: one class vs three classes, F1@0.05 per test class\n\n{head}\n|" + "---|" * 4 + "\n"
+             + "\n".join(rows) + f"\n\nThree classes minus one class: chairs {gain_chair:+.1f}, cars + airplanes "
+             f"{gain_other:+.1f}.\n")
     with atomic_path(out / "table.md") as tmp:
         Path(tmp).write_text(table)
     written.append(out / "table.md")
-    device = choose_device(args.device)
-    ds = results["one_class"]["eval"]["dataset"]
+    # one test image per class, predicted by both models
     strips = []
-    n = min(args.vis_count, len(ds))
-    for k in range(n):
-        idx = int(k * len(ds) / max(n, 1))
-        sample = ds[idx]
-        kw = dict(num_frames=args.num_frames, image_size=args.image_size, azim=view_azimuth(sample["R"], sample["T"]))
-        panels = [labelled(still(ds.image(idx), args.num_frames, args.image_size), "input")]
-        for name, r in results.items():
-            model = r["eval"]["model"]
-            # each run's evaluation data set reads its own inputs (images or features)
-            batch = to_device(collate([r["eval"]["dataset"][idx]]), device)
-            pred = eval_model.predict(model, batch)
-            p = (pred.verts_list()[0], pred.faces_list()[0]) if model.kind == "mesh" else pred[0]
-            panels.append(labelled(render_kind(model.kind, p, **kw), name.replace("_", " ")))
-        panels.append(labelled(render_gt(sample["verts"], sample["faces"], **kw), "ground truth"))
+    models = {n: r["eval"]["chair"]["model"] for n, r in results.items()}
+    for test in ("chair", "car", "airplane"):
+        ds_of = {n: r["eval"][test]["dataset"] for n, r in results.items()}
+        ds0 = ds_of["one_class"]
+        if len(ds0) == 0:
+            continue
+        sample = ds0[0]
+        preds = {}
+        for n, model in models.items():
+            pred = eval_model.predict(model, to_device(collate([ds_of[n][0]]), device))
+            preds[n] = (pred.verts_list()[0].cpu(), pred.faces_list()[0].cpu()) if model.kind == "mesh" else pred[0].cpu()
+        gt_kind = args.type
+        gt = gt_as_kind(gt_kind, sample, n_points=args.n_points, generator=torch.Generator().manual_seed(args.seed))
+        dist = frame_distance(*(kind_points(args.type, p) for p in preds.values()), kind_points(gt_kind, gt))
+        kw = dict(num_frames=args.num_frames, image_size=args.image_size, azim=view_azimuth(sample["R"], sample["T"]),
+                  dist=dist)
+        panels = [titled(still(ds0.image(0), args.num_frames, args.image_size), f"input: {'an' if test[0] in 'aeiou' else 'a'} {test}")]
+        panels += [titled(render_kind(args.type, p, **kw), n.replace("_", " ")) for n, p in preds.items()]
+        panels.append(titled(render_gt_kind(gt_kind, gt, **kw), "ground truth"))
         strips.append(torch.cat(panels, dim=2))
     if strips:
-        written.extend(save_gif_with_png(out / "examples.gif", torch.cat(strips, dim=1), fps=6))
-    metrics = {n: {f"f1@{t:.2f}": r["eval"][f"f1@{t:.2f}"] for t in THRESHOLDS} for n, r in results.items()}
-    metrics["train_images"] = {n: r["train"]["train_images"] for n, r in results.items()}
+        written.extend(save_gif_with_png(out / "examples.gif", torch.cat(strips, dim=1), fps=gif_fps(args.num_frames),
+                                         which="first"))
+    metrics = {n: {f"f1@0.05_{c}": v for c, v in f1[n].items()} for n in results}
+    metrics.update({
+        "test_images": n_img, "gain_cars_airplanes@0.05": gain_other, "gain_chairs@0.05": gain_chair,
+        "init_from": args.init_from, "classes_of_three_class_run": list(CLASS_SETS["3c"]),
+        "data": results["one_class"]["eval"]["chair"]["data"],
+        "checks": {"three_class_gain_on_cars_airplanes": check(
+            gain_other, min=MIN_OTHER_CLASS_GAIN,
+            what=f"F1@0.05 on the {n_img['car'] + n_img['airplane']} car and airplane test images: three-class model "
+                 f"({others('three_class', 0.05):.1f}) minus chair-only model ({others('one_class', 0.05):.1f})")},
+    })
     report(out, metrics, written)
     print(table)
     return metrics

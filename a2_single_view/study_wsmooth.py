@@ -3,11 +3,18 @@
     python -m a2_single_view.study_wsmooth [--w_smooth 0.001 0.01 0.1 1 10] [--max_iter 10000] [--load_feat]
 
 Trains one mesh model per weight (train_model --type mesh --w_smooth w, otherwise the same
-settings), evaluates each on the test split (eval_model), and writes to --output_dir (default
-output/a2_single_view/study_wsmooth): table.md (F1@0.05, final chamfer and smoothness losses per
-weight), f1_curves.png (F1 against the threshold, one line per weight), examples.gif/.png (the
-same test images: input | one mesh per weight | ground truth) and metrics.json; each run's own
-outputs are in w_<weight>/ below it.
+settings: train_model's defaults, or its --quick ones), evaluates each on the test split
+(eval_model), and measures on the test predictions what the weight is for: the uniform
+Laplacian smoothness of the predicted meshes (mean over the test images of each mesh's mean
+|mean of the neighbours - vertex|). With ``--init_from`` a trained mesh checkpoint, every run
+starts from that model: a fine-tuning sweep (what the demo does, 50 steps per weight).
+
+Writes to --output_dir (default output/a2_single_view/study_wsmooth): table.md (F1@0.05, test
+smoothness, final training chamfer and smoothness losses per weight), f1_curves.png (F1 against
+the threshold, one line per weight), examples.gif/.png (the same test images: input | one mesh
+per weight | ground truth) and metrics.json; each run's own outputs are in w_<weight>/ below it.
+The check: the test meshes of the largest weight are at least twice as smooth as those of the
+smallest (smoothness ratio <= 0.5). --quick: the weights 0.1 and 10.
 """
 
 from __future__ import annotations
@@ -17,14 +24,20 @@ from typing import List
 
 import torch
 
+from l3d.checks import check
 from l3d.cli import report, script_parser
 from l3d.io import atomic_path, save_gif_with_png
 from l3d.train import choose_device, run_cli
 
 from . import eval_model, train_model
-from .common import add_data_flags, labelled, render_gt, render_kind, still, to_device, view_azimuth
+from .common import (add_data_flags, frame_distance, gif_fps, render_gt, render_kind, still, titled, to_device,
+                     view_azimuth)
 from .data import collate
 from .evaluate import THRESHOLDS
+from .losses import smoothness_loss
+
+MAX_SMOOTHNESS_RATIO = 0.5
+QUICK_WEIGHTS = [0.1, 10.0]
 
 
 def pass_through(args, keys) -> List[str]:
@@ -42,61 +55,106 @@ def pass_through(args, keys) -> List[str]:
 DATA_KEYS = ("data", "data_root", "split_file", "preset", "classes", "data_seed", "device", "seed", "quick")
 
 
+@torch.no_grad()
+def test_smoothness(model, ds, device, batch_size: int = 16) -> float:
+    """Mean uniform-Laplacian smoothness of the model's meshes over the data set's images."""
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    total, n = 0.0, 0
+    for batch in loader:
+        meshes = eval_model.predict(model, to_device(batch, device))
+        total += float(smoothness_loss(meshes)) * len(meshes)
+        n += len(meshes)
+    return total / max(n, 1)
+
+
 def main(argv=None):
     ap = script_parser(__doc__, "a2_single_view/study_wsmooth")
-    ap.add_argument("--w_smooth", type=float, nargs="+", default=[0.001, 0.01, 0.1, 1.0, 10.0], help="weights to try")
-    ap.add_argument("--max_iter", type=int, default=10000, help="training steps of each model")
-    ap.add_argument("--batch_size", type=int, default=32, help="images per step")
-    ap.add_argument("--lr", type=float, default=4e-4, help="Adam learning rate")
+    ap.add_argument("--w_smooth", type=float, nargs="+", default=None,
+                    help="weights to try (default 0.001 0.01 0.1 1 10; --quick 0.1 10)")
+    ap.add_argument("--max_iter", type=int, default=None, help="training steps of each model (default: train_model's)")
+    ap.add_argument("--batch_size", type=int, default=None, help="images per step (default: train_model's)")
+    ap.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 4e-4; --quick: train_model's)")
     ap.add_argument("--load_feat", action="store_true", help="train on precomputed ResNet-18 features")
-    ap.add_argument("--vis_count", type=int, default=3, help="test images shown in examples.gif")
-    ap.add_argument("--num_frames", type=int, default=12, help="frames of examples.gif")
-    ap.add_argument("--image_size", type=int, default=128, help="panel size of examples.gif")
+    ap.add_argument("--init_from", default=None,
+                    help="start every run's decoder from this checkpoint (train_model --init_from): a trained mesh "
+                         "model makes the sweep a fine-tuning study, the point decoder gives every run its trunk")
+    ap.add_argument("--vis_count", type=int, default=None, help="test images shown in examples.gif (default 3; --quick 2)")
+    ap.add_argument("--num_frames", type=int, default=None, help="frames of examples.gif, one turn (default 36; --quick 24)")
+    ap.add_argument("--image_size", type=int, default=None, help="panel size of examples.gif (default 128; --quick 96)")
     add_data_flags(ap)
     args = ap.parse_args(argv)
-    if args.quick:
-        args.vis_count, args.num_frames, args.image_size = min(args.vis_count, 1), min(args.num_frames, 3), 80
+    quick = args.quick
+    args.w_smooth = args.w_smooth or (QUICK_WEIGHTS if quick else [0.001, 0.01, 0.1, 1.0, 10.0])
+    args.vis_count = args.vis_count if args.vis_count is not None else (2 if quick else 3)
+    args.num_frames = args.num_frames or (24 if quick else 36)
+    args.image_size = args.image_size or (96 if quick else 128)
+    if len(args.w_smooth) < 2:
+        raise ValueError("--w_smooth needs at least two weights to compare")
     out = Path(args.output_dir)
     common = pass_through(args, DATA_KEYS)
+    device = choose_device(args.device)
     rows, curves, models, per_w = [], {}, {}, {}
     ds = None
+    train_flags = pass_through(args, ("max_iter", "batch_size", "lr", "load_feat", "init_from"))
     for w in args.w_smooth:
         run = out / f"w_{w:g}"
         tm = train_model.main(["--type", "mesh", "--w_smooth", str(w), "--output_dir", str(run / "train"),
-                               *pass_through(args, ("max_iter", "batch_size", "lr", "load_feat")), *common])
+                               "--no-baseline", *train_flags, *common])
         em = eval_model.run(["--type", "mesh", "--load_checkpoint", tm["checkpoint"], "--output_dir", str(run / "eval"),
-                              "--vis_count", "0", *common])
+                              "--vis_count", "0", "--baseline_checkpoint", "none", *common])
+        ds = em["dataset"]
+        smooth = test_smoothness(em["model"], ds, device)
         curves[f"w_smooth={w:g}"] = [em[f"f1@{t:.2f}"] for t in THRESHOLDS]
-        per_w[f"{w:g}"] = {"f1@0.05": em["f1@0.05"], "final_chamfer": tm.get("final_chamfer"),
-                          "final_smooth": tm.get("final_smooth")}
-        rows.append(f"| {w:g} | {em['f1@0.05']:.1f} | {tm.get('final_chamfer', float('nan')):.5f} | "
+        per_w[f"{w:g}"] = {"f1@0.05": em["f1@0.05"], "test_smoothness": smooth,
+                          "final_chamfer": tm.get("final_chamfer"), "final_smooth": tm.get("final_smooth")}
+        rows.append(f"| {w:g} | {em['f1@0.05']:.1f} | {smooth:.4f} | {tm.get('final_chamfer', float('nan')):.5f} | "
                     f"{tm.get('final_smooth', float('nan')):.4f} |")
         models[w] = em["model"]
-        ds = em["dataset"]
-    written = [eval_model.plot_f1_curves(curves, out / "f1_curves.png", "mesh: F1 vs threshold per w_smooth")]
-    table = ("# Mesh decoder: smoothness weight\n\n| w_smooth | F1@0.05 | final chamfer (train) | final smoothness (train) |\n"
-             "|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    written = [eval_model.plot_f1_curves(curves, out / "f1_curves.png",
+                                         f"mesh: F1 on {len(ds)} test images per w_smooth")]
+    w_lo, w_hi = min(args.w_smooth), max(args.w_smooth)
+    s_lo, s_hi = per_w[f"{w_lo:g}"]["test_smoothness"], per_w[f"{w_hi:g}"]["test_smoothness"]
+    ratio = s_hi / max(s_lo, 1e-12)
+    table = ("# Mesh decoder: smoothness weight\n\n"
+             "| w_smooth | F1@0.05 (test) | Laplacian smoothness (test meshes) | final chamfer (train) | "
+             "final smoothness (train) |\n|---|---|---|---|---|\n" + "\n".join(rows) +
+             f"\n\nSmoothness of the test meshes at w_smooth={w_hi:g} over w_smooth={w_lo:g}: {ratio:.3f} "
+             f"({len(ds)} test images; lower is smoother).\n")
     with atomic_path(out / "table.md") as tmp:
         Path(tmp).write_text(table)
     written.append(out / "table.md")
     # the same test images reconstructed with every weight
-    device = choose_device(args.device)
     strips = []
     n = min(args.vis_count, len(ds))
     for k in range(n):
         idx = int(k * len(ds) / max(n, 1))
         sample = ds[idx]
         batch = to_device(collate([sample]), device)
-        kw = dict(num_frames=args.num_frames, image_size=args.image_size, azim=view_azimuth(sample["R"], sample["T"]))
-        panels = [labelled(still(ds.image(idx), args.num_frames, args.image_size), "input")]
+        preds = {}
         for w, model in models.items():
             m = eval_model.predict(model, batch)
-            panels.append(labelled(render_kind("mesh", (m.verts_list()[0], m.faces_list()[0]), **kw), f"w={w:g}"))
-        panels.append(labelled(render_gt(sample["verts"], sample["faces"], **kw), "ground truth"))
+            preds[w] = (m.verts_list()[0].cpu(), m.faces_list()[0].cpu())
+        # one camera distance for the whole row, so that the meshes compare at the same scale
+        dist = frame_distance(sample["verts"], *(v for v, _ in preds.values()))
+        kw = dict(num_frames=args.num_frames, image_size=args.image_size, azim=view_azimuth(sample["R"], sample["T"]),
+                  dist=dist)
+        panels = [titled(still(ds.image(idx), args.num_frames, args.image_size), "input image")]
+        panels += [titled(render_kind("mesh", p, **kw), f"w_smooth={w:g}") for w, p in preds.items()]
+        panels.append(titled(render_gt(sample["verts"], sample["faces"], **kw), "ground truth"))
         strips.append(torch.cat(panels, dim=2))
     if strips:
-        written.extend(save_gif_with_png(out / "examples.gif", torch.cat(strips, dim=1), fps=6))
-    report(out, {"f1@0.05_by_w_smooth": {k: v["f1@0.05"] for k, v in per_w.items()}, "runs": per_w}, written)
+        written.extend(save_gif_with_png(out / "examples.gif", torch.cat(strips, dim=1), fps=gif_fps(args.num_frames),
+                                         which="first"))
+    metrics = {
+        "f1@0.05_by_w_smooth": {k: v["f1@0.05"] for k, v in per_w.items()},
+        "test_smoothness_by_w_smooth": {k: v["test_smoothness"] for k, v in per_w.items()},
+        "runs": per_w, "data": em["data"],
+        "checks": {"smoothness_ratio": check(
+            ratio, max=MAX_SMOOTHNESS_RATIO,
+            what=f"Laplacian smoothness of the predicted test meshes at w_smooth={w_hi:g} divided by that at "
+                 f"w_smooth={w_lo:g} (mean over {len(ds)} test images; heavier smoothing, smoother meshes)")},
+    }
+    report(out, metrics, written)
     print(table)
     return per_w
 

@@ -11,15 +11,23 @@ the surface). ``--load_feat`` trains the decoder on precomputed encoder features
 into feats.npy when missing) instead of images: much faster on a CPU. ``--mean_shape`` feeds a
 constant input instead, which trains the best constant prediction: the mean-shape baseline.
 
+--quick trains a small model that still generalises to held-out shapes: the "quick" procedural
+preset (384 training chairs, one view each), a few hundred steps at a larger learning rate decaying
+along a cosine (QUICK below), and with --baseline on: the mean-shape decoder is trained too.
+
 Writes to --output_dir (default output/a2_single_view/train_<type>): checkpoints/ckpt_<step>.pt
 and last.pt ({step, model, optimizer, config}) every --save_freq steps, at the end and on
 Ctrl-C; losses.csv and loss_<type>.png; metrics.json. ``--resume`` continues from the latest
-checkpoint there; ``--load_checkpoint PATH`` continues from a given one.
+checkpoint there; ``--load_checkpoint PATH`` continues from a given one. With --baseline, the
+same decoder trained on a constant input (the best single shape it can learn: the baseline
+eval_model compares against) goes to <output_dir>/mean_shape/ the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import math
 import time
 from pathlib import Path
 
@@ -30,26 +38,54 @@ from l3d.ops import sample_points_from_meshes
 from l3d.train import (CheckpointManager, LossLog, check_finite, choose_device, graceful_interrupt, load_checkpoint,
                        progress, run_cli, seed_everything)
 
-from .common import add_data_flags, gt_points, occupancy_queries, resolve_data, to_device
+from .common import add_data_flags, data_text, gt_points, occupancy_queries, resolve_data, to_device
 from .data import R2N2, collate
 from .features import ensure_features
-from .losses import chamfer_loss, smoothness_loss, voxel_loss
-from .models import FEAT_DIM, KINDS, Encoder, SingleViewTo3D
+from .losses import chamfer_loss, voxel_loss
+from .models import FEAT_DIM, KINDS, Encoder, SingleViewTo3D, adam
 
 # settings a checkpoint records so that eval_model can rebuild the model
-CONFIG_KEYS = ("type", "n_points", "load_feat", "mean_shape", "pretrained", "classes", "w_smooth", "w_chamfer")
+CONFIG_KEYS = ("type", "n_points", "load_feat", "mean_shape", "pretrained", "classes", "w_smooth", "w_chamfer",
+               "ico_level", "vox_width", "implicit_hidden")
+# --quick: steps, batch size, (peak) learning rate (decaying to zero along a cosine) and sizes of each
+# type, and the steps of its mean-shape baseline (a constant decoder converges in far fewer steps)
+QUICK = {
+    "vox": {"max_iter": 150, "batch_size": 8, "lr": 4e-3, "vox_width": 0.5, "baseline_steps": 60},
+    "point": {"max_iter": 400, "batch_size": 8, "lr": 1e-3, "baseline_steps": 100},
+    "mesh": {"max_iter": 400, "batch_size": 8, "lr": 1e-3, "ico_level": 3, "baseline_steps": 200},
+    "implicit": {"max_iter": 150, "batch_size": 8, "lr": 2e-3, "implicit_hidden": 128, "n_queries": 1024,
+                 "baseline_steps": 60},
+}
+FULL = {"max_iter": 10000, "batch_size": 32, "lr": 4e-4, "ico_level": 4, "vox_width": 1.0, "implicit_hidden": 256,
+        "n_queries": 4096}
+# training settings a checkpoint records too (what a study reusing it must share)
+TRAINING_KEYS = ("max_iter", "batch_size", "lr", "schedule", "n_queries", "seed", "preset", "init_from")
 
 
 def build_parser(doc: str = __doc__) -> argparse.ArgumentParser:
     ap = script_parser(doc, "a2_single_view/train_<type>")
     ap.add_argument("--type", choices=KINDS, default="vox", help="what the decoder predicts")
-    ap.add_argument("--max_iter", type=int, default=10000, help="training steps")
-    ap.add_argument("--batch_size", type=int, default=32, help="images per step")
-    ap.add_argument("--lr", type=float, default=4e-4, help="Adam learning rate")
+    ap.add_argument("--max_iter", type=int, default=None, help="training steps (default 10000; --quick: per type)")
+    ap.add_argument("--batch_size", type=int, default=None, help="images per step (default 32; --quick: per type)")
+    ap.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 4e-4; --quick: per type)")
+    ap.add_argument("--schedule", choices=["constant", "cosine"], default=None,
+                    help="learning rate schedule over --max_iter steps (default constant; --quick: cosine to zero)")
     ap.add_argument("--n_points", type=int, default=1000, help="points predicted (point) / sampled for chamfer")
     ap.add_argument("--w_chamfer", type=float, default=1.0, help="weight of the chamfer loss (mesh)")
     ap.add_argument("--w_smooth", type=float, default=0.1, help="weight of the Laplacian smoothing loss (mesh)")
-    ap.add_argument("--n_queries", type=int, default=4096, help="occupancy queries per image (implicit)")
+    ap.add_argument("--n_queries", type=int, default=None, help="occupancy queries per image (implicit; default 4096, "
+                                                                  "--quick 1024)")
+    ap.add_argument("--ico_level", type=int, default=None, help="subdivisions of the mesh decoder's ico-sphere "
+                                                                  "(default 4: 2562 vertices; --quick 3: 642)")
+    ap.add_argument("--vox_width", type=float, default=None,
+                    help="channel multiplier of the voxel decoder (default 1: 128-64-32-8; --quick 0.5)")
+    ap.add_argument("--implicit_hidden", type=int, default=None, help="width of the implicit decoder (default 256; "
+                                                                         "--quick 128)")
+    ap.add_argument("--init_from", default=None,
+                    help="start the decoder from this checkpoint's decoder where layer names and shapes match "
+                         "(e.g. the mesh decoder from a trained point decoder: the same fully connected trunk)")
+    ap.add_argument("--baseline_steps", type=int, default=None,
+                    help="training steps of the --baseline model (default --max_iter; --quick: fewer, see QUICK)")
     ap.add_argument("--save_freq", type=int, default=2000, help="checkpoint every this many steps")
     ap.add_argument("--log_freq", type=int, default=50, help="loss log row every this many steps")
     ap.add_argument("--load_checkpoint", default=None, help="continue from this checkpoint file")
@@ -58,6 +94,9 @@ def build_parser(doc: str = __doc__) -> argparse.ArgumentParser:
                     help="train on precomputed ResNet-18 features (feats.npy; computed once when missing)")
     ap.add_argument("--mean_shape", action="store_true",
                     help="constant input instead of the image: trains the mean-shape baseline")
+    ap.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
+                    help="also train the mean-shape baseline (the same decoder and settings on a constant input) "
+                         "into <output_dir>/mean_shape (default: on with --quick, else off)")
     ap.add_argument("--pretrained", choices=["auto", "imagenet", "random"], default="auto",
                     help="ResNet-18 weights: ImageNet from the local torch cache when present (auto), or random")
     ap.add_argument("--num_workers", type=int, default=0, help="data loader worker processes")
@@ -69,13 +108,19 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
     """Apply --quick and defaults that depend on --type; validate."""
     if args.output_dir == "output/a2_single_view/train_<type>":
         args.output_dir = f"output/a2_single_view/train_{args.type}"
+    preset = {**FULL, **(QUICK[args.type] if args.quick else {})}
+    for k, v in preset.items():
+        if k != "baseline_steps" and getattr(args, k, None) is None:
+            setattr(args, k, v)
+    if args.baseline_steps is None:
+        args.baseline_steps = min(args.max_iter, preset.get("baseline_steps", args.max_iter))
+    if args.schedule is None:
+        args.schedule = "cosine" if args.quick else "constant"
+    if args.baseline is None:
+        args.baseline = bool(args.quick) and not args.mean_shape
     if args.quick:
-        args.max_iter = min(args.max_iter, 6)
-        args.batch_size = min(args.batch_size, 4)
-        args.n_points = min(args.n_points, 200)
-        args.n_queries = min(args.n_queries, 512)
-        args.log_freq = min(args.log_freq, 2)
-        args.save_freq = min(args.save_freq, 4)
+        args.log_freq = min(args.log_freq, 10)
+        args.save_freq = min(args.save_freq, args.max_iter)
     for name in ("max_iter", "batch_size", "n_points", "save_freq", "log_freq", "n_queries"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
@@ -85,7 +130,16 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError("--batch_size must be at least 2 (the decoders normalise their input with BatchNorm)")
     if args.load_feat and args.mean_shape:
         raise ValueError("--load_feat and --mean_shape exclude each other")
+    if args.baseline and args.mean_shape:
+        raise ValueError("--baseline trains a mean-shape model beside the model; it cannot go with --mean_shape")
     return args
+
+
+def lr_at(args, step: int) -> float:
+    """Learning rate of a step: --lr, or (cosine) --lr * (1 + cos(pi step / max_iter)) / 2."""
+    if args.schedule == "cosine":
+        return args.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, args.max_iter) / args.max_iter))
+    return args.lr
 
 
 def model_inputs(args) -> str:
@@ -96,7 +150,22 @@ def build_model(cfg: dict, verbose: bool = True) -> SingleViewTo3D:
     """The model a config (``CONFIG_KEYS``) describes."""
     use_encoder = not (cfg.get("load_feat") or cfg.get("mean_shape"))
     return SingleViewTo3D(cfg["type"], n_points=cfg.get("n_points", 1000), use_encoder=use_encoder,
-                          pretrained=cfg.get("pretrained", "auto"), verbose=verbose)
+                          pretrained=cfg.get("pretrained", "auto"), verbose=verbose,
+                          ico_level=cfg.get("ico_level") or 4, vox_width=cfg.get("vox_width") or 1.0,
+                          implicit_hidden=cfg.get("implicit_hidden") or 256)
+
+
+def init_decoder_from(model: SingleViewTo3D, path) -> list:
+    """Copy into ``model.decoder`` every tensor of the checkpoint's decoder with the same name and
+    shape; returns the names copied (an error when nothing matches)."""
+    state = load_checkpoint(path, map_location="cpu")
+    src = {k[len("decoder."):]: v for k, v in state.get("model", {}).items() if k.startswith("decoder.")}
+    dst = model.decoder.state_dict()
+    copied = [k for k, v in src.items() if k in dst and dst[k].shape == v.shape]
+    if not copied:
+        raise ValueError(f"{path}: no decoder layer matches the {model.kind} decoder's names and shapes")
+    model.decoder.load_state_dict({**dst, **{k: src[k] for k in copied}})
+    return copied
 
 
 def forward(model: SingleViewTo3D, batch: dict, queries=None) -> torch.Tensor:
@@ -105,9 +174,17 @@ def forward(model: SingleViewTo3D, batch: dict, queries=None) -> torch.Tensor:
         return model(feats=batch["feats"], queries=queries)
     if "images" in batch and model.encoder is not None:
         return model(images=batch["images"], queries=queries)
+    # constant input: every row of the batch is the same, so the decoder runs on two rows (its
+    # BatchNorm needs two) and the first is repeated -- the same values and gradients as running
+    # all b rows, for a fraction of the cost
     b = len(batch["verts"])
     ref = next(model.decoder.parameters())
-    return model(feats=torch.zeros(b, FEAT_DIM, device=ref.device, dtype=ref.dtype), queries=queries)
+    const = torch.zeros(2, FEAT_DIM, device=ref.device, dtype=ref.dtype)
+    if queries is None:
+        out = model(feats=const)
+        return out[:1].expand(b, *out.shape[1:])
+    # implicit: the queries differ per row, the feature does not
+    return model(feats=const[:1].expand(b, -1), queries=queries)
 
 
 def compute_loss(model: SingleViewTo3D, batch: dict, args, generator=None) -> dict:
@@ -127,7 +204,7 @@ def compute_loss(model: SingleViewTo3D, batch: dict, args, generator=None) -> di
     verts = forward(model, batch)
     meshes = model.decoder.meshes(verts)
     pred = sample_points_from_meshes(meshes, args.n_points, generator=generator)
-    lc, ls = chamfer_loss(pred, gt), smoothness_loss(meshes)
+    lc, ls = chamfer_loss(pred, gt), model.decoder.smoothness(verts)  # = smoothness_loss(meshes)
     return {"loss": args.w_chamfer * lc + args.w_smooth * ls, "chamfer": lc, "smooth": ls}
 
 
@@ -146,8 +223,11 @@ def train(args: argparse.Namespace) -> dict:
     need_vox = args.type in ("vox", "implicit")
     ds = R2N2(choice.root, choice.split_file, "train", args.class_names, return_voxels=need_vox,
               inputs=model_inputs(args))
-    cfg = {k: getattr(args, k) for k in CONFIG_KEYS}
+    cfg = {k: getattr(args, k) for k in CONFIG_KEYS + TRAINING_KEYS}
     model = build_model(cfg).to(device)
+    init = None
+    if args.init_from and not args.resume and not args.load_checkpoint:
+        init = {"from": str(args.init_from), "layers": init_decoder_from(model, args.init_from)}
     encoder_tag = model.encoder.tag if model.encoder is not None else None
     if args.load_feat:
         enc = Encoder(args.pretrained, verbose=True)
@@ -155,7 +235,7 @@ def train(args: argparse.Namespace) -> dict:
         ensure_features(ds, enc, device)
         del enc
     cfg["encoder"] = encoder_tag
-    optim = torch.optim.Adam(model.parameters(), lr=args.lr)
+    optim = adam(model.parameters(), lr=args.lr)
     ckpts = CheckpointManager(out / "checkpoints", every=args.save_freq, keep_last=2)
     start = 0
     state = None
@@ -187,6 +267,8 @@ def train(args: argparse.Namespace) -> dict:
     with graceful_interrupt() as stop:
         for step in progress(range(start, args.max_iter), f"train {args.type}"):
             batch = to_device(next(batches), device)
+            for group in optim.param_groups:
+                group["lr"] = lr_at(args, step)
             terms = compute_loss(model, batch, args, gen)
             check_finite(terms["loss"], step)
             optim.zero_grad(set_to_none=True)
@@ -209,11 +291,18 @@ def train(args: argparse.Namespace) -> dict:
         **{f"final_{k}": v for k, v in last.items() if k != "loss"},
         "train_time_s": elapsed, "time_per_step_s": elapsed / max(steps, 1),
         "train_images": len(ds), "train_models": len(ds.models), "encoder": encoder_tag or "none (constant input)",
-        "load_feat": args.load_feat, "mean_shape": args.mean_shape, "batch_size": args.batch_size,
-        "data": "synthetic:" + args.preset if choice.synthetic else "r2n2", "classes": args.classes,
-        "checkpoint": str(last_ckpt),
+        "load_feat": args.load_feat, "mean_shape": args.mean_shape, "batch_size": args.batch_size, "lr": args.lr,
+        "schedule": args.schedule, "preset": args.preset if choice.synthetic else None, "init_from": init,
+        "data": data_text(choice), "classes": args.classes, "checkpoint": str(last_ckpt),
     }
     report(out, metrics, written)
+    if args.baseline:
+        base = copy.copy(args)
+        base.mean_shape, base.load_feat, base.baseline = True, False, False
+        base.output_dir = str(out / "mean_shape")
+        base.load_checkpoint = base.init_from = None
+        base.max_iter = args.baseline_steps
+        metrics["baseline"] = train(base)
     return metrics
 
 
