@@ -3,7 +3,7 @@
     python -m a3_volume_surface.demo [--only part_1,part_5] [--list]
 
 Each part is its real entry point with ``quick=true`` (the config's quick_overrides): small
-images (32 x 32 for the trained scenes), small networks and a few hundred seeded training steps,
+images (48 x 48 for the trained scenes), small networks and a few hundred seeded training steps,
 so every trained part converges and shows the method working; each writes the number that proves
 it, with its threshold, under ``"checks"`` in its metrics.json (``python -m l3d.report --check``).
 The whole demo takes about 4 minutes of one CPU core, rendering the built-in scenes included.
@@ -58,7 +58,8 @@ def run_part(module: str, config: str, extra) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="", help="comma-separated parts to run (default: all), e.g. part_1,q0_transmittance")
+    ap.add_argument("--only", default="",
+                    help="comma-separated parts to run (default: all), e.g. part_1,q0_transmittance")
     ap.add_argument("--list", action="store_true", help="list the parts and their commands, then exit")
     args = ap.parse_args(argv)
     names = [Q0[0]] + [p[0] for p in PARTS]

@@ -102,7 +102,8 @@ def tracing_checks(model, cams, hw, res: Mapping[str, torch.Tensor], bound_radiu
                                 what="sphere-traced hits vs the dense ray march, IoU (a few grazing rays that have not "
                                      "converged after max_iters steps count as misses, as in the spec)"),
         "depth_error": check(float(err.mean()) if len(err) else float("inf"), max=0.01,
-                             what="mean |sphere-traced distance - dense-march distance| on rays both hit (scene units)"),
+                             what="mean |sphere-traced distance - dense-march distance| on rays both hit "
+                                  "(scene units)"),
         "psnr_vs_dense_march": check(psnr_images(torch.cat(preds), torch.cat(refs)), min=SURFACE_MIN_PSNR,
                                      what="PSNR (dB) of the frames vs the same shading at the dense march's hits"),
     }

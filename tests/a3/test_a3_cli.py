@@ -182,7 +182,7 @@ def test_quick_volsdf_finds_the_surface(tmp_path, scene_cache):
             "data.n_test_views=3")
     assert m["steps"] == 125 and m["mesh_faces"] > 1000 and m["test_psnr"] > 20.0, (m["mesh_faces"], m["test_psnr"])
     if m["scene"].startswith("builtin:"):
-        assert m["checks"]["geometry_chamfer"]["value"] < 0.08, m["checks"]["geometry_chamfer"]
+        assert m["checks"]["geometry_chamfer"]["value"] < 0.05, m["checks"]["geometry_chamfer"]
 
 
 def test_user_errors_are_one_line(tmp_path, capsys):
