@@ -23,8 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 # rough single-thread cost of each demo (seconds), to start the longest first
-EXPECTED_S = {"a3_volume_surface": 360, "a2_single_view": 200, "a4_gaussians_diffusion": 120,
-              "a5_pointnet": 120, "a1_rendering": 60}
+EXPECTED_S = {"a2_single_view": 380, "a3_volume_surface": 260, "a4_gaussians_diffusion": 95,
+              "a5_pointnet": 92, "a1_rendering": 30}
 
 
 def _demos() -> list[str]:
