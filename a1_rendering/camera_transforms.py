@@ -30,10 +30,10 @@ from a1_rendering.common import add_banner, add_mesh_flags, course_file, load_me
 from a1_rendering.measure import iou, sample_silhouette, silhouette_match
 from l3d.cameras import FoVPerspectiveCameras, rotation_about_axis
 from l3d.checks import check
-from l3d.cli import script_parser
-from l3d.io import load_image, save_image
+from l3d.cli import run_cli, script_parser
+from l3d.media import load_image, save_image
 from l3d.shading import PointLights, render_mesh
-from l3d.train import choose_device, run_cli
+from l3d.train import choose_device
 
 # name -> (axis, angle in degrees, T_rel, spec item)
 TRANSFORMS = {

@@ -13,7 +13,9 @@ import torch
 from l3d.checks import data_label
 from l3d.cli import report
 from l3d.data import data_root, load_mesh_or_standin
-from l3d.io import label_image, load_obj, read_metrics
+from l3d.io import load_obj
+from l3d.media import label_image
+from l3d.run import read_metrics
 from l3d.structures import Meshes, TexturesUV, TexturesVertex, join_meshes_as_scene
 
 MESH_COLOR = (0.7, 0.7, 1.0)  # the course's default mesh colour

@@ -30,12 +30,12 @@ from a1_rendering.common import add_banner, add_mesh_flags, course_file, load_me
 from a1_rendering.measure import gif_timing, subject_size
 from l3d.cameras import FoVPerspectiveCameras
 from l3d.checks import check
-from l3d.cli import output_path, script_parser
-from l3d.io import save_gif_with_png
+from l3d.cli import output_path, run_cli, script_parser
+from l3d.media import save_gif_with_png
 from l3d.raster import rasterize_meshes
 from l3d.shading import PointLights, shade_fragments
 from l3d.structures import Meshes
-from l3d.train import choose_device, run_cli
+from l3d.train import choose_device
 
 REFERENCE = "a1/reference/dolly.gif"
 

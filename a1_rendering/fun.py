@@ -22,10 +22,10 @@ from a1_rendering.common import render_turntable, report_checks, turntable_check
 from a1_rendering.dolly_zoom import auto_focus_z, dolly_frames
 from a1_rendering.measure import gif_timing
 from l3d.checks import check
-from l3d.cli import output_path, script_parser
-from l3d.io import save_gif_with_png
+from l3d.cli import output_path, run_cli, script_parser
+from l3d.media import save_gif_with_png
 from l3d.structures import Meshes, TexturesVertex, join_meshes_as_scene
-from l3d.train import choose_device, run_cli
+from l3d.train import choose_device
 
 
 def _mesh(verts, faces, color) -> Meshes:

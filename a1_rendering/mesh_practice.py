@@ -20,10 +20,10 @@ import torch
 from a1_rendering.common import MESH_COLOR, render_turntable, report_checks, turntable_checks
 from a1_rendering.measure import edge_face_counts, euler_characteristic, signed_volume
 from l3d.checks import check
-from l3d.cli import output_path, script_parser
-from l3d.io import save_gif_with_png
+from l3d.cli import output_path, run_cli, script_parser
+from l3d.media import save_gif_with_png
 from l3d.structures import Meshes
-from l3d.train import choose_device, run_cli
+from l3d.train import choose_device
 from l3d.viz import with_vertex_colors
 
 

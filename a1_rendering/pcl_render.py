@@ -22,12 +22,12 @@ from a1_rendering.measure import gif_timing, motion_ratio
 from l3d.cameras import FoVPerspectiveCameras, look_at_view_transform, ndc_pixel_centers, rotation_about_axis, \
     unproject_depth_image
 from l3d.checks import check, data_label
-from l3d.cli import script_parser
+from l3d.cli import run_cli, script_parser
 from l3d.data import load_rgbd_pair
-from l3d.io import save_gif_with_png
+from l3d.media import save_gif_with_png
 from l3d.shading import render_points
 from l3d.structures import Pointclouds
-from l3d.train import choose_device, run_cli
+from l3d.train import choose_device
 
 
 def _grid(data: dict) -> str:

@@ -13,9 +13,9 @@ import time
 
 from a1_rendering.common import add_mesh_flags, load_mesh_labelled, quick_turntable, render_turntable, report_checks, \
     turntable_checks
-from l3d.cli import output_path, script_parser
-from l3d.io import save_gif_with_png
-from l3d.train import choose_device, run_cli
+from l3d.cli import output_path, run_cli, script_parser
+from l3d.media import save_gif_with_png
+from l3d.train import choose_device
 from l3d.viz import with_vertex_colors
 
 

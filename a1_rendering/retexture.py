@@ -19,10 +19,10 @@ from a1_rendering.common import add_mesh_flags, course_file, load_mesh_labelled,
     report_checks, turntable_checks
 from a1_rendering.render_mesh import reference_error
 from l3d.checks import check
-from l3d.cli import output_path, script_parser
-from l3d.io import save_gif_with_png, save_image
+from l3d.cli import output_path, run_cli, script_parser
+from l3d.media import save_gif_with_png, save_image
 from l3d.structures import Meshes
-from l3d.train import choose_device, run_cli
+from l3d.train import choose_device
 from l3d.viz import render_mesh_turntable, with_vertex_colors
 
 REFERENCE = "a1/reference/cow_retextured.jpg"

@@ -21,11 +21,11 @@ import torch
 from a1_rendering.common import add_mesh_flags, load_mesh_labelled, quick_turntable, report_checks
 from a1_rendering.measure import chi_square_p_value, gif_timing, nearest_faces
 from l3d.checks import check
-from l3d.cli import script_parser
-from l3d.io import save_gif_with_png
+from l3d.cli import run_cli, script_parser
+from l3d.media import save_gif_with_png
 from l3d.ops import sample_points_from_meshes
 from l3d.structures import Meshes
-from l3d.train import choose_device, run_cli
+from l3d.train import choose_device
 from l3d.viz import normalized_xyz_colors, render_mesh_turntable, render_points_turntable, side_by_side
 
 

@@ -30,12 +30,12 @@ from a1_rendering.measure import euler_characteristic, gif_timing, motion_ratio,
     surface_area, torus_sdf
 from l3d.cameras import turntable_cameras
 from l3d.checks import check
-from l3d.cli import output_path, script_parser
-from l3d.io import save_gif_with_png
+from l3d.cli import output_path, run_cli, script_parser
+from l3d.media import save_gif_with_png
 from l3d.ops import marching_cubes
 from l3d.shading import render_points
 from l3d.structures import Meshes, Pointclouds, TexturesVertex
-from l3d.train import choose_device, run_cli
+from l3d.train import choose_device
 from l3d.viz import normalized_xyz_colors
 
 SHAPES = ("torus", "superquadric", "sphere")

@@ -28,8 +28,7 @@ import torch
 
 from a1_rendering.common import report_checks
 from l3d.checks import check
-from l3d.cli import script_parser
-from l3d.train import run_cli
+from l3d.cli import run_cli, script_parser
 
 
 def _peak_rss_kb() -> int:

@@ -28,7 +28,7 @@ from typing import BinaryIO, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from l3d.io import atomic_path
+from l3d.run import atomic_path
 
 PathLike = Union[str, os.PathLike]
 

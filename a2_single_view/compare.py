@@ -17,9 +17,8 @@ import math
 from pathlib import Path
 
 from l3d.checks import check
-from l3d.cli import report, script_parser
-from l3d.io import atomic_path
-from l3d.train import run_cli
+from l3d.cli import report, run_cli, script_parser
+from l3d.run import atomic_path
 
 from .eval_model import MIN_MARGIN, plot_f1_curves
 from .evaluate import THRESHOLDS

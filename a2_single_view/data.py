@@ -44,7 +44,9 @@ import numpy as np
 import torch
 
 from l3d.data import data_root
-from l3d.io import atomic_path, load_image, load_obj, save_image, save_obj
+from l3d.io import load_obj, save_obj
+from l3d.media import load_image, save_image
+from l3d.run import atomic_path
 
 from .binvox import read_binvox, binvox_coords, write_binvox
 from .voxelize import align_bbox, coords_to_grid, coverage_pool, to_voxel_frame

@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-from l3d.train import run_cli
+from l3d.cli import run_cli
 
 from . import compare, eval_model, fit_data, interpret, study_classes, study_wsmooth, train_model
 

@@ -31,9 +31,10 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from l3d.checks import check
-from l3d.cli import report, script_parser
-from l3d.io import atomic_path, save_gif_with_png
-from l3d.train import choose_device, load_checkpoint, progress, run_cli
+from l3d.cli import report, run_cli, script_parser
+from l3d.media import save_gif_with_png
+from l3d.run import atomic_path, load_checkpoint
+from l3d.train import choose_device, progress
 
 from .common import add_data_flags, comparison, data_text, gif_fps, gt_as_kind, gt_meshes, resolve_data, to_device, view_azimuth
 from .data import R2N2, collate

@@ -20,9 +20,9 @@ from typing import List, Sequence
 import numpy as np
 import torch
 
-from l3d.cli import report, script_parser
-from l3d.io import atomic_path
-from l3d.train import choose_device, progress, run_cli
+from l3d.cli import report, run_cli, script_parser
+from l3d.run import atomic_path
+from l3d.train import choose_device, progress
 
 from .common import add_data_flags, resolve_data
 from .data import NUM_VIEWS, R2N2, ModelRef, rendering_dir

@@ -28,11 +28,12 @@ from pathlib import Path
 import torch
 
 from l3d.checks import check
-from l3d.cli import report, script_parser
-from l3d.io import save_gif_with_png
+from l3d.cli import report, run_cli, script_parser
+from l3d.media import save_gif_with_png
 from l3d.ops import ico_sphere, sample_points_from_meshes
 from l3d.structures import Meshes
-from l3d.train import LossLog, check_finite, choose_device, graceful_interrupt, progress, run_cli, seed_everything
+from l3d.run import LossLog, check_finite
+from l3d.train import choose_device, graceful_interrupt, progress, seed_everything
 
 from .common import add_data_flags, comparison, data_text, gif_fps, resolve_data, view_azimuth
 from .data import R2N2

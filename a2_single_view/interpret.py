@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 
 from l3d.checks import check
-from l3d.cli import report, script_parser
-from l3d.io import save_gif_with_png, save_image
+from l3d.cli import report, run_cli, script_parser
+from l3d.media import save_gif_with_png, save_image
 from l3d.ops import sample_points_from_meshes
-from l3d.train import choose_device, run_cli
+from l3d.train import choose_device
 
 from .common import (add_data_flags, comparison, data_text, error_colours, gif_fps, gt_as_kind, gt_meshes, text_strip,
                      titled, to_device, view_azimuth)

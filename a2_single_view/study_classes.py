@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 
 from l3d.checks import check
-from l3d.cli import report, script_parser
-from l3d.io import atomic_path, save_gif_with_png
-from l3d.train import choose_device, run_cli
+from l3d.cli import report, run_cli, script_parser
+from l3d.media import save_gif_with_png
+from l3d.run import atomic_path
+from l3d.train import choose_device
 
 from . import eval_model, train_model
 from .common import (add_data_flags, frame_distance, gif_fps, gt_as_kind, kind_points, render_gt_kind, render_kind,

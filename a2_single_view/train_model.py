@@ -33,10 +33,10 @@ from pathlib import Path
 
 import torch
 
-from l3d.cli import report, script_parser
+from l3d.cli import report, run_cli, script_parser
 from l3d.ops import sample_points_from_meshes
-from l3d.train import (CheckpointManager, LossLog, check_finite, choose_device, graceful_interrupt, load_checkpoint,
-                       progress, run_cli, seed_everything)
+from l3d.run import CheckpointManager, LossLog, check_finite, load_checkpoint
+from l3d.train import choose_device, graceful_interrupt, progress, seed_everything
 
 from .common import add_data_flags, data_text, gt_points, occupancy_queries, resolve_data, to_device
 from .data import R2N2, collate

@@ -14,11 +14,9 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from l3d.io import save_gif_with_png, write_command, write_metrics
-from l3d.train import (
-    CheckpointManager, LossLog, check_finite, choose_device, graceful_interrupt, progress,
-    seed_everything,
-)
+from l3d.media import save_gif_with_png
+from l3d.run import CheckpointManager, LossLog, check_finite, command_line, write_command, write_metrics
+from l3d.train import choose_device, graceful_interrupt, progress, seed_everything
 
 from .model import to_container
 
@@ -74,7 +72,7 @@ def _cli_keys() -> set:
 def finish(out: Path, metrics: Mapping[str, Any], written: Sequence[Any]) -> None:
     """Write metrics.json (merged) and command.txt, print the numbers and the files written."""
     write_metrics(out, dict(metrics))
-    write_command(out, module=_ENTRY["module"])
+    write_command(out, command_line(module=_ENTRY["module"]))
     _print_metrics(metrics)
     for p in written:
         print(f"wrote {p}")

@@ -172,8 +172,8 @@ def read_nerf_files(pth: Path, png: Path, image_size: Optional[Sequence[int]] = 
 def write_nerf_files(pth: Path, png: Path, images: torch.Tensor, cameras: PerspectiveCameras,
                      split: Sequence[Sequence[int]]) -> None:
     """Write a scene in the course format (atomically): images (N, H, W, 3) in [0, 1]."""
-    from l3d.io import save_image
-    from l3d.train import save_checkpoint
+    from l3d.media import save_image
+    from l3d.run import save_checkpoint
 
     n, h, w, _ = images.shape
     meta = {

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import torch
 
-from l3d.cli import report, script_parser
+from l3d.cli import report, run_cli, script_parser
 from l3d.rays import volume_weights
-from l3d.train import run_cli
 
 # (start, end, sigma) of each segment; x at 0, y1 at 1 (the empty gap's length does not matter)
 SEGMENTS = (("x", "y1", 0.0, 1.0), ("y1", "y2", 1.0, 2.0), ("y2", "y3", 0.5, 1.0), ("y3", "y4", 10.0, 3.0))

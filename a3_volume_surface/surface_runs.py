@@ -33,7 +33,7 @@ __all__ = ["run_render", "run_train_points", "run_train_images"]
 
 
 def _has_checkpoint(out: Path, tcfg: Mapping[str, Any]) -> bool:
-    from l3d.train import find_latest_checkpoint
+    from l3d.run import find_latest_checkpoint
 
     return bool(tcfg.get("resume", False)) and find_latest_checkpoint(out / "checkpoints") is not None
 

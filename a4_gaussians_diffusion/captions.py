@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from l3d.io import label_image
+from l3d.media import label_image
 
 BANNER_BG = (1.0, 1.0, 1.0)
 BANNER_FG = (20, 20, 20)

@@ -24,10 +24,11 @@ import torch
 
 from l3d.cameras import rotation_about_axis, turntable_cameras
 from l3d.cli import HelpFormatter
-from l3d.io import save_gif_with_png, to_uint8
+from l3d.media import save_gif_with_png, to_uint8
 from l3d.shading import render_points
 from l3d.structures import Pointclouds
-from l3d.train import UserError, load_checkpoint
+from l3d.errors import UserError
+from l3d.run import load_checkpoint
 from l3d.validate import check_shape
 
 from .data import DataSpec, load_split, resolve_data

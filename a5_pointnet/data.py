@@ -28,7 +28,7 @@ import numpy as np
 
 from l3d.checks import data_label
 from l3d.data import data_root
-from l3d.io import atomic_path
+from l3d.run import atomic_path
 
 from .synthetic import CHAIR_PARTS, CLASS_NAMES, GENERATOR_VERSION, generate_split
 

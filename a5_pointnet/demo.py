@@ -127,6 +127,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from l3d.train import run_cli
+    from l3d.cli import run_cli
 
     run_cli(main)

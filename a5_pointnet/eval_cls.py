@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from l3d.cli import report, script_parser
-from l3d.train import choose_device, run_cli
+from l3d.cli import report, run_cli, script_parser
+from l3d.train import choose_device
 
 from .baseline import fit_bbox_baseline
 from .common import (CLS_COLOR, add_vis_flags, apply_quick_vis, clear_metrics, clear_pictures, confusion_matrix,

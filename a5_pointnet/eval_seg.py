@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from l3d.cli import report, script_parser
-from l3d.train import choose_device, run_cli
+from l3d.cli import report, run_cli, script_parser
+from l3d.train import choose_device
 
 from .common import (add_vis_flags, apply_quick_vis, clear_metrics, clear_pictures, data_for_eval, load_test,
                      load_trained, part_iou, predict, random_subsets, retain_freed_memory, save_turntable_gif,

@@ -29,8 +29,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from l3d.cli import report, script_parser
-from l3d.train import choose_device, run_cli
+from l3d.cli import report, run_cli, script_parser
+from l3d.train import choose_device
 
 from .common import (CLS_COLOR, add_vis_flags, apply_quick_vis, clear_metrics, clear_pictures, data_for_eval,
                      load_test, load_trained, predict, random_subsets, retain_freed_memory, rotate_points,
@@ -77,7 +77,7 @@ def _plot(results: Dict[str, dict], args: argparse.Namespace, path: Path) -> Pat
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from l3d.io import atomic_path
+    from l3d.run import atomic_path
 
     fig = Figure(figsize=(10, 4.0), dpi=100)
     FigureCanvasAgg(fig)

@@ -29,9 +29,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from l3d.cli import report, script_parser
-from l3d.train import (CheckpointManager, LossLog, UserError, check_finite, choose_device, graceful_interrupt,
-                       progress, run_cli, seed_everything)
+from l3d.cli import report, run_cli, script_parser
+from l3d.errors import UserError
+from l3d.run import CheckpointManager, LossLog, check_finite
+from l3d.train import choose_device, graceful_interrupt, progress, seed_everything
 
 from .baseline import fit_bbox_baseline
 from .common import (clear_metrics, load_trained, predict, random_subsets, retain_freed_memory, take_subsets,

@@ -10,9 +10,15 @@ raster      mesh z-buffer rasteriser and point rasteriser (fully vectorised, dif
 shading     point lights, materials, Phong shading, alpha compositing, the high-level renderers
 ops         knn, chamfer, area-weighted surface sampling, Laplacian smoothing, ico_sphere,
             marching cubes
-io          OBJ/MTL/PLY, PNG/GIF/MP4 writing
+io          OBJ/MTL and PLY meshes and point clouds
+media       images, GIF/MP4/WebM, captions
 data        data root, dataset registry, downloads, procedural stand-ins
-train       device choice, seeding, checkpoints with resume, NaN guard
+errors      UserError (bad input: one line, exit 2) versus bugs (traceback)
+run         a run's files: atomic writes, output-folder lock, checkpoints that only advance to
+            finite states, loss log, metrics.json, command.txt
+train       the training loop: device choice, seeding, mixed precision, progress, Ctrl-C/SIGTERM
+cli         the shared flag vocabulary, presets such as --quick, the entry-point wrapper
+checks      pass/fail numbers of each part and the parts list
 report      HTML gallery of everything under ``output/``
 
 Dimension letters used in every docstring and shape comment

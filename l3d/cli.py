@@ -18,13 +18,15 @@ import argparse
 import contextlib
 import importlib
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
-from .io import atomic_path, command_line, write_metrics
+from .errors import UserError, os_error_line
+from .run import atomic_path, command_line, write_metrics
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -226,3 +228,51 @@ def report(output_dir: Any, metrics: Optional[Mapping[str, Any]] = None, written
                 print(f"{k}: {v}")
     for p in written:
         print(f"wrote {p}")
+
+
+# ----------------------------------------------------------------------------------------------
+# the entry point: user errors in one line, bugs with their traceback
+# ----------------------------------------------------------------------------------------------
+def error_line(exc: BaseException) -> Optional[str]:
+    """The one line to print for an error the user can fix, or None for a bug.
+
+    User errors are :class:`~l3d.errors.UserError` (bad file, flag, config value, a run that
+    diverged, an output folder in use) and the environment's ``OSError`` s a user acts on (full
+    disk, permissions, a missing file, a name too long). Everything else, ``ValueError`` included,
+    is a bug in this code and keeps its traceback."""
+    if isinstance(exc, UserError):
+        return " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, OSError):
+        return os_error_line(exc)
+    return None
+
+
+def guarded(main: Callable[..., Any], *args: Any) -> Any:
+    """Call ``main(*args)``; a user error prints ``error: <one line>`` and exits with status 2,
+    Ctrl-C exits with 130. ``L3D_DEBUG=1`` re-raises with the full traceback."""
+    debug = os.environ.get("L3D_DEBUG", "") not in ("", "0")
+    try:
+        return main(*args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted", file=sys.stderr, flush=True)
+        sys.exit(130)
+    except Exception as exc:
+        line = None if debug else error_line(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def run_cli(main: Callable[..., Any], argv: Optional[Sequence[str]] = None) -> Any:
+    """Run a script's ``main`` as an entry point (see :func:`guarded`).
+
+    ``main(argv)`` is called when ``argv`` is given, else ``main()`` (argparse then reads
+    ``sys.argv``). An ``int`` returned by ``main`` becomes the exit status; anything else is
+    returned."""
+    result = guarded(main) if argv is None else guarded(main, list(argv))
+    if isinstance(result, int) and not isinstance(result, bool):
+        sys.exit(result)
+    return result

@@ -25,7 +25,6 @@ import http.client
 import os
 import socket
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,12 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 
+from .errors import UserError
+from .run import atomic_path
+
 if TYPE_CHECKING:  # pragma: no cover
     from .structures import Meshes
 
 PathLike = Union[str, os.PathLike]
-_UMASK = os.umask(0)  # read once at import (os.umask can only be read by setting it)
-os.umask(_UMASK)
 
 __all__ = [
     "DataFile", "Dataset", "DATASETS", "DownloadError", "register_dataset", "data_root",
@@ -256,7 +256,7 @@ def get_path(relpath: str, required: bool = True) -> Optional[Path]:
 # ----------------------------------------------------------------------------------------------
 # downloads
 # ----------------------------------------------------------------------------------------------
-class DownloadError(RuntimeError):
+class DownloadError(UserError):
     """A download failed; ``str(err)`` is one line saying which URL failed and why.
 
     ``offline_url`` is the URL that could not be reached when the failure was the network itself
@@ -290,13 +290,11 @@ def _fetch(url: str, target: Path, sha256: Optional[str], timeout: float) -> Tup
 
     Returns (bytes, sha256 hex). Raises urllib/socket errors, or _ChecksumError (nothing written).
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     h = hashlib.sha256()
     size = 0
-    try:
+    with atomic_path(target) as tmp:  # removed again if anything below fails
         req = urllib.request.Request(url, headers={"User-Agent": "l3d-data"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(req, timeout=timeout) as resp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(req, timeout=timeout) as resp:
             expected = resp.headers.get("Content-Length")
             for block in iter(lambda: resp.read(1 << 16), b""):
                 out.write(block)
@@ -310,15 +308,7 @@ def _fetch(url: str, target: Path, sha256: Optional[str], timeout: float) -> Tup
         digest = h.hexdigest()
         if sha256 is not None and digest != sha256.lower():
             raise _ChecksumError(f"checksum mismatch (expected sha256 {sha256[:12]}..., got {digest[:12]}...)")
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, target)
-        return size, digest
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    return size, digest
 
 
 def download(

@@ -1,4 +1,5 @@
-"""File input/output: OBJ/MTL and PLY meshes, images, GIF/MP4, metrics.json and command.txt.
+"""Mesh and point-cloud files: OBJ/MTL and PLY (images and videos are in :mod:`l3d.media`, run files
+such as metrics.json in :mod:`l3d.run`).
 
 Meshes
 ------
@@ -8,89 +9,35 @@ trimesh would split vertices at UV seams and change vertex counts and vertex nor
 back 0-based, polygons fan-triangulated ``(0, i, i + 1)``. Normals (``vn``) are not read: vertex
 normals are always recomputed from the faces (:meth:`l3d.structures.Meshes.verts_normals_packed`).
 
-Writers
--------
-Every writer creates the parent folders and writes atomically: the data go to a hidden temporary
-file in the destination folder (``.<name>.<random>.tmp<suffix>``) which is then renamed over the
-target with :func:`os.replace`, so an interrupted run leaves either the old file or the new one,
-never half a file. :func:`atomic_path` exposes the mechanism for other writers.
-
-Images are ``(H, W, C)`` arrays or tensors, ``C`` = 3 (RGB) or 4 (RGBA), float in [0, 1] or uint8;
-frame stacks (GIF/MP4) are ``(N, H, W, C)`` (N frames) or lists of N frames.
+Writers create the parent folders and write atomically (:func:`l3d.run.atomic_path`): an
+interrupted run leaves the old file or the new one, never half a file. Readers turn a file that is
+not what it should be (empty, binary, non-finite or out-of-range numbers) into a one-line
+:class:`~l3d.errors.UserError` that names it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
 import operator
 import os
-import shlex
-import sys
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
+from .errors import UserError, user_error
+from .media import load_image, save_image, to_uint8
+from .run import atomic_path, atomic_write
 from .structures import Meshes, TexturesUV, TexturesVertex
 from .validate import check_shape
 
 PathLike = Union[str, os.PathLike]
-_UMASK = os.umask(0)  # read once at import (os.umask can only be read by setting it)
-os.umask(_UMASK)
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
-__all__ = [
-    "atomic_path", "ObjData", "MtlMaterial", "read_obj", "read_mtl", "load_obj", "save_obj",
-    "load_ply_mesh", "load_ply_points", "save_ply", "to_uint8", "save_image", "load_image",
-    "save_gif", "save_mp4", "save_gif_with_png", "label_image", "write_metrics", "read_metrics",
-    "command_line", "write_command", "wrap_uvs",
-]
-
-
-# ----------------------------------------------------------------------------------------------
-# atomic writes
-# ----------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
-
-    The parent folder is created. The temporary name keeps the target's suffix (some writers
-    pick the format from it). If the body raises, the temporary file is removed and the
-    target is left untouched. The final file gets the usual ``0o666 & ~umask`` permissions.
-
-    Example::
-
-        with atomic_path("out/a.png") as tmp:
-            Image.fromarray(img).save(tmp, format="PNG")
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
-        raise
-
-
-def _atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    return Path(path)
+__all__ = ["ObjData", "MtlMaterial", "read_obj", "read_mtl", "load_obj", "save_obj",
+           "load_ply_mesh", "load_ply_points", "save_ply", "wrap_uvs"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,7 +179,7 @@ def _parse_numbers(lines: _Lines, keyword: bytes, ncols: int, need: int, path: P
     counts = np.bincount(line, minlength=n_lines)
     if n_lines and counts.min() < need:
         bad = int(np.flatnonzero(lines.keywords == keyword)[np.argmin(counts)])
-        raise ValueError(
+        raise UserError(
             f"{path}:{int(lines.line_no[bad]) + 1}: '{keyword.decode()}' needs at least {need} numbers"
         )
     keep = pos < ncols
@@ -240,7 +187,7 @@ def _parse_numbers(lines: _Lines, keyword: bytes, ncols: int, need: int, path: P
     try:
         vals = np.array(_take(lines.tokens, tok[keep]), dtype=bytes).astype(np.float64)
     except ValueError as e:
-        raise ValueError(f"{path}: could not parse '{keyword.decode()}' numbers ({e})") from None
+        raise UserError(f"{path}: could not parse '{keyword.decode()}' numbers ({e})") from None
     out[line[keep], pos[keep]] = vals
     return out
 
@@ -251,7 +198,7 @@ def _resolve_index(idx: np.ndarray, count_before: np.ndarray, total: int, what: 
     given = idx != 0
     if given.any() and (out[given].min() < 0 or out[given].max() >= total):
         i = int(np.flatnonzero(given & ((out < 0) | (out >= total)))[0])
-        raise ValueError(f"{path}: face refers to {what} {int(idx[i])}, but there are {total} {what}s")
+        raise UserError(f"{path}: face refers to {what} {int(idx[i])}, but there are {total} {what}s")
     return out
 
 
@@ -266,14 +213,21 @@ def read_obj(path: PathLike) -> ObjData:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: a malformed line (named with its line number) or an index out of range.
+        UserError: binary content, a malformed line (named with its line number), a non-finite
+            vertex or an index out of range.
     """
     path = Path(path)
     raw = path.read_bytes()
+    if b"\0" in raw[:65536]:
+        raise user_error(path, "a text OBJ file", "binary data (NUL bytes)")
     lines = _Lines(*_tokenize(raw))
     kws = lines.keywords
 
     verts = _parse_numbers(lines, b"v", 3, 3, path).astype(np.float32)  # (V, 3)
+    if not np.isfinite(verts).all():
+        bad = int(np.flatnonzero(~np.isfinite(verts).all(axis=1))[0])
+        line = int(lines.line_no[np.flatnonzero(kws == b"v")[bad]]) + 1
+        raise user_error(f"{path}:{line}", "finite vertex coordinates", "nan or inf")
     verts_uvs = _parse_numbers(lines, b"vt", 2, 1, path).astype(np.float32)  # (T, 2)
     n_v, n_vt = len(verts), len(verts_uvs)
 
@@ -284,7 +238,7 @@ def read_obj(path: PathLike) -> ObjData:
     counts = np.bincount(fline, minlength=n_flines)  # corners per polygon
     if n_flines and counts.min() < 3:
         bad = int(np.flatnonzero(is_f)[np.argmin(counts)])
-        raise ValueError(f"{path}:{int(lines.line_no[bad]) + 1}: a face needs at least 3 corners")
+        raise UserError(f"{path}:{int(lines.line_no[bad]) + 1}: a face needs at least 3 corners")
     vi = vti = np.zeros(0, dtype=np.int64)
     if len(tok):
         corners = np.array(_take(lines.tokens, tok), dtype=bytes)  # (corners,) like b"12/7/3"
@@ -294,9 +248,9 @@ def read_obj(path: PathLike) -> ObjData:
             vi = vi_s.astype(np.int64)
             vti = np.where(vti_s == b"", b"0", vti_s).astype(np.int64)
         except ValueError:
-            raise ValueError(f"{path}: could not parse face corners (expected v, v/vt, v/vt/vn or v//vn)") from None
+            raise UserError(f"{path}: could not parse face corners (expected v, v/vt, v/vt/vn or v//vn)") from None
     if len(vi) and (vi == 0).any():
-        raise ValueError(f"{path}: face vertex index 0 (OBJ indices start at 1)")
+        raise UserError(f"{path}: face vertex index 0 (OBJ indices start at 1)")
     # elements defined before each face line, for negative (relative) indices
     line_of_f = np.flatnonzero(is_f)  # (n_flines,) index among non-empty lines
     nv_before = np.cumsum(kws == b"v")[line_of_f][fline]  # (corners,)
@@ -358,10 +312,10 @@ def read_mtl(path: PathLike) -> Dict[str, MtlMaterial]:
 
 
 def _load_texture_image(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0  # (Ht, Wt, 3)
+    img = load_image(path).numpy()  # (Ht, Wt, C), a damaged file is a UserError naming it
+    if img.shape[-1] == 1:
+        img = np.repeat(img, 3, axis=-1)
+    return np.ascontiguousarray(img[..., :3])  # (Ht, Wt, 3)
 
 
 def wrap_uvs(uv: np.ndarray) -> np.ndarray:
@@ -466,6 +420,9 @@ def load_obj(path: PathLike, device: Union[str, torch.device] = "cpu", load_text
     """
     path = Path(path)
     obj = read_obj(path)
+    if len(obj.faces) == 0:
+        raise user_error(path, "a mesh with at least one face",
+                         f"{len(obj.verts)} vertices and no 'f' lines" if len(obj.verts) else "no vertices and no faces")
     textures = None
     if load_textures and obj.material_names and len(obj.faces):
         materials: Dict[str, MtlMaterial] = {}
@@ -543,7 +500,7 @@ def save_obj(
         png = path.with_suffix(".png")
         mtl = path.with_suffix(".mtl")
         save_image(png, tex)
-        _atomic_write_bytes(
+        atomic_write(
             mtl, f"newmtl material_0\nKd 1.0 1.0 1.0\nmap_Kd {png.name}\n".encode()
         )
         parts.append(f"mtllib {mtl.name}\n")
@@ -558,7 +515,7 @@ def save_obj(
         parts.append(_format_face_pairs(both))
     else:
         parts.append(_format_rows("f", f1, "%d"))
-    return _atomic_write_bytes(path, "".join(parts).encode())
+    return atomic_write(path, "".join(parts).encode())
 
 
 def _format_face_pairs(both: np.ndarray) -> str:
@@ -584,6 +541,32 @@ def _colors_from_ply(vert) -> Optional[np.ndarray]:
     return cols.astype(np.float32)
 
 
+def _read_ply(path: PathLike):
+    """plyfile's ``PlyData`` of ``path``; a file plyfile cannot parse is a UserError naming it."""
+    from plyfile import PlyData, PlyParseError
+
+    try:
+        ply = PlyData.read(str(path))
+    except (PlyParseError, ValueError, EOFError, IndexError) as exc:
+        raise user_error(path, "a PLY file", f"a file that does not parse ({exc})") from None
+    if "vertex" not in [e.name for e in ply.elements]:
+        raise user_error(path, "a PLY file with a 'vertex' element", "none")
+    return ply
+
+
+def _ply_xyz(vert, path: PathLike) -> np.ndarray:
+    """(V, 3) float32 of a PLY vertex element, checked to be finite."""
+    names = vert.data.dtype.names or ()
+    missing = [c for c in ("x", "y", "z") if c not in names]
+    if missing:
+        raise user_error(path, "vertex properties x, y, z", f"no {', '.join(missing)}")
+    xyz = np.stack([np.asarray(vert[c]) for c in ("x", "y", "z")], axis=1).astype(np.float32)
+    if not np.isfinite(xyz).all():
+        n = int((~np.isfinite(xyz).all(axis=1)).sum())
+        raise user_error(path, "finite vertex positions", f"{n} vertices with nan or inf")
+    return xyz
+
+
 def load_ply_points(path: PathLike, device: Union[str, torch.device] = "cpu") -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Read the vertices of a PLY file as a point cloud.
 
@@ -591,11 +574,9 @@ def load_ply_points(path: PathLike, device: Union[str, torch.device] = "cpu") ->
         points: (P, 3) float32.
         colors: (P, 3) float32 in [0, 1] from ``red/green/blue`` (uchar scaled by 1/255), or None.
     """
-    from plyfile import PlyData
-
-    ply = PlyData.read(str(path))
+    ply = _read_ply(path)
     vert = ply["vertex"]
-    pts = np.stack([np.asarray(vert[c]) for c in ("x", "y", "z")], axis=1).astype(np.float32)
+    pts = _ply_xyz(vert, path)
     cols = _colors_from_ply(vert)
     return (torch.from_numpy(pts).to(device),
             None if cols is None else torch.from_numpy(cols).to(device))
@@ -607,22 +588,20 @@ def load_ply_mesh(path: PathLike, device: Union[str, torch.device] = "cpu") -> M
     Vertex colours, when present, become a :class:`~l3d.structures.TexturesVertex` in [0, 1].
 
     Raises:
-        ValueError: the file has no faces (use :func:`load_ply_points`).
+        UserError: the file has no faces (use :func:`load_ply_points`) or non-finite vertices.
     """
-    from plyfile import PlyData
-
-    ply = PlyData.read(str(path))
+    ply = _read_ply(path)
     names = [e.name for e in ply.elements]
     if "face" not in names or ply["face"].count == 0:
-        raise ValueError(f"{path} has no faces; read it with load_ply_points")
+        raise UserError(f"{path} has no faces; read it with load_ply_points")
     vert = ply["vertex"]
-    verts = np.stack([np.asarray(vert[c]) for c in ("x", "y", "z")], axis=1).astype(np.float32)
+    verts = _ply_xyz(vert, path)
     face = ply["face"]
     prop = "vertex_indices" if "vertex_indices" in face.data.dtype.names else "vertex_index"
     lists = face[prop]  # object array of per-face index arrays
     counts = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
     if counts.min() < 3:
-        raise ValueError(f"{path}: a face has fewer than 3 corners")
+        raise UserError(f"{path}: a face has fewer than 3 corners")
     flat = np.concatenate(list(lists)).astype(np.int64)
     tri, _ = _fan_triangulate(counts)
     faces = flat[tri]
@@ -672,413 +651,3 @@ def save_ply(
     with atomic_path(path) as tmp:
         PlyData(elements, text=not binary).write(str(tmp))
     return Path(path)
-
-
-# ----------------------------------------------------------------------------------------------
-# images, GIF, MP4
-# ----------------------------------------------------------------------------------------------
-def to_uint8(img: Any, truncate: bool = False) -> np.ndarray:
-    """Float image(s) in [0, 1] (tensor or array, any shape) -> uint8 array.
-
-    Values are clipped to [0, 1] and scaled by 255, then rounded to the nearest integer
-    (default) or, with ``truncate=True``, truncated like ``np.uint8(img * 255)`` (for references
-    that were made that way). uint8 input is returned unchanged (as an array).
-    """
-    a = _to_numpy(img)
-    if a.dtype == np.uint8:
-        return a
-    if a.dtype == np.bool_:
-        return a.astype(np.uint8) * 255
-    a = np.clip(a.astype(np.float64), 0.0, 1.0) * 255.0
-    return (np.floor(a) if truncate else np.rint(a)).astype(np.uint8)
-
-
-def _drop_alpha(frames: np.ndarray) -> np.ndarray:
-    """(..., H, W, 4) uint8 -> RGB composited over white; RGB and grey are returned unchanged."""
-    if frames.ndim >= 3 and frames.shape[-1] == 4:
-        a = frames[..., 3:].astype(np.float32) / 255.0
-        rgb = frames[..., :3].astype(np.float32) * a + 255.0 * (1 - a)
-        return np.rint(rgb).astype(np.uint8)
-    if frames.ndim >= 3 and frames.shape[-1] == 1:
-        return frames[..., 0]
-    return frames
-
-
-def save_image(path: PathLike, img: Any, truncate: bool = False) -> Path:
-    """Write an (H, W, C) image (float in [0, 1] or uint8; C = 1, 3 or 4) with Pillow, atomically.
-
-    The format follows the suffix (png, jpg, ...). Formats without alpha (JPEG) get RGBA
-    composited over white.
-    """
-    from PIL import Image
-
-    path = Path(path)
-    a = to_uint8(img, truncate=truncate)
-    if a.ndim == 3 and a.shape[-1] == 1:
-        a = a[..., 0]
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
-        raise ValueError(f"img must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {tuple(a.shape)}")
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"cannot tell the image format from the suffix of {path}")
-    if fmt in ("JPEG", "BMP") and a.ndim == 3 and a.shape[-1] == 4:
-        a = _drop_alpha(a)
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(a)).save(tmp, format=fmt)
-    return path
-
-
-def load_image(path: PathLike) -> torch.Tensor:
-    """Read an image as a float32 tensor (H, W, C) in [0, 1].
-
-    C = 3 for RGB (palette and CMYK images are converted), 4 when the file has alpha, 1 for
-    greyscale. 16-bit greyscale is scaled by 1/65535. For an animated file, the first frame.
-    """
-    from PIL import Image
-
-    with Image.open(path) as im:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            a = np.asarray(im, dtype=np.float32) / 65535.0
-            return torch.from_numpy(np.ascontiguousarray(a))[..., None]
-        if im.mode == "P":
-            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-        elif im.mode not in ("L", "RGB", "RGBA"):
-            im = im.convert("RGBA" if "A" in im.mode else "RGB")
-        a = np.asarray(im, dtype=np.float32) / 255.0
-    if a.ndim == 2:
-        a = a[..., None]
-    return torch.from_numpy(np.ascontiguousarray(a))
-
-
-def _frames_uint8(frames: Any, truncate: bool = False) -> np.ndarray:
-    """A list / (N, H, W[, C]) stack of float or uint8 frames -> (N, H, W[, 3]) uint8."""
-    if isinstance(frames, (list, tuple)):
-        if not frames:
-            raise ValueError("frames is empty")
-        arr = np.stack([to_uint8(f, truncate=truncate) for f in frames])  # one per frame
-    else:
-        arr = to_uint8(frames, truncate=truncate)
-    if arr.ndim not in (3, 4) or arr.shape[0] == 0:
-        raise ValueError(f"frames must have shape (N, H, W, C) or (N, H, W) with N >= 1, got {tuple(arr.shape)}")
-    if arr.ndim == 4 and arr.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"frames must have 1, 3 or 4 channels, got {arr.shape[-1]}")
-    return _drop_alpha(arr)
-
-
-def save_gif(
-    path: PathLike,
-    frames: Any,
-    fps: float = 15,
-    duration_ms: Optional[float] = None,
-    loop: int = 0,
-    truncate: bool = False,
-    palette: str = "global",
-) -> Path:
-    """Write an animated GIF, atomically.
-
-    Args:
-        frames: (N, H, W, C) or list of N (H, W, C) frames, float in [0, 1] or uint8.
-            RGBA frames are composited over white (GIF has no partial transparency).
-        fps: frames per second; each frame lasts ``1000 / fps`` ms.
-        duration_ms: per-frame duration in ms, overrides ``fps``.
-        loop: 0 = loop forever (the default), n = play n times.
-        truncate: float -> uint8 by truncation instead of rounding (see :func:`to_uint8`).
-        palette: "global" (default) quantises all frames to one shared 256-colour palette (about
-            5x quicker than per-frame palettes for long turntables; mean error ~0.3/255 on
-            renders); "per_frame" lets Pillow build an adaptive palette for every frame.
-
-    GIF stores durations in 1/100 s: a duration is rounded up to the next 10 ms (15 fps = 66.7 ms
-    is written as 70 ms), so an animation never plays faster than asked. Pillow merges consecutive *identical* frames into one frame with the summed
-    duration, so a GIF of repeated frames reads back with fewer frames (same total time).
-    """
-    arr = _frames_uint8(frames, truncate)
-    if duration_ms is None:
-        if fps <= 0:
-            raise ValueError(f"fps must be positive, got {fps}")
-        duration_ms = 1000.0 / fps
-    # GIF stores whole hundredths of a second and Pillow truncates (66.7 ms -> 60 ms, so a 15 fps
-    # turn of 30 frames would last 1.8 s instead of 2): round up to the next 10 ms
-    duration_ms = 10.0 * math.ceil(float(duration_ms) / 10.0 - 1e-6)
-    if palette == "per_frame":
-        import imageio.v3 as iio
-
-        with atomic_path(path) as tmp:
-            iio.imwrite(tmp, arr, extension=".gif", plugin="pillow", duration=float(duration_ms), loop=int(loop))
-        return Path(path)
-    if palette != "global":
-        raise ValueError(f"palette must be 'global' or 'per_frame', got {palette!r}")
-    from PIL import Image
-
-    # one palette for all frames: octree quantisation of a subsample of every frame, then each
-    # frame mapped to its nearest palette colours by Pillow (no dithering)
-    step = max(1, int(np.sqrt(arr.shape[0] * arr.shape[1] * arr.shape[2] / 2e5)))  # ~200k samples
-    sample = np.ascontiguousarray(arr[:, ::step, ::step, :3].reshape(1, -1, 3))
-    pal_img = Image.fromarray(sample).quantize(256, method=Image.Quantize.FASTOCTREE)
-    images = [Image.fromarray(np.ascontiguousarray(f[..., :3])).quantize(palette=pal_img, dither=Image.Dither.NONE)
-              for f in arr]
-    with atomic_path(path) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=float(duration_ms),
-                       loop=int(loop), optimize=False)
-    return Path(path)
-
-
-def save_mp4(path: PathLike, frames: Any, fps: float = 15, quality: float = 8.0) -> Path:
-    """Write an H.264 MP4 (yuv420p) with imageio-ffmpeg, atomically.
-
-    Args:
-        frames: (N, H, W, C) or list of N (H, W, C) frames, float in [0, 1] or uint8; RGBA is
-            composited over white. Odd widths/heights are padded by one replicated row/column
-            (the codec needs even sizes).
-        fps: frames per second.
-        quality: imageio-ffmpeg quality, 0 (worst) .. 10 (best).
-    """
-    import imageio_ffmpeg
-
-    arr = _frames_uint8(frames)
-    if arr.ndim == 3:
-        arr = np.repeat(arr[..., None], 3, axis=-1)
-    _, h, w, _ = arr.shape
-    arr = np.pad(arr, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    h, w = arr.shape[1:3]
-    with atomic_path(path) as tmp:
-        writer = imageio_ffmpeg.write_frames(
-            str(tmp), (w, h), fps=fps, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
-            quality=quality, macro_block_size=1, ffmpeg_log_level="error",
-            output_params=["-f", "mp4"],
-        )
-        writer.send(None)
-        try:
-            for frame in arr:  # frames are streamed to ffmpeg one by one
-                writer.send(np.ascontiguousarray(frame))
-        finally:
-            writer.close()
-    return Path(path)
-
-
-def save_webm(path: PathLike, frames: Any, fps: float = 15, crf: int = 32) -> Path:
-    """Write a WebM (VP9, yuv420p) with imageio-ffmpeg's bundled ffmpeg, atomically.
-
-    WebM/VP9 plays in every browser, Chromium included (which does not play H.264 MP4s without
-    proprietary codecs), so the gallery embeds these; :func:`save_mp4` stays for downloads.
-
-    Args:
-        frames: (N, H, W, C) or list of N (H, W, C) frames, float in [0, 1] or uint8; RGBA is
-            composited over white; odd sizes are padded by one replicated row/column.
-        fps: frames per second.
-        crf: VP9 constant quality, 0 (lossless-like) .. 63 (worst).
-    """
-    import imageio_ffmpeg
-
-    arr = _frames_uint8(frames)
-    if arr.ndim == 3:
-        arr = np.repeat(arr[..., None], 3, axis=-1)
-    _, h, w, _ = arr.shape
-    arr = np.pad(arr, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    h, w = arr.shape[1:3]
-    with atomic_path(path) as tmp:
-        writer = imageio_ffmpeg.write_frames(
-            str(tmp), (w, h), fps=fps, codec="libvpx-vp9", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
-            quality=None, bitrate=None, macro_block_size=1, ffmpeg_log_level="error",
-            output_params=["-crf", str(int(crf)), "-b:v", "0", "-deadline", "good", "-cpu-used", "4", "-f", "webm"],
-        )
-        writer.send(None)
-        try:
-            for frame in arr:
-                writer.send(np.ascontiguousarray(frame))
-        finally:
-            writer.close()
-    return Path(path)
-
-
-def save_gif_with_png(path: PathLike, frames: Any, fps: float = 15, which: str = "middle", **kwargs) -> Tuple[Path, Path]:
-    """:func:`save_gif` plus ``<stem>.png`` of one frame for quick viewing.
-
-    Args:
-        which: "middle" (frame N // 2) or "first".
-    Returns:
-        (gif path, png path).
-    """
-    arr = _frames_uint8(frames, kwargs.get("truncate", False))
-    gif = save_gif(path, arr, fps=fps, **{k: v for k, v in kwargs.items() if k != "truncate"})
-    idx = {"middle": len(arr) // 2, "first": 0}.get(which)
-    if idx is None:
-        raise ValueError(f"which must be 'middle' or 'first', got {which!r}")
-    png = save_image(Path(path).with_suffix(".png"), arr[idx])
-    return gif, png
-
-
-def _font(size: Optional[float]):
-    from PIL import ImageFont
-
-    if size is not None:
-        try:
-            return ImageFont.load_default(size=size)
-        except TypeError:  # Pillow < 10.1
-            pass
-    return ImageFont.load_default()
-
-
-def label_image(
-    img: Any,
-    text: str,
-    xy: Tuple[float, float] = (20, 20),
-    color: Tuple[int, int, int] = (255, 0, 0),
-    size: Optional[float] = None,
-) -> Any:
-    """Draw ``text`` on an image (e.g. the "fov: xx.xx" labels of the dolly zoom).
-
-    Args:
-        img: (H, W, C) float in [0, 1] or uint8, tensor or array (C = 3 or 4).
-        text: the label.
-        xy: top-left corner of the text in pixels (x = column, y = row).
-        color: RGB 0..255.
-        size: font size in pixels for Pillow's default font (None: Pillow's default size).
-    Returns:
-        A new image of the same type, dtype and device; only pixels under the text change
-        (the glyphs are alpha-blended; an alpha channel becomes opaque under the text).
-    """
-    from PIL import Image, ImageDraw
-
-    h, w = img.shape[:2]
-    mask = Image.new("L", (w, h), 0)
-    ImageDraw.Draw(mask).text(tuple(xy), text, fill=255, font=_font(size))
-    m = np.asarray(mask, dtype=np.float32) / 255.0  # (H, W)
-    is_uint8 = (img.dtype == torch.uint8) if torch.is_tensor(img) else (np.asarray(img).dtype == np.uint8)
-    col = np.asarray(color, dtype=np.float32) / 255.0
-    if torch.is_tensor(img):
-        x = img.float() / 255.0 if is_uint8 else img
-        mt = torch.as_tensor(m, device=x.device, dtype=x.dtype)[..., None]
-        ct = torch.as_tensor(col, device=x.device, dtype=x.dtype)
-        rgb = x[..., :3] * (1 - mt) + ct * mt
-        out = torch.cat([rgb, torch.maximum(x[..., 3:], mt)], -1) if x.shape[-1] == 4 else rgb
-        return (out * 255).round().to(torch.uint8) if is_uint8 else out
-    x = np.asarray(img)
-    xf = x.astype(np.float32) / 255.0 if is_uint8 else x
-    mm = m[..., None].astype(xf.dtype)
-    rgb = xf[..., :3] * (1 - mm) + col.astype(xf.dtype) * mm
-    out = np.concatenate([rgb, np.maximum(xf[..., 3:], mm)], -1) if xf.shape[-1] == 4 else rgb
-    return np.rint(out * 255).astype(np.uint8) if is_uint8 else out
-
-
-# ----------------------------------------------------------------------------------------------
-# metrics.json and command.txt
-# ----------------------------------------------------------------------------------------------
-def _metrics_path(path_or_dir: PathLike) -> Path:
-    p = Path(path_or_dir)
-    return p if p.suffix == ".json" else p / "metrics.json"
-
-
-def _jsonable(x: Any) -> Any:
-    """Tensors, numpy values, paths, tuples -> plain JSON values; non-finite floats -> strings
-    ``"nan"``, ``"inf"``, ``"-inf"`` (strict JSON has no such numbers; ``float()`` reads them)."""
-    if torch.is_tensor(x):
-        x = x.detach().cpu()
-        return _jsonable(x.item() if x.ndim == 0 else x.tolist())
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        return _jsonable(x.item())
-    if isinstance(x, bool) or x is None or isinstance(x, (int, str)):
-        return x
-    if isinstance(x, float):
-        return x if math.isfinite(x) else ("nan" if math.isnan(x) else ("inf" if x > 0 else "-inf"))
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple, set)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, os.PathLike):
-        return os.fspath(x)
-    raise TypeError(f"cannot write a {type(x).__name__} to metrics.json")
-
-
-# keys whose value a new write replaces as a whole (a run's pass/fail checks never mix with a
-# previous run's)
-_REPLACED_KEYS = ("checks",)
-
-
-def _deep_merge(old: Dict[str, Any], new: Mapping[str, Any], top: bool = True) -> Dict[str, Any]:
-    out = dict(old)
-    for k, v in new.items():
-        if top and k in _REPLACED_KEYS:
-            out[k] = v
-        elif isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v, top=False)
-        else:
-            out[k] = v
-    return out
-
-
-@contextlib.contextmanager
-def _dir_lock(folder: Path):
-    """Exclusive advisory lock on a folder (POSIX flock; a no-op where unavailable)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-def read_metrics(path_or_dir: PathLike) -> Dict[str, Any]:
-    """The content of ``metrics.json`` (a folder or the file itself); ``{}`` when it does not exist."""
-    p = _metrics_path(path_or_dir)
-    if not p.exists():
-        return {}
-    return json.loads(p.read_text(encoding="utf-8"))
-
-
-def write_metrics(path_or_dir: PathLike, metrics: Mapping[str, Any], merge: bool = True) -> Dict[str, Any]:
-    """Write (merge into) ``metrics.json`` atomically.
-
-    Args:
-        path_or_dir: the output folder (``metrics.json`` inside it) or a ``.json`` file path.
-        metrics: names -> numbers, strings, lists, nested dicts; tensors and numpy values are
-            converted (0-d -> number, n-d -> nested lists), non-finite floats -> "nan"/"inf".
-        merge: keep keys already in the file (nested dicts are merged key by key); new values win.
-            ``"checks"`` (the pass/fail numbers, :mod:`l3d.checks`) is replaced as a whole.
-    Returns:
-        The dictionary now in the file. Concurrent writers in the same folder are serialised with
-        a folder lock (POSIX), so merges from parallel runs are not lost.
-    """
-    p = _metrics_path(path_or_dir)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    new = _jsonable(dict(metrics))
-    with _dir_lock(p.parent):
-        data = _deep_merge(read_metrics(p), new) if merge else new
-        _atomic_write_bytes(p, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
-    return data
-
-
-def command_line(argv: Optional[Sequence[str]] = None, module: Optional[str] = None) -> str:
-    """The shell command that started this process, as ``python -m <module> args...`` when it was
-    run as a module (else ``python <script> args...``), quoted for a POSIX shell.
-
-    Args:
-        argv: defaults to ``sys.argv``.
-        module: defaults to the ``__main__`` module's spec name (``pkg.__main__`` -> ``pkg``).
-    """
-    argv = list(sys.argv if argv is None else argv)
-    if module is None:
-        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-        if spec is not None and spec.name:
-            module = spec.name[: -len(".__main__")] if spec.name.endswith(".__main__") else spec.name
-    if module:
-        parts = ["python", "-m", module] + argv[1:]
-    else:
-        script = argv[0] if argv else ""
-        with contextlib.suppress(ValueError):
-            rel = os.path.relpath(script)
-            script = rel if not rel.startswith("..") else script
-        parts = ["python", script] + argv[1:]
-    return shlex.join(parts)
-
-
-def write_command(output_dir: PathLike, argv: Optional[Sequence[str]] = None, module: Optional[str] = None) -> Path:
-    """Write ``<output_dir>/command.txt`` with :func:`command_line` (atomic); returns its path."""
-    return _atomic_write_bytes(Path(output_dir) / "command.txt", (command_line(argv, module) + "\n").encode())

@@ -34,13 +34,13 @@ import re
 import shlex
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from .checks import Part, PartStatus, load_parts, part_status
+from .run import atomic_write
 
 __all__ = ["Group", "collect", "render_gallery", "write_gallery", "check_outputs", "format_value", "flatten_metrics", "markdown_to_html", "main"]
 
@@ -757,23 +757,8 @@ def write_gallery(output_dir: str | os.PathLike = "output", title: str = "learni
         raise FileNotFoundError(f"output directory not found: {root} (run a script or `make demo` first)")
     page = render_gallery(root, parts, title=title, data_root=data_root)
     path = root / INDEX_NAME
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{INDEX_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, page)
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def check_outputs(output_dir: str | os.PathLike = "output", parts: list[Part] | None = None,

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Sequence, Union
 
 import numpy as np
-import torch
 
 from .errors import NonFiniteError, RunLockedError, UserError
 
@@ -132,6 +131,28 @@ def clean_stale_temps(folder: PathLike) -> List[Path]:
     return removed
 
 
+@contextlib.contextmanager
+def atomic_folder(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success it replaces ``path`` (a folder) as a
+    whole. On an exception the temporary folder is removed and ``path`` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_name(path)))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_name(path)))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 # ----------------------------------------------------------------------------------------------
 # metrics.json and command.txt
 # ----------------------------------------------------------------------------------------------
@@ -143,7 +164,8 @@ def _metrics_path(path_or_dir: PathLike) -> Path:
 def _jsonable(x: Any) -> Any:
     """Tensors, numpy values, paths, tuples -> plain JSON values; non-finite floats -> strings
     ``"nan"``, ``"inf"``, ``"-inf"`` (strict JSON has no such numbers; ``float()`` reads them)."""
-    if torch.is_tensor(x):
+    torch = sys.modules.get("torch")  # a tensor implies torch is loaded; never import it here
+    if torch is not None and torch.is_tensor(x):
         x = x.detach().cpu()
         return _jsonable(x.item() if x.ndim == 0 else x.tolist())
     if isinstance(x, np.ndarray):
@@ -456,6 +478,8 @@ def check_finite(loss: Union[torch.Tensor, float], step: int, name: str = "loss"
     """Raise :class:`NonFiniteError` when ``loss`` (a tensor of any shape, or a number) holds NaN,
     +-inf, or a magnitude above ``limit`` (a diverged run). On CUDA this synchronises; call it once
     per step on the scalar loss."""
+    import torch
+
     if isinstance(loss, torch.Tensor):
         t = loss.detach()
         bad = ~torch.isfinite(t) | (t.abs() > limit)
@@ -473,6 +497,8 @@ def check_finite(loss: Union[torch.Tensor, float], step: int, name: str = "loss"
 
 def _named_tensors(obj: Any, prefix: str = "") -> Iterator[tuple]:
     """(name, tensor) of a module's parameters, a state dict, or nested dicts/lists of tensors."""
+    import torch
+
     if isinstance(obj, torch.nn.Module):
         for n, p in obj.named_parameters():
             yield (f"{prefix}{n}", p)
@@ -488,6 +514,8 @@ def _named_tensors(obj: Any, prefix: str = "") -> Iterator[tuple]:
 
 def nonfinite_tensors(obj: Any) -> List[tuple]:
     """``[(name, number of non-finite values)]`` of every floating tensor in ``obj`` that has any."""
+    import torch
+
     bad = []
     for name, t in _named_tensors(obj):
         if t.is_floating_point() or t.is_complex():
@@ -519,6 +547,8 @@ def save_checkpoint(path: PathLike, state: Mapping[str, Any]) -> Path:
     Raises:
         NonFiniteError: when a floating tensor in ``state`` holds NaN/inf (nothing is written).
     """
+    import torch
+
     bad = nonfinite_tensors(dict(state))
     if bad:
         name, n = bad[0]
@@ -539,6 +569,8 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device, None]
     Raises:
         UserError: no file at ``path``, or not a readable checkpoint (truncated, corrupt, not a dict).
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
@@ -749,6 +781,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 # loss log
 # ----------------------------------------------------------------------------------------------
 def _scalar(v: Any) -> Union[float, str]:
+    import torch
+
     if isinstance(v, torch.Tensor):
         return float(v.detach().float().mean()) if v.numel() != 1 else float(v.detach())
     if isinstance(v, (int, float, np.number, bool)):

@@ -123,7 +123,7 @@ def test_motion_ratio_tells_turning_from_strobing():
 
 def test_gif_timing_reads_what_a_viewer_plays(tmp_path):
     from a1_rendering.measure import gif_timing
-    from l3d.io import save_gif
+    from l3d.media import save_gif
 
     frames = torch.rand(24, 8, 8, 3)
     assert gif_timing(save_gif(tmp_path / "a.gif", frames, fps=10)) == {"frames": 24.0, "seconds": 2.4}
@@ -134,7 +134,7 @@ def test_gif_timing_reads_what_a_viewer_plays(tmp_path):
 def test_turntable_checks_pass_and_catch_short_gifs(tmp_path):
     from a1_rendering.common import render_turntable, turntable_checks
     from l3d.checks import check_passed
-    from l3d.io import save_gif
+    from l3d.media import save_gif
 
     mesh = procedural_textured_mesh()
     frames, cams = render_turntable(mesh, 24, 3.0, image_size=64)

@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from PIL import Image, ImageSequence
 
 from l3d import io as l3dio
-from l3d.io import (
-    atomic_path, label_image, load_image, load_obj, load_ply_mesh, load_ply_points, read_metrics,
-    read_obj, save_gif, save_gif_with_png, save_image, save_mp4, save_obj, save_ply, to_uint8,
-    write_command, write_metrics,
-)
+from l3d.errors import UserError
+from l3d.io import load_obj, load_ply_mesh, load_ply_points, read_obj, save_obj, save_ply
+from l3d.media import (_font, label_image, load_image, save_gif, save_gif_with_png, save_image, save_mp4,
+    to_uint8)
+from l3d.run import atomic_path, command_line, read_metrics, write_command, write_metrics
 
 
 
@@ -144,25 +144,34 @@ def test_obj_materials_per_face_and_degenerate_files(tmp_path):
     assert obj.material_names == ["B", "A"]
     np.testing.assert_array_equal(obj.face_material, [-1, 0, 0, 1, 0])  # the quad gives 2 faces
     p.write_text("# points only\nv 0 0 0\nv 1 2 3\n")
-    m = load_obj(p)
-    assert m.verts_packed().shape == (2, 3) and m.faces_packed().shape == (0, 3)
+    assert read_obj(p).verts.shape == (2, 3)  # the parser reads what is there ...
+    with pytest.raises(UserError, match=r"m.obj: expected a mesh with at least one face, found 2 vertices"):
+        load_obj(p)  # ... but a mesh without faces would render a blank image
     p.write_text("")
     assert read_obj(p).verts.shape == (0, 3)
+    with pytest.raises(UserError, match="found no vertices and no faces"):
+        load_obj(p)
+    p.write_text("v 0 0 0\nv 1 0 nan\nv 0 1 0\nf 1 2 3\n")
+    with pytest.raises(UserError, match=r"m.obj:2: expected finite vertex coordinates, found nan or inf"):
+        load_obj(p)
+    p.write_bytes(b"\x00\x01\x02binary\x00")
+    with pytest.raises(UserError, match="expected a text OBJ file, found binary data"):
+        load_obj(p)
 
 
 def test_obj_errors_name_the_problem(tmp_path):
     p = tmp_path / "bad.obj"
     p.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2\n")
-    with pytest.raises(ValueError, match=r"bad.obj:4: a face needs at least 3 corners"):
+    with pytest.raises(UserError, match=r"bad.obj:4: a face needs at least 3 corners"):
         read_obj(p)
     p.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 7\n")
-    with pytest.raises(ValueError, match="refers to vertex 7, but there are 3"):
+    with pytest.raises(UserError, match="refers to vertex 7, but there are 3"):
         read_obj(p)
     p.write_text("v 0 0\n")
-    with pytest.raises(ValueError, match="bad.obj:1: 'v' needs at least 3 numbers"):
+    with pytest.raises(UserError, match="bad.obj:1: 'v' needs at least 3 numbers"):
         read_obj(p)
     p.write_text("v 0 0 zero\n")
-    with pytest.raises(ValueError, match="could not parse 'v'"):
+    with pytest.raises(UserError, match="could not parse 'v'"):
         read_obj(p)
 
 
@@ -319,7 +328,7 @@ def test_ply_round_trip(tmp_path):
     save_ply(tmp_path / "p.ply", verts, binary=False)
     pts, c = load_ply_points(tmp_path / "p.ply")
     assert torch.equal(pts, verts) and c is None
-    with pytest.raises(ValueError, match="has no faces"):
+    with pytest.raises(UserError, match="has no faces"):
         load_ply_mesh(tmp_path / "p.ply")
 
 
@@ -442,7 +451,7 @@ def test_label_image_changes_only_the_text_box():
     img = np.full((64, 96, 3), 0.5, np.float32)
     out = label_image(img, "fov: 42.00", xy=(20, 20))
     changed = np.abs(out - img).max(-1) > 0
-    box = ImageDraw.Draw(Image.new("L", (96, 64))).textbbox((20, 20), "fov: 42.00", font=l3dio._font(None))
+    box = ImageDraw.Draw(Image.new("L", (96, 64))).textbbox((20, 20), "fov: 42.00", font=_font(None))
     rows, cols = np.nonzero(changed)
     assert changed.sum() > 20
     assert rows.min() >= box[1] and rows.max() < box[3] and cols.min() >= box[0] and cols.max() < box[2]
@@ -496,9 +505,9 @@ def test_metrics_merge(tmp_path):
 
 
 def test_command_line_reconstruction(tmp_path, monkeypatch):
-    assert l3dio.command_line(["/x/render.py", "--fps", "10", "a b"], module="a1_rendering.render") == \
+    assert command_line(["/x/render.py", "--fps", "10", "a b"], module="a1_rendering.render") == \
         "python -m a1_rendering.render --fps 10 'a b'"
-    assert l3dio.command_line(["scripts/run.py", "-q"], module="") == "python scripts/run.py -q"
+    assert command_line(["scripts/run.py", "-q"], module="") == "python scripts/run.py -q"
     # detection from the __main__ module, as under `python -m mypkg.tool` / `python -m mypkg`
     import types
 
@@ -507,18 +516,21 @@ def test_command_line_reconstruction(tmp_path, monkeypatch):
         fake.__spec__ = types.SimpleNamespace(name=spec_name)
         monkeypatch.setitem(sys.modules, "__main__", fake)
         monkeypatch.setattr(sys, "argv", ["/abs/path/mypkg/tool.py", "--out", str(tmp_path / "o"), "--n", "3"])
-        path = write_command(tmp_path / "o")
-        assert path == tmp_path / "o" / "command.txt"
+        path = write_command(tmp_path / spec_name)
+        assert path == tmp_path / spec_name / "command.txt"
         assert path.read_text() == f"{want} --out {tmp_path / 'o'} --n 3\n"
-    p = write_command(tmp_path / "w", argv=["x.py"], module="pkg")
-    assert p.read_text() == "python -m pkg\n"
+    # one line per distinct command that wrote into the folder
+    p = write_command(tmp_path / "w", command_line(["x.py"], module="pkg"))
+    write_command(tmp_path / "w", command_line(["x.py", "--resume"], module="pkg"))
+    write_command(tmp_path / "w", command_line(["x.py"], module="pkg"))
+    assert p.read_text() == "python -m pkg\npython -m pkg --resume\n"
 
 
 def test_gif_global_palette_is_accurate(tmp_path):
     """The shared-palette fast path is about as accurate as Pillow's per-frame palettes."""
     from PIL import Image
 
-    from l3d.io import save_gif
+    from l3d.media import save_gif
 
     y, x = np.mgrid[0:64, 0:64] / 63.0
     # a shaded, slowly changing object on a white background (render-like content)
@@ -540,3 +552,33 @@ def test_gif_global_palette_is_accurate(tmp_path):
     assert errs["global"] < 3.0 and errs["per_frame"] < 0.5, errs
     with pytest.raises(ValueError, match="palette"):
         save_gif(tmp_path / "x.gif", frames, palette="nope")
+
+
+def test_damaged_inputs_are_user_errors_naming_the_file(tmp_path):
+    """A truncated PNG (as a texture or an image) and a PLY with NaN positions are one-line user
+    errors that name the file, not tracebacks or blank renders."""
+    img = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    good = tmp_path / "t.png"
+    Image.fromarray(img).save(good)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(UserError, match=r"cut.png: expected a complete image file, found a damaged or truncated"):
+        load_image(cut)
+    (tmp_path / "junk.png").write_bytes(b"not an image at all")
+    with pytest.raises(UserError, match=r"junk.png: expected an image file Pillow can read"):
+        load_image(tmp_path / "junk.png")
+    # the same damage in an OBJ's texture
+    (tmp_path / "m.mtl").write_text("newmtl skin\nmap_Kd cut.png\n")
+    (tmp_path / "a.obj").write_text("mtllib m.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 0 1\n"
+                                    "usemtl skin\nf 1/1 2/2 3/3\n")
+    with pytest.raises(UserError, match="cut.png"):
+        load_obj(tmp_path / "a.obj")
+    verts = torch.tensor([[0.0, 0, 0], [float("nan"), 0, 0], [0, 1, 0]])
+    save_ply(tmp_path / "n.ply", verts, faces=torch.tensor([[0, 1, 2]]))
+    with pytest.raises(UserError, match=r"n.ply: expected finite vertex positions, found 1 vertices with nan"):
+        load_ply_mesh(tmp_path / "n.ply")
+    with pytest.raises(UserError, match=r"n.ply: expected finite vertex positions"):
+        load_ply_points(tmp_path / "n.ply")
+    (tmp_path / "bad.ply").write_bytes(b"ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nend_header\n1\n")
+    with pytest.raises(UserError, match="bad.ply: expected a PLY file"):
+        load_ply_points(tmp_path / "bad.ply")

@@ -299,7 +299,7 @@ def test_gallery_in_browser(tmp_path, browser):
     """The page loads in Chromium, every image decodes, a WebM plays, failing cards are found; the
     same inspection catches a broken image and a broken video."""
     from l3d.browser import inspect_page
-    from l3d.io import save_webm
+    from l3d.media import save_webm
 
     out, data = tmp_path / "good", tmp_path / "data"
     make_part_tree(out, data)

@@ -27,10 +27,10 @@ import math
 import torch
 
 from l3d.checks import check
-from l3d.cli import report, script_parser
-from l3d.io import save_image
-from l3d.train import CheckpointManager, LossLog, check_finite, choose_device, graceful_interrupt, progress, \
-    run_cli, seed_everything
+from l3d.cli import report, run_cli, script_parser
+from l3d.media import save_image
+from l3d.run import CheckpointManager, LossLog, check_finite
+from l3d.train import choose_device, graceful_interrupt, progress, seed_everything
 
 from ..captions import with_banner
 from .common import StepAlignment, StepTimer, add_sds_flags, check_iterations, cosine, load_guidance, memory_metrics, \

@@ -39,14 +39,15 @@ import torch.nn.functional as F
 
 from l3d.cameras import FoVPerspectiveCameras, look_at_view_transform
 from l3d.checks import check, data_label
-from l3d.cli import report, script_parser
+from l3d.cli import report, run_cli, script_parser
 from l3d.data import data_root, load_mesh_or_standin
 from l3d.fields import HarmonicEmbedding, MLPWithInputSkips
-from l3d.io import load_obj, save_gif_with_png, save_image
+from l3d.io import load_obj
+from l3d.media import save_gif_with_png, save_image
 from l3d.shading import PointLights, render_mesh
 from l3d.structures import Meshes
-from l3d.train import CheckpointManager, LossLog, check_finite, choose_device, graceful_interrupt, progress, \
-    run_cli, seed_everything
+from l3d.run import CheckpointManager, LossLog, check_finite
+from l3d.train import choose_device, graceful_interrupt, progress, seed_everything
 from l3d.validate import check_shape
 from l3d.viz import render_mesh_turntable, with_vertex_colors
 

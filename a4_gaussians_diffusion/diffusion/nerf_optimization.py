@@ -55,10 +55,10 @@ import torch
 import torch.nn.functional as F
 
 from l3d.checks import check
-from l3d.cli import report, script_parser
-from l3d.io import save_image, save_mp4, save_webm
-from l3d.train import CheckpointManager, LossLog, check_finite, choose_device, graceful_interrupt, progress, \
-    run_cli, seed_everything
+from l3d.cli import report, run_cli, script_parser
+from l3d.media import save_image, save_mp4, save_webm
+from l3d.run import CheckpointManager, LossLog, check_finite
+from l3d.train import choose_device, graceful_interrupt, progress, seed_everything
 
 from .common import StepAlignment, StepTimer, add_sds_flags, check_iterations, gradient_check, load_guidance, \
     memory_metrics, pipeline_label, prompt_embeddings, rss_mb, run_data_label, run_folder, save_args, write_tiny_note

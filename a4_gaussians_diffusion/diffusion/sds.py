@@ -39,7 +39,7 @@ from typing import Literal, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from l3d.train import UserError
+from l3d.errors import UserError
 from l3d.validate import check_shape
 
 __all__ = [

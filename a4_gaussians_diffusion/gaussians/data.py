@@ -53,9 +53,9 @@ import torch
 
 from l3d.cameras import PerspectiveCameras, look_at_view_transform
 from l3d.data import data_root, load_mesh_or_standin
-from l3d.io import load_image
+from l3d.media import load_image
 from l3d.checks import data_label
-from l3d.train import UserError
+from l3d.errors import UserError
 
 PathLike = Union[str, os.PathLike]
 
@@ -337,9 +337,7 @@ def write_scene_folder(out_dir: PathLike, images: torch.Tensor, poses: np.ndarra
     out = Path(out_dir)
     if len(images) != len(poses):
         raise ValueError(f"{len(images)} images but {len(poses)} poses")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         for sub in ("imgs", "poses", "points"):
             (tmp / sub).mkdir()
         rgb = (images[..., :3].detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
@@ -352,12 +350,6 @@ def write_scene_folder(out_dir: PathLike, images: torch.Tensor, poses: np.ndarra
             np.save(tmp / "points" / f"points_{len(pts)}.npy", pts)
         if meta is not None:
             (tmp / SCENE_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -36,7 +36,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from l3d.io import atomic_path
+from l3d.run import atomic_path
 
 from .model import Gaussians
 from .sh import NUM_COEFFS, SH_DIM, rgb_to_sh_dc, sh_dc_to_rgb

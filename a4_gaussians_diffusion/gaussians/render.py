@@ -37,10 +37,11 @@ import torch
 
 from l3d.cameras import PerspectiveCameras, look_at_view_transform
 from l3d.checks import check, data_label
-from l3d.cli import output_path, report, script_parser
+from l3d.cli import output_path, report, run_cli, script_parser
 from l3d.data import data_root
-from l3d.io import save_gif_with_png
-from l3d.train import UserError, choose_device, progress, run_cli
+from l3d.media import save_gif_with_png
+from l3d.errors import UserError
+from l3d.train import choose_device, progress
 from l3d.viz import apply_colormap
 
 from ..captions import turntable_frame_ms, with_banners

@@ -37,8 +37,9 @@ import dataclasses
 import torch
 
 from l3d.checks import check
-from l3d.cli import report, script_parser
-from l3d.train import UserError, choose_device, run_cli
+from l3d.cli import report, run_cli, script_parser
+from l3d.errors import UserError
+from l3d.train import choose_device
 
 from .data import load_scene, parse_background, resolve_scene_path
 from .trainer import TrainConfig, train

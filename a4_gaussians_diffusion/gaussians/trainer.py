@@ -26,9 +26,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from l3d.io import save_gif_with_png
-from l3d.train import (CheckpointManager, LossLog, UserError, check_finite, graceful_interrupt, progress,
-                       seed_everything)
+from l3d.media import save_gif_with_png
+from l3d.errors import UserError
+from l3d.run import CheckpointManager, LossLog, check_finite
+from l3d.train import graceful_interrupt, progress, seed_everything
 
 from ..captions import with_banner
 from .data import Scene

@@ -17,7 +17,8 @@ from PIL import Image
 from a2_single_view import compare, eval_model, features, fit_data, interpret, study_classes, study_wsmooth, train_model
 from a2_single_view.data import ensure_synthetic
 from l3d.checks import check_passed
-from l3d.train import load_checkpoint, run_cli
+from l3d.cli import run_cli
+from l3d.run import load_checkpoint
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

@@ -9,8 +9,8 @@ import torch
 from a4_gaussians_diffusion.diffusion import image_optimization, mesh_optimization, nerf_optimization
 from a4_gaussians_diffusion.diffusion.sds import StableDiffusion
 from a4_gaussians_diffusion.diffusion.tiny import build_tiny_pipeline
-from l3d.io import load_image
-from l3d.train import run_cli
+from l3d.media import load_image
+from l3d.cli import run_cli
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

@@ -8,7 +8,7 @@ import torch
 from a4_gaussians_diffusion.diffusion.sds import (StableDiffusion, classifier_free_guidance, epsilon_from_prediction,
                                                   resolve_model, sds_surrogate, sds_weight, timestep_range)
 from a4_gaussians_diffusion.diffusion.tiny import build_tiny_pipeline, is_tiny, tiny_vocab
-from l3d.train import UserError
+from l3d.errors import UserError
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

@@ -17,7 +17,8 @@ from a4_gaussians_diffusion.gaussians.losses import evaluate_images
 from a4_gaussians_diffusion.gaussians.ply import load_gaussians_ply, save_gaussians_ply
 from a4_gaussians_diffusion.gaussians.rasterize import RasterSettings
 from a4_gaussians_diffusion.gaussians.standin import surface_gaussians
-from l3d.train import NonFiniteLossError, run_cli
+from l3d.cli import run_cli
+from l3d.errors import NonFiniteError
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -104,7 +105,7 @@ def test_training_stops_on_a_non_finite_loss(scene_dir, tmp_path, monkeypatch):
         return real_l1(pred, target) * (float("nan") if len(calls) == 4 else 1.0)
 
     monkeypatch.setattr(trainer, "l1", l1_nan_at_step_3)
-    with pytest.raises(NonFiniteLossError, match="at step 3"):
+    with pytest.raises(NonFiniteError, match="at step 3"):
         train_cli.main(["--data_path", str(scene_dir), "--quick", "--output_dir", str(tmp_path / "nan")])
 
 

@@ -10,7 +10,7 @@ import torch
 
 from a5_pointnet import eval_cls, eval_seg, robustness, train
 from a5_pointnet.targets import ROBUSTNESS_CHECKS
-from l3d.train import run_cli
+from l3d.cli import run_cli
 
 VIS = ["--num_frames", "3", "--image_size", "48"]
 
