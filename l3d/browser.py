@@ -9,7 +9,6 @@ It prints one line per problem and exits 1 if there is any (2 when no browser is
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
@@ -19,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, List
+
+from .cli import ScriptParser, positive_float
 
 CHROMIUM = os.environ.get("L3D_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("L3D_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -116,10 +117,9 @@ def inspect_page(driver, page: Path, timeout: float = 60.0) -> PageReport:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m l3d.browser", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ScriptParser(prog="python -m l3d.browser", description=__doc__)
     ap.add_argument("page", nargs="?", default="output/index.html", help="the gallery page (default: output/index.html)")
-    ap.add_argument("--max_height", type=float, default=15000, help="tallest acceptable page, CSS pixels at 1280 px wide")
+    ap.add_argument("--max_height", type=positive_float, default=15000, help="tallest acceptable page, CSS pixels at 1280 px wide")
     args = ap.parse_args(argv)
     page = Path(args.page)
     if not page.is_file():

@@ -702,9 +702,10 @@ def _cmd_download(args) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from .cli import ScriptParser
+
+    p = ScriptParser(
         prog="python -m l3d.data",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
             "examples:\n"
             "  python -m l3d.data list --verify\n"
@@ -722,7 +723,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="{list,download,fetch}")
     pl = sub.add_parser("list", help="show datasets, their files and which are present")
-    pl.add_argument("--root", help="data root to inspect (default: $L3D_DATA or <repo>/data)")
+    pl.add_argument("--data_path", "--root", dest="root", help="data root to inspect (default: $L3D_DATA or <repo>/data)")
     pl.add_argument("--verify", action="store_true", help="also check the SHA-256 of present files")
     pl.set_defaults(func=_cmd_list)
     pd = sub.add_parser(
@@ -731,9 +732,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Fetch a dataset's files; present files with the right checksum are skipped.",
     )
     pd.add_argument("name", help=f"dataset name ({', '.join(sorted(DATASETS))}) or 'all'")
-    pd.add_argument("--root", help="target data root (default: $L3D_DATA or <repo>/data)")
+    pd.add_argument("--data_path", "--root", dest="root", help="target data root (default: $L3D_DATA or <repo>/data)")
     pd.add_argument("--force", action="store_true", help="download again even if present and valid")
-    pd.add_argument("--base-url", dest="base_url",
+    pd.add_argument("--base_url", "--base-url", dest="base_url",
                     help="fetch <BASE_URL>/<relpath> instead of the recorded URLs (a mirror)")
     pd.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds (default 30)")
     pd.set_defaults(func=_cmd_download)
@@ -745,9 +746,9 @@ def _parser() -> argparse.ArgumentParser:
         "reported in one line and the exit status stays 0 (the scripts fall back to stand-ins).",
     )
     pf.add_argument("names", nargs="*", help="datasets to fetch (default: all with public URLs)")
-    pf.add_argument("--root", help="target data root (default: $L3D_DATA or <repo>/data)")
+    pf.add_argument("--data_path", "--root", dest="root", help="target data root (default: $L3D_DATA or <repo>/data)")
     pf.add_argument("--timeout", type=float, default=10.0, help="network timeout in seconds (default 10)")
-    pf.add_argument("--base-url", dest="base_url",
+    pf.add_argument("--base_url", "--base-url", dest="base_url",
                     help="fetch <BASE_URL>/<relpath> instead of the recorded URLs (a mirror)")
     pf.set_defaults(func=_cmd_fetch)
     return p

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import os
 import subprocess
@@ -25,6 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 # rough single-thread cost of each demo (seconds), to start the longest first
 EXPECTED_S = {"a2_single_view": 380, "a3_volume_surface": 260, "a4_gaussians_diffusion": 95,
               "a5_pointnet": 92, "a1_rendering": 30}
+
+from .cli import ScriptParser, positive_int
 
 
 def _demos() -> list[str]:
@@ -49,10 +50,9 @@ def _tail(path: Path, n: int = 25) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m l3d.demo", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--jobs", type=int, default=2, help="demos run at the same time (each with --threads threads)")
-    ap.add_argument("--threads", type=int, default=1, help="compute threads per demo (1: the same numbers everywhere)")
+    ap = ScriptParser(prog="python -m l3d.demo", description=__doc__)
+    ap.add_argument("--jobs", type=positive_int, default=2, help="demos run at the same time (each with --threads threads)")
+    ap.add_argument("--threads", type=positive_int, default=1, help="compute threads per demo (1: the same numbers everywhere)")
     ap.add_argument("--only", default="", help="comma-separated assignment packages to run (default: all)")
     ap.add_argument("--output_dir", default="output", help="where the demos write (their default) and the logs go")
     ap.add_argument("--no_fetch", action="store_true", help="do not try to download the public course files first")

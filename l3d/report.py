@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .checks import Part, PartStatus, load_parts, part_status
+from .cli import ScriptParser
 from .run import atomic_write
 
 __all__ = ["Group", "collect", "render_gallery", "write_gallery", "check_outputs", "format_value", "flatten_metrics", "markdown_to_html", "main"]
@@ -789,7 +790,7 @@ def check_outputs(output_dir: str | os.PathLike = "output", parts: list[Part] | 
 
 
 def main(argv: list[str] | None = None) -> Path | int:
-    parser = argparse.ArgumentParser(
+    parser = ScriptParser(
         prog="python -m l3d.report",
         description="Write <output_dir>/index.html, the gallery of every part's outputs, numbers and checks; "
         "with --check, print every part's checks against their thresholds instead and exit 1 if any part "
