@@ -56,6 +56,7 @@ from l3d.data import data_root, load_mesh_or_standin
 from l3d.media import load_image
 from l3d.checks import data_label
 from l3d.errors import UserError
+from l3d.run import atomic_folder
 
 PathLike = Union[str, os.PathLike]
 
