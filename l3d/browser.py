@@ -72,7 +72,11 @@ const imgs = Array.from(document.images).map(i => [i.getAttribute('src'), i.comp
 const vids = Array.from(document.querySelectorAll('video')).map(v => [v.getAttribute('src'), v.readyState, v.videoWidth, v.error ? v.error.code : 0]);
 const failing = Array.from(document.querySelectorAll('article.fail, article.missing')).map(
   a => (a.dataset.part || a.id) + ' (' + a.className + ')');
-return {imgs: imgs, vids: vids, failing: failing, height: document.documentElement.scrollHeight, title: document.title};
+const d = document.documentElement;
+const wide = Array.from(document.querySelectorAll('article')).filter(a => a.scrollWidth > a.clientWidth + 1).map(
+  a => (a.dataset.part || a.id));
+return {imgs: imgs, vids: vids, failing: failing, height: d.scrollHeight, title: document.title,
+        overflow: d.scrollWidth - d.clientWidth, wide: wide};
 """
 
 
@@ -87,11 +91,16 @@ class PageReport:
     broken_images: List[str] = field(default_factory=list)
     broken_videos: List[str] = field(default_factory=list)
     failing_cards: List[str] = field(default_factory=list)
+    overflow_px: int = 0  # how far the page scrolls sideways (0: it fits the window)
+    wide_cards: List[str] = field(default_factory=list)  # cards whose content sticks out of them
 
     def problems(self, max_height: float | None = None) -> List[str]:
         out = [f"image does not decode: {s}" for s in self.broken_images]
         out += [f"video does not play: {s}" for s in self.broken_videos]
         out += [f"failing card: {c}" for c in self.failing_cards]
+        out += [f"content sticks out of card: {c}" for c in self.wide_cards]
+        if self.overflow_px > 0:
+            out.append(f"page scrolls sideways by {self.overflow_px} px")
         if max_height is not None and self.height > max_height:
             out.append(f"page is {self.height} px tall (limit {max_height:.0f})")
         return out
@@ -112,7 +121,7 @@ def inspect_page(driver, page: Path, timeout: float = 60.0) -> PageReport:
         title=state["title"], height=int(state["height"]), n_images=len(state["imgs"]), n_videos=len(state["vids"]),
         broken_images=[s for s, _, ok in state["imgs"] if not ok],
         broken_videos=[s for s, rs, w, err in state["vids"] if err or rs < 2 or not w],
-        failing_cards=list(state["failing"]),
+        failing_cards=list(state["failing"]), overflow_px=int(state["overflow"]), wide_cards=list(state["wide"]),
     )
 
 

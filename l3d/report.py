@@ -402,7 +402,7 @@ article h3 .key { color:var(--muted); font-weight:600; }
 .badge { font-size:11px; font-weight:700; text-transform:uppercase; letter-spacing:.05em; padding:1px 7px;
          border-radius:9px; color:#fff; background:var(--ok); }
 .badge.fail, .badge.missing { background:var(--bad); }
-.data { font-size:12px; margin:0 0 4px; color:var(--muted); }
+.data { font-size:12px; margin:0 0 4px; color:var(--muted); overflow-wrap:anywhere; }
 .data.standin { color:var(--warn); font-weight:600; }
 .media { display:flex; gap:10px; overflow-x:auto; margin:6px 0; align-items:flex-start; }
 .media.wrap { flex-wrap:wrap; overflow-x:visible; }
