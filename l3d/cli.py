@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
 from .errors import UserError, os_error_line
-from .run import atomic_path, command_line, write_metrics
+from .run import command_line, write_command, write_metrics
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -208,17 +208,16 @@ def run_steps(steps: Sequence[Tuple[str, Sequence[str]]]) -> None:
         print(f"   ({time.perf_counter() - t:.1f} s)", flush=True)
 
 
+def current_command() -> str:
+    """The command line of the script now running (the demo's in-process runs included)."""
+    return command_line(["-"] + list(_INVOKED[1]), module=_INVOKED[0]) if _INVOKED else command_line()
+
+
 def report(output_dir: Any, metrics: Optional[Mapping[str, Any]] = None, written: Iterable[Any] = ()) -> None:
     """Write ``metrics.json`` (merged) and ``command.txt`` to the output folder and print a summary."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # command.txt keeps one line per distinct command that wrote into this folder
-    line = command_line(["-"] + list(_INVOKED[1]), module=_INVOKED[0]) if _INVOKED else command_line()
-    cmd_file = out / "command.txt"
-    lines = cmd_file.read_text().splitlines() if cmd_file.exists() else []
-    if line not in lines:
-        with atomic_path(cmd_file) as tmp:
-            Path(tmp).write_text("\n".join(lines + [line]) + "\n")
+    write_command(out, current_command())
     if metrics:
         write_metrics(out, dict(metrics))
         for k, v in metrics.items():
