@@ -1,78 +1,153 @@
-"""Shared plumbing of the two Hydra entry points: config preparation (quick variants), the epoch
-loop with checkpoints / resume / Ctrl-C / NaN guard / loss curves, GIF writing, pixel lookup,
-PSNR and the one-line error wrapper.
+"""Shared plumbing of the two Hydra entry points: the run (:func:`run_app`: quick variant, range
+checks, a locked output folder that keeps the previous results until this run has a good state),
+the epoch loop with checkpoints / resume / Ctrl-C and SIGTERM / NaN and divergence guards / loss
+curves, GIF writing, pixel lookup and PSNR.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set
 
 import torch
 import torch.nn.functional as F
 
+from l3d.errors import NonFiniteError, user_error
 from l3d.media import save_gif_with_png
-from l3d.run import CheckpointManager, LossLog, check_finite, command_line, write_command, write_metrics
+from l3d.run import (
+    LOSS_LOG, LOSS_PLOT, CheckpointManager, LossLog, RunDir, atomic_write, check_finite, check_finite_params,
+    check_same_config, command_line, find_latest_checkpoint, write_command, write_metrics,
+)
 from l3d.train import choose_device, graceful_interrupt, progress, seed_everything
 
-from .model import to_container
-
-__all__ = ["prepare", "train_loop", "save_gif", "psnr", "sample_images_at_xy", "lookup_pixels", "wh_to_hw",
-           "finish", "comparison_panel"]
+__all__ = ["run_app", "Job", "apply_quick", "train_loop", "save_gif", "psnr", "sample_images_at_xy", "lookup_pixels",
+           "wh_to_hw", "finish", "comparison_panel", "model_signature"]
 
 GIF_MS = 100  # spec convention 8: 100 ms per frame
-_ENTRY = {"module": None}  # the entry point module of this run, for command.txt
+
+# the modes of each entry point: config ``type`` -> (module, function)
+MODES = {
+    "volume": {"render": ("volume_runs", "run_render"), "train": ("volume_runs", "run_train_box"),
+               "train_nerf": ("volume_runs", "run_train_nerf")},
+    "surface": {"render": ("surface_runs", "run_render"), "train_points": ("surface_runs", "run_train_points"),
+                "train_images": ("surface_runs", "run_train_images")},
+}
 
 
 def wh_to_hw(image_size: Sequence[int]) -> tuple:
     """Config ``image_size`` is [W, H] (spec convention 1); l3d wants (H, W)."""
     if len(image_size) != 2 or min(int(v) for v in image_size) < 1:
-        raise ValueError(f"data.image_size must be [W, H] with positive entries, got {list(image_size)}")
+        raise user_error("data.image_size", "[W, H] with two positive integers", list(image_size))
     return int(image_size[1]), int(image_size[0])
 
 
-def prepare(cfg, module: Optional[str] = None) -> tuple:
-    """Apply the ``quick`` variant, seed, choose the device, create the output folder.
+class Job:
+    """The output folder of one run, as the run functions see it.
 
-    ``quick=true`` applies every ``quick_overrides`` entry (dotted key -> value) of the config
-    before anything else; explicit command-line overrides of the same keys are kept.
-    ``module`` names the entry point (``python -m <module>`` goes to command.txt).
-    Returns (plain config dict, device, output folder Path).
+    ``job / "part_1.gif"`` is where that file is written *now*: the hidden pending folder of a
+    fresh run into a folder that holds earlier results (until the first good checkpoint, or the end
+    of a run without checkpoints), the output folder itself after that (:class:`l3d.run.RunDir`).
     """
+
+    def __init__(self, run: RunDir, config: Mapping[str, Any], module: str, command: str, resuming: bool):
+        self.run = run
+        self.config = config
+        self.module = module
+        self.command = command
+        self.resuming = resuming  # training.resume and a checkpoint to resume from
+
+    @property
+    def root(self) -> Path:
+        return self.run.root
+
+    def __truediv__(self, name: str) -> Path:
+        return self.run.path(name)
+
+    def write_config(self) -> Path:
+        """config.yaml (the composed config of this run) into the run's folder."""
+        from omegaconf import OmegaConf
+
+        return atomic_write(self / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(dict(self.config))))
+
+    def final(self, path: Any) -> Path:
+        """Where ``path`` (written under the pending folder) lies once the run has committed."""
+        p = Path(path)
+        try:
+            return self.run.root / p.relative_to(self.run.work)
+        except ValueError:
+            return p
+
+
+def apply_quick(cfg, given: Set[str]) -> None:
+    """``quick=true``: apply every ``quick_overrides`` entry (dotted key -> value) to ``cfg`` except
+    the keys given on the command line (``given``), so ``quick=true training.num_epochs=5`` runs 5
+    epochs."""
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-    _ENTRY["module"] = module
+    if not cfg.get("quick", False):
+        return
+    for key, value in (cfg.get("quick_overrides") or {}).items():
+        if key in given:
+            continue
+        try:
+            OmegaConf.update(cfg, key, value, merge=False)
+        except OmegaConfBaseException as exc:
+            msg = str(getattr(exc, "msg", "") or exc).strip().splitlines()[0]
+            raise user_error(f"quick_overrides.{key}", "a key and value the config schema accepts", msg) from None
 
-    if cfg.get("quick", False):
-        cli = _cli_keys()
-        for key, value in (cfg.get("quick_overrides") or {}).items():
-            if key not in cli:
-                OmegaConf.update(cfg, key, value, merge=False, force_add=True)
-    plain = to_container(cfg)
+
+def model_signature(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """The config values that decide the model's parameters (a checkpoint only fits a model with
+    the same ones)."""
+    r = config.get("renderer") or {}
+    return {"type": config.get("type"), "implicit_function": config.get("implicit_function"),
+            "renderer.type": r.get("type"), "renderer.density": r.get("density"),
+            "renderer.n_pts_importance": r.get("n_pts_importance")}
+
+
+def run_app(cfg, given: Set[str], module: str, kind: str, argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    """The task of an A3 entry point: apply the quick variant, check the values, then run the mode
+    the config's ``type`` names in a locked :class:`l3d.run.RunDir` of ``output_dir``.
+
+    ``given``: the keys set on the command line; ``argv``: the arguments of an in-process run (for
+    command.txt; None: ``sys.argv``)."""
+    import importlib
+
+    from .schema import plain_config, validate
+
+    apply_quick(cfg, given)
+    plain = plain_config(cfg)
+    validate(plain)
+    modes = MODES[kind]
+    mode = plain.get("type")
+    if mode not in modes:
+        raise user_error("type", f"one of {', '.join(modes)} for {module.rsplit('.', 1)[-1]}", repr(mode))
     seed_everything(int(plain.get("seed", 0)))
     device = choose_device(plain.get("device", "auto"))
     out = Path(plain["output_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
-    return plain, device, out
+    if out.exists() and not out.is_dir():
+        raise user_error("output_dir", "a folder", f"a file ({out})")
+    tcfg = plain.get("training") or {}
+    resuming = bool(tcfg.get("resume", False)) and find_latest_checkpoint(out / "checkpoints") is not None
+    command = command_line(["-"] + list(argv), module=module) if argv is not None else command_line(module=module)
+    fn = getattr(importlib.import_module(f"{__package__}.{modes[mode][0]}"), modes[mode][1])
+    with RunDir(out, fresh=not resuming, command=command) as run:
+        job = Job(run, plain, module, command, resuming)
+        if not resuming:  # a resumed run writes it once the checkpoint is known to fit (train_loop)
+            job.write_config()
+        return fn(plain, device, job)
 
 
-def _cli_keys() -> set:
-    """Keys set on the command line (``a.b=1`` / ``+a.b=1``), so quick variants do not override them."""
-    keys = set()
-    for arg in sys.argv[1:]:
-        if "=" in arg and not arg.startswith("-"):
-            keys.add(arg.split("=", 1)[0].lstrip("+~"))
-    return keys
-
-
-def finish(out: Path, metrics: Mapping[str, Any], written: Sequence[Any]) -> None:
-    """Write metrics.json (merged) and command.txt, print the numbers and the files written."""
-    write_metrics(out, dict(metrics))
-    write_command(out, command_line(module=_ENTRY["module"]))
+def finish(job: Job, metrics: Mapping[str, Any], written: Sequence[Any]) -> None:
+    """Write metrics.json (merged) and command.txt, make the run's files the folder's results, print
+    the numbers and the files written."""
+    write_metrics(job / "metrics.json", dict(metrics))
+    write_command(job / ".", job.command)
+    written = [job.final(p) for p in written]
+    job.run.commit()
     _print_metrics(metrics)
     for p in written:
         print(f"wrote {p}")
@@ -89,9 +164,16 @@ def _print_metrics(metrics: Mapping[str, Any], prefix: str = "") -> None:
 
 
 def save_gif(path: Path, frames: torch.Tensor) -> list:
-    """GIF (uint8 by truncation, 100 ms per frame) plus a PNG of its first frame; returns both paths."""
-    gif, png = save_gif_with_png(path, frames.detach().cpu().clamp(0, 1), duration_ms=GIF_MS, truncate=True,
-                                 which="first")
+    """GIF (uint8 by truncation, 100 ms per frame) plus a PNG of its first frame; returns both paths.
+
+    Raises:
+        NonFiniteError: the frames hold NaN/inf (a diverged model renders nothing meaningful)."""
+    frames = frames.detach()
+    bad = ~torch.isfinite(frames)
+    if bool(bad.any()):
+        raise NonFiniteError(f"not writing {Path(path).name}: {int(bad.sum())} rendered values are NaN/inf; the "
+                             f"model diverged (lower training.lr or check the inputs)", name=Path(path).name)
+    gif, png = save_gif_with_png(path, frames.cpu().clamp(0, 1), duration_ms=GIF_MS, truncate=True, which="first")
     return [gif, png]
 
 
@@ -179,16 +261,16 @@ def lookup_pixels(images: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.
     n, h, w, c = images.shape
     if mode == "exact":
         if grid.shape[0] != h * w:
-            raise ValueError(f"pixel_lookup 'exact' needs the images' own resolution ({h} x {w}); "
-                             f"use 'bilinear' or 'grid_sample' for a grid of {grid.shape[0]} pixels")
+            raise user_error("training.pixel_lookup", f"'bilinear' or 'grid_sample' for a grid of {grid.shape[0]} pixels "
+                         f"('exact' needs the images' own resolution, {h} x {w})", "'exact'")
         return images.reshape(n, h * w, c)
     if mode not in LOOKUPS:
-        raise ValueError(f"training.pixel_lookup must be one of {', '.join(LOOKUPS)}, got {mode!r}")
+        raise user_error("training.pixel_lookup", f"one of {', '.join(LOOKUPS)}", repr(mode))
     return sample_images_at_xy(images, grid.expand(n, -1, -1), align_corners=mode == "grid_sample")
 
 
 def train_loop(
-    out: Path,
+    out: Job,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Optional[Any],
@@ -198,13 +280,20 @@ def train_loop(
     after_epoch: Optional[Callable[[int], None]] = None,
     desc: str = "train",
     device: Optional[torch.device] = None,
+    guard: Optional[Callable[[int], None]] = None,
 ) -> Dict[str, Any]:
     """Run epochs ``start .. tcfg.num_epochs - 1`` of ``epoch_fn(epoch) -> {name: mean value}``.
 
-    Checkpoints (``<out>/checkpoints``) every ``checkpoint_interval`` epochs, at the last epoch and
-    on Ctrl-C hold the model, optimizer, scheduler, epoch and config. With ``resume`` the latest
-    checkpoint is loaded and training continues at the next epoch; its loss log is rewound to the
-    same epoch. Losses go to ``losses.csv`` and ``losses.png``.
+    Checkpoints (``checkpoints/`` of the run) every ``checkpoint_interval`` epochs, at the last
+    epoch and on Ctrl-C / SIGTERM hold the model, optimizer, scheduler, epoch and config; the first
+    one makes the run's files the folder's results. With ``resume`` the newest intact, finite
+    checkpoint is loaded (a damaged or non-finite one is skipped with a notice; one of a different
+    model config is refused) and training continues at the next epoch; the loss log is rewound to
+    the same epoch. Losses go to ``losses.csv`` and ``losses.png``.
+
+    After every epoch the losses and every parameter must be finite (and the losses below 1e12),
+    and ``guard(epoch)`` (optional) may reject absurd parameter values: the run stops with one line
+    naming the epoch and the value, and no checkpoint of the bad state is written.
 
     ``tcfg.time_budget_s`` (optional) ends training after the first epoch that finishes past that
     many seconds of wall time (with a checkpoint), for time-boxed runs.
@@ -215,20 +304,33 @@ def train_loop(
     """
     n_epochs = int(tcfg["num_epochs"])
     every = int(tcfg.get("checkpoint_interval", 0) or 0)
-    ckpts = CheckpointManager(out / "checkpoints", every=every, keep_last=2)
-    resume = bool(tcfg.get("resume", False))
-    log = LossLog(out / "losses.csv", append=resume)
+    run = out.run
+    ckpts = CheckpointManager(out / "checkpoints", every=every, keep_last=2, run=run)
+    resume = out.resuming
+    log = run.track(LossLog(out / LOSS_LOG, append=resume))
     start = 0
+    if bool(tcfg.get("resume", False)) and not resume:
+        print(f"training.resume: no checkpoint in {out.root / 'checkpoints'}; starting from epoch 0")
     if resume:
         state = ckpts.resume(map_location=device or "cpu")
         if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None and state.get("scheduler") is not None:
-                scheduler.load_state_dict(state["scheduler"])
+            saved = state.get("config") or {}
+            check_same_config(model_signature(saved), model_signature(config), ckpts.directory)
+            try:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                if scheduler is not None and state.get("scheduler") is not None:
+                    scheduler.load_state_dict(state["scheduler"])
+            except (RuntimeError, ValueError, KeyError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise user_error(ckpts.directory, "a checkpoint of this model configuration",
+                                 f"one that does not fit ({first[:200]})",
+                                 hint="use the same settings or a new output_dir") from None
             start = int(state["step"]) + 1
             log.rewind(int(state["step"]))
-            print(f"resumed from {ckpts.last_path} at epoch {start}")
+            print(f"resumed from the checkpoint of epoch {int(state['step'])} in {ckpts.directory}; "
+                  f"continuing at epoch {start}")
+        out.write_config()
 
     def snapshot():
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -245,6 +347,9 @@ def train_loop(
             last = epoch_fn(epoch)
             for k, v in last.items():
                 check_finite(v, epoch, k)
+            check_finite_params(model, epoch)
+            if guard is not None:
+                guard(epoch)
             if scheduler is not None:
                 scheduler.step()
             log.append(epoch, last)
@@ -262,6 +367,6 @@ def train_loop(
                 break
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     if log.rows():
-        log.plot(out / "losses.png")
+        log.plot(out / LOSS_PLOT)
     return {"start_epoch": start, "end_epoch": end, "interrupted": interrupted, "out_of_time": out_of_time,
             "time_s": elapsed, "cpu_time_s": cpu, "last": last}

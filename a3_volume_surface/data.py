@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from l3d.cameras import PerspectiveCameras, as_hw
 from l3d.data import data_root, get_path
+from l3d.errors import user_error
 from l3d.structures import Meshes, TexturesVertex, interpolate_face_attributes
 
 from .cameras import look_at_cameras
@@ -135,33 +136,51 @@ def read_nerf_files(pth: Path, png: Path, image_size: Optional[Sequence[int]] = 
     """Read ``<name>.pth`` / ``<name>.png``; ``image_size`` (H, W) resizes bilinearly (isotropic only)."""
     from PIL import Image
 
+    expected = "a NeRF scene file (cameras R, T, focal_length, principal_point and a 3-way split)"
     try:
         meta = torch.load(pth, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as e:  # torch raises RuntimeError / UnpicklingError / EOFError on damaged files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise user_error(pth, expected, f"an unreadable file ({first[:160]})") from None
+    try:
         cams = meta["cameras"]
         R, T = torch.as_tensor(cams["R"]).float(), torch.as_tensor(cams["T"]).float()
         f, p = torch.as_tensor(cams["focal_length"]).float(), torch.as_tensor(cams["principal_point"]).float()
         split = tuple([int(i) for i in torch.as_tensor(s).reshape(-1).tolist()] for s in meta["split"])
-    except (KeyError, TypeError, RuntimeError, EOFError) as e:
-        raise ValueError(f"{pth} is not a NeRF scene file (cameras R, T, focal_length, principal_point "
-                         f"and a 3-way split expected): {e}") from None
+    except (KeyError, TypeError, RuntimeError, ValueError, IndexError) as e:
+        raise user_error(pth, expected, f"a file without them ({type(e).__name__}: {e})") from None
     if len(split) != 3:
-        raise ValueError(f"{pth}: split must hold 3 index lists (train, val, test), got {len(split)}")
-    n = R.shape[0]
+        raise user_error(pth, "a split of 3 index lists (train, val, test)", f"{len(split)} lists")
+    n = R.shape[0] if R.dim() else 0
+    shapes = {"R": (tuple(R.shape), (n, 3, 3)), "T": (tuple(T.shape), (n, 3)), "focal_length": (tuple(f.shape), (n, 2)),
+              "principal_point": (tuple(p.shape), (n, 2))}
+    for key, (got, want) in shapes.items():
+        if n == 0 or got != want:
+            raise user_error(f"{pth} cameras.{key}", f"shape {want if n else '(N, ...) with N > 0'}", got)
+    if any(i < 0 or i >= n for ids in split for i in ids):
+        raise user_error(pth, f"split indices in 0..{n - 1} (the {n} cameras)", "indices outside that range")
     old = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # the stacked image is large on purpose
     try:
         with Image.open(png) as im:
             arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or not an image (PIL raises OSError subclasses)
+        raise user_error(png, "a complete PNG of the stacked views", f"a damaged or truncated file ({exc})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = old
     if arr.shape[0] % n:
-        raise ValueError(f"{png}: height {arr.shape[0]} is not a multiple of the {n} cameras of {pth}")
+        raise user_error(png, f"a height that is a multiple of the {n} cameras of {pth.name}", arr.shape[0])
     images = torch.from_numpy(arr).reshape(n, arr.shape[0] // n, arr.shape[1], 3)
     if image_size is not None:
         h, w = as_hw(tuple(image_size))
         sy, sx = h / images.shape[1], w / images.shape[2]
         if abs(sy - sx) > 1e-3:
-            raise ValueError(f"non-isotropic resize {tuple(images.shape[1:3])} -> {(h, w)} is not allowed")
+            raise user_error("data.image_size", f"the aspect ratio of the views of {png.name} "
+                             f"({images.shape[2]} x {images.shape[1]}, W x H)", f"[{w}, {h}]")
         if (h, w) != tuple(images.shape[1:3]):
             images = F.interpolate(images.permute(0, 3, 1, 2), size=(h, w), mode="bilinear",
                                    align_corners=False).permute(0, 2, 3, 1).contiguous()
@@ -295,7 +314,7 @@ def builtin_scene(name: str, image_size: Sequence[int], n_train: int = 100, n_va
     """
     h, w = as_hw(tuple(image_size))
     if h != w:
-        raise ValueError(f"the built-in scenes are square; got image size {(h, w)}")
+        raise user_error("data.image_size", "a square [W, H] for the built-in scenes", f"[{w}, {h}]")
     cams, split = scene_cameras(n_train, n_val, n_test)
     mesh, mat = builtin_scene_mesh(name)
     light = (2.0, -3.0, 5.0)
@@ -319,7 +338,7 @@ def load_nerf_scene(name: str, image_size: Sequence[int], source: str = "auto",
         n_train, n_val, n_test, supersample: views and antialiasing of the built-in scene.
     """
     if source not in ("auto", "file", "builtin"):
-        raise ValueError(f"data.source must be auto, file or builtin, got {source!r}")
+        raise user_error("data.source", "auto, file or builtin", repr(source))
     h, w = as_hw(tuple(image_size))
     if source != "builtin":
         pth = get_path(f"a3/{name}.pth", required=source == "file")
@@ -347,28 +366,72 @@ def load_nerf_scene(name: str, image_size: Sequence[int], source: str = "auto",
 # ----------------------------------------------------------------------------------------------
 # box renders and the bunny
 # ----------------------------------------------------------------------------------------------
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except (ValueError, OSError, EOFError) as exc:  # truncated, not a .npy, or an object array
+        raise user_error(path, "a complete .npy array file", f"an unreadable one ({exc})") from None
+
+
 def load_box_images(n: int = 4) -> Optional[torch.Tensor]:
-    """(n, 256, 256, 3) ``box_i.npy`` renders, or None when they are absent."""
+    """(n, H, W, 3) ``box_i.npy`` renders (the course's are 256 x 256), or None when they are absent.
+
+    Raises:
+        UserError: a file is damaged, not an (H, W, 3) float image in [0, 1], or of another size
+            than the others."""
     paths = [get_path(f"a3/box_{i}.npy", required=False) for i in range(n)]
     if any(p is None for p in paths):
         return None
-    return torch.stack([torch.from_numpy(np.load(p)).float() for p in paths])
+    arrays = []
+    for p in paths:
+        a = _load_npy(p)
+        if a.ndim != 3 or a.shape[-1] != 3 or min(a.shape[:2]) < 2 or not np.issubdtype(a.dtype, np.number):
+            raise user_error(p, "an (H, W, 3) numeric image such as (256, 256, 3)", f"{a.dtype} {a.shape}")
+        if arrays and a.shape != arrays[0].shape:
+            raise user_error(p, f"the shape of {paths[0].name}, {arrays[0].shape}", a.shape)
+        a = a.astype(np.float32)
+        if not np.isfinite(a).all() or a.min() < -1e-3 or a.max() > 1 + 1e-3:
+            raise user_error(p, "finite colours in [0, 1]",
+                             f"values in [{np.nanmin(a):.3g}, {np.nanmax(a):.3g}] (NaN/inf: {int((~np.isfinite(a)).sum())})")
+        arrays.append(a)
+    return torch.stack([torch.from_numpy(a) for a in arrays])
 
 
 def load_bunny(path: Optional[str] = None, quiet: bool = False) -> Tuple[torch.Tensor, str]:
     """(P, 3) bunny point cloud (``verts`` of ``a3/bunny_pointcloud.npz``) and its source.
 
     Without the file: 10000 points sampled on the built-in procedural object (one line on stderr).
+
+    Raises:
+        UserError: the file is missing (when given), damaged, has no ``verts``, or ``verts`` is not
+            a non-empty, finite (N, 3) array (nothing is reshaped).
     """
+    import zipfile
+
     p = Path(path) if path else get_path("a3/bunny_pointcloud.npz", required=False)
     if p is not None:
-        if not p.exists():
-            raise FileNotFoundError(f"point cloud not found: {p}")
-        with np.load(p) as z:
-            if "verts" not in z:
-                raise ValueError(f"{p} has no 'verts' array (keys: {list(z.keys())})")
-            verts = torch.from_numpy(np.asarray(z["verts"], dtype=np.float32)).reshape(-1, 3)
-        return verts, f"file:{p}"
+        if not p.is_file():
+            raise user_error(f"data.point_cloud_path {p}", "an .npz file with a 'verts' array",
+                             "a folder" if p.is_dir() else "no such file")
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                if "verts" not in z:
+                    raise user_error(p, "an array named 'verts'", f"the arrays {sorted(z.keys())}")
+                verts = np.asarray(z["verts"])
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+            raise user_error(p, "a complete .npz file", f"a damaged or truncated one ({type(exc).__name__}: "
+                                                        f"{str(exc)[:120]})") from None
+        if verts.ndim != 2 or verts.shape[1] != 3 or not np.issubdtype(verts.dtype, np.number):
+            raise user_error(f"{p} 'verts'", "an (N, 3) array of points", f"{verts.dtype} {verts.shape}")
+        if len(verts) == 0:
+            raise user_error(f"{p} 'verts'", "a non-empty (N, 3) point cloud", "(0, 3): no points")
+        verts = verts.astype(np.float32)
+        if not np.isfinite(verts).all():
+            raise user_error(f"{p} 'verts'", "finite coordinates", f"{int((~np.isfinite(verts)).any(1).sum())} points "
+                                                                  "with NaN/inf")
+        return torch.from_numpy(verts), f"file:{p}"
     if not quiet:
         print(f"{data_root() / 'a3' / 'bunny_pointcloud.npz'} not found; using points sampled on the built-in "
               f"procedural object (`python -m l3d.data download a3` for the bunny)", file=sys.stderr)
@@ -388,4 +451,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from l3d.cli import run_cli
+
+    run_cli(main)

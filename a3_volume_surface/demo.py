@@ -1,6 +1,6 @@
 """A short converged run of every part of Assignment 3, outputs under output/a3_volume_surface/.
 
-    python -m a3_volume_surface.demo [--only part_1,part_5] [--list]
+    python -m a3_volume_surface.demo [--only part_1,part_5] [--list] [--device cpu]
 
 Each part is its real entry point with ``quick=true`` (the config's quick_overrides): small
 images (48 x 48 for the trained scenes), small networks and a few hundred seeded training steps,
@@ -12,7 +12,6 @@ bench/quality_a3_*.py make the full-size numbers.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -40,27 +39,35 @@ def command(part: str) -> str:
         return Q0[1]
     for name, module, config, extra in PARTS:
         if name == part:
-            return " ".join([f"python -m a3_volume_surface.{module}", f"--config-name={config}", "quick=true", *extra])
+            return " ".join([f"python -m a3_volume_surface.{module}", *part_argv(config, extra)])
     raise KeyError(part)
 
 
-def run_part(module: str, config: str, extra) -> None:
+def part_argv(config: str, extra=(), device: str = "auto") -> list:
+    """The arguments of one Hydra part: its config, the quick variant, the part's own overrides."""
+    return [f"--config-name={config}", "quick=true", *extra] + ([f"device={device}"] if device != "auto" else [])
+
+
+def run_part(module: str, config: str, extra, device: str = "auto") -> None:
+    """Run one Hydra part in this process (its ``main(argv)``: Hydra's compose API, no sys.argv)."""
     import importlib
 
-    mod = importlib.import_module(f"a3_volume_surface.{module}")
-    old = sys.argv
-    sys.argv = [f"python -m a3_volume_surface.{module}", f"--config-name={config}", "quick=true", *extra]
-    try:
-        mod.main()
-    finally:
-        sys.argv = old
+    importlib.import_module(f"a3_volume_surface.{module}").main(part_argv(config, extra, device))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser():
+    from l3d.cli import ScriptParser
+
+    ap = ScriptParser(description=__doc__)
     ap.add_argument("--only", default="",
                     help="comma-separated parts to run (default: all), e.g. part_1,q0_transmittance")
     ap.add_argument("--list", action="store_true", help="list the parts and their commands, then exit")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:<i>")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = parser()
     args = ap.parse_args(argv)
     names = [Q0[0]] + [p[0] for p in PARTS]
     if args.list:
@@ -76,14 +83,14 @@ def main(argv=None) -> int:
     if Q0[0] in wanted:
         from .q0_transmittance import main as q0
 
-        q0([])
+        q0(["--device", args.device])
     for part, module, config, extra in PARTS:
         if part not in wanted:
             continue
         t, c = time.perf_counter(), time.process_time()
         print(f"== {part}: {command(part)}", flush=True)
         try:
-            run_part(module, config, extra)
+            run_part(module, config, extra, args.device)
         except SystemExit as e:  # the entry points exit with a one-line error; the other parts still run
             if e.code not in (None, 0):
                 failed.append(part)
@@ -97,4 +104,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from l3d.cli import run_cli
+
+    run_cli(main)

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 
 from l3d.cli import report, run_cli, script_parser
+from l3d.errors import user_error
+from l3d.run import atomic_path, atomic_write
 from l3d.rays import volume_weights
 
 # (start, end, sigma) of each segment; x at 0, y1 at 1 (the empty gap's length does not matter)
@@ -76,7 +78,7 @@ def transmittance_plot(path: Path, exponents) -> Path:
     text = "\n".join(f"{k} = e^-{v:g}\n    = {math.exp(-v):.4g}" for k, v in exponents.items())
     ax.text(1.02, 0.5, text, transform=ax.transAxes, ha="left", va="center", fontsize=8, family="monospace")
     fig.subplots_adjust(left=0.1, right=0.72, top=0.86, bottom=0.12)
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     plt.close(fig)
     return path
 
@@ -99,10 +101,12 @@ def main(argv=None):
         print(f"{key} = e^-{tau:g} = {math.exp(-tau):.6g}")
     lines += ["", "Segments: " + ", ".join(f"{s}->{e}: sigma {sg:g}, length {ln:g}" for s, e, sg, ln in SEGMENTS)]
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    md = out / "q0_transmittance.md"
-    md.write_text("\n".join(lines) + "\n")
-    png = transmittance_plot(out / "q0_transmittance.png", exps)
+    if out.exists() and not out.is_dir():
+        raise user_error(f"--output_dir {out}", "a folder", "a file")
+    md = atomic_write(out / "q0_transmittance.md", "\n".join(lines) + "\n")
+    with atomic_path(out / "q0_transmittance.png") as tmp:
+        transmittance_plot(tmp, exps)
+    png = out / "q0_transmittance.png"
     rel = max(abs(discrete[k] - vals[k]) / vals[k] for k in vals)
     checks = {
         "discrete_vs_closed_form": check(rel, max=Q0_MAX_REL_ERROR,

@@ -13,30 +13,9 @@ Configs live in configs/a3/; any key can be overridden, ``quick=true`` applies t
 
 from __future__ import annotations
 
-import hydra
+from .entry import hydra_app
 
-from .entry import CONFIG_DIR, hydra_task
-
-MODES = ("render", "train_points", "train_images")
-
-
-@hydra.main(config_path=CONFIG_DIR, config_name="torus_surface", version_base=None)
-@hydra_task
-def main(cfg):
-    from .common import prepare
-
-    plain, device, out = prepare(cfg, "a3_volume_surface.surface_rendering_main")
-    mode = plain.get("type")
-    from . import surface_runs
-
-    if mode == "render":
-        return surface_runs.run_render(plain, device, out)
-    if mode == "train_points":
-        return surface_runs.run_train_points(plain, device, out)
-    if mode == "train_images":
-        return surface_runs.run_train_images(plain, device, out)
-    raise ValueError(f"unknown type {mode!r} for surface_rendering_main; expected one of {', '.join(MODES)}")
-
+main = hydra_app("torus_surface", "a3_volume_surface.surface_rendering_main", "surface")
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ from l3d.checks import check
 from l3d.rays import image_rays
 
 from .cameras import surround_cameras
-from .common import finish, save_gif, train_loop, wh_to_hw
+from .common import Job, finish, save_gif, train_loop, wh_to_hw
 from .data import builtin_scene_mesh, load_bunny, points_data_label, scene_data_label
 from .geometry import implicit_to_mesh, mesh_chamfer, render_geometry, render_point_cloud
 from .losses import eikonal_loss, inter_loss, point_loss, pretrain_sphere, random_points
@@ -32,12 +32,6 @@ from .volume_runs import RayBatcher, evaluate_views, load_scene, save_test_views
 __all__ = ["run_render", "run_train_points", "run_train_images"]
 
 
-def _has_checkpoint(out: Path, tcfg: Mapping[str, Any]) -> bool:
-    from l3d.run import find_latest_checkpoint
-
-    return bool(tcfg.get("resume", False)) and find_latest_checkpoint(out / "checkpoints") is not None
-
-
 def _geometry(model, cfg: Mapping[str, Any], device) -> Any:
     g = cfg.get("geometry") or {}
     return implicit_to_mesh(model.implicit_fn.get_distance, float(g.get("scale", 3.0)), int(g.get("grid_size", 128)),
@@ -47,7 +41,7 @@ def _geometry(model, cfg: Mapping[str, Any], device) -> Any:
 # ----------------------------------------------------------------------------------------------
 # part 5 / 8.1: sphere tracing of analytic SDFs
 # ----------------------------------------------------------------------------------------------
-def run_render(cfg: Mapping[str, Any], device: torch.device, out: Path) -> Dict[str, Any]:
+def run_render(cfg: Mapping[str, Any], device: torch.device, out: Job) -> Dict[str, Any]:
     hw = wh_to_hw(cfg["data"]["image_size"])
     model = Model(cfg).to(device)
     cams = surround_cameras(**cfg["cameras"], device=device)
@@ -128,7 +122,7 @@ def reference_checks_part_5(model, cfg: Mapping[str, Any], device) -> Dict[str, 
 # ----------------------------------------------------------------------------------------------
 # part 6: neural SDF from a point cloud
 # ----------------------------------------------------------------------------------------------
-def run_train_points(cfg: Mapping[str, Any], device: torch.device, out: Path) -> Dict[str, Any]:
+def run_train_points(cfg: Mapping[str, Any], device: torch.device, out: Job) -> Dict[str, Any]:
     tcfg, dcfg = cfg["training"], cfg["data"]
     hw = wh_to_hw(dcfg["image_size"])
     points, source = load_bunny(dcfg.get("point_cloud_path"))
@@ -140,7 +134,7 @@ def run_train_points(cfg: Mapping[str, Any], device: torch.device, out: Path) ->
     bounds = tcfg["bounds"]
     bs = int(tcfg["batch_size"])
     pre = float("nan")
-    if not _has_checkpoint(out, tcfg):
+    if not out.resuming:
         pre = pretrain_sphere(fn, int(tcfg.get("pretrain_iters", 0)), bs, float(tcfg["lr"]), bounds, 1.0, gen, device)
     optim = torch.optim.Adam(model.parameters(), lr=float(tcfg["lr"]))
     sched = torch.optim.lr_scheduler.StepLR(optim, int(tcfg.get("lr_scheduler_step_size", 10 ** 9)),
@@ -195,7 +189,7 @@ def run_train_points(cfg: Mapping[str, Any], device: torch.device, out: Path) ->
 # ----------------------------------------------------------------------------------------------
 # parts 7, 8.2, 8.3: VolSDF / NeuS from images
 # ----------------------------------------------------------------------------------------------
-def run_train_images(cfg: Mapping[str, Any], device: torch.device, out: Path) -> Dict[str, Any]:
+def run_train_images(cfg: Mapping[str, Any], device: torch.device, out: Job) -> Dict[str, Any]:
     tcfg = cfg["training"]
     hw = wh_to_hw(cfg["data"]["image_size"])
     scene = load_scene(cfg)
@@ -208,7 +202,7 @@ def run_train_images(cfg: Mapping[str, Any], device: torch.device, out: Path) ->
     bounds = tcfg["bounds"]
     bs = int(tcfg["batch_size"])
     pre = float("nan")
-    if not _has_checkpoint(out, tcfg):
+    if not out.resuming:
         pre = pretrain_sphere(fn, int(tcfg.get("pretrain_iters", 0)), bs, float(tcfg["lr"]), bounds, 1.0, gen, device)
     optim = torch.optim.Adam(model.parameters(), lr=float(tcfg["lr"]))
     sched = torch.optim.lr_scheduler.StepLR(optim, int(tcfg.get("lr_scheduler_step_size", 50)),

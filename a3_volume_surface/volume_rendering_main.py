@@ -8,35 +8,15 @@
 
 Configs live in configs/a3/; any key can be overridden (``training.num_epochs=5``), ``quick=true``
 applies the config's ``quick_overrides`` (seconds on a CPU), ``--cfg job`` prints the composed
-config. The top-level ``type`` picks the mode: render | train | train_nerf.
+config (typed: a misspelt key or a value of the wrong type stops with one line naming
+the key). The top-level ``type`` picks the mode: render | train | train_nerf.
 """
 
 from __future__ import annotations
 
-import hydra
+from .entry import hydra_app
 
-from .entry import CONFIG_DIR, hydra_task
-
-MODES = ("render", "train", "train_nerf")
-
-
-@hydra.main(config_path=CONFIG_DIR, config_name="box", version_base=None)
-@hydra_task
-def main(cfg):
-    from .common import prepare
-
-    plain, device, out = prepare(cfg, "a3_volume_surface.volume_rendering_main")
-    mode = plain.get("type")
-    from . import volume_runs
-
-    if mode == "render":
-        return volume_runs.run_render(plain, device, out)
-    if mode == "train":
-        return volume_runs.run_train_box(plain, device, out)
-    if mode == "train_nerf":
-        return volume_runs.run_train_nerf(plain, device, out)
-    raise ValueError(f"unknown type {mode!r} for volume_rendering_main; expected one of {', '.join(MODES)}")
-
+main = hydra_app("box", "a3_volume_surface.volume_rendering_main", "volume")
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from l3d.cameras import FoVPerspectiveCameras, look_at_view_transform
+from l3d.errors import NonFiniteError, user_error
 from l3d.media import save_image
 from l3d.rays import image_rays, ndc_grid, rays_from_ndc
 from l3d.shading import render_points
@@ -25,7 +26,7 @@ from l3d.structures import Pointclouds
 from .cameras import look_at_cameras, surround_cameras
 from l3d.checks import check
 
-from .common import comparison_panel, finish, lookup_pixels, psnr, save_gif, train_loop, wh_to_hw
+from .common import Job, comparison_panel, finish, lookup_pixels, psnr, save_gif, train_loop, wh_to_hw
 from .data import box_data_label, load_box_images, load_nerf_scene, scene_data_label
 from .measure import (
     mean_abs_levels, ray_box_hits, reference_frame, reference_image, reference_path, to_levels, turntable_checks,
@@ -39,6 +40,32 @@ __all__ = ["run_render", "run_train_box", "run_train_nerf", "grid_image", "rays_
            "sample_points_image", "BOX_EYES"]
 
 BOX_EYES = ((-2.5, 0.0, 0.0), (-1.0, 0.0, -2.2), (0.0, 0.0, -2.5), (1.0, 0.0, -2.2))  # train_box cameras
+BOX_LIMIT = 100.0  # scene units: the cameras sit 2.5 from the origin and rays end at depth 5
+
+
+def box_guard(sdf) -> Any:
+    """``guard(epoch)`` for :func:`a3_volume_surface.common.train_loop`: the fitted box's sides must
+    stay positive and, like its centre, within :data:`BOX_LIMIT` of the scene (a diverged run, e.g.
+    a far too large learning rate, otherwise reports sides such as (6e6, -6e6, 6e6))."""
+
+    def fmt(t):
+        return "(" + ", ".join(f"{v:.4g}" for v in t.tolist()) + ")"
+
+    def guard(epoch: int) -> None:
+        sides = sdf.side_lengths.detach().reshape(-1).cpu()
+        center = sdf.center.detach().reshape(-1).cpu()
+        if bool((sides <= 0).any()) or bool((sides > BOX_LIMIT).any()):
+            raise NonFiniteError(
+                f"parameter implicit_function.sdf.side_lengths became {fmt(sides)} at epoch {epoch}: expected "
+                f"positive sides below {BOX_LIMIT:g}; the fit diverged, lower training.lr",
+                step=epoch, name="implicit_fn.sdf.side_lengths")
+        if bool((center.abs() > BOX_LIMIT).any()):
+            raise NonFiniteError(
+                f"parameter implicit_function.sdf.center became {fmt(center)} at epoch {epoch}: expected a centre "
+                f"within {BOX_LIMIT:g} of the origin; the fit diverged, lower training.lr",
+                step=epoch, name="implicit_fn.sdf.center")
+
+    return guard
 
 
 # ----------------------------------------------------------------------------------------------
@@ -82,7 +109,7 @@ def sample_points_image(points: torch.Tensor, image_size: int = 256) -> torch.Te
 # ----------------------------------------------------------------------------------------------
 # part 1: render an SDF volume
 # ----------------------------------------------------------------------------------------------
-def run_render(cfg: Mapping[str, Any], device: torch.device, out: Path) -> Dict[str, Any]:
+def run_render(cfg: Mapping[str, Any], device: torch.device, out: Job) -> Dict[str, Any]:
     hw = wh_to_hw(cfg["data"]["image_size"])
     model = Model(cfg).to(device)
     cams = surround_cameras(**cfg["cameras"], device=device)
@@ -165,7 +192,7 @@ def analytic_volume_checks(cfg: Mapping[str, Any], camera, hw, res: Mapping[str,
     }
 
 
-def reference_checks_part_1(model, cfg: Mapping[str, Any], out: Path, device) -> Dict[str, Any]:
+def reference_checks_part_1(model, cfg: Mapping[str, Any], out: Job, device) -> Dict[str, Any]:
     """Golden checks against the course's reference images (only those present in the data root):
     the written grid/rays/depth PNGs, and frames 0, 7 and 13 of the spec's part_1.gif rendered at 256 x 256."""
     from PIL import Image
@@ -210,7 +237,7 @@ def _box_images(cfg: Mapping[str, Any], cams, device) -> torch.Tensor:
     return render_images(Model(true).to(device), cams, (256, 256))["color"]
 
 
-def run_train_box(cfg: Mapping[str, Any], device: torch.device, out: Path) -> Dict[str, Any]:
+def run_train_box(cfg: Mapping[str, Any], device: torch.device, out: Job) -> Dict[str, Any]:
     hw = wh_to_hw(cfg["data"]["image_size"])
     tcfg = cfg["training"]
     dcfg = cfg["data"]
@@ -242,8 +269,9 @@ def run_train_box(cfg: Mapping[str, Any], device: torch.device, out: Path) -> Di
 
     sched = torch.optim.lr_scheduler.StepLR(optim, int(tcfg.get("lr_scheduler_step_size") or 10 ** 9),
                                             float(tcfg.get("lr_scheduler_gamma", 1.0)))
-    info = train_loop(out, model, optim, sched, tcfg, cfg, epoch_fn, desc="train box", device=device)
     sdf = model.implicit_fn.sdf
+    info = train_loop(out, model, optim, sched, tcfg, cfg, epoch_fn, desc="train box", device=device,
+                      guard=box_guard(sdf))
     center = [round(v, 6) for v in sdf.center.detach().reshape(-1).tolist()]
     sides = [round(v, 6) for v in sdf.side_lengths.detach().reshape(-1).tolist()]
     fmt = lambda vals: "(" + ", ".join(f"{round(v, 2) + 0.0:.2f}" for v in vals) + ")"  # noqa: E731 (no "-0.00")
@@ -333,7 +361,7 @@ def save_test_views(path: Path, ev: Mapping[str, Any], test_images: torch.Tensor
     return save_image(path, panel)
 
 
-def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Path) -> Dict[str, Any]:
+def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Job) -> Dict[str, Any]:
     tcfg = cfg["training"]
     scene = load_scene(cfg)
     images, cams = train_views(scene, cfg["data"].get("max_train_views"))

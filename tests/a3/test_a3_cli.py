@@ -190,7 +190,7 @@ def test_user_errors_are_one_line(tmp_path, capsys):
         run("box", tmp_path, "type=bogus")
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: unknown type 'bogus' for volume_rendering_main; expected one of render, train, train_nerf"]
+    assert err == ["error: type: expected one of render, train, train_nerf for volume_rendering_main, found 'bogus'"]
     with pytest.raises(SystemExit) as e:
         run("points_surface", tmp_path, f"data.point_cloud_path={tmp_path}/missing.npz")
     assert e.value.code == 2 and "missing.npz" in capsys.readouterr().err
