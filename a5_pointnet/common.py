@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from l3d.cameras import rotation_about_axis, turntable_cameras
-from l3d.cli import HelpFormatter
+from l3d.cli import ScriptParser, positive_float
 from l3d.media import save_gif_with_png, to_uint8
 from l3d.shading import render_points
 from l3d.structures import Pointclouds
-from l3d.errors import UserError
-from l3d.run import load_checkpoint
+from l3d.errors import UserError, user_error
+from l3d.run import load_checkpoint, nonfinite_tensors
 from l3d.validate import check_shape
 
 from .data import DataSpec, load_split, resolve_data
@@ -36,8 +36,8 @@ from .models import ModelConfig, model_from_checkpoint
 from .synthetic import CHAIR_PARTS, CLASS_NAMES
 
 __all__ = [
-    "tidy_parser", "retain_freed_memory", "clear_metrics", "clear_pictures", "SEG_COLORS", "CLS_COLOR",
-    "add_vis_flags", "resolve_checkpoint", "load_trained",
+    "retain_freed_memory", "clear_metrics", "clear_pictures", "SEG_COLORS", "CLS_COLOR",
+    "add_vis_flags", "VIS_QUICK", "check_vis", "check_index", "resolve_checkpoint", "load_trained",
     "data_for_eval",
     "random_subsets", "take_subsets", "predict", "rotate_points", "confusion_matrix", "part_iou",
     "render_turntable", "save_turntable_gif", "gif_frame_ms", "caption_banner", "legend_strip", "point_radius", "seg_legend",
@@ -46,15 +46,6 @@ __all__ = [
 SEG_COLORS = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0],
                            [1.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
 CLS_COLOR = (0.7, 0.7, 1.0)
-
-
-class _HelpFormatter(HelpFormatter):
-    """l3d's formatter, without "(default: None)" after flags whose help explains their default."""
-
-    def _get_help_string(self, action):
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def retain_freed_memory() -> bool:
@@ -98,16 +89,6 @@ def clear_pictures(output_dir, prefixes: Sequence[str]) -> None:
                 f.unlink()
 
 
-def tidy_parser(ap: argparse.ArgumentParser, quick_help: Optional[str] = None) -> argparse.ArgumentParser:
-    """Use the formatter above; optionally reword --quick's help."""
-    ap.formatter_class = _HelpFormatter
-    if quick_help:
-        for a in ap._actions:
-            if a.dest == "quick":
-                a.help = quick_help
-    return ap
-
-
 # ----------------------------------------------------------------------------------------------
 # checkpoints and data
 # ----------------------------------------------------------------------------------------------
@@ -120,17 +101,29 @@ def resolve_checkpoint(path: str) -> Path:
     for cand in (p / "checkpoints" / "best.pt", p / "checkpoints" / "last.pt", p / "best.pt", p / "last.pt"):
         if cand.is_file():
             return cand
-    raise FileNotFoundError(f"no checkpoint at {p} (expected a .pt file or a training folder with "
-                            "checkpoints/best.pt); train one with `python -m a5_pointnet.train`")
+    raise user_error(f"--load_checkpoint {p}", "a .pt file or a training folder with checkpoints/best.pt",
+                     "no checkpoint there" if p.exists() else "nothing there",
+                     "train one with `python -m a5_pointnet.train`")
 
 
 def load_trained(path: str, device: torch.device, task: Optional[str] = None) -> Tuple[torch.nn.Module, ModelConfig, dict]:
-    """(model in eval mode, its config, the checkpoint dict) from a checkpoint path or folder."""
+    """(model in eval mode, its config, the checkpoint dict) from a checkpoint path or folder.
+
+    Raises:
+        UserError: no checkpoint there, or one that is damaged, holds non-finite weights, is not a
+            model of this assignment, or is a model of the other task."""
     ckpt = resolve_checkpoint(path)
     state = load_checkpoint(ckpt, map_location="cpu")
+    if "model" not in state or not isinstance(state.get("config", state.get("model_config")), dict):
+        raise user_error(ckpt, "an Assignment 5 checkpoint (entries 'model' and 'config')",
+                         f"entries {sorted(map(str, state))[:6]}")
+    bad = nonfinite_tensors(state["model"])
+    if bad:
+        raise user_error(ckpt, "finite weights", f"{bad[0][1]} non-finite values in {bad[0][0]}",
+                         "use an earlier checkpoint of the run")
     try:
         model, cfg = model_from_checkpoint(state, device)
-    except (KeyError, RuntimeError, TypeError) as exc:
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:  # what the file holds cannot build a model
         raise UserError(f"{ckpt}: cannot rebuild the model ({' '.join(str(exc).split())[:200]})") from exc
     if task is not None and cfg.task != task:
         raise UserError(f"{ckpt} is a {cfg.task} model, but this script needs a {task} model")
@@ -143,7 +136,7 @@ def data_for_eval(args: argparse.Namespace, task: str, state: Optional[dict]) ->
     (its folder when it still exists; the procedural set is regenerated from its seed and sizes
     otherwise), else what the flags say."""
     saved = (state or {}).get("data") or {}
-    flags = (args.data, args.data_dir, args.num_train, args.num_test, args.data_seed)
+    flags = (args.data, args.data_path, args.num_train, args.num_test, args.data_seed)
     if saved and all(f is None for f in flags):
         root = Path(saved["root"])
         if all((root / task / f"{k}_{s}.npy").is_file() for k in ("data", "label") for s in ("train", "test")):
@@ -154,30 +147,40 @@ def data_for_eval(args: argparse.Namespace, task: str, state: Optional[dict]) ->
                             saved.get("seed"), num_points=saved.get("num_points") or 10000)
     synth = saved.get("source") == "synthetic"
     pick = lambda flag, key: flag if flag is not None else (saved.get(key) if synth else None)  # noqa: E731
-    return resolve_data(task, args.data or "auto", args.data_dir, args.cache_dir, pick(args.num_train, "num_train"),
+    return resolve_data(task, args.data or "auto", args.data_path, args.cache_dir, pick(args.num_train, "num_train"),
                         pick(args.num_test, "num_test"), pick(args.data_seed, "seed"), quick=args.quick)
 
 
-def add_vis_flags(ap: argparse.ArgumentParser) -> None:
+#: what --quick changes in the evaluation scripts: the course's 30 views at 128 pixels
+VIS_QUICK = {"image_size": 128}
+#: smallest GIF frame side that still shows a cloud
+MIN_IMAGE_SIZE = 8
+
+
+def add_vis_flags(ap: ScriptParser) -> None:
     """Turntable flags with the course's defaults."""
-    g = ap.add_argument_group("visualisation")
-    g.add_argument("--num_frames", type=int, default=30, help="views per GIF (azimuth 180 - 360 i / num_frames)")
-    g.add_argument("--image_size", type=int, default=256, help="GIF frame size in pixels")
-    g.add_argument("--radius", type=float, default=0.01,
-                   help="point radius (NDC units) of a 10000-point cloud; sparser clouds are drawn with larger "
-                        "points (x sqrt(10000 / points), at most x3)")
-    g.add_argument("--fps", type=float, default=15,
-                   help="GIF frame rate (each frame lasts 1/fps rounded up to 10 ms, the GIF time unit)")
-    g.add_argument("--background", type=float, nargs=3, default=(0.25, 0.25, 0.25), metavar=("R", "G", "B"),
-                   help="background colour (the course used white, which hides part 0)")
+    ap.add_flag("num_frames", default=30, help="views per GIF (azimuth 180 - 360 i / num_frames)")
+    ap.add_flag("image_size", default=256, help="GIF frame size in pixels (at least 8)")
+    ap.add_argument("--radius", type=positive_float, default=0.01,
+                    help="point radius (NDC units) of a 10000-point cloud; sparser clouds are drawn with larger "
+                         "points (x sqrt(10000 / points), at most x3)")
+    ap.add_flag("fps", default=15.0, help="GIF frame rate (each frame lasts 1/fps rounded up to 10 ms, the GIF time unit)")
+    ap.add_argument("--background", type=float, nargs=3, default=(0.25, 0.25, 0.25), metavar=("R", "G", "B"),
+                    help="background colour in [0, 1] (the course used white, which hides part 0)")
 
 
-def apply_quick_vis(args: argparse.Namespace) -> None:
-    """--quick: the course's 30 views (2 s per turn at 15 fps) at 128 pixels."""
-    if args.quick:
-        args.image_size = min(args.image_size, 128)
-    if args.num_frames < 1 or args.image_size < 8:
-        raise ValueError("--num_frames must be >= 1 and --image_size >= 8")
+def check_vis(args: argparse.Namespace) -> None:
+    """The visualisation flags' values that their types cannot check."""
+    if args.image_size < MIN_IMAGE_SIZE:
+        raise user_error(f"--image_size {args.image_size}", f"at least {MIN_IMAGE_SIZE} pixels")
+    if not all(0.0 <= c <= 1.0 for c in args.background):
+        raise user_error(f"--background {' '.join(f'{c:g}' for c in args.background)}", "three numbers in [0, 1]")
+
+
+def check_index(index: int, n: int) -> None:
+    """``--index`` (``--i``) must name one of the ``n`` test objects."""
+    if not 0 <= index < n:
+        raise user_error(f"--index {index}", f"an object index in 0..{n - 1} (the test split has {n} objects)")
 
 
 # ----------------------------------------------------------------------------------------------

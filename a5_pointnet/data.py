@@ -27,7 +27,9 @@ from typing import Optional, Tuple
 import numpy as np
 
 from l3d.checks import data_label
+from l3d.cli import ScriptParser, positive_int
 from l3d.data import data_root
+from l3d.errors import user_error
 from l3d.run import atomic_path
 
 from .synthetic import CHAIR_PARTS, CLASS_NAMES, GENERATOR_VERSION, generate_split
@@ -82,28 +84,30 @@ class DataSpec:
         return data_label(course_file=f"{where}/{task}/{{data,label}}_{{train,test}}.npy")
 
 
-def add_data_flags(ap: argparse.ArgumentParser, sizes_from_checkpoint: bool = False) -> None:
-    """``--data``, ``--data_dir``, ``--cache_dir``, ``--num_train``, ``--num_test``, ``--data_seed``.
+def add_data_flags(ap: ScriptParser, sizes_from_checkpoint: bool = False) -> None:
+    """``--data``, ``--data_path`` (course spelling ``--data_dir``), ``--cache_dir``, ``--num_train``,
+    ``--num_test``, ``--data_seed``.
 
     With ``sizes_from_checkpoint`` (evaluation scripts) the flags default to the data the
     checkpoint was trained on."""
-    g = ap.add_argument_group("data")
     ck = sizes_from_checkpoint
     d = lambda own: " (default: what the checkpoint was trained on)" if ck else f" (default: {own})"  # noqa: E731
-    g.add_argument("--data", choices=["auto", "course", "synthetic"], default=None if ck else "auto",
-                   help="course = the course's .npy files (error when absent); synthetic = the procedural "
-                        "chairs/vases/lamps; auto = course files when present, else synthetic" + (d("") if ck else ""))
-    g.add_argument("--data_dir", default=None,
-                   help="folder with cls/ and seg/ in the course layout" + d("<data root>/a5"))
-    g.add_argument("--cache_dir", default="output/.cache",
-                   help="where the procedural data set is written once and reused")
-    g.add_argument("--num_train", type=int, default=None, help="procedural training shapes" + d(
+    ap.add_argument("--data", choices=["auto", "course", "synthetic"], default=None if ck else "auto",
+                    help="course = the course's .npy files (error when absent); synthetic = the procedural "
+                         "chairs/vases/lamps; auto = course files when present, else synthetic" + (d("") if ck else ""))
+    # the shared --data_path, also under this script's earlier name --data_dir
+    ap.add_argument("--data_path", "--data_dir", dest="data_path", default=None,
+                    help="folder with cls/ and seg/ in the course layout ('synthetic': the procedural stand-in)"
+                         + d("<data root>/a5"))
+    ap.add_argument("--cache_dir", default="output/.cache",
+                    help="where the procedural data set is written once and reused")
+    ap.add_argument("--num_train", type=positive_int, default=None, help="procedural training shapes" + d(
         f"cls {DEFAULT_SIZES['cls'][0]}, seg {DEFAULT_SIZES['seg'][0]}; --quick: {QUICK_SIZES['cls'][0]}, "
         f"{QUICK_SIZES['seg'][0]}"))
-    g.add_argument("--num_test", type=int, default=None, help="procedural test shapes" + d(
+    ap.add_argument("--num_test", type=positive_int, default=None, help="procedural test shapes" + d(
         f"cls {DEFAULT_SIZES['cls'][1]}, seg {DEFAULT_SIZES['seg'][1]}; --quick: {QUICK_SIZES['cls'][1]}, "
         f"{QUICK_SIZES['seg'][1]}"))
-    g.add_argument("--data_seed", type=int, default=None, help="seed of the procedural data set" + d("0"))
+    ap.add_argument("--data_seed", type=int, default=None, help="seed of the procedural data set" + d("0"))
 
 
 def _course_present(root: Path, task: str) -> bool:
@@ -138,21 +142,28 @@ def resolve_data(task: str, data: str = "auto", data_dir: Optional[str] = None, 
                  quick: bool = False, num_points: int = 10000, quiet: bool = False) -> DataSpec:
     """Pick the course files or the (generated on demand) procedural set for ``task``.
 
+    ``data_dir`` is the ``--data_path`` folder (``"synthetic"`` means ``data="synthetic"``).
+
     Raises:
-        FileNotFoundError: ``data="course"`` and the files are missing.
-        ValueError: unknown task or data source.
+        UserError: ``data="course"`` and the files are missing.
+        ValueError: unknown task or data source (the flags' choices exclude both).
     """
     if task not in NUM_CLASSES:
         raise ValueError(f"--task must be cls or seg, got {task!r}")
     if data not in ("auto", "course", "synthetic"):
         raise ValueError(f"--data must be auto, course or synthetic, got {data!r}")
+    if data_dir == "synthetic":
+        if data == "course":
+            raise user_error("--data_path synthetic", "a folder with the course files when --data course is given")
+        data, data_dir = "synthetic", None
     course_root = Path(data_dir) if data_dir else data_root() / "a5"
     if data != "synthetic":
         if _course_present(course_root, task):
             return DataSpec("course", str(course_root))
         if data == "course":
-            raise FileNotFoundError(f"course data not found: {course_root / task}/{{data,label}}_{{train,test}}.npy "
-                                    "(copy the course files there, or use --data synthetic)")
+            raise user_error(f"--data_path {course_root}",
+                             f"the course files {task}/{{data,label}}_{{train,test}}.npy",
+                             "course data not found there", "copy the course files there, or use --data synthetic")
         if not quiet:
             print(f"note: {course_root / task} has no course files; using the procedural chairs/vases/lamps "
                   "(--data synthetic)", file=sys.stderr)
@@ -164,26 +175,54 @@ def resolve_data(task: str, data: str = "auto", data_dir: Optional[str] = None, 
     return DataSpec("synthetic", str(root), n_train, n_test, num_points, seed)
 
 
+def _load_array(path: Path) -> np.ndarray:
+    """``np.load`` of one course file; a missing, damaged or pickled file is a :class:`UserError`."""
+    if not path.is_file():
+        raise user_error(path, "a .npy file in the course layout", "no such file")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        first = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise user_error(path, "a readable .npy array", f"a damaged file ({first})") from exc
+    if not isinstance(arr, np.ndarray):
+        raise user_error(path, "one .npy array", f"a {type(arr).__name__}")
+    return arr
+
+
 def load_split(root: str | Path, task: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
-    """``(data (N, P, 3) float32, labels)`` of one split; labels (N,) for cls, (N, P) for seg.
+    """``(data (N, P, 3) float32, labels int64)`` of one split; labels (N,) for cls, (N, P) for seg.
+
+    Everything read is checked here, where it enters: at least one cloud of at least one point,
+    finite real coordinates, integer labels (whole-number floats are accepted as the integers
+    they hold) in ``0..classes-1``.
 
     Raises:
-        FileNotFoundError: a file is missing.
-        ValueError: the arrays have the wrong shapes or label values.
+        UserError: naming the file, what was expected and what was found.
     """
     root = Path(root)
     data_p, label_p = root / task / f"data_{split}.npy", root / task / f"label_{split}.npy"
-    for p in (data_p, label_p):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p} not found")
-    data = np.load(data_p)
-    labels = np.load(label_p)
+    data = _load_array(data_p)
+    labels = _load_array(label_p)
     if data.ndim != 3 or data.shape[2] != 3:
-        raise ValueError(f"{data_p} must hold an (N, P, 3) array, got {data.shape}")
+        raise user_error(data_p, "an (N, P, 3) array of point clouds", f"shape {data.shape}")
+    if data.dtype.kind not in "fiu":
+        raise user_error(data_p, "real point coordinates", f"dtype {data.dtype}")
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise user_error(data_p, "at least one cloud of at least one point", f"shape {data.shape}")
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        bad = np.argwhere(~np.isfinite(data))[0]
+        raise user_error(data_p, "finite coordinates", f"{data[tuple(bad)]} at cloud {bad[0]}, point {bad[1]}")
     want = (data.shape[0],) if task == "cls" else data.shape[:2]
     if labels.shape != want:
-        raise ValueError(f"{label_p} must hold an array of shape {want}, got {labels.shape}")
-    labels = labels.astype(np.int64)
-    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES[task]):
-        raise ValueError(f"{label_p}: labels must lie in 0..{NUM_CLASSES[task] - 1}, got {labels.min()}..{labels.max()}")
-    return np.ascontiguousarray(data, dtype=np.float32), labels  # writable (np.load reads into memory)
+        raise user_error(label_p, f"an array of shape {want} (one label per {'cloud' if task == 'cls' else 'point'})",
+                         f"shape {labels.shape}")
+    if labels.dtype.kind == "f":
+        whole = np.isfinite(labels) & (labels == np.round(labels))
+        if not whole.all():
+            raise user_error(label_p, "integer labels", f"{labels[~whole].flat[0]!r} ({labels.dtype})")
+    elif labels.dtype.kind not in "iu":
+        raise user_error(label_p, "integer labels", f"dtype {labels.dtype}")
+    hi = NUM_CLASSES[task] - 1
+    if labels.min() < 0 or labels.max() > hi:
+        raise user_error(label_p, f"labels in 0..{hi}", f"{labels.min():g}..{labels.max():g}")
+    return np.ascontiguousarray(data, dtype=np.float32), labels.astype(np.int64)  # writable (np.load reads into memory)

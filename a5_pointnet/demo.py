@@ -24,7 +24,6 @@ This module imports torch only inside :func:`main`: :mod:`a5_pointnet.parts` rea
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import List, Tuple
 
 from l3d.checks import check_passed
+from l3d.cli import ScriptParser
 
 OUT = "output/a5_pointnet"
 #: the course's 30 views at 15 fps (2 s per turn), at 144 pixels
@@ -89,15 +89,19 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def build_parser() -> ScriptParser:
+    ap = ScriptParser(description=__doc__)
+    ap.add_argument("--output_root", default=OUT, help="parent folder of the parts' output folders")
+    ap.add_argument("--cache_dir", default="output/.cache", help="where the procedural data are generated once")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:<i>")
+    return ap
+
+
 def main(argv=None):
+    args = build_parser().parse_args(argv)  # --help ends here, before torch is loaded
     from . import eval_cls, eval_seg, robustness, train
     from .common import retain_freed_memory
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--output_root", default=OUT, help="parent folder of the parts' output folders")
-    ap.add_argument("--cache_dir", default="output/.cache", help="where the procedural data are generated once")
-    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    args = ap.parse_args(argv)
     retain_freed_memory()
     t0, c0 = time.perf_counter(), _cpu_s()
     mains = {"train": train.main, "eval_cls": eval_cls.main, "eval_seg": eval_seg.main, "robustness": robustness.main}

@@ -1,5 +1,5 @@
 """Evaluate a trained classifier: test accuracy, confusion matrix, the bounding-box baseline, and
-turntable GIFs of object --i and of a correct and a failed prediction per class.
+turntable GIFs of object --index (--i) and of a correct and a failed prediction per class.
 
     python -m a5_pointnet.eval_cls --load_checkpoint output/a5_pointnet/cls --num_points 10000 --i 0
 
@@ -19,31 +19,31 @@ from pathlib import Path
 
 import torch
 
-from l3d.cli import report, run_cli, script_parser
+from l3d.cli import positive_int, report, run_cli, script_parser
 from l3d.train import choose_device
 
 from .baseline import fit_bbox_baseline
-from .common import (CLS_COLOR, add_vis_flags, apply_quick_vis, clear_metrics, clear_pictures, confusion_matrix,
+from .common import (VIS_QUICK, check_index, check_vis, CLS_COLOR, add_vis_flags, clear_metrics, clear_pictures, confusion_matrix,
                      data_for_eval, load_test, load_trained, predict, random_subsets, retain_freed_memory,
-                     save_turntable_gif, take_subsets, tidy_parser)
+                     save_turntable_gif, take_subsets)
 from .data import add_data_flags, load_split
 from .synthetic import CLASS_NAMES
 from .targets import accuracy_check
 
 
 def build_parser():
-    ap = script_parser(__doc__, "a5_pointnet/eval_cls")
-    ap.add_argument("--load_checkpoint", default="output/a5_pointnet/cls",
+    ap = script_parser(__doc__, "a5_pointnet/eval_cls", presets={"quick": VIS_QUICK})
+    ap.add_flag("load_checkpoint", default="output/a5_pointnet/cls",
                     help="a checkpoint .pt, or a training folder (uses its checkpoints/best.pt)")
-    ap.add_argument("--num_points", type=int, default=10000, help="random points per object used for the prediction")
-    ap.add_argument("--i", type=int, default=0, help="index of the test object to visualise")
-    ap.add_argument("--num_objects", type=int, default=None, help="evaluate only the first N test objects (default all)")
-    ap.add_argument("--batch_size", type=int, default=16, help="objects per forward pass")
+    ap.add_flag("num_points", default=10000, help="random points per object used for the prediction")
+    ap.add_flag("index", default=0, help="index of the test object to visualise (course spelling: --i)")
+    ap.add_argument("--num_objects", type=positive_int, default=None, help="evaluate only the first N test objects (default all)")
+    ap.add_flag("batch_size", default=16, help="objects per forward pass")
     ap.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                     help="also fit and score the bounding-box baseline (needs the training split)")
     add_vis_flags(ap)
     add_data_flags(ap, sizes_from_checkpoint=True)
-    return tidy_parser(ap, "GIFs of 128 pixels, the --quick procedural data")
+    return ap
 
 
 def _caption(gt: int, pred: int) -> str:
@@ -52,15 +52,14 @@ def _caption(gt: int, pred: int) -> str:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    apply_quick_vis(args)
+    check_vis(args)
     retain_freed_memory()
     device = choose_device(args.device)
     model, cfg, state = load_trained(args.load_checkpoint, device, task="cls")
     spec = data_for_eval(args, "cls", state)
     x, y = load_test(spec, "cls", args.num_objects)
     n = len(x)
-    if not 0 <= args.i < n:
-        raise ValueError(f"--i must lie in 0..{n - 1} (the test split has {n} objects)")
+    check_index(args.index, n)
     idx = random_subsets(n, x.shape[1], args.num_points, args.seed)
     pts = take_subsets(x, idx)
     t0 = time.perf_counter()
@@ -84,8 +83,8 @@ def main(argv=None):
     written = []
     clear_pictures(out, ("object_", "correct_", "failure_"))
     color = torch.tensor(CLS_COLOR).expand(pts.shape[1], 3)
-    caption = _caption(int(y[args.i]), int(pred[args.i]))
-    written += save_turntable_gif(out / f"object_{args.i}.gif", [(pts[args.i], color, caption)], args)
+    caption = _caption(int(y[args.index]), int(pred[args.index]))
+    written += save_turntable_gif(out / f"object_{args.index}.gif", [(pts[args.index], color, caption)], args)
     lines = ["# Classification", "",
              f"Test accuracy **{metrics['test_accuracy']:.4f}** on {n} objects, {pts.shape[1]} points each "
              f"({cfg.arch}; data: {metrics['data']}).", ""]

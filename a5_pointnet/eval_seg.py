@@ -6,7 +6,7 @@ and turntable GIFs of ground truth and prediction (the course's segmentation col
 Accuracy = correctly labelled points / points over the test split, each object seen through a
 random subset of --num_points of its points. Writes into --output_dir: ``metrics.json`` (with the
 check ``test_accuracy >= 0.80`` that ``python -m l3d.report --check`` reads),
-``results.md``, ``gt_<i>.gif`` and ``pred_<i>.gif`` (object --i), and for the --num_cases best and
+``results.md``, ``gt_<i>.gif`` and ``pred_<i>.gif`` (object --index, course spelling --i), and for the --num_cases best and
 worst objects ``good_<k>.gif`` / ``bad_<k>.gif`` (ground truth | prediction side by side, with the
 object's accuracy). Colours: 0 seat white, 1 back magenta, 2 legs cyan, 3 arms yellow, 4 base
 blue, 5 headrest red (for the course's data the part names may differ; the colours do not).
@@ -20,44 +20,41 @@ from pathlib import Path
 
 import torch
 
-from l3d.cli import report, run_cli, script_parser
+from l3d.cli import nonneg_int, positive_int, report, run_cli, script_parser
 from l3d.train import choose_device
 
-from .common import (add_vis_flags, apply_quick_vis, clear_metrics, clear_pictures, data_for_eval, load_test,
+from .common import (VIS_QUICK, check_index, check_vis, add_vis_flags, clear_metrics, clear_pictures, data_for_eval, load_test,
                      load_trained, part_iou, predict, random_subsets, retain_freed_memory, save_turntable_gif,
-                     seg_colors, seg_legend, take_subsets, tidy_parser)
+                     seg_colors, seg_legend, take_subsets)
 from .data import add_data_flags
 from .synthetic import CHAIR_PARTS
 from .targets import accuracy_check
 
 
 def build_parser():
-    ap = script_parser(__doc__, "a5_pointnet/eval_seg")
-    ap.add_argument("--load_checkpoint", default="output/a5_pointnet/seg",
+    ap = script_parser(__doc__, "a5_pointnet/eval_seg", presets={"quick": VIS_QUICK})
+    ap.add_flag("load_checkpoint", default="output/a5_pointnet/seg",
                     help="a checkpoint .pt, or a training folder (uses its checkpoints/best.pt)")
-    ap.add_argument("--num_points", type=int, default=10000, help="random points per object used for the prediction")
-    ap.add_argument("--i", type=int, default=0, help="index of the test object to visualise")
-    ap.add_argument("--num_cases", type=int, default=2, help="best and worst objects to visualise (each)")
-    ap.add_argument("--num_objects", type=int, default=None, help="evaluate only the first N test objects (default all)")
-    ap.add_argument("--batch_size", type=int, default=8, help="objects per forward pass")
+    ap.add_flag("num_points", default=10000, help="random points per object used for the prediction")
+    ap.add_flag("index", default=0, help="index of the test object to visualise (course spelling: --i)")
+    ap.add_argument("--num_cases", type=nonneg_int, default=2, help="best and worst objects to visualise (each)")
+    ap.add_argument("--num_objects", type=positive_int, default=None, help="evaluate only the first N test objects (default all)")
+    ap.add_flag("batch_size", default=8, help="objects per forward pass")
     add_vis_flags(ap)
     add_data_flags(ap, sizes_from_checkpoint=True)
-    return tidy_parser(ap, "GIFs of 128 pixels, the --quick procedural data")
+    return ap
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    apply_quick_vis(args)
+    check_vis(args)
     retain_freed_memory()
-    if args.num_cases < 0:
-        raise ValueError(f"--num_cases must be >= 0, got {args.num_cases}")
     device = choose_device(args.device)
     model, cfg, state = load_trained(args.load_checkpoint, device, task="seg")
     spec = data_for_eval(args, "seg", state)
     x, y = load_test(spec, "seg", args.num_objects)
     n = len(x)
-    if not 0 <= args.i < n:
-        raise ValueError(f"--i must lie in 0..{n - 1} (the test split has {n} objects)")
+    check_index(args.index, n)
     idx = random_subsets(n, x.shape[1], args.num_points, args.seed)
     pts, gt = take_subsets(x, idx), take_subsets(y, idx)
     t0 = time.perf_counter()
@@ -81,10 +78,10 @@ def main(argv=None):
     written = []
     clear_pictures(out, ("gt_", "pred_", "good_", "bad_"))
     key = seg_legend(spec.source)
-    written += save_turntable_gif(out / f"gt_{args.i}.gif", [(pts[args.i], seg_colors(gt[args.i]), "ground truth")], args,
+    written += save_turntable_gif(out / f"gt_{args.index}.gif", [(pts[args.index], seg_colors(gt[args.index]), "ground truth")], args,
                                   legend=key)
-    written += save_turntable_gif(out / f"pred_{args.i}.gif", [(pts[args.i], seg_colors(pred[args.i]),
-                                                                f"prediction ({per_object[args.i]:.1%} correct)")],
+    written += save_turntable_gif(out / f"pred_{args.index}.gif", [(pts[args.index], seg_colors(pred[args.index]),
+                                                                f"prediction ({per_object[args.index]:.1%} correct)")],
                                   args, legend=key)
     order = torch.argsort(per_object, descending=True)
     k = min(args.num_cases, n)

@@ -298,10 +298,13 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 
 
 def model_from_checkpoint(state: dict, device: torch.device | str = "cpu") -> Tuple[nn.Module, ModelConfig]:
-    """Rebuild the model saved in a checkpoint dict (keys ``model_config``, ``model``), in eval mode."""
-    if "model_config" not in state or "model" not in state:
-        raise ValueError("not an Assignment 5 checkpoint (no model_config/model entries)")
-    cfg = ModelConfig.from_dict(state["model_config"])
+    """Rebuild the model saved in a checkpoint dict (``config``: the :class:`ModelConfig` as a dict,
+    ``model``: the weights; checkpoints written before the shared schema call the config
+    ``model_config``), in eval mode. The caller has checked that both entries are there."""
+    config = state.get("config", state.get("model_config"))
+    if config is None or "model" not in state:
+        raise ValueError("not an Assignment 5 checkpoint (no config/model entries)")
+    cfg = ModelConfig.from_dict(config)
     model = build_model(cfg)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), cfg

@@ -15,7 +15,7 @@ seg side by side), ``robustness.png`` (accuracy against angle and against the nu
 ``metrics.json`` (every accuracy, and the checks of :mod:`a5_pointnet.targets` that
 ``python -m l3d.report --check`` reads: the 0-degree accuracy reaches the Q1/Q2 threshold, the
 accuracy falls under large rotations and never rises much above the upright one, and the
-number-of-points sweep stays above a floor), and example GIFs of object --i: rotated by each of
+number-of-points sweep stays above a floor), and example GIFs of object --index (--i): rotated by each of
 --example_angles and with the fewest points (cls: caption truth/prediction; seg: ground truth |
 prediction).
 """
@@ -29,36 +29,36 @@ from typing import Dict, List, Optional
 
 import torch
 
-from l3d.cli import report, run_cli, script_parser
+from l3d.cli import finite_float, positive_int, report, run_cli, script_parser
 from l3d.train import choose_device
 
-from .common import (CLS_COLOR, add_vis_flags, apply_quick_vis, clear_metrics, clear_pictures, data_for_eval,
+from .common import (VIS_QUICK, check_index, check_vis, CLS_COLOR, add_vis_flags, clear_metrics, clear_pictures, data_for_eval,
                      load_test, load_trained, predict, random_subsets, retain_freed_memory, rotate_points,
-                     save_turntable_gif, seg_colors, seg_legend, take_subsets, tidy_parser)
+                     save_turntable_gif, seg_colors, seg_legend, take_subsets)
 from .data import add_data_flags
 from .synthetic import CLASS_NAMES
 from .targets import robustness_checks
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = script_parser(__doc__, "a5_pointnet/robustness")
+    ap = script_parser(__doc__, "a5_pointnet/robustness", presets={"quick": {**VIS_QUICK, "num_objects": 100}})
     ap.add_argument("--task", choices=["cls", "seg", "both"], default="both", help="which models to test")
     ap.add_argument("--cls_checkpoint", default="output/a5_pointnet/cls", help="classifier checkpoint or training folder")
     ap.add_argument("--seg_checkpoint", default="output/a5_pointnet/seg", help="segmentation checkpoint or training folder")
     ap.add_argument("--axis", choices=["x", "y", "z"], default="x", help="rotation axis (y is up)")
-    ap.add_argument("--angles", type=float, nargs="+", default=[0, 10, 20, 30, 60, 90], help="rotation angles in degrees")
-    ap.add_argument("--num_points_list", type=int, nargs="+", default=[10000, 5000, 1000, 500, 100],
+    ap.add_argument("--angles", type=finite_float, nargs="+", default=[0, 10, 20, 30, 60, 90], help="rotation angles in degrees")
+    ap.add_argument("--num_points_list", type=positive_int, nargs="+", default=[10000, 5000, 1000, 500, 100],
                     help="points per cloud for the second sweep")
-    ap.add_argument("--rotation_points", type=int, default=10000, help="points per cloud in the rotation sweep")
-    ap.add_argument("--num_objects", type=int, default=None,
+    ap.add_argument("--rotation_points", type=positive_int, default=10000, help="points per cloud in the rotation sweep")
+    ap.add_argument("--num_objects", type=positive_int, default=None,
                     help="use the first N test objects (default all; --quick: 100)")
-    ap.add_argument("--batch_size", type=int, default=8, help="objects per forward pass")
-    ap.add_argument("--i", type=int, default=0, help="test object shown in the example GIFs")
-    ap.add_argument("--example_angles", type=float, nargs="*", default=[30, 90],
+    ap.add_flag("batch_size", default=8, help="objects per forward pass")
+    ap.add_flag("index", default=0, help="test object shown in the example GIFs (course spelling: --i)")
+    ap.add_argument("--example_angles", type=finite_float, nargs="*", default=[30, 90],
                     help="rotations shown in example GIFs (the fewest-points example is always written)")
     add_vis_flags(ap)
     add_data_flags(ap, sizes_from_checkpoint=True)
-    return tidy_parser(ap, "the first 100 test objects, GIFs of 128 pixels")
+    return ap
 
 
 def accuracy(model, x: torch.Tensor, y: torch.Tensor, num_points: int, angle: float, axis: str, seed: int,
@@ -107,12 +107,8 @@ def _plot(results: Dict[str, dict], args: argparse.Namespace, path: Path) -> Pat
 
 def main(argv: Optional[List[str]] = None):
     args = build_parser().parse_args(argv)
-    apply_quick_vis(args)
+    check_vis(args)
     retain_freed_memory()
-    if args.quick and args.num_objects is None:
-        args.num_objects = 100
-    if any(n < 1 for n in args.num_points_list) or args.rotation_points < 1:
-        raise ValueError("numbers of points must be >= 1")
     device = choose_device(args.device)
     tasks = ["cls", "seg"] if args.task == "both" else [args.task]
     out = Path(args.output_dir)
@@ -126,8 +122,7 @@ def main(argv: Optional[List[str]] = None):
         model, cfg, state = load_trained(args.cls_checkpoint if task == "cls" else args.seg_checkpoint, device, task=task)
         spec = data_for_eval(args, task, state)
         x, y = load_test(spec, task, args.num_objects)
-        if not 0 <= args.i < len(x):
-            raise ValueError(f"--i must lie in 0..{len(x) - 1}")
+        check_index(args.index, len(x))
         res = {"model": cfg.arch, "num_objects": len(x), "rotation": [], "num_points": []}
         labels.append((spec.source, spec.label(task)))
         examples = {}
@@ -137,14 +132,14 @@ def main(argv: Optional[List[str]] = None):
             res["rotation"].append({"angle": angle, "accuracy": acc})
             metrics[f"{task}_rot_{angle:g}"] = acc
             if angle in args.example_angles:
-                examples[f"{task}_rot{angle:g}"] = (pts[args.i], gt[args.i], pred[args.i],
+                examples[f"{task}_rot{angle:g}"] = (pts[args.index], gt[args.index], pred[args.index],
                                                     f"rotated {angle:g} deg about {args.axis}")
         for n in args.num_points_list:
             acc, pts, gt, pred = accuracy(model, x, y, n, 0.0, args.axis, args.seed, args.batch_size, device)
             res["num_points"].append({"num_points": min(n, x.shape[1]), "accuracy": acc})
             metrics[f"{task}_points_{n}"] = acc
             if n == min(args.num_points_list):
-                examples[f"{task}_points{n}"] = (pts[args.i], gt[args.i], pred[args.i], f"{pts.shape[1]} points")
+                examples[f"{task}_points{n}"] = (pts[args.index], gt[args.index], pred[args.index], f"{pts.shape[1]} points")
         results[task] = res
         pictures += [(task, name, ex, spec.source) for name, ex in examples.items()]
     clear_pictures(out, tuple(f"{t}_{kind}" for t in ("cls", "seg") for kind in ("rot", "points")))

@@ -3,116 +3,124 @@
     python -m a5_pointnet.train --task cls                       # course settings: 250 epochs, batch 32, lr 1e-3
     python -m a5_pointnet.train --task seg --model pointnet2
     python -m a5_pointnet.train --task cls --quick               # a few CPU minutes: half width, 512 points, 4 epochs
-    python -m a5_pointnet.train --task cls --resume              # continue from the last checkpoint
+    python -m a5_pointnet.train --task cls --resume              # continue from the newest intact checkpoint
 
-Data: the course's ``a5/{cls,seg}/*.npy`` under the data root when present, else the procedural
-chairs/vases/lamps (generated once into --cache_dir). Each training step uses a fresh random
-subset of ``--num_points`` points of every cloud; after every epoch the test accuracy is measured
-on ``--eval_points`` points per cloud. Writes into --output_dir (default output/a5_pointnet/<task>,
-or <task>_pointnet2): ``checkpoints/`` (ckpt_<epoch>.pt every --save_every epochs, best.pt = best
-test accuracy, last.pt), ``log.csv`` and ``curves.png`` (loss and accuracies per epoch), and
-``metrics.json`` with ``test_accuracy`` = the best checkpoint's accuracy on the whole test split
-at ``--final_points`` points per cloud (the course's 10000), checked against 0.90 (cls) or 0.80
-(seg) for ``python -m l3d.report --check``. Ctrl-C saves a checkpoint after the
-current batch; --resume then continues with the next epoch.
+Data: the course's ``a5/{cls,seg}/*.npy`` under the data root (or --data_path) when present, else
+the procedural chairs/vases/lamps (generated once into --cache_dir). Each training step uses a
+fresh random subset of ``--num_points`` points of every cloud; after every epoch the test accuracy
+is measured on ``--eval_points`` points per cloud. Writes into --output_dir (default
+output/a5_pointnet/<task>, or <task>_pointnet2): ``checkpoints/`` (ckpt_<epoch>.pt every
+--save_every epochs, best.pt = best test accuracy, last.pt), ``losses.csv`` and ``curves.png``
+(loss and accuracies per epoch), and ``metrics.json`` with ``test_accuracy`` = the best
+checkpoint's accuracy on the whole test split at ``--final_points`` points per cloud (the course's
+10000), checked against 0.90 (cls) or 0.80 (seg) for ``python -m l3d.report --check``.
+
+A new run into a folder that holds a previous run's results replaces them only once its first
+checkpoint is written (the previous ones move to ``.previous/``); a run that stops before that
+(bad data, a loss that became NaN) leaves them as they were. A second run into a folder in use
+stops with one line. Ctrl-C (or SIGTERM) saves a checkpoint after the current batch; --resume
+then continues with the next epoch (the same --task, --model and model settings).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from l3d.cli import report, run_cli, script_parser
-from l3d.errors import UserError
-from l3d.run import CheckpointManager, LossLog, check_finite
+from l3d.cli import ScriptParser, nonneg_int, positive_float, positive_int, report, run_cli, script_parser
+from l3d.errors import UserError, user_error
+from l3d.run import LOSS_LOG, CheckpointManager, LossLog, RunDir, check_finite, check_finite_params, check_same_config
 from l3d.train import choose_device, graceful_interrupt, progress, seed_everything
 
 from .baseline import fit_bbox_baseline
-from .common import (clear_metrics, load_trained, predict, random_subsets, retain_freed_memory, take_subsets,
-                     tidy_parser)
-from .data import NUM_CLASSES, add_data_flags, load_split, resolve_data
+from .common import load_trained, predict, random_subsets, retain_freed_memory, take_subsets
+from .data import NUM_CLASSES, QUICK_SIZES, add_data_flags, load_split, resolve_data
 from .models import ARCHS, ModelConfig, build_model
 from .targets import accuracy_check
 
-# settings that --quick changes (None in the parser = "not given"): full run, then quick run
+#: the course's settings (the parser's defaults)
 FULL = {"num_epochs": 250, "batch_size": 32, "num_points": 10000, "eval_points": 10000, "width": 1.0,
-        "schedule": "constant", "sa_points": (512, 128), "sa_samples": (32, 64)}
+        "schedule": "constant", "sa_points": [512, 128], "sa_samples": [32, 64]}
 _QUICK_PN = {"num_points": 512, "eval_points": 512, "width": 0.5, "schedule": "cosine"}
-_QUICK_PN2 = {**_QUICK_PN, "sa_points": (128, 32), "sa_samples": (16, 16)}
+_QUICK_PN2 = {**_QUICK_PN, "sa_points": [128, 32], "sa_samples": [16, 16]}
+#: the --quick preset of each (task, model); flags the user gives win
 QUICK = {
     ("cls", "pointnet"): {**_QUICK_PN, "num_epochs": 4},
     ("seg", "pointnet"): {**_QUICK_PN, "num_epochs": 6, "batch_size": 8},
     ("cls", "pointnet2"): {**_QUICK_PN2, "num_epochs": 4},
     ("seg", "pointnet2"): {**_QUICK_PN2, "num_epochs": 6, "batch_size": 8},
 }
+for (_task, _model), _preset in QUICK.items():  # the smaller procedural data set of the quick runs
+    _preset["num_train"], _preset["num_test"] = QUICK_SIZES[_task]
+#: the model settings a resumed run must share with its checkpoint (PointNet has no set abstraction)
+CONFIG_KEYS = {"pointnet": ("task", "arch", "num_classes", "width", "dropout"),
+               "pointnet2": ("task", "arch", "num_classes", "width", "dropout", "sa_points", "sa_radius", "sa_samples")}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = script_parser(__doc__, "a5_pointnet/<task>")
-    for a in ap._actions:
-        if a.dest == "output_dir":
-            a.default, a.help = None, "output folder (default: output/a5_pointnet/<task>[_<model>])"
+def default_output_dir(task: str, model: str) -> str:
+    return f"a5_pointnet/{task}" + ("" if model == "pointnet" else f"_{model}")
+
+
+def build_parser(task: Optional[str] = None, model: Optional[str] = None) -> ScriptParser:
+    """The parser of ``train``; with ``task`` and ``model`` its ``--quick`` preset and default output
+    folder are theirs (without: the help's generic view, cls/pointnet's preset)."""
+    known = task in NUM_CLASSES and model in ARCHS
+    output = default_output_dir(task, model) if known else "a5_pointnet/<task>[_<model>]"
+    ap = script_parser(__doc__, output, presets={"quick": QUICK[(task, model) if known else ("cls", "pointnet")]})
     ap.add_argument("--task", choices=["cls", "seg"], default="cls",
                     help="classification (3 classes) or segmentation (6 parts)")
     ap.add_argument("--model", choices=ARCHS, default="pointnet",
                     help="pointnet, or pointnet2 = PointNet++ with farthest-point sampling and ball query (locality)")
-    ap.add_argument("--num_epochs", type=int, default=None,
-                    help=f"epochs (default {FULL['num_epochs']}; --quick: cls 4, seg 6)")
-    ap.add_argument("--batch_size", type=int, default=None, help="clouds per step (default 32; --quick seg: 8)")
-    ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    ap.add_argument("--schedule", choices=["constant", "cosine"], default=None,
-                    help="learning-rate schedule over the epochs (default constant; --quick: cosine)")
-    ap.add_argument("--num_points", type=int, default=None,
-                    help="points per cloud in each training step, a fresh random subset (default 10000; --quick: 512)")
-    ap.add_argument("--eval_points", type=int, default=None,
-                    help="points per cloud for the per-epoch test accuracy (default 10000; --quick: 512)")
-    ap.add_argument("--final_points", type=int, default=10000,
+    ap.add_flag("num_epochs", default=FULL["num_epochs"], help="epochs (--quick: cls 4, seg 6)")
+    ap.add_flag("batch_size", default=FULL["batch_size"], help="clouds per step (--quick seg: 8)")
+    ap.add_flag("lr", default=1e-3, help="Adam learning rate")
+    ap.add_argument("--schedule", choices=["constant", "cosine"], default=FULL["schedule"],
+                    help="learning-rate schedule over the epochs (--quick: cosine)")
+    ap.add_flag("num_points", default=FULL["num_points"],
+                help="points per cloud in each training step, a fresh random subset (--quick: 512)")
+    ap.add_argument("--eval_points", type=positive_int, default=FULL["eval_points"],
+                    help="points per cloud for the per-epoch test accuracy (--quick: 512)")
+    ap.add_argument("--final_points", type=positive_int, default=10000,
                     help="points per cloud for the final test accuracy of the best checkpoint")
-    ap.add_argument("--eval_batch_size", type=int, default=16, help="clouds per forward pass when evaluating")
-    ap.add_argument("--bn_batches", type=int, default=8,
+    ap.add_argument("--eval_batch_size", type=positive_int, default=16, help="clouds per forward pass when evaluating")
+    ap.add_argument("--bn_batches", type=nonneg_int, default=8,
                     help="before each evaluation, re-estimate the batch-norm statistics of the current weights "
                          "on this many training batches (0: keep the running averages, as the course does)")
-    ap.add_argument("--save_every", type=int, default=10,
-                    help="save ckpt_<epoch>.pt every this many epochs (0: only best/last)")
-    ap.add_argument("--keep_last", type=int, default=3, help="periodic checkpoints kept (older ones are deleted)")
-    ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output_dir")
+    ap.add_flag("save_every", default=10, help="save ckpt_<epoch>.pt every this many epochs (0: only best/last)")
+    ap.add_argument("--keep_last", type=positive_int, default=3, help="periodic checkpoints kept (older ones are deleted)")
+    ap.add_flag("resume", help="continue from the newest intact checkpoint in --output_dir (same model settings)")
     ap.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                     help="cls: also fit and score the bounding-box baseline")
     g = ap.add_argument_group("model")
-    g.add_argument("--width", type=float, default=None, help="channel multiplier (default 1.0; --quick: 0.5)")
-    g.add_argument("--dropout", type=float, default=0.3, help="dropout before the output layer")
-    g.add_argument("--sa_points", type=int, nargs="+", default=None,
-                   help="PointNet++ centroids per level (default 512 128; --quick: 128 32)")
-    g.add_argument("--sa_radius", type=float, nargs="+", default=[0.2, 0.4], help="PointNet++ ball radii per level")
-    g.add_argument("--sa_samples", type=int, nargs="+", default=None,
-                   help="PointNet++ neighbours per ball (default 32 64; --quick: 16 16)")
+    g.add_argument("--width", type=positive_float, default=FULL["width"], help="channel multiplier (--quick: 0.5)")
+    g.add_argument("--dropout", type=float, default=0.3, help="dropout before the output layer, in [0, 1)")
+    g.add_argument("--sa_points", type=positive_int, nargs="+", default=FULL["sa_points"],
+                   help="PointNet++ centroids per level (--quick: 128 32)")
+    g.add_argument("--sa_radius", type=positive_float, nargs="+", default=[0.2, 0.4], help="PointNet++ ball radii per level")
+    g.add_argument("--sa_samples", type=positive_int, nargs="+", default=FULL["sa_samples"],
+                   help="PointNet++ neighbours per ball (--quick: 16 16)")
     add_data_flags(ap)
-    return tidy_parser(ap, "the CPU settings of the acceptance runs: half width, 512 training points, 4 (cls) or 6 "
-                           "(seg) epochs, a smaller procedural data set; a few minutes on two cores")
+    return ap
 
 
-def resolve_settings(args: argparse.Namespace) -> None:
-    """Fill the flags left unset with the full or the --quick settings; check them."""
-    quick = QUICK[args.task, args.model] if args.quick else {}
-    for key, full in FULL.items():
-        if getattr(args, key) is None:
-            setattr(args, key, quick.get(key, full))
-    if args.output_dir is None:
-        args.output_dir = f"output/a5_pointnet/{args.task}" + ("" if args.model == "pointnet" else f"_{args.model}")
-    for key in ("num_epochs", "batch_size", "num_points", "eval_points", "final_points", "eval_batch_size"):
-        if getattr(args, key) < 1:
-            raise ValueError(f"--{key} must be >= 1, got {getattr(args, key)}")
-    if args.lr <= 0 or args.width <= 0 or not 0 <= args.dropout < 1:
-        raise ValueError("--lr and --width must be positive and --dropout in [0, 1)")
-    if not len(args.sa_points) == len(args.sa_radius) == len(args.sa_samples):
-        raise ValueError("--sa_points, --sa_radius and --sa_samples need one value per level each")
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse once to learn --task and --model (bad flags and --help stop here), then with their
+    --quick preset and default output folder; checks what the flags' types cannot."""
+    first = build_parser().parse_args(argv)
+    args = build_parser(first.task, first.model).parse_args(argv)
+    if not 0.0 <= args.dropout < 1.0:
+        raise user_error(f"--dropout {args.dropout:g}", "a probability in [0, 1)")
+    if args.model == "pointnet2" and not len(args.sa_points) == len(args.sa_radius) == len(args.sa_samples):
+        raise user_error(f"--sa_points {len(args.sa_points)} values, --sa_radius {len(args.sa_radius)}, "
+                         f"--sa_samples {len(args.sa_samples)}", "one value per PointNet++ level in each")
+    return args
 
 
 def lr_at(args: argparse.Namespace, epoch: int) -> float:
@@ -152,56 +160,68 @@ def evaluate(model, points: torch.Tensor, labels: torch.Tensor, num_points: int,
     return acc, pred, idx
 
 
+def model_config(args: argparse.Namespace) -> ModelConfig:
+    return ModelConfig(task=args.task, arch=args.model, num_classes=NUM_CLASSES[args.task], width=args.width,
+                       dropout=args.dropout, sa_points=tuple(args.sa_points), sa_radius=tuple(args.sa_radius),
+                       sa_samples=tuple(args.sa_samples))
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    resolve_settings(args)
+    args = parse_args(argv)
     retain_freed_memory()
     device = choose_device(args.device)
     seed_everything(args.seed)
     task = args.task
-    out = Path(args.output_dir)
-    spec = resolve_data(task, args.data, args.data_dir, args.cache_dir, args.num_train, args.num_test,
-                        args.data_seed, quick=args.quick)
+    cfg = model_config(args)
+    with RunDir(args.output_dir, fresh=not args.resume) as run:
+        ckpts = CheckpointManager(run.path("checkpoints"), every=args.save_every, keep_last=args.keep_last, mode="max",
+                                  run=run)
+        state = None
+        if args.resume:
+            state = ckpts.resume()
+            if state is None:
+                print(f"note: no checkpoint in {ckpts.directory}; starting from scratch", file=sys.stderr)
+            else:
+                saved = state.get("config", state.get("model_config"))
+                if not isinstance(saved, dict):
+                    raise user_error(ckpts.directory, "Assignment 5 checkpoints (with a 'config' entry)",
+                                     f"entries {sorted(map(str, state))[:6]}")
+                check_same_config(ModelConfig.from_dict(saved).to_dict(), cfg.to_dict(), ckpts.directory,
+                                  CONFIG_KEYS[args.model])
+        return train(args, cfg, run, ckpts, state, device)
+
+
+def train(args: argparse.Namespace, cfg: ModelConfig, run: RunDir, ckpts: CheckpointManager, state: Optional[dict],
+          device: torch.device) -> int:
+    task = args.task
+    spec = resolve_data(task, args.data, args.data_path, args.cache_dir, args.num_train, args.num_test,
+                        args.data_seed, quick=False)
     train_np, train_lab = load_split(spec.root, task, "train")
     test_np, test_lab = load_split(spec.root, task, "test")
     train_x, train_y = torch.from_numpy(train_np), torch.from_numpy(train_lab)
     test_x, test_y = torch.from_numpy(test_np), torch.from_numpy(test_lab)
-    if len(train_x) == 0 or len(test_x) == 0:
-        raise ValueError(f"{spec.root}/{task}: empty training or test split")
     P = train_x.shape[1]
 
-    cfg = ModelConfig(task=task, arch=args.model, num_classes=NUM_CLASSES[task], width=args.width, dropout=args.dropout,
-                      sa_points=tuple(args.sa_points), sa_radius=tuple(args.sa_radius), sa_samples=tuple(args.sa_samples))
     model = build_model(cfg).to(device)
     optim = torch.optim.Adam(model.parameters(), lr=args.lr)
-    ckpt_dir = out / "checkpoints"
     start = 0
-    if args.resume:
-        ckpts = CheckpointManager(ckpt_dir, every=args.save_every, keep_last=args.keep_last, mode="max")
-        state = ckpts.resume()
-        if state is None:
-            print(f"note: no checkpoint in {ckpt_dir}; starting from scratch", file=sys.stderr)
-        else:
-            if ModelConfig.from_dict(state["model_config"]) != cfg:
-                raise UserError(f"{ckpt_dir}: the checkpoint's model ({state['model_config']}) differs from the flags' "
-                                f"({cfg.to_dict()}); resume with the same --task/--model/--width/--sa_* flags")
-            model.load_state_dict(state["model"])
-            optim.load_state_dict(state["optim"])
-            start = int(state["step"]) + 1
-            print(f"resuming after epoch {start} from {ckpts.last_path}", file=sys.stderr)
-    else:
-        if ckpt_dir.exists():  # a fresh run: old checkpoints (and their best.json) would mix in
-            shutil.rmtree(ckpt_dir)
-        clear_metrics(out)
-        ckpts = CheckpointManager(ckpt_dir, every=args.save_every, keep_last=args.keep_last, mode="max")
-    log = LossLog(out / "log.csv", append=args.resume and start > 0)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state.get("optimizer", state.get("optim")))
+        start = int(state["step"]) + 1
+        print(f"resuming after epoch {start} from {ckpts.directory} (step {state['step']})", file=sys.stderr)
+    log = run.track(LossLog(run.path(LOSS_LOG), append=start > 0))
     if start > 0:
         log.rewind(start - 1)
+    saved_args = {k: v for k, v in vars(args).items() if k != "given"}
 
     def state_dict(epoch_done: int, partial: bool = False) -> dict:
-        return {"model": model.state_dict(), "optim": optim.state_dict(), "model_config": cfg.to_dict(),
-                "data": spec.to_dict(), "args": {k: v for k, v in vars(args).items()}, "epoch": epoch_done,
-                "partial_epoch": partial}
+        return {"model": model.state_dict(), "optimizer": optim.state_dict(), "config": cfg.to_dict(),
+                "data": spec.to_dict(), "args": saved_args, "epoch": epoch_done, "partial_epoch": partial}
+
+    def save(epoch: int, metric: Optional[float] = None, partial: bool = False) -> Path:
+        check_finite_params(model, step)  # a non-finite model is never written, the step is named
+        return ckpts.save(epoch, state_dict(epoch, partial), metric=metric)
 
     g = torch.Generator().manual_seed(args.seed)
     g.manual_seed(args.seed * 1000003 + start)  # resumed runs draw fresh batches
@@ -240,7 +260,7 @@ def main(argv=None):
             t_train += time.perf_counter() - t0
             clouds_seen += clouds
             if stop.requested:
-                path = ckpts.save(epoch, state_dict(epoch, partial=True))
+                path = save(epoch, partial=True)
                 print(f"interrupted: saved {path}; --resume continues with epoch {epoch + 1}", file=sys.stderr)
                 break
             if args.bn_batches > 0:
@@ -255,8 +275,8 @@ def main(argv=None):
             print(f"epoch {epoch}: loss {row['train_loss']:.4f}, train acc {row['acc/train']:.4f}, "
                   f"test acc {test_acc:.4f} ({row['epoch_time_s']:.1f} s)", flush=True)
             if ckpts.is_better(test_acc) or ckpts.due(epoch) or epoch == args.num_epochs - 1:
-                ckpts.save(epoch, state_dict(epoch), metric=test_acc)
-    curves = log.plot(out / "curves.png", groups=[["train_loss"], ["acc/train", "acc/test"], ["lr"]],
+                save(epoch, metric=test_acc)
+    curves = log.plot(run.path("curves.png"), groups=[["train_loss"], ["acc/train", "acc/test"], ["lr"]],
                       title=f"{task} {args.model}", xlabel="epoch")
 
     # final: the best checkpoint on the whole test split at --final_points points per cloud
@@ -284,7 +304,7 @@ def main(argv=None):
         if args.baseline:
             metrics.update(fit_bbox_baseline(train_np, train_lab, test_np, test_lab))
     metrics["checks"] = {"test_accuracy": accuracy_check(task, test_acc, len(test_x), metrics["final_points"], args.model)}
-    report(out, metrics, [ckpts.directory, out / "log.csv", curves])
+    report(run.path(), metrics, [ckpts.directory, log.path, curves])
     return 0
 
 

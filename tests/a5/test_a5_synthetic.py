@@ -8,6 +8,7 @@ import torch
 
 from a5_pointnet.baseline import bbox_features, fit_bbox_baseline
 from a5_pointnet.data import load_split, resolve_data, synthetic_root
+from l3d.errors import UserError
 from a5_pointnet.synthetic import (CHAIR_PARTS, GENERATOR_VERSION, K_KNOTS, PartTable, generate_class, generate_split,
                                    sample_parts)
 
@@ -125,12 +126,12 @@ def test_cache_layout_and_loader_checks(tmp_path, capsys):
     (bad / "seg").mkdir(parents=True)
     np.save(bad / "seg" / "data_test.npy", np.zeros((2, 10, 3), np.float32))
     np.save(bad / "seg" / "label_test.npy", np.zeros((2, 9), np.int64))
-    with pytest.raises(ValueError, match=r"shape \(2, 10\)"):
+    with pytest.raises(UserError, match=r"label_test.npy: expected an array of shape \(2, 10\)"):
         load_split(bad, "seg", "test")
     np.save(bad / "seg" / "label_test.npy", np.full((2, 10), 6, np.int64))
-    with pytest.raises(ValueError, match="0..5"):
+    with pytest.raises(UserError, match="labels in 0..5"):
         load_split(bad, "seg", "test")
-    with pytest.raises(FileNotFoundError, match="course data not found"):
+    with pytest.raises(UserError, match="course data not found"):
         resolve_data("seg", "course", data_dir=str(tmp_path / "nowhere"))
     # course files present: auto picks them, in the same layout
     for split in ("train", "test"):
