@@ -16,6 +16,9 @@ from typing import Any, Dict, Optional
 import torch
 
 from l3d.checks import data_label
+from l3d.cli import VOCABULARY, nonneg_float, positive_float, positive_int
+from l3d.errors import user_error
+from l3d.run import atomic_write, check_same_config
 
 from .sds import DEFAULT_MODEL, StableDiffusion
 from .tiny import PIPELINE_LABEL, is_tiny
@@ -32,16 +35,31 @@ pictures themselves are **not** what Stable Diffusion would produce. Rerun the s
 """
 
 
-def add_sds_flags(ap: argparse.ArgumentParser, default_guidance: float = 100.0) -> None:
-    """The flags every SDS script shares (model, prompts, guidance, precision and memory)."""
+def shared_flag(ap, key: str, *more_aliases: str, default: Any = None, help: Optional[str] = None,
+                **kwargs) -> argparse.Action:
+    """Add the shared flag ``key`` of :data:`l3d.cli.VOCABULARY` to a parser or an argument group,
+    with its name, value type, help and aliases, plus ``more_aliases`` (the course's spellings)."""
+    spec = VOCABULARY[key]
+    if spec.action:
+        kwargs.setdefault("action", spec.action)
+    elif spec.type is not None:
+        kwargs.setdefault("type", spec.type)
+    return ap.add_argument(spec.name, *spec.aliases, *more_aliases, dest=key, default=default,
+                           help=help or spec.help, **kwargs)
+
+
+def add_sds_flags(ap: argparse.ArgumentParser, default_guidance: float = 100.0, save_every: int = 500) -> None:
+    """The flags every SDS script shares (model, prompts, guidance, precision and memory, resume)."""
     ap.add_argument("--prompt", default="a hamburger", help="text prompt")
     ap.add_argument("--negative_prompt", default="", help="negative / unconditional prompt of classifier-free guidance")
     ap.add_argument("--model", default=DEFAULT_MODEL,
                     help="Stable Diffusion checkpoint: a hub id in the local Hugging Face cache or a diffusers folder "
                          "(never downloaded)")
-    ap.add_argument("--guidance_scale", type=float, default=default_guidance, help="classifier-free guidance scale s")
-    ap.add_argument("--t_range", type=float, nargs=2, default=(0.02, 0.98), metavar=("MIN", "MAX"),
-                    help="timesteps t ~ U{int(T MIN) .. int(T MAX)} of the T = 1000 training steps")
+    ap.add_argument("--guidance_scale", type=positive_float, default=default_guidance,
+                    help="classifier-free guidance scale s")
+    ap.add_argument("--t_range", type=nonneg_float, nargs=2, default=(0.02, 0.98), metavar=("MIN", "MAX"),
+                    help="timesteps t ~ U{int(T MIN) .. int(T MAX)} of the T = 1000 training steps "
+                         "(0 <= MIN <= MAX <= 1)")
     ap.add_argument("--precision", choices=["auto", "fp32", "fp16"], default="auto",
                     help="weights of the diffusion model: auto = fp16 on CUDA, fp32 on CPU")
     ap.add_argument("--attention_slicing", action="store_true",
@@ -50,11 +68,48 @@ def add_sds_flags(ap: argparse.ArgumentParser, default_guidance: float = 100.0) 
                     help="keep the diffusion weights in CPU memory and stream them to the GPU per sub-module "
                          "(lowest GPU memory, slowest; CUDA only)")
     ap.add_argument("--postfix", default="", help="appended to the run's folder name")
-    ap.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    ap.add_argument("--ckpt_every", type=int, default=500, help="checkpoint every this many iterations (0: only at the end)")
-    ap.add_argument("--probe_every", type=int, default=10,
+    shared_flag(ap, "resume", help="continue from the newest intact checkpoint of the run's folder (the same "
+                                   "prompt, model and settings)")
+    shared_flag(ap, "save_every", default=save_every,
+                help="steps between checkpoints (0: only at the end and on Ctrl-C / SIGTERM)")
+    ap.add_argument("--probe_every", type=positive_int, default=10,
                     help="measure every this many iterations how the step moved the latent relative to the SDS "
-                         "direction (--quick: every iteration); the mean goes into metrics.json's checks")
+                         "direction; the mean goes into metrics.json's checks")
+
+
+def check_sds_flags(args: argparse.Namespace) -> None:
+    """The checks of the shared flags that their value types cannot make alone."""
+    lo, hi = args.t_range
+    if not lo <= hi <= 1.0:
+        raise user_error("--t_range", "MIN MAX with 0 <= MIN <= MAX <= 1", f"{lo:g} {hi:g}")
+
+
+def check_unit_interval(args: argparse.Namespace, *names: str) -> None:
+    """Each ``--<name>`` in [0, 1] (UserError naming the flag otherwise)."""
+    for name in names:
+        v = getattr(args, name)
+        if not 0.0 <= v <= 1.0:
+            raise user_error(f"--{name}", "a number in [0, 1]", f"{v:g}")
+
+
+def check_range(args: argparse.Namespace, name: str, lo_min: Optional[float] = None,
+                hi_max: Optional[float] = None, open_low: bool = False, open_high: bool = False) -> None:
+    """``--<name> LOW HIGH`` with LOW <= HIGH, LOW >= lo_min (> with ``open_low``) and HIGH <= hi_max
+    (< with ``open_high``); a UserError naming the flag otherwise."""
+    lo, hi = getattr(args, name)
+    ok = lo <= hi
+    if lo_min is not None:
+        ok = ok and (lo > lo_min if open_low else lo >= lo_min)
+    if hi_max is not None:
+        ok = ok and (hi < hi_max if open_high else hi <= hi_max)
+    if not ok:
+        bounds = []
+        if lo_min is not None:
+            bounds.append(f"LOW {'>' if open_low else '>='} {lo_min:g}")
+        if hi_max is not None:
+            bounds.append(f"HIGH {'<' if open_high else '<='} {hi_max:g}")
+        expected = "LOW HIGH with LOW <= HIGH" + (", " + ", ".join(bounds) if bounds else "")
+        raise user_error(f"--{name}", expected, f"{lo:g} {hi:g}")
 
 
 def slug(text: str) -> str:
@@ -65,16 +120,14 @@ def slug(text: str) -> str:
 
 
 def run_folder(args: argparse.Namespace, suffix: str = "") -> Path:
-    """``<output_dir>/<prompt slug><suffix><postfix>`` (created)."""
-    out = Path(args.output_dir) / f"{slug(args.prompt)}{suffix}{args.postfix}"
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    """``<output_dir>/<prompt slug><suffix><postfix>``: the run's folder (a :class:`l3d.run.RunDir`
+    creates and locks it)."""
+    return Path(args.output_dir) / f"{slug(args.prompt)}{suffix}{args.postfix}"
 
 
 def load_guidance(args: argparse.Namespace, device: torch.device) -> StableDiffusion:
     """The diffusion model named by ``--model`` with the memory flags applied."""
-    if args.guidance_scale <= 0:
-        raise ValueError(f"--guidance_scale must be positive, got {args.guidance_scale}")
+    check_sds_flags(args)
     return StableDiffusion.from_pretrained(args.model, device, args.precision, args.attention_slicing,
                                            args.cpu_offload, tuple(args.t_range))
 
@@ -202,9 +255,7 @@ def write_tiny_note(folder: Path, label: str) -> Optional[Path]:
     """Write ``TINY_PIPELINE.md`` into ``folder`` when the run used the tiny random checkpoint."""
     if label != PIPELINE_LABEL:
         return None
-    p = Path(folder) / "TINY_PIPELINE.md"
-    p.write_text(TINY_NOTE)
-    return p
+    return atomic_write(Path(folder) / "TINY_PIPELINE.md", TINY_NOTE)
 
 
 class StepTimer:
@@ -289,15 +340,38 @@ def memory_metrics(device: torch.device, rss_before_loop: float) -> Dict[str, An
     return out
 
 
-def check_iterations(n: int, name: str = "--iterations") -> int:
-    if n < 1:
-        raise ValueError(f"{name} must be at least 1, got {n}")
-    return n
-
-
 def save_args(folder: Path, args: argparse.Namespace) -> Path:
-    """``args.json`` with every flag of the run (for the record and for --resume)."""
-    p = Path(folder) / "args.json"
-    p.write_text(json.dumps({k: v for k, v in vars(args).items() if not k.startswith("_")}, indent=2, default=str))
-    return p
+    """``args.json`` with every flag of the run (for the record), written atomically."""
+    flags = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "given"}
+    return atomic_write(Path(folder) / "args.json", json.dumps(flags, indent=2, default=str) + "\n")
+
+
+def resume_state(ckpts, args: argparse.Namespace, config: Dict[str, Any], where: Path,
+                 device: torch.device) -> Optional[dict]:
+    """With ``--resume``: the newest intact checkpoint of ``ckpts`` (None when there is none yet),
+    after checking that it was made with the same ``config`` (prompt, model, field sizes, ...);
+    without ``--resume``: None."""
+    if not args.resume:
+        return None
+    state = ckpts.resume(map_location=device)
+    if state is None:
+        print(f"note: no checkpoint in {where}; starting from step 0", file=sys.stderr, flush=True)
+        return None
+    check_same_config(state.get("config", {}), config, where)
+    return state
+
+
+def model_id(sd: StableDiffusion, model: str) -> str:
+    """What identifies the diffusion model in a checkpoint's config: the resolved folder it was
+    loaded from (a hub id resolves to its snapshot folder), else the ``--model`` text."""
+    return str(Path(sd.folder).resolve()) if sd.folder is not None else str(model)
+
+
+def finish_note(stopped_at: Optional[int], total: int) -> Dict[str, Any]:
+    """metrics.json entries of a run that was stopped (Ctrl-C / SIGTERM) before its last step."""
+    if stopped_at is None:
+        return {"stopped_at_step": None}
+    print(f"stopped after step {stopped_at} of {total}; the checkpoint is saved: rerun the same command with "
+          f"--resume to continue", file=sys.stderr, flush=True)
+    return {"stopped_at_step": stopped_at}
 

@@ -14,24 +14,29 @@ pictures are not meaningful images; its checks measure that the code path works.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from l3d.cli import run_steps
+from l3d.cli import ScriptParser, run_cli, run_steps
 
 from ..parts import ROOT, diffusion_steps
-from .tiny import build_tiny_pipeline
+
+
+def build_parser(output_root: str = ROOT) -> ScriptParser:
+    ap = ScriptParser(description=__doc__)
+    ap.add_argument("--output_root", default=output_root,
+                    help="assignment output folder (each part writes diffusion_<part>/ below it)")
+    ap.add_argument("--device", default="cpu", help="device of the runs: cpu, cuda, cuda:<i> or auto")
+    return ap
 
 
 def main(argv=None, output_root: str = ROOT) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--output_root", default=output_root, help="assignment output folder")
-    ap.add_argument("--device", default="cpu", help="device for the runs")
     # None means "no flags" (not sys.argv): the assignment's demo calls main() from its own CLI
-    args = ap.parse_args([] if argv is None else list(argv))
+    args = build_parser(output_root).parse_args([] if argv is None else list(argv))
+    import torch  # after the flags: --help answers at once
+
+    from .tiny import build_tiny_pipeline
+
     root = Path(args.output_root)
     model = build_tiny_pipeline(root / ".tiny_sd_checkpoint")
     steps = diffusion_steps(str(root), str(model), args.device)
@@ -44,4 +49,4 @@ def main(argv=None, output_root: str = ROOT) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(main, sys.argv[1:])

@@ -5,7 +5,8 @@
     python -m a4_gaussians_diffusion.diffusion.nerf_optimization --prompt "a standing corgi dog" --view_dep_text 1
 
 Each iteration draws a random camera (radius U(3, 3.5), polar U(45, 105), azimuth U(-180, 180),
-FoV U(10, 30) degrees), volume-renders the field at ``--h`` x ``--w`` (64 x 64) with DreamFusion's
+FoV U(10, 30) degrees), volume-renders the field at ``--render_height`` x ``--render_width`` (64 x 64)
+with DreamFusion's
 shading and computes the guided SDS loss of the render (upsampled to the model's 512 x 512 and
 VAE-encoded) plus the regularisers:
 
@@ -25,10 +26,13 @@ exp(h + blob), sigmoid albedo, normals from the density gradient) and a learned 
 ray direction; Adam (lr 1e-3, betas 0.9/0.99; the course's Adan is not in PyTorch); an EMA copy of
 the weights renders the videos. Writes ``videos/rgb.mp4`` and ``videos/depth.mp4`` (a 360-degree
 orbit at polar 90, radius 3.2, FoV 20, at least 2 s per turn; also every ``--eval_every``
-iterations) with WebM (VP9) twins ``videos/rgb.webm`` / ``videos/depth.webm`` that every browser
+steps) with WebM (VP9) twins ``videos/rgb.webm`` / ``videos/depth.webm`` that every browser
 plays, ``rgb.png`` / ``depth.png`` (a strip of orbit frames), ``iters/iter_XXXX.png`` (training
-renders), ``losses.csv`` / ``losses.png``, checkpoints (``--resume`` continues) and
-``metrics.json`` into ``<output_dir>/<prompt><_view_dep><postfix>/``.
+renders every ``--snapshot_every`` steps), ``losses.csv`` / ``losses.png``, checkpoints (every
+``--save_every`` steps, at the end and on Ctrl-C / SIGTERM; ``--resume`` continues from the newest
+intact one, with the same prompt, model and field) and ``metrics.json`` into
+``<output_dir>/<prompt><_view_dep><postfix>/`` (locked while the run writes it; a fresh run
+replaces the folder's results only once it has saved its first checkpoint).
 
 Checks in metrics.json: ``sds_reaches_nerf``: every ``--probe_every`` iterations, with the
 gradient of the SDS term alone, :func:`.common.gradient_check` moves the field (and the learned
@@ -42,7 +46,7 @@ scatter by some 20 % around it: the exponential density makes the finite differe
 float32 renders inexact). With ``--view_dep_text 1`` also ``view_text_changes_guidance``:
 the relative difference between the guided noise predictions for the embeddings of the front
 (azimuth 0) and back (180) views, at the same noisy latent (0 if the view prompts did not reach
-the UNet). --quick runs 12 iterations at 16 x 16 with a 24-frame video.
+the UNet). --quick runs 12 steps at 16 x 16 with a 24-frame video.
 """
 
 from __future__ import annotations
@@ -55,14 +59,17 @@ import torch
 import torch.nn.functional as F
 
 from l3d.checks import check
-from l3d.cli import report, run_cli, script_parser
+from l3d.cli import finite_float, nonneg_float, nonneg_int, positive_float, positive_int, report, run_cli, \
+    script_parser
+from l3d.errors import user_error
 from l3d.media import save_image, save_mp4, save_webm
-from l3d.run import CheckpointManager, LossLog, check_finite
+from l3d.run import LOSS_LOG, LOSS_PLOT, CheckpointManager, LossLog, RunDir, check_finite, check_finite_params
 from l3d.train import choose_device, graceful_interrupt, progress, seed_everything
 
-from .common import StepAlignment, StepTimer, add_sds_flags, check_iterations, gradient_check, load_guidance, \
-    memory_metrics, pipeline_label, prompt_embeddings, rss_mb, run_data_label, run_folder, save_args, write_tiny_note
-from .nerf import EMA, Background, DreamNeRF, NeRFConfig, entropy_loss, render_nerf
+from .common import StepAlignment, StepTimer, add_sds_flags, check_range, check_unit_interval, finish_note, \
+    gradient_check, load_guidance, memory_metrics, model_id, pipeline_label, prompt_embeddings, resume_state, \
+    rss_mb, run_data_label, run_folder, save_args, shared_flag, write_tiny_note
+from .nerf import EMA, Background, DreamNeRF, NeRFConfig, config_dict, entropy_loss, render_nerf
 from .views import CameraSampler, orbit_cameras, view_dependent_embedding
 
 #: Check thresholds: the SDS gradient check (ratio, 1 = exact); relative front/back guidance difference.
@@ -116,84 +123,103 @@ def view_text_effect(sd, emb, args, device, seed: int = 0) -> float:
     return float((eps[0] - eps[1]).norm() / eps[0].norm().clamp(min=1e-12))
 
 
-def main(argv=None):
-    ap = script_parser(__doc__, "a4_gaussians_diffusion/diffusion_nerf")
-    add_sds_flags(ap)
-    ap.set_defaults(prompt="a standing corgi dog", ckpt_every=1000)
+#: --quick: 12 steps at 16 x 16, 16 + 8 samples per ray, a 24-frame video; flags you give win.
+QUICK = {"steps": 12, "render_height": 16, "render_width": 16, "n_samples": 16, "n_importance": 8, "hidden": 32,
+         "num_frames": 24, "eval_every": 0, "snapshot_every": 5, "video_size": 32, "probe_every": 1}
+
+
+def build_parser():
+    ap = script_parser(__doc__, "a4_gaussians_diffusion/diffusion_nerf", presets={"quick": QUICK})
+    add_sds_flags(ap, save_every=1000)
+    ap.set_defaults(prompt="a standing corgi dog")
     g = ap.add_argument_group("training")
-    g.add_argument("--iters", "--iterations", dest="iters", type=int, default=10000, help="optimisation steps")
-    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    g.add_argument("--h", type=int, default=64, help="render height in training")
-    g.add_argument("--w", type=int, default=64, help="render width in training")
-    g.add_argument("--lambda_entropy", type=float, default=1e-3, help="weight of the opacity entropy loss")
-    g.add_argument("--lambda_orient", type=float, default=1e-2, help="weight of the orientation loss")
-    g.add_argument("--latent_iter_ratio", type=float, default=0.2,
-                   help="fraction of the iterations with normal shading used directly as the latent (warm-up)")
-    g.add_argument("--albedo_iter_ratio", type=float, default=0.0, help="fraction of the iterations with albedo shading")
-    g.add_argument("--min_ambient_ratio", type=float, default=0.1, help="lowest ambient ratio of lambertian shading")
-    g.add_argument("--textureless_ratio", type=float, default=0.2, help="probability of textureless shading")
-    g.add_argument("--ema_decay", type=float, default=0.95, help="EMA of the weights used for the videos (0: off)")
+    shared_flag(g, "steps", "--iters", default=10000)
+    shared_flag(g, "lr", default=1e-3, help="Adam learning rate")
+    g.add_argument("--render_height", type=positive_int, default=64, help="height of the training renders in pixels")
+    g.add_argument("--render_width", type=positive_int, default=64, help="width of the training renders in pixels")
+    g.add_argument("--lambda_entropy", type=nonneg_float, default=1e-3, help="weight of the opacity entropy loss")
+    g.add_argument("--lambda_orient", type=nonneg_float, default=1e-2, help="weight of the orientation loss")
+    g.add_argument("--latent_iter_ratio", type=nonneg_float, default=0.2,
+                   help="fraction of the steps with normal shading used directly as the latent (warm-up)")
+    g.add_argument("--albedo_iter_ratio", type=nonneg_float, default=0.0, help="fraction of the steps with albedo shading")
+    g.add_argument("--min_ambient_ratio", type=nonneg_float, default=0.1, help="lowest ambient ratio of lambertian shading")
+    g.add_argument("--textureless_ratio", type=nonneg_float, default=0.2, help="probability of textureless shading")
+    g.add_argument("--ema_decay", type=nonneg_float, default=0.95,
+                   help="EMA of the weights used for the videos, in [0, 1) (0: off)")
     g.add_argument("--view_dep_text", type=int, choices=[0, 1], default=0,
                    help="1: front/side/back view prompts chosen by the camera azimuth")
     g.add_argument("--view_dep_mode", choices=["interp", "select"], default="interp",
                    help="interp: r = 1 - |az|/90 mixes front/side (side/back beyond 90); select: front |az|<30, "
                         "side 30..150, back beyond")
     c = ap.add_argument_group("cameras")
-    c.add_argument("--radius_range", type=float, nargs=2, default=(3.0, 3.5), help="training camera distance")
-    c.add_argument("--polar_range", type=float, nargs=2, default=(45.0, 105.0), help="training polar angle (deg from +Y)")
-    c.add_argument("--azimuth_range", type=float, nargs=2, default=(-180.0, 180.0), help="training azimuth (deg)")
-    c.add_argument("--fov_range", type=float, nargs=2, default=(10.0, 30.0), help="training vertical FoV (deg)")
-    c.add_argument("--default_radius", type=float, default=3.2, help="distance of the video orbit")
-    c.add_argument("--default_polar", type=float, default=90.0, help="polar angle of the video orbit")
-    c.add_argument("--default_fov", type=float, default=20.0, help="FoV of the video orbit")
+    c.add_argument("--radius_range", type=positive_float, nargs=2, default=(3.0, 3.5), metavar=("LOW", "HIGH"),
+                   help="training camera distance")
+    c.add_argument("--polar_range", type=finite_float, nargs=2, default=(45.0, 105.0), metavar=("LOW", "HIGH"),
+                   help="training polar angle (deg from +Y)")
+    c.add_argument("--azimuth_range", type=finite_float, nargs=2, default=(-180.0, 180.0), metavar=("LOW", "HIGH"),
+                   help="training azimuth (deg)")
+    c.add_argument("--fov_range", type=positive_float, nargs=2, default=(10.0, 30.0), metavar=("LOW", "HIGH"),
+                   help="training vertical FoV (deg, below 180)")
+    c.add_argument("--default_radius", type=positive_float, default=3.2, help="distance of the video orbit")
+    c.add_argument("--default_polar", type=finite_float, default=90.0, help="polar angle of the video orbit")
+    c.add_argument("--default_fov", type=positive_float, default=20.0, help="FoV of the video orbit (deg, below 180)")
     m = ap.add_argument_group("field and sampling")
-    m.add_argument("--n_harmonic", type=int, default=6, help="frequencies of the point encoding")
-    m.add_argument("--hidden", type=int, default=64, help="hidden width of the MLP")
-    m.add_argument("--n_layers", type=int, default=3, help="layers of the MLP")
-    m.add_argument("--blob_density", type=float, default=5.0, help="peak log-density of the blob prior")
-    m.add_argument("--blob_radius", type=float, default=0.2, help="radius of the blob prior")
-    m.add_argument("--bound", type=float, default=1.0, help="radius of the ball holding the scene")
-    m.add_argument("--n_samples", type=int, default=64, help="stratified samples per ray")
-    m.add_argument("--n_importance", type=int, default=32, help="importance samples per ray (0: none)")
+    m.add_argument("--n_harmonic", type=positive_int, default=6, help="frequencies of the point encoding")
+    m.add_argument("--hidden", type=positive_int, default=64, help="hidden width of the MLP")
+    m.add_argument("--n_layers", type=positive_int, default=3, help="layers of the MLP")
+    m.add_argument("--blob_density", type=finite_float, default=5.0, help="peak log-density of the blob prior")
+    m.add_argument("--blob_radius", type=positive_float, default=0.2, help="radius of the blob prior")
+    m.add_argument("--bound", type=positive_float, default=1.0, help="radius of the ball holding the scene")
+    m.add_argument("--n_samples", type=positive_int, default=64, help="stratified samples per ray (at least 3)")
+    m.add_argument("--n_importance", type=nonneg_int, default=32, help="importance samples per ray (0: none)")
     m.add_argument("--background", choices=["learned", "white", "black"], default="learned",
                    help="learned: an MLP of the ray direction (DreamFusion); else a fixed colour")
     o = ap.add_argument_group("outputs")
-    o.add_argument("--eval_every", type=int, default=2000, help="write orbit videos every this many iterations")
-    o.add_argument("--save_every", type=int, default=100, help="save the training render every this many iterations")
-    o.add_argument("--video_frames", type=int, default=100, help="frames of the orbit videos")
-    o.add_argument("--video_size", type=int, default=None, help="orbit video size (default: --h)")
-    o.add_argument("--fps", type=float, default=25, help="video frame rate (capped at video_frames / 2: >= 2 s per turn)")
-    o.add_argument("--chunk_rays", type=int, default=4096, help="rays per chunk when rendering videos")
-    args = ap.parse_args(argv)
-    if args.quick:
-        args.iters, args.h, args.w = min(args.iters, 12), min(args.h, 16), min(args.w, 16)
-        args.n_samples, args.n_importance = min(args.n_samples, 16), min(args.n_importance, 8)
-        args.hidden, args.video_frames = min(args.hidden, 32), min(args.video_frames, 24)
-        args.eval_every, args.save_every = max(args.iters, 1), min(args.save_every, 5)
-        args.video_size, args.probe_every = min(args.video_size or 32, 32), 1
-    check_iterations(args.iters, "--iters")
-    if args.probe_every < 1:
-        raise ValueError("--probe_every must be at least 1")
-    fps = min(args.fps, args.video_frames / 2.0)
-    video_size = args.video_size or args.h
-    if min(args.h, args.w, video_size, args.video_frames, args.save_every, args.eval_every) < 1:
-        raise ValueError("--h, --w, --video_size, --video_frames, --save_every and --eval_every must be positive")
+    o.add_argument("--eval_every", type=nonneg_int, default=2000,
+                   help="write orbit videos every this many steps (0: only the final ones)")
+    o.add_argument("--snapshot_every", type=positive_int, default=100,
+                   help="save the training render every this many steps (iters/iter_XXXX_<shading>.png)")
+    shared_flag(o, "num_frames", "--video_frames", default=100, help="frames of the orbit videos")
+    o.add_argument("--video_size", type=positive_int, default=None,
+                   help="side of the orbit videos in pixels (default: --render_height)")
+    shared_flag(o, "fps", default=25.0, help="video frame rate (capped at num_frames / 2: >= 2 s per turn)")
+    o.add_argument("--chunk_rays", type=positive_int, default=4096, help="rays per chunk when rendering videos")
+    return ap
+
+
+def check_flags(args) -> None:
+    """The checks that the flags' value types cannot make alone (UserError naming the flag)."""
     if args.n_samples < 3:
-        raise ValueError(f"--n_samples must be at least 3, got {args.n_samples}")
-    for name in ("latent_iter_ratio", "albedo_iter_ratio", "min_ambient_ratio", "textureless_ratio"):
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise ValueError(f"--{name} must be in [0, 1], got {getattr(args, name)}")
+        raise user_error("--n_samples", "at least 3 samples per ray", args.n_samples)
+    check_unit_interval(args, "latent_iter_ratio", "albedo_iter_ratio", "min_ambient_ratio", "textureless_ratio")
+    if not args.ema_decay < 1.0:
+        raise user_error("--ema_decay", "a number in [0, 1)", f"{args.ema_decay:g}")
+    check_range(args, "radius_range", lo_min=0.0, open_low=True)
+    check_range(args, "polar_range", lo_min=0.0, hi_max=180.0)
+    check_range(args, "azimuth_range")
+    check_range(args, "fov_range", lo_min=0.0, hi_max=180.0, open_low=True, open_high=True)
+    if not args.default_fov < 180.0:
+        raise user_error("--default_fov", "a field of view below 180 degrees", f"{args.default_fov:g}")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    check_flags(args)
+    fps = min(args.fps, args.num_frames / 2.0)
+    video_size = args.video_size or args.render_height
     device = choose_device(args.device)
     seed_everything(args.seed)
 
     sd = load_guidance(args, device)
     label = pipeline_label(sd, args.model)
-    out = run_folder(args, "_view_dep" if args.view_dep_text else "")
-    save_args(out, args)
+    folder = run_folder(args, "_view_dep" if args.view_dep_text else "")
     emb = prompt_embeddings(sd, args.prompt, args.negative_prompt, view_dependent=bool(args.view_dep_text))
 
     cfg = NeRFConfig(args.n_harmonic, args.hidden, args.n_layers, args.blob_density, args.blob_radius, args.bound,
                      n_samples=args.n_samples, n_importance=args.n_importance)
+    config = {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "guidance_scale": args.guidance_scale,
+              "model": model_id(sd, args.model), "view_dep_text": args.view_dep_text, "background": args.background,
+              **config_dict(cfg)}
     model = DreamNeRF(cfg).to(device)
     background = Background().to(device) if args.background == "learned" else None
     bg_color = None if background is not None else torch.full((3,), 1.0 if args.background == "white" else 0.0,
@@ -204,154 +230,167 @@ def main(argv=None):
     ema_bg = EMA(background, args.ema_decay) if background is not None else None
     sampler = CameraSampler(tuple(args.radius_range), tuple(args.polar_range), tuple(args.azimuth_range),
                             tuple(args.fov_range))
-    ckpts = CheckpointManager(out / "checkpoints", every=args.ckpt_every, keep_last=2)
-    log = LossLog(out / "losses.csv", append=args.resume)
-    start = 0
-    if args.resume and (state := ckpts.resume(map_location=device)) is not None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        if background is not None:
-            background.load_state_dict(state["background"])
-            ema_bg.load_state_dict(state["ema_background"])
-        optim.load_state_dict(state["optim"])
-        start = int(state["step"]) + 1
-        log.rewind(state["step"])
-        print(f"resumed from step {state['step']}")
+    with RunDir(folder, fresh=not args.resume) as run:  # locked; a failed fresh run keeps the old results
+        ckpts = CheckpointManager(run.path("checkpoints"), every=args.save_every, keep_last=2, run=run)
+        start = 0
+        state = resume_state(ckpts, args, config, folder, device)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            if background is not None:
+                background.load_state_dict(state["background"])
+                ema_bg.load_state_dict(state["ema_background"])
+            optim.load_state_dict(state["optimizer"])
+            start = int(state["step"]) + 1
+            print(f"resumed from step {state['step']}")
+        log = run.track(LossLog(run.path(LOSS_LOG), append=args.resume))
+        if state is not None:
+            log.rewind(state["step"])
+        save_args(run.path(), args)
 
-    cam_gen = torch.Generator().manual_seed(args.seed * 1000003 + start)
-    ray_gen = torch.Generator(device=device).manual_seed(args.seed + start)
-    rng = random.Random(args.seed * 7919 + start)
-    (out / "iters").mkdir(exist_ok=True)
-    (out / "videos").mkdir(exist_ok=True)
-    timer = StepTimer(device)
-    rss0 = rss_mb()
-    last_losses: dict = {}
-    n_saved = 0
+        cam_gen = torch.Generator().manual_seed(args.seed * 1000003 + start)
+        ray_gen = torch.Generator(device=device).manual_seed(args.seed + start)
+        rng = random.Random(args.seed * 7919 + start)
+        timer = StepTimer(device)
+        rss0 = rss_mb()
+        last_losses: dict = {}
+        n_saved, stopped_at = 0, None
 
-    grad_check = StepAlignment()  # collects the gradient checks of the probed steps
-    # finite differences need float32: fp16 weights (CUDA's default) round the latent's change away
-    can_probe = sd.dtype == torch.float32
+        grad_check = StepAlignment()  # collects the gradient checks of the probed steps
+        # finite differences need float32: fp16 weights (CUDA's default) round the latent's change away
+        can_probe = sd.dtype == torch.float32
 
-    def write_videos(tag: str, webm: bool = False):
-        rgb, depth = render_orbit(ema.module(), ema_bg.module() if ema_bg else background, args, device,
-                                  args.video_frames, video_size, bg_color)
-        files = [save_mp4(out / "videos" / f"rgb{tag}.mp4", rgb, fps=fps),
-                 save_mp4(out / "videos" / f"depth{tag}.mp4", depth_frames(depth), fps=fps)]
-        if webm:  # browsers without H.264 (Chromium) play these
-            files += [save_webm(out / "videos" / f"rgb{tag}.webm", rgb, fps=fps),
-                      save_webm(out / "videos" / f"depth{tag}.webm", depth_frames(depth), fps=fps)]
-        return files, rgb, depth
+        def write_videos(tag: str, webm: bool = False):
+            rgb, depth = render_orbit(ema.module(), ema_bg.module() if ema_bg else background, args, device,
+                                      args.num_frames, video_size, bg_color)
+            files = [save_mp4(run.path("videos", f"rgb{tag}.mp4"), rgb, fps=fps),
+                     save_mp4(run.path("videos", f"depth{tag}.mp4"), depth_frames(depth), fps=fps)]
+            if webm:  # browsers without H.264 (Chromium) play these
+                files += [save_webm(run.path("videos", f"rgb{tag}.webm"), rgb, fps=fps),
+                          save_webm(run.path("videos", f"depth{tag}.webm"), depth_frames(depth), fps=fps)]
+            return files, rgb, depth
 
-    def encode(r, as_latent: bool, vae_seed: int):
-        """The step's latent of a render: the normal-shading latent in the warm-up, else a VAE
-        posterior sample drawn with ``vae_seed``."""
-        image = r.image.permute(0, 3, 1, 2)  # (1, 3, h, w)
-        if as_latent:
-            four = torch.cat([image, r.opacity[:, None]], 1)  # (1, 4, h, w)
-            return F.interpolate(four, (sd.latent_size, sd.latent_size), mode="bilinear", align_corners=False) * 2 - 1
-        return sd.encode_images(image, generator=torch.Generator(device=device).manual_seed(vae_seed))
+        def encode(r, as_latent: bool, vae_seed: int):
+            """The step's latent of a render: the normal-shading latent in the warm-up, else a VAE
+            posterior sample drawn with ``vae_seed``."""
+            image = r.image.permute(0, 3, 1, 2)  # (1, 3, h, w)
+            if as_latent:
+                four = torch.cat([image, r.opacity[:, None]], 1)  # (1, 4, h, w)
+                return F.interpolate(four, (sd.latent_size, sd.latent_size), mode="bilinear",
+                                     align_corners=False) * 2 - 1
+            return sd.encode_images(image, generator=torch.Generator(device=device).manual_seed(vae_seed))
 
-    with graceful_interrupt() as stop:
-        for step in progress(range(start, args.iters), "DreamFusion"):
-            cams = sampler.sample(1, cam_gen, device)
-            shading, ambient, as_latent = choose_shading(step, args.iters, args, rng)
-            centre = cams.centers  # (1, 3)
-            light = F.normalize(centre + torch.randn(1, 3, generator=cam_gen).to(device), dim=-1)
-            probe = can_probe and (step % args.probe_every == 0 or step == args.iters - 1)
+        def checkpoint():
+            return {"model": model.state_dict(), "optimizer": optim.state_dict(), "config": config,
+                    "ema": ema.state_dict(),
+                    "background": background.state_dict() if background is not None else None,
+                    "ema_background": ema_bg.state_dict() if ema_bg is not None else None}
 
-            def render_step(generator, need_orient, lengths=None):
-                return render_nerf(model, cams.cameras, (args.h, args.w), shading,
-                                   background=None if as_latent else background,
-                                   background_color=torch.zeros(3, device=device) if as_latent else bg_color,
-                                   light_dir=light, ambient_ratio=ambient, perturb=True, generator=generator,
-                                   need_orient=need_orient, lengths=lengths)
+        with graceful_interrupt() as stop:
+            for step in progress(range(start, args.steps), "DreamFusion"):
+                cams = sampler.sample(1, cam_gen, device)
+                shading, ambient, as_latent = choose_shading(step, args.steps, args, rng)
+                centre = cams.centers  # (1, 3)
+                light = F.normalize(centre + torch.randn(1, 3, generator=cam_gen).to(device), dim=-1)
+                probe = can_probe and (step % args.probe_every == 0 or step == args.steps - 1)
 
-            step_check = float("nan")
-            vae_seed = args.seed * 1_000_003 + step
+                def render_step(generator, need_orient, lengths=None):
+                    return render_nerf(model, cams.cameras, (args.render_height, args.render_width), shading,
+                                       background=None if as_latent else background,
+                                       background_color=torch.zeros(3, device=device) if as_latent else bg_color,
+                                       light_dir=light, ambient_ratio=ambient, perturb=True, generator=generator,
+                                       need_orient=need_orient, lengths=lengths)
 
-            def view_latent():  # this step's view with the same ray samples and VAE sample
-                return encode(render_step(None, False, lengths=r.lengths), as_latent, vae_seed)
+                step_check = float("nan")
+                vae_seed = args.seed * 1_000_003 + step
 
-            with timer:
-                optim.zero_grad(set_to_none=True)
-                r = render_step(ray_gen, args.lambda_orient > 0)
-                latents = encode(r, as_latent, vae_seed)
-                cond = view_dependent_embedding(emb, cams.azimuth, args.view_dep_mode) if args.view_dep_text \
-                    else emb["default"]
-                res = sd.sds_loss(latents, cond, emb["uncond"], args.guidance_scale)
-                ent = entropy_loss(r.opacity)
-                lam_ent = args.lambda_entropy * min(1.0, 2.0 * step / args.iters)
-                loss = res.loss + lam_ent * ent + args.lambda_orient * r.orient
-                check_finite(loss, step)
-                sds_grads = None
-                if probe:  # the gradient of the SDS term alone (the regularisers have their own)
-                    with timer.paused():
-                        sds_grads = torch.autograd.grad(res.loss, params, retain_graph=True, allow_unused=True)
-                loss.backward()
-                if probe:
-                    with timer.paused():
-                        step_check = grad_check.record(gradient_check(params, sds_grads, view_latent, res.grad))
-                optim.step()
-                ema.update(model)
-                if ema_bg is not None:
-                    ema_bg.update(background)
-            last_losses = {"loss/total": float(loss.detach()), "loss/sds": float(res.loss.detach()),
-                           "loss/entropy": float(ent.detach()), "loss/orient": float(r.orient.detach())}
-            log.append(step, {**last_losses, "t": int(res.t[0]), "azimuth": float(cams.azimuth[0]),
-                              "shading": shading, "grad_check": step_check})
-            last = step == args.iters - 1
-            if (step + 1) % args.save_every == 0 or last:
-                save_image(out / "iters" / f"iter_{step + 1:04d}_{shading}.png", r.image[0].detach().clamp(0, 1))
-                n_saved += 1
-            if (step + 1) % args.eval_every == 0 and not last:
-                write_videos(f"_{step + 1:05d}")
-            state = lambda: {"model": model.state_dict(), "ema": ema.state_dict(), "optim": optim.state_dict(),  # noqa: E731
-                             "background": background.state_dict() if background is not None else None,
-                             "ema_background": ema_bg.state_dict() if ema_bg is not None else None,
-                             "config": vars(cfg), "args": vars(args)}
-            ckpts.maybe_save(step, state, force=stop.requested or last)
-            if stop.requested:
-                break
+                def view_latent():  # this step's view with the same ray samples and VAE sample
+                    return encode(render_step(None, False, lengths=r.lengths), as_latent, vae_seed)
 
-    files, rgb, depth = write_videos("", webm=True)
-    idx = np.linspace(0, len(rgb) - 1, min(len(rgb), 8)).round().astype(int)
-    files.append(save_image(out / "rgb.png", torch.cat(list(rgb[idx]), 1)))
-    files.append(save_image(out / "depth.png", torch.cat(list(depth_frames(depth)[idx]), 1)))
-    if log.rows():
-        files.append(log.plot(out / "losses.png", groups=[["loss/total", "loss/sds"], ["loss/entropy"], ["loss/orient"]]))
-    note = write_tiny_note(out, label)
-    final = {k.replace("loss/", "final_"): v for k, v in last_losses.items()}
-    checks = {}
-    if can_probe:
-        checks["sds_reaches_nerf"] = check(
-            grad_check.median, min=MIN_GRAD_CHECK, max=MAX_GRAD_CHECK,
-            what=f"SDS gradient check, median of {len(grad_check.values)} steps: the change of the step's latent "
-                 f"along the field's SDS gradient over the change back-propagation predicts (1 = the full SDS "
-                 f"gradient arrives)")
-    view_effect = None
-    if args.view_dep_text:
-        view_effect = view_text_effect(sd, emb, args, device)
-        checks["view_text_changes_guidance"] = check(
-            view_effect, min=MIN_VIEW_TEXT_EFFECT,
-            what="|eps_hat(front view) - eps_hat(back view)| / |eps_hat(front view)| at one noisy latent")
-    metrics = {
-        "pipeline": label, "data": run_data_label(label), "prompt": args.prompt, "view_dep_text": args.view_dep_text,
-        "sds_gradient_check": grad_check.median if can_probe else None, "gradient_checks": grad_check.values,
-        "view_text_effect": view_effect, "fps": fps,
-        "view_dep_mode": args.view_dep_mode if args.view_dep_text else None, "guidance_scale": args.guidance_scale,
-        "iterations": args.iters, "lambda_entropy": args.lambda_entropy, "lambda_orient": args.lambda_orient,
-        "latent_iter_ratio": args.latent_iter_ratio, "render_size": [args.h, args.w],
-        "samples_per_ray": args.n_samples + args.n_importance,
-        **{k: (v if math.isfinite(v) else None) for k, v in final.items()},
-        **timer.metrics(), "video_frames": args.video_frames, "video_size": video_size,
-        "video_depth_range": [float(depth.min()), float(depth.max())],
-        "device": str(device), "dtype": str(sd.dtype).replace("torch.", ""), **memory_metrics(device, rss0),
-        "checks": checks,
-    }
-    if not can_probe:
-        metrics["gradient_check_note"] = "not measured with fp16 weights (use --precision fp32)"
-    report(out, metrics, files + ([note] if note else []) + [f"{n_saved} training renders in {out / 'iters'}"])
-    return out
+                with timer:
+                    optim.zero_grad(set_to_none=True)
+                    r = render_step(ray_gen, args.lambda_orient > 0)
+                    latents = encode(r, as_latent, vae_seed)
+                    cond = view_dependent_embedding(emb, cams.azimuth, args.view_dep_mode) if args.view_dep_text \
+                        else emb["default"]
+                    res = sd.sds_loss(latents, cond, emb["uncond"], args.guidance_scale)
+                    ent = entropy_loss(r.opacity)
+                    lam_ent = args.lambda_entropy * min(1.0, 2.0 * step / args.steps)
+                    loss = res.loss + lam_ent * ent + args.lambda_orient * r.orient
+                    check_finite(loss, step)
+                    sds_grads = None
+                    if probe:  # the gradient of the SDS term alone (the regularisers have their own)
+                        with timer.paused():
+                            sds_grads = torch.autograd.grad(res.loss, params, retain_graph=True, allow_unused=True)
+                    loss.backward()
+                    if probe:
+                        with timer.paused():
+                            step_check = grad_check.record(gradient_check(params, sds_grads, view_latent, res.grad))
+                    optim.step()
+                    ema.update(model)
+                    if ema_bg is not None:
+                        ema_bg.update(background)
+                last_losses = {"loss/total": float(loss.detach()), "loss/sds": float(res.loss.detach()),
+                               "loss/entropy": float(ent.detach()), "loss/orient": float(r.orient.detach())}
+                log.append(step, {**last_losses, "t": int(res.t[0]), "azimuth": float(cams.azimuth[0]),
+                                  "shading": shading, "grad_check": step_check})
+                last = step == args.steps - 1
+                if (step + 1) % args.snapshot_every == 0 or last:
+                    save_image(run.path("iters", f"iter_{step + 1:04d}_{shading}.png"),
+                               r.image[0].detach().clamp(0, 1))
+                    n_saved += 1
+                if ckpts.due(step) or stop.requested or last:
+                    check_finite_params({"model": model, "background": background}, step)
+                    ckpts.save(step, checkpoint())  # the first save commits the run
+                if args.eval_every and (step + 1) % args.eval_every == 0 and not last and not stop.requested:
+                    write_videos(f"_{step + 1:05d}")
+                if stop.requested:
+                    stopped_at = step
+                    break
+
+        files, rgb, depth = write_videos("", webm=True)
+        idx = np.linspace(0, len(rgb) - 1, min(len(rgb), 8)).round().astype(int)
+        files.append(save_image(run.path("rgb.png"), torch.cat(list(rgb[idx]), 1)))
+        files.append(save_image(run.path("depth.png"), torch.cat(list(depth_frames(depth)[idx]), 1)))
+        if log.rows():
+            files.append(log.plot(run.path(LOSS_PLOT),
+                                  groups=[["loss/total", "loss/sds"], ["loss/entropy"], ["loss/orient"]]))
+        note = write_tiny_note(run.path(), label)
+        final = {k.replace("loss/", "final_"): v for k, v in last_losses.items()}
+        checks = {}
+        if can_probe:
+            checks["sds_reaches_nerf"] = check(
+                grad_check.median, min=MIN_GRAD_CHECK, max=MAX_GRAD_CHECK,
+                what=f"SDS gradient check, median of {len(grad_check.values)} steps: the change of the step's latent "
+                     f"along the field's SDS gradient over the change back-propagation predicts (1 = the full SDS "
+                     f"gradient arrives)")
+        view_effect = None
+        if args.view_dep_text:
+            view_effect = view_text_effect(sd, emb, args, device)
+            checks["view_text_changes_guidance"] = check(
+                view_effect, min=MIN_VIEW_TEXT_EFFECT,
+                what="|eps_hat(front view) - eps_hat(back view)| / |eps_hat(front view)| at one noisy latent")
+        metrics = {
+            "pipeline": label, "data": run_data_label(label), "prompt": args.prompt,
+            "view_dep_text": args.view_dep_text,
+            "sds_gradient_check": grad_check.median if can_probe else None, "gradient_checks": grad_check.values,
+            "view_text_effect": view_effect, "fps": fps,
+            "view_dep_mode": args.view_dep_mode if args.view_dep_text else None, "guidance_scale": args.guidance_scale,
+            "iterations": args.steps, **finish_note(stopped_at, args.steps),
+            "lambda_entropy": args.lambda_entropy, "lambda_orient": args.lambda_orient,
+            "latent_iter_ratio": args.latent_iter_ratio, "render_size": [args.render_height, args.render_width],
+            "samples_per_ray": args.n_samples + args.n_importance,
+            **{k: (v if math.isfinite(v) else None) for k, v in final.items()},
+            **timer.metrics(), "video_frames": args.num_frames, "video_size": video_size,
+            "video_depth_range": [float(depth.min()), float(depth.max())],
+            "device": str(device), "dtype": str(sd.dtype).replace("torch.", ""), **memory_metrics(device, rss0),
+            "checks": checks,
+        }
+        if not can_probe:
+            metrics["gradient_check_note"] = "not measured with fp16 weights (use --precision fp32)"
+        report(run.path(), metrics,
+               files + ([note] if note else []) + [f"{n_saved} training renders in {run.path('iters')}"])
+    return run.final()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ them (text embeddings, VAE encode/decode, :meth:`StableDiffusion.sds_loss`).
 
 Loading never downloads: ``--model`` is a local diffusers folder or a hub id that must already
 be in the local Hugging Face cache; otherwise :func:`resolve_model` raises a one-line
-:class:`l3d.train.UserError` saying how to get the weights. Tests and demos use the tiny random
+:class:`l3d.errors.UserError` saying how to get the weights. Tests and demos use the tiny random
 checkpoint of :mod:`a4_gaussians_diffusion.diffusion.tiny`, loaded through the same code.
 
 Shapes: B batch, L tokens, D text-embedding channels, C latent channels (4), h/w latent size,
@@ -39,7 +39,7 @@ from typing import Literal, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from l3d.errors import UserError
+from l3d.errors import UserError, user_error
 from l3d.validate import check_shape
 
 __all__ = [
@@ -283,6 +283,10 @@ class StableDiffusion:
             folder / "unet", local_files_only=True, torch_dtype=dtype))
         vae = load("vae", lambda: AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True, torch_dtype=dtype))
         scheduler = load("scheduler", lambda: DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True))
+        prediction = str(scheduler.config.get("prediction_type", "epsilon"))
+        if prediction not in ("epsilon", "v_prediction", "sample"):
+            raise user_error(folder / "scheduler" / "scheduler_config.json",
+                             "prediction_type epsilon, v_prediction or sample", repr(prediction))
         for m in (text_encoder, unet, vae):
             m.eval()
             m.requires_grad_(False)

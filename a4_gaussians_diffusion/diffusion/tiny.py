@@ -19,12 +19,14 @@ timings), not what Stable Diffusion would produce. Everything it writes is label
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
 
 import torch
+
+from l3d.cli import ScriptParser, run_cli
+from l3d.errors import user_error
 
 #: The marker written into the checkpoint folder and into every metrics.json made with it.
 TINY_MARKER = "tiny_random_pipeline.json"
@@ -147,14 +149,16 @@ def is_tiny(folder: Union[str, Path]) -> bool:
 
 
 def main(argv=None) -> Path:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ScriptParser(description=__doc__)
     ap.add_argument("folder", help="where to write the tiny checkpoint")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = ap.parse_args(argv)
+    if Path(args.folder).exists() and not Path(args.folder).is_dir():
+        raise user_error(args.folder, "a folder (or a path to create one)", "a file")
     out = build_tiny_pipeline(args.folder, args.seed)
     print(f"wrote {out}")
     return out
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -35,8 +35,8 @@ def common(tiny_dir, out):
 
 
 def test_image_optimization(tiny_dir, tmp_path):
-    out = image_optimization.main(["--prompt", "a hamburger", "--sds_guidance", "1", "--iterations", "3",
-                                   "--save_every", "2", *common(tiny_dir, tmp_path)])
+    out = image_optimization.main(["--prompt", "a hamburger", "--sds_guidance", "1", "--steps", "3",
+                                   "--snapshot_every", "2", *common(tiny_dir, tmp_path)])
     assert out == tmp_path / "a_hamburger_guidance"
     for name in ("final.png", "progress.png", "losses.png", "losses.csv", "TINY_PIPELINE.md", "command.txt",
                  "iters/iter_0002.png", "iters/iter_0003.png", "checkpoints/last.pt"):
@@ -54,9 +54,9 @@ def test_image_optimization(tiny_dir, tmp_path):
     # final.png is the decoded final latent of the checkpoint; the latent moved away from its noise init
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     init = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
-    assert state["step"] == 2 and float((state["latents"] - init).abs().max()) > 0.05
+    assert state["step"] == 2 and float((state["model"]["latents"] - init).abs().max()) > 0.05
     sd = StableDiffusion.from_pretrained(tiny_dir, "cpu")
-    decoded = sd.decode_latents(state["latents"])[0].permute(1, 2, 0)
+    decoded = sd.decode_latents(state["model"]["latents"])[0].permute(1, 2, 0)
     assert float((load_image(out / "final.png")[..., :3] - decoded).abs().max()) < 1.5 / 255
     # without guidance: its own folder, no guidance scale
     out0 = image_optimization.main(["--prompt", "a hamburger", "--sds_guidance", "0", "--iterations", "1",
