@@ -326,6 +326,15 @@ def train_loop(
                 raise user_error(ckpts.directory, "a checkpoint of this model configuration",
                                  f"one that does not fit ({first[:200]})",
                                  hint="use the same settings or a new output_dir") from None
+            old_lr = (saved.get("training") or {}).get("lr")
+            new_lr = float(tcfg["lr"])
+            if old_lr is not None and float(old_lr) != new_lr:  # the command line's rate wins, schedule kept
+                for g in optimizer.param_groups:
+                    g["lr"] *= new_lr / float(old_lr)
+                    g["initial_lr"] = new_lr
+                if scheduler is not None and hasattr(scheduler, "base_lrs"):
+                    scheduler.base_lrs = [new_lr for _ in scheduler.base_lrs]
+                print(f"training.lr is {new_lr:g} now, {float(old_lr):g} in the checkpoint; using {new_lr:g}")
             start = int(state["step"]) + 1
             log.rewind(int(state["step"]))
             print(f"resumed from the checkpoint of epoch {int(state['step'])} in {ckpts.directory}; "

@@ -341,8 +341,11 @@ def load_nerf_scene(name: str, image_size: Sequence[int], source: str = "auto",
         raise user_error("data.source", "auto, file or builtin", repr(source))
     h, w = as_hw(tuple(image_size))
     if source != "builtin":
-        pth = get_path(f"a3/{name}.pth", required=source == "file")
-        png = get_path(f"a3/{name}.png", required=source == "file")
+        try:
+            pth = get_path(f"a3/{name}.pth", required=source == "file")
+            png = get_path(f"a3/{name}.png", required=source == "file")
+        except FileNotFoundError as exc:  # data.source=file and the course's files are not there
+            raise user_error("data.source=file", f"a3/{name}.pth and a3/{name}.png in the data root", str(exc)) from None
         if pth is not None and png is not None:
             return read_nerf_files(pth, png, (h, w))
         if not quiet:
