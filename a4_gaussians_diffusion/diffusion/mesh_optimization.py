@@ -33,6 +33,7 @@ noise-like steps of 5e-4 would go) and 24-frame turntables.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Tuple
 
 import torch
@@ -43,6 +44,7 @@ from l3d.cameras import FoVPerspectiveCameras, look_at_view_transform
 from l3d.checks import check, data_label
 from l3d.cli import finite_float, positive_float, positive_int, report, run_cli, script_parser
 from l3d.data import data_root, load_mesh_or_standin
+from l3d.errors import user_error
 from l3d.fields import HarmonicEmbedding, MLPWithInputSkips
 from l3d.io import load_obj
 from l3d.media import save_gif_with_png, save_image
@@ -152,6 +154,8 @@ def main(argv=None):
 
     synthetic = args.data_path == "synthetic"
     if args.data_path and not synthetic:
+        if not Path(args.data_path).is_file():
+            raise user_error("--data_path", "an OBJ mesh file (or 'synthetic')", f"no file at {args.data_path}")
         mesh = load_obj(args.data_path, device=device)
         mesh_label = f"mesh: {args.data_path}"
     else:
