@@ -120,12 +120,10 @@ def contact_sheet(imgs: dict) -> torch.Tensor:
 
 
 def main(argv=None):
-    ap = script_parser(__doc__, "a1_rendering/camera_transforms")
-    add_mesh_flags(ap, "a1/cow_with_axis.obj", name="mesh_path")
-    ap.add_argument("--image_size", type=int, default=256, help="image size in pixels")
+    ap = script_parser(__doc__, "a1_rendering/camera_transforms", presets={"quick": {"image_size": 128}})
+    add_mesh_flags(ap, "a1/cow_with_axis.obj")
+    ap.add_flag("image_size", default=256, help="image size in pixels")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.image_size = min(args.image_size, 128)
     device = choose_device(args.device)
     mesh, data, course = load_mesh_labelled(args, device)
     imgs = render_transforms(mesh, args.image_size, rgba=True)

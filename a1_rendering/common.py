@@ -11,8 +11,9 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 import torch
 
 from l3d.checks import data_label
-from l3d.cli import report
+from l3d.cli import VOCABULARY, ScriptParser, finite_float, report
 from l3d.data import data_root, load_mesh_or_standin
+from l3d.errors import user_error
 from l3d.io import load_obj
 from l3d.media import label_image
 from l3d.run import read_metrics
@@ -20,10 +21,13 @@ from l3d.structures import Meshes, TexturesUV, TexturesVertex, join_meshes_as_sc
 
 MESH_COLOR = (0.7, 0.7, 1.0)  # the course's default mesh colour
 
-# Turntables: at least 36 frames and 2 s per turn by default; quick runs keep 24 frames and slow
-# the frame rate so that a turn still lasts >= 2 s.
-QUICK_FRAMES = 24
-QUICK_FPS = 10.0
+# Turntables: at least 36 frames and 2 s per turn by default; the quick preset keeps 24 frames at
+# 10 fps (a turn still lasts >= 2 s) and small frames. Flags the user gives win over a preset.
+TURNTABLE_QUICK = {"num_frames": 24, "fps": 10.0, "image_size": 128}
+
+COURSE_MESH_FLAGS = ("--cow_path",)  # the course's starter code names its mesh flag so
+
+SYNTHETIC = "synthetic"  # the --data_path value that forces the built-in stand-in
 
 # what the built-in stand-ins are, for metrics.json and messages
 STANDIN_COW = "procedural cow-like mesh (a textured egg with four legs built by l3d)"
@@ -41,20 +45,55 @@ def standin_label(rel: str, reason: str = "") -> str:
     return data_label(standin=f"{STANDINS.get(rel, STANDIN_COW)}; {reason}")
 
 
-def add_mesh_flags(ap: argparse.ArgumentParser, default_rel: str = "a1/cow.obj", name: str = "cow_path") -> None:
-    """``--<name>`` (an OBJ; default: <data root>/<default_rel>) and ``--data auto|synthetic``."""
-    ap.add_argument(f"--{name}", default=None,
-                    help=f"OBJ file to render (default: $L3D_DATA/{default_rel}, or the built-in stand-in when absent)")
-    ap.add_argument("--data", choices=["auto", "synthetic"], default="auto",
-                    help="synthetic forces the built-in stand-in instead of the course file")
-    ap.set_defaults(_mesh_rel=default_rel, _mesh_flag=name)
+def add_mesh_flags(ap: ScriptParser, default_rel: str = "a1/cow.obj") -> None:
+    """``--data_path`` (alias ``--cow_path``, the course's flag): the OBJ to render, or
+    ``synthetic`` for the built-in stand-in; default: ``$L3D_DATA/<default_rel>``, or the stand-in
+    when that is absent."""
+    spec = VOCABULARY["data_path"]
+    ap.add_argument(spec.name, *spec.aliases, *COURSE_MESH_FLAGS, dest="data_path", default=None,
+                    help=f"OBJ file to render, or '{SYNTHETIC}' for the built-in stand-in (default: "
+                         f"$L3D_DATA/{default_rel}, or the stand-in when that is absent)")
+    ap.set_defaults(_mesh_rel=default_rel)
 
 
-def quick_turntable(args: argparse.Namespace, image_size: int = 128) -> None:
-    """The --quick setting of a turntable: 24 frames, >= 2 s per turn, small frames."""
-    args.num_frames = min(args.num_frames, QUICK_FRAMES)
-    args.fps = min(args.fps, QUICK_FPS * args.num_frames / QUICK_FRAMES)
-    args.image_size = min(args.image_size, image_size)
+def add_turntable_flags(ap: ScriptParser, num_frames: int = 36, fps: float = 15.0, image_size: int = 256,
+                        frames_help: str = "frames in the turntable") -> None:
+    """``--num_frames``, ``--fps`` and ``--image_size`` of a GIF, with the shared value types."""
+    ap.add_flag("num_frames", default=num_frames, help=frames_help)
+    ap.add_flag("fps", default=fps, help="GIF frame rate (frame duration 1000/fps ms)")
+    ap.add_flag("image_size", default=image_size, help="frame size in pixels")
+
+
+# ----------------------------------------------------------------------------------------------
+# value types for the flags of this package (argparse names the flag when a value is rejected)
+# ----------------------------------------------------------------------------------------------
+def unit_float(text: str) -> float:
+    """A number in [0, 1] (a colour channel)."""
+    v = finite_float(text)
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], found {text}")
+    return v
+
+
+def int_at_least(lo: int):
+    """A value type: an integer >= ``lo``."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, found {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, found {text}")
+        return v
+
+    parse.__name__ = f"int_at_least_{lo}"
+    return parse
+
+
+def need_frames(args: argparse.Namespace, at_least: int) -> None:
+    """``--num_frames`` below what the script needs (a zoom needs two ends): one-line error."""
+    if args.num_frames < at_least:
+        raise user_error("--num_frames", f"at least {at_least}", args.num_frames)
 
 
 def course_file(rel: str) -> Optional[Path]:
@@ -73,12 +112,12 @@ def _standin(rel: str, device) -> Meshes:
 
 
 def load_mesh_labelled(args: argparse.Namespace, device) -> Tuple[Meshes, str, bool]:
-    """The mesh named by the flags of :func:`add_mesh_flags`, its ``"data"`` label for
+    """The mesh named by ``--data_path`` (see :func:`add_mesh_flags`), its ``"data"`` label for
     metrics.json, and whether it is the course's own file from the data root."""
     rel = args._mesh_rel
-    path = getattr(args, args._mesh_flag)
-    if args.data == "synthetic":
-        return _standin(rel, device), standin_label(rel, "--data synthetic"), False
+    path = args.data_path
+    if path == SYNTHETIC:
+        return _standin(rel, device), standin_label(rel, f"--data_path {SYNTHETIC}"), False
     if path is not None:
         p = Path(path).resolve()
         root = data_root().resolve()

@@ -1,6 +1,12 @@
-"""Quick run of every Assignment 1 part (small images, few frames): `python -m a1_rendering.demo`."""
+"""Quick run of every Assignment 1 part (small images, few frames), about 30 s on one CPU core:
 
-from l3d.cli import run_steps
+    python -m a1_rendering.demo
+
+Runs each script below with --quick into its folder under output/a1_rendering/ (each writes a
+metrics.json with its checks); `python -m l3d.report --check --only A1` then checks them all.
+"""
+
+from l3d.cli import ScriptParser, run_cli, run_steps
 
 Q = ["--quick"]
 STEPS = [
@@ -24,8 +30,16 @@ STEPS = [
 
 
 def main(argv=None):
+    steps = "\n".join(f"    python -m {m} {' '.join(a)}" for m, a in STEPS)
+    ap = ScriptParser(prog="python -m a1_rendering.demo", description=__doc__ + "\nsteps:\n" + steps)
+    ap.add_argument("--list", action="store_true", help="print the steps' commands and exit without running them")
+    args = ap.parse_args(argv)
+    if args.list:
+        print(steps)
+        return 0
     run_steps(STEPS)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -25,12 +25,13 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from a1_rendering.common import add_banner, add_mesh_flags, course_file, load_mesh_labelled, report_checks, \
-    small_faces
+from a1_rendering.common import add_banner, add_mesh_flags, course_file, load_mesh_labelled, need_frames, \
+    report_checks, small_faces
 from a1_rendering.measure import gif_timing, subject_size
 from l3d.cameras import FoVPerspectiveCameras
 from l3d.checks import check
-from l3d.cli import output_path, run_cli, script_parser
+from l3d.cli import finite_float, output_path, positive_float, run_cli, script_parser
+from l3d.errors import user_error
 from l3d.media import save_gif_with_png
 from l3d.raster import rasterize_meshes
 from l3d.shading import PointLights, shade_fragments
@@ -160,29 +161,35 @@ def reference_error(mesh: Meshes, ref_path, frames=(0, 50, 99)) -> float:
     return float(np.mean(errs))
 
 
+def focus_depth(text: str):
+    """The value type of ``--focus_z``: ``auto`` or a finite number."""
+    return "auto" if text == "auto" else finite_float(text)
+
+
 def main(argv=None):
-    ap = script_parser(__doc__, "a1_rendering/dolly_zoom", output_file="dolly.gif")
-    add_mesh_flags(ap, "a1/cow_on_plane.obj", name="mesh_path")
-    ap.add_argument("--num_frames", type=int, default=100, help="frames (fov = linspace(5, 120, num_frames))")
-    ap.add_argument("--duration", type=float, default=30, help="frame duration in milliseconds")
-    ap.add_argument("--image_size", type=int, default=256, help="frame size in pixels (plus the label strip)")
-    ap.add_argument("--k", type=float, default=2.5,
-                    help="half-width of the view at the focus plane: distance = k / tan(fov/2) (2.5 is the "
+    ap = script_parser(__doc__, "a1_rendering/dolly_zoom", output_file="dolly.gif",
+                       presets={"quick": {"num_frames": 24, "image_size": 128, "duration": 100.0}})
+    add_mesh_flags(ap, "a1/cow_on_plane.obj")
+    ap.add_flag("num_frames", default=100, help="frames (fov = linspace(5, 120, num_frames)); at least 2")
+    ap.add_argument("--duration", type=positive_float, default=30, help="frame duration in milliseconds")
+    ap.add_flag("image_size", default=256, help="frame size in pixels (plus the label strip)")
+    ap.add_argument("--focus_half_width", type=positive_float, default=2.5,
+                    help="half-width k of the view at the focus plane: distance = k / tan(fov/2) (2.5 is the "
                          "course's framing)")
-    ap.add_argument("--focus_z", default="auto",
+    ap.add_argument("--focus_z", type=focus_depth, default="auto",
                     help="world z of the plane that keeps its size: a number, or auto (the subject's silhouette "
                          "keeps its area; 0 reproduces the course's reference GIF)")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.num_frames, args.image_size = min(args.num_frames, 24), min(args.image_size, 128)
-        args.duration = max(args.duration, 100.0)
-    if args.num_frames < 2:
-        raise ValueError("--num_frames must be at least 2")
+    need_frames(args, 2)
     mesh, data, course = load_mesh_labelled(args, choose_device(args.device))
     subject = small_faces(mesh)  # the cow: everything but the floor slab
+    if not bool(subject.any()):
+        raise user_error(args.data_path or "--data_path", "a subject to keep in focus (faces smaller than a quarter "
+                         "of the scene's size)", f"only {len(subject)} large faces")
+    k = args.focus_half_width
     t = time.perf_counter()
-    focus = auto_focus_z(mesh, subject, args.k, 5.0, 120.0) if args.focus_z == "auto" else float(args.focus_z)
-    d = dolly_frames(mesh, args.num_frames, args.image_size, args.k, focus_z=focus, subject=subject)
+    focus = auto_focus_z(mesh, subject, k, 5.0, 120.0) if args.focus_z == "auto" else args.focus_z
+    d = dolly_frames(mesh, args.num_frames, args.image_size, k, focus_z=focus, subject=subject)
     elapsed = time.perf_counter() - t
     gif, png = save_gif_with_png(output_path(args, "dolly.gif"), d.frames, duration_ms=args.duration)
     size, floor = d.subject_size, d.size_of(~subject)

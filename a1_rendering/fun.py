@@ -18,7 +18,8 @@ import math
 
 import torch
 
-from a1_rendering.common import render_turntable, report_checks, turntable_checks
+from a1_rendering.common import TURNTABLE_QUICK, add_turntable_flags, need_frames, render_turntable, report_checks, \
+    turntable_checks
 from a1_rendering.dolly_zoom import auto_focus_z, dolly_frames
 from a1_rendering.measure import gif_timing
 from l3d.checks import check
@@ -102,17 +103,13 @@ def cottage_scene(device="cpu", with_masks: bool = False, meadow: bool = False):
 
 
 def main(argv=None):
-    ap = script_parser(__doc__, "a1_rendering/fun", output_file="cottage_<function>.gif")
+    ap = script_parser(__doc__, "a1_rendering/fun", output_file="cottage_<function>.gif",
+                       presets={"quick": TURNTABLE_QUICK})
     ap.add_argument("--function", choices=["full", "dolly"], default="full",
                     help="full: 360-degree turntable; dolly: dolly zoom towards the door")
-    ap.add_argument("--num_frames", type=int, default=60, help="frames in the GIF")
-    ap.add_argument("--fps", type=float, default=15, help="GIF frame rate")
-    ap.add_argument("--image_size", type=int, default=256, help="frame size in pixels")
+    add_turntable_flags(ap, num_frames=60, frames_help="frames in the GIF (at least 2)")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.num_frames, args.fps, args.image_size = min(args.num_frames, 24), min(args.fps, 10.0), min(args.image_size, 128)
-    if args.num_frames < 2:
-        raise ValueError("--num_frames must be at least 2")
+    need_frames(args, 2)
     scene, masks = cottage_scene(choose_device(args.device), with_masks=True, meadow=args.function == "dolly")
     house = masks["house"]
     sky = (0.75, 0.87, 1.0)

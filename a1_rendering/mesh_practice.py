@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import torch
 
-from a1_rendering.common import MESH_COLOR, render_turntable, report_checks, turntable_checks
+from a1_rendering.common import MESH_COLOR, add_turntable_flags, render_turntable, report_checks, turntable_checks
 from a1_rendering.measure import edge_face_counts, euler_characteristic, signed_volume
 from l3d.checks import check
-from l3d.cli import output_path, run_cli, script_parser
+from l3d.cli import finite_float, output_path, run_cli, script_parser
 from l3d.media import save_gif_with_png
 from l3d.structures import Meshes
 from l3d.train import choose_device
@@ -71,18 +71,13 @@ def shape_checks(shape: str, mesh: Meshes) -> dict:
 
 
 def main(argv=None):
-    ap = script_parser(__doc__, "a1_rendering/mesh_practice", output_file="<shape>.gif")
+    ap = script_parser(__doc__, "a1_rendering/mesh_practice", output_file="<shape>.gif",
+                       presets={"quick": {"num_frames": 25, "fps": 10.0, "image_size": 128}})
     ap.add_argument("--shape", choices=sorted(SHAPES), default="tetrahedron", help="which solid to build")
-    ap.add_argument("--num_frames", type=int, default=45,
-                    help="frames in the turntable (odd, so the steps do not match the shapes' symmetry)")
-    ap.add_argument("--fps", type=float, default=15, help="GIF frame rate")
-    ap.add_argument("--image_size", type=int, default=256, help="frame size in pixels")
-    ap.add_argument("--elev", type=float, default=20.0, help="camera elevation in degrees")
+    add_turntable_flags(ap, num_frames=45,
+                        frames_help="frames in the turntable (odd, so the steps do not match the shapes' symmetry)")
+    ap.add_argument("--elev", type=finite_float, default=20.0, help="camera elevation in degrees")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.num_frames, args.fps, args.image_size = min(args.num_frames, 25), min(args.fps, 10.0), min(args.image_size, 128)
-    if args.num_frames < 1:
-        raise ValueError("--num_frames must be at least 1")
     mesh = SHAPES[args.shape](choose_device(args.device))
     nv, nf = int(mesh.num_verts_per_mesh()[0]), int(mesh.num_faces_per_mesh()[0])
     print(f"{args.shape}: {nv} vertices, {nf} faces")

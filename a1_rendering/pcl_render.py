@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import torch
 
-from a1_rendering.common import quick_turntable, report_checks
+from pathlib import Path
+
+from a1_rendering.common import SYNTHETIC, TURNTABLE_QUICK, add_turntable_flags, report_checks
 from a1_rendering.measure import gif_timing, motion_ratio
+from a1_rendering.rgbd import COURSE_RGBD, load_rgbd_pair
 from l3d.cameras import FoVPerspectiveCameras, look_at_view_transform, ndc_pixel_centers, rotation_about_axis, \
     unproject_depth_image
 from l3d.checks import check, data_label
-from l3d.cli import run_cli, script_parser
-from l3d.data import load_rgbd_pair
+from l3d.cli import positive_float, run_cli, script_parser
+from l3d.data import data_root
 from l3d.media import save_gif_with_png
 from l3d.shading import render_points
 from l3d.structures import Pointclouds
@@ -111,25 +114,27 @@ def turntable(points, colors, num_frames, image_size, dist, flip: bool, radius=0
 
 
 def main(argv=None):
-    ap = script_parser(__doc__, "a1_rendering/pcl_render")
-    ap.add_argument("--rgbd_path", default="a1/rgbd_data.pkl", help="pickle under the data root")
-    ap.add_argument("--data", choices=["auto", "synthetic"], default="auto", help="synthetic forces the rendered stand-in")
-    ap.add_argument("--num_frames", type=int, default=36, help="frames per GIF")
-    ap.add_argument("--fps", type=float, default=15, help="GIF frame rate")
-    ap.add_argument("--image_size", type=int, default=256, help="frame size in pixels")
-    ap.add_argument("--dist", type=float, default=None, help="camera distance (default 6 for the course data, 3 synthetic)")
+    ap = script_parser(__doc__, "a1_rendering/pcl_render", presets={"quick": TURNTABLE_QUICK})
+    ap.add_flag("data_path", default=None,
+                help=f"RGB-D pickle like the course's rgbd_data.pkl, or '{SYNTHETIC}' for the rendered stand-in "
+                     f"(default: $L3D_DATA/{COURSE_RGBD}, or the stand-in when that is absent)")
+    add_turntable_flags(ap, frames_help="frames per GIF")
+    ap.add_argument("--dist", type=positive_float, default=None,
+                    help="camera distance (default 6 for the course data, 3 synthetic)")
     ap.add_argument("--flip", choices=["auto", "yes", "no"], default="auto",
                     help="roll the view 180 degrees (auto: only for the course's CO3D data)")
     args = ap.parse_args(argv)
-    if args.quick:
-        quick_turntable(args)
-    data = load_rgbd_pair(args.rgbd_path, choose_device(args.device), force_synthetic=args.data == "synthetic")
+    data = load_rgbd_pair(args.data_path, choose_device(args.device))
     course = data["source"] == "course"
     if course:
-        label = data_label(course_file=args.rgbd_path)
+        path = Path(args.data_path or data_root() / COURSE_RGBD).resolve()
+        try:
+            label = data_label(course_file=path.relative_to(data_root().resolve()).as_posix())
+        except ValueError:
+            label = f"file: {args.data_path}"
     else:
-        why = "--data synthetic" if args.data == "synthetic" else \
-            f"the course's {args.rgbd_path} (a CO3D plant) is not in the data root"
+        why = f"--data_path {SYNTHETIC}" if args.data_path == SYNTHETIC else \
+            f"the course's {COURSE_RGBD} (a CO3D plant) is not in the data root"
         label = data_label(standin=f"{data.get('description', 'two RGB-D views rendered by l3d')}; {why}")
     flip = args.flip == "yes" or (args.flip == "auto" and course)
     dist = args.dist if args.dist is not None else (6.0 if course else 3.0)

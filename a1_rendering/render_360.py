@@ -11,29 +11,24 @@ from __future__ import annotations
 
 import time
 
-from a1_rendering.common import add_mesh_flags, load_mesh_labelled, quick_turntable, render_turntable, report_checks, \
-    turntable_checks
-from l3d.cli import output_path, run_cli, script_parser
+from a1_rendering.common import TURNTABLE_QUICK, add_mesh_flags, add_turntable_flags, load_mesh_labelled, \
+    render_turntable, report_checks, turntable_checks, unit_float
+from l3d.cli import finite_float, output_path, positive_float, run_cli, script_parser
 from l3d.media import save_gif_with_png
 from l3d.train import choose_device
 from l3d.viz import with_vertex_colors
 
 
 def main(argv=None):
-    ap = script_parser(__doc__, "a1_rendering/render_360", output_file="cow_360.gif")
+    ap = script_parser(__doc__, "a1_rendering/render_360", output_file="cow_360.gif",
+                       presets={"quick": TURNTABLE_QUICK})
     add_mesh_flags(ap)
-    ap.add_argument("--num_frames", type=int, default=36, help="frames in the turntable")
-    ap.add_argument("--fps", type=float, default=15, help="GIF frame rate (frame duration 1000/fps ms)")
-    ap.add_argument("--image_size", type=int, default=256, help="frame size in pixels")
-    ap.add_argument("--dist", type=float, default=3.0, help="camera distance from the origin")
-    ap.add_argument("--elev", type=float, default=0.0, help="camera elevation in degrees")
-    ap.add_argument("--color", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
-                    help="flat mesh colour instead of the mesh's texture")
+    add_turntable_flags(ap)
+    ap.add_argument("--dist", type=positive_float, default=3.0, help="camera distance from the origin")
+    ap.add_argument("--elev", type=finite_float, default=0.0, help="camera elevation in degrees")
+    ap.add_argument("--color", type=unit_float, nargs=3, default=None, metavar=("R", "G", "B"),
+                    help="flat mesh colour (channels in [0, 1]) instead of the mesh's texture")
     args = ap.parse_args(argv)
-    if args.quick:
-        quick_turntable(args)
-    if args.num_frames < 1:
-        raise ValueError("--num_frames must be at least 1")
     mesh, data, _ = load_mesh_labelled(args, choose_device(args.device))
     if args.color is not None:
         mesh = with_vertex_colors(mesh, args.color)

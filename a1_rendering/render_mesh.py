@@ -5,7 +5,10 @@ Checks (metrics.json): the rendered silhouette against surface samples (4 per pi
 by the same camera (their outlines agree within a pixel), and, with the course's cow.obj, the
 render against the course's reference/cow_render.jpg (mean absolute error per pixel at 256 x 256).
 
-    python -m a1_rendering.render_mesh --image_size 512 --output_path output/a1_rendering/cow_render.png
+    python -m a1_rendering.render_mesh --image_size 512 --output_file output/a1_rendering/cow_render.png
+
+(``--output_path`` and ``--cow_path``, the course's names, are accepted for ``--output_file`` and
+``--data_path``.)
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ import time
 import numpy as np
 import torch
 
-from a1_rendering.common import MESH_COLOR, add_mesh_flags, course_file, load_mesh_labelled, report_checks
+from a1_rendering.common import MESH_COLOR, add_mesh_flags, course_file, load_mesh_labelled, report_checks, unit_float
 from a1_rendering.measure import sample_silhouette, silhouette_match
 from l3d.cameras import FoVPerspectiveCameras
 from l3d.checks import check
-from l3d.cli import run_cli, script_parser
+from l3d.cli import output_path, run_cli, script_parser
 from l3d.media import load_image, save_image
 from l3d.shading import PointLights, render_mesh
 from l3d.train import choose_device
@@ -49,22 +52,21 @@ def reference_error(img: torch.Tensor, ref_path) -> float:
 
 
 def main(argv=None):
-    ap = script_parser(__doc__, "a1_rendering/render_mesh")
+    ap = script_parser(__doc__, "a1_rendering/render_mesh", presets={"quick": {"image_size": 128}})
     add_mesh_flags(ap)
-    ap.add_argument("--output_path", default=None, help="PNG to write (default: <output_dir>/cow_render.png)")
-    ap.add_argument("--image_size", type=int, default=256, help="output size in pixels (square)")
-    ap.add_argument("--color", type=float, nargs=3, default=list(MESH_COLOR), metavar=("R", "G", "B"), help="mesh colour")
+    ap.add_argument("--output_file", "--output_path", dest="output_file", default=None,
+                    help="PNG to write (default: <output_dir>/cow_render.png)")
+    ap.add_flag("image_size", default=256, help="output size in pixels (square)")
+    ap.add_argument("--color", type=unit_float, nargs=3, default=list(MESH_COLOR), metavar=("R", "G", "B"),
+                    help="mesh colour (each channel in [0, 1])")
     ap.add_argument("--textured", action="store_true", help="use the mesh's own UV texture instead of --color")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.image_size = min(args.image_size, 128)
     device = choose_device(args.device)
     mesh, data, course = load_mesh_labelled(args, device)
     t = time.perf_counter()
     img = render_baseline(mesh, args.image_size, args.color, args.textured, rgba=True)
     elapsed = time.perf_counter() - t
-    out = args.output_path or f"{args.output_dir}/cow_render.png"
-    save_image(out, img[..., :3])
+    out = save_image(output_path(args, "cow_render.png"), img[..., :3])
 
     samples = sample_silhouette(mesh, baseline_camera(device), args.image_size, seed=args.seed)[0]
     match = float(silhouette_match(img[..., 3] > 0.5, samples))

@@ -15,11 +15,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from a1_rendering.common import add_mesh_flags, course_file, load_mesh_labelled, quick_turntable, render_turntable, \
-    report_checks, turntable_checks
+from a1_rendering.common import TURNTABLE_QUICK, add_mesh_flags, add_turntable_flags, course_file, \
+    load_mesh_labelled, render_turntable, report_checks, turntable_checks, unit_float
 from a1_rendering.render_mesh import reference_error
 from l3d.checks import check
-from l3d.cli import output_path, run_cli, script_parser
+from l3d.cli import finite_float, output_path, run_cli, script_parser
 from l3d.media import save_gif_with_png, save_image
 from l3d.structures import Meshes
 from l3d.train import choose_device
@@ -70,23 +70,17 @@ def gradient_checks(mesh: Meshes, color1, color2) -> dict:
 
 
 def main(argv=None):
-    ap = script_parser(__doc__, "a1_rendering/retexture", output_file="cow_retextured.gif")
+    ap = script_parser(__doc__, "a1_rendering/retexture", output_file="cow_retextured.gif",
+                       presets={"quick": TURNTABLE_QUICK})
     add_mesh_flags(ap)
-    ap.add_argument("--color1", type=float, nargs=3, default=[0.0, 1.0, 1.0], metavar=("R", "G", "B"),
-                    help="colour at the front (smallest z)")
-    ap.add_argument("--color2", type=float, nargs=3, default=[1.0, 1.0, 0.0], metavar=("R", "G", "B"),
-                    help="colour at the back (largest z)")
-    ap.add_argument("--num_frames", type=int, default=36, help="frames in the turntable")
-    ap.add_argument("--fps", type=float, default=15, help="GIF frame rate")
-    ap.add_argument("--image_size", type=int, default=256, help="frame size in pixels")
-    ap.add_argument("--still_azim", type=float, default=-108.0,
+    ap.add_argument("--color1", type=unit_float, nargs=3, default=[0.0, 1.0, 1.0], metavar=("R", "G", "B"),
+                    help="colour at the front (smallest z), channels in [0, 1]")
+    ap.add_argument("--color2", type=unit_float, nargs=3, default=[1.0, 1.0, 0.0], metavar=("R", "G", "B"),
+                    help="colour at the back (largest z), channels in [0, 1]")
+    add_turntable_flags(ap)
+    ap.add_argument("--still_azim", type=finite_float, default=-108.0,
                     help="azimuth of the extra still image (the reference image's view)")
     args = ap.parse_args(argv)
-    if args.quick:
-        quick_turntable(args)
-    for c in (args.color1, args.color2):
-        if not all(0.0 <= v <= 1.0 for v in c):
-            raise ValueError(f"colours must be in [0, 1], got {c}")
     base, data, course = load_mesh_labelled(args, choose_device(args.device))
     mesh = retexture(base, args.color1, args.color2)
     frames, cams = render_turntable(mesh, args.num_frames, 3.0, 0.0, image_size=args.image_size)

@@ -18,10 +18,11 @@ import time
 import numpy as np
 import torch
 
-from a1_rendering.common import add_mesh_flags, load_mesh_labelled, quick_turntable, report_checks
+from a1_rendering.common import TURNTABLE_QUICK, add_mesh_flags, add_turntable_flags, load_mesh_labelled, \
+    report_checks
 from a1_rendering.measure import chi_square_p_value, gif_timing, nearest_faces
 from l3d.checks import check
-from l3d.cli import run_cli, script_parser
+from l3d.cli import positive_float, positive_int, run_cli, script_parser
 from l3d.media import save_gif_with_png
 from l3d.ops import sample_points_from_meshes
 from l3d.structures import Meshes
@@ -56,19 +57,14 @@ def sampling_checks(mesh: Meshes, pts: torch.Tensor, groups: int = 10) -> dict:
 
 
 def main(argv=None):
-    ap = script_parser(__doc__, "a1_rendering/sample_points")
+    ap = script_parser(__doc__, "a1_rendering/sample_points", presets={"quick": TURNTABLE_QUICK})
     add_mesh_flags(ap)
-    ap.add_argument("--num_samples", type=int, nargs="+", default=[10, 100, 1000, 10000], help="point counts N")
-    ap.add_argument("--num_frames", type=int, default=36, help="frames per GIF")
-    ap.add_argument("--fps", type=float, default=15, help="GIF frame rate")
-    ap.add_argument("--image_size", type=int, default=256, help="size of each panel in pixels")
-    ap.add_argument("--radius", type=float, default=None,
+    ap.add_argument("--num_samples", type=positive_int, nargs="+", default=[10, 100, 1000, 10000],
+                    help="point counts N")
+    add_turntable_flags(ap, frames_help="frames per GIF")
+    ap.add_argument("--radius", type=positive_float, default=None,
                     help="point radius in NDC units (default 0.015 at 256 px, scaled with --image_size)")
     args = ap.parse_args(argv)
-    if args.quick:
-        quick_turntable(args)
-    if min(args.num_samples) < 1:
-        raise ValueError("--num_samples must be positive")
     radius = args.radius if args.radius is not None else 0.015 * 256 / args.image_size
     device = choose_device(args.device)
     torch.manual_seed(args.seed)

@@ -14,6 +14,7 @@ the first frame, the ring around it drawn), for meshes the Euler characteristic 
 motion, frames and seconds per turn read back from the GIF.
 
     python -m a1_rendering.torus_render --function parametric --shape torus --num_samples 100
+    python -m a1_rendering.torus_render --function implicit --shape torus --ring_radius 1 --tube_radius 0.3
     python -m a1_rendering.torus_render --function implicit --shape superquadric --eps1 0.3 --eps2 2.5
 """
 
@@ -25,12 +26,14 @@ from typing import Optional
 
 import torch
 
-from a1_rendering.common import quick_turntable, render_turntable, report_checks
+from a1_rendering.common import TURNTABLE_QUICK, add_turntable_flags, int_at_least, render_turntable, report_checks, \
+    unit_float
 from a1_rendering.measure import euler_characteristic, gif_timing, motion_ratio, signed_volume, superquadric_volume, \
     surface_area, torus_sdf
 from l3d.cameras import turntable_cameras
 from l3d.checks import check
-from l3d.cli import output_path, run_cli, script_parser
+from l3d.cli import output_path, positive_float, run_cli, script_parser
+from l3d.errors import user_error
 from l3d.media import save_gif_with_png
 from l3d.ops import marching_cubes
 from l3d.shading import render_points
@@ -96,8 +99,9 @@ def implicit_mesh(shape: str, voxel_size: int = 64, bound: float = 1.1, device="
     t = torch.linspace(-bound, bound, voxel_size, device=device)
     grid = torch.stack(torch.meshgrid(t, t, t, indexing="ij"), -1)  # (D, D, D, 3) with axis i -> x
     verts, faces = marching_cubes(implicit_field(shape, grid, **params), 0.0, inside="below")
-    if len(faces) == 0:
-        raise ValueError(f"the {shape} does not cross the grid over [-{bound}, {bound}]^3")
+    if len(faces) == 0:  # a grid too coarse for a thin shape: the user's --voxel_size
+        raise user_error(f"--voxel_size {voxel_size}", f"a grid fine enough to find the {shape}'s surface",
+                         f"no surface crossing over [-{bound:.3g}, {bound:.3g}]^3")
     div = voxel_size - 1 if index_divisor is None else index_divisor
     verts = verts.to(device) / div * (2 * bound) - bound  # index -> world
     return Meshes([verts], [faces.to(device)], TexturesVertex([normalized_xyz_colors(verts)]))
@@ -168,38 +172,34 @@ def surface_checks(function: str, shape: str, pts: torch.Tensor, mesh: Optional[
 
 
 def main(argv=None):
-    ap = script_parser(__doc__, "a1_rendering/torus_render", output_file="<function>_<shape>.gif")
+    ap = script_parser(__doc__, "a1_rendering/torus_render", output_file="<function>_<shape>.gif",
+                       presets={"quick": {**TURNTABLE_QUICK, "voxel_size": 40}})
     ap.add_argument("--function", choices=["parametric", "implicit"], default="parametric", help="representation")
     ap.add_argument("--shape", choices=SHAPES, default="torus", help="surface to render")
-    ap.add_argument("--num_samples", type=int, default=100, help="parametric: samples per angle")
-    ap.add_argument("--voxel_size", type=int, default=64, help="implicit: grid resolution per axis")
-    ap.add_argument("--R", type=float, default=1.0, help="torus: distance from the centre to the tube's centre")
-    ap.add_argument("--r", type=float, default=0.4, help="torus: tube radius")
-    ap.add_argument("--eps1", type=float, default=0.5, help="superquadric: north-south exponent")
-    ap.add_argument("--eps2", type=float, default=0.5, help="superquadric: east-west exponent")
-    ap.add_argument("--abc", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("A", "B", "C"),
+    ap.add_argument("--num_samples", type=int_at_least(2), default=100, help="parametric: samples per angle")
+    ap.add_argument("--voxel_size", type=int_at_least(4), default=64, help="implicit: grid resolution per axis")
+    ap.add_argument("--ring_radius", type=positive_float, default=1.0,
+                    help="torus: radius R of the circle through the tube's centre (from the torus' centre)")
+    ap.add_argument("--tube_radius", type=positive_float, default=0.4, help="torus: radius r of the tube")
+    ap.add_argument("--eps1", type=positive_float, default=0.5, help="superquadric: north-south exponent")
+    ap.add_argument("--eps2", type=positive_float, default=0.5, help="superquadric: east-west exponent")
+    ap.add_argument("--abc", type=positive_float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("A", "B", "C"),
                     help="superquadric: radii along x, y, z")
-    ap.add_argument("--num_frames", type=int, default=36, help="frames in the turntable")
-    ap.add_argument("--fps", type=float, default=15, help="GIF frame rate")
-    ap.add_argument("--image_size", type=int, default=256, help="frame size in pixels")
-    ap.add_argument("--dist", type=float, default=None,
+    add_turntable_flags(ap)
+    ap.add_argument("--dist", type=positive_float, default=None,
                     help="camera distance (default 3 x the shape's radius, at least 3)")
-    ap.add_argument("--background", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("R", "G", "B"),
-                    help="background colour (the course's sphere references use black for points)")
-    ap.add_argument("--radius", type=float, default=None,
+    ap.add_argument("--background", type=unit_float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("R", "G", "B"),
+                    help="background colour, channels in [0, 1] (the course's sphere references use black for points)")
+    ap.add_argument("--radius", type=positive_float, default=None,
                     help="parametric: point radius in NDC units (default 0.01 at 256 px, scaled with --image_size "
                          "so the points keep their size in pixels)")
     args = ap.parse_args(argv)
-    if args.quick:
-        quick_turntable(args)
-        args.voxel_size = min(args.voxel_size, 40)
-    if args.num_samples < 2 or args.voxel_size < 4:
-        raise ValueError("--num_samples must be >= 2 and --voxel_size >= 4")
-    if args.r <= 0 or args.eps1 <= 0 or args.eps2 <= 0 or min(args.abc) <= 0:
-        raise ValueError("radii and exponents must be positive")
+    R, r = args.ring_radius, args.tube_radius
+    if args.shape == "torus" and r >= R:  # a spindle torus: no hole, and the distance used by the checks is wrong
+        raise user_error("--tube_radius", f"less than --ring_radius ({R:g}) for a ring torus", f"{r:g}")
     device = choose_device(args.device)
-    params = dict(R=args.R, r=args.r, eps1=args.eps1, eps2=args.eps2, abc=tuple(args.abc))
-    dist = args.dist if args.dist is not None else 3.0 * max(1.0, extent(args.shape, args.R, args.r, tuple(args.abc)))
+    params = dict(R=R, r=r, eps1=args.eps1, eps2=args.eps2, abc=tuple(args.abc))
+    dist = args.dist if args.dist is not None else 3.0 * max(1.0, extent(args.shape, R, r, tuple(args.abc)))
     t = time.perf_counter()
     mesh, voxel = None, 0.0
     if args.function == "parametric":
@@ -208,7 +208,7 @@ def main(argv=None):
         frames = points_turntable(pts, args.num_frames, dist, args.image_size, args.background, radius)
         sizes = {"num_points": int(len(pts))}
     else:
-        bound = 1.1 * extent(args.shape, args.R, args.r, tuple(args.abc))
+        bound = 1.1 * extent(args.shape, R, r, tuple(args.abc))
         voxel = 2 * bound / (args.voxel_size - 1)
         mesh = implicit_mesh(args.shape, args.voxel_size, bound, device=device, **params)
         pts = mesh.verts_packed()
@@ -219,9 +219,9 @@ def main(argv=None):
     gif, png = save_gif_with_png(output_path(args, f"{args.function}_{args.shape}.gif"), frames[..., :3], fps=args.fps,
                                  which="first")
     checks = surface_checks(args.function, args.shape, pts.cpu().double(), None if mesh is None else mesh.to("cpu"),
-                            voxel, args.R, args.r, args.eps1, args.eps2, tuple(args.abc))
+                            voxel, R, r, args.eps1, args.eps2, tuple(args.abc))
     if args.shape == "torus":
-        checks.update(hole_checks(frames[0], dist, args.R, args.r))
+        checks.update(hole_checks(frames[0], dist, R, r))
     timing = gif_timing(gif)
     checks.update({
         "motion_ratio": check(motion_ratio(frames[..., :3]), min=1.1, what="mean change over two frames / over one "

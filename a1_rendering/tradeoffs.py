@@ -26,9 +26,10 @@ import time
 
 import torch
 
-from a1_rendering.common import report_checks
+from a1_rendering.common import int_at_least, report_checks
 from l3d.checks import check
 from l3d.cli import run_cli, script_parser
+from l3d.run import atomic_path, atomic_write
 
 
 def _peak_rss_kb() -> int:
@@ -148,13 +149,13 @@ def true_silhouette(image_size: int, n: int = 256) -> torch.Tensor:
 
 
 def main(argv=None):
-    ap = script_parser(__doc__, "a1_rendering/tradeoffs")
-    ap.add_argument("--image_size", type=int, default=256, help="render size in pixels")
-    ap.add_argument("--voxel_sizes", type=int, nargs="+", default=[32, 64, 128], help="mesh resolutions")
-    ap.add_argument("--samples", type=int, nargs="+", default=[50, 100, 300], help="points per angle")
+    ap = script_parser(__doc__, "a1_rendering/tradeoffs",
+                       presets={"quick": {"image_size": 128, "voxel_sizes": [24, 48], "samples": [40, 120]}})
+    ap.add_flag("image_size", default=256, help="render size in pixels")
+    ap.add_argument("--voxel_sizes", type=int_at_least(8), nargs="+", default=[32, 64, 128],
+                    help="mesh resolutions (marching-cubes grid points per axis)")
+    ap.add_argument("--samples", type=int_at_least(4), nargs="+", default=[50, 100, 300], help="points per angle")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.image_size, args.voxel_sizes, args.samples = 128, [24, 48], [40, 120]
     import matplotlib.pyplot as plt
 
     jobs = [("mesh", v) for v in args.voxel_sizes] + [("points", s) for s in args.samples]
@@ -192,11 +193,8 @@ def main(argv=None):
         "- Ease of use: points need no connectivity (any sampler or depth map gives them) but need a radius and "
         "many samples to look solid; meshes need faces (marching cubes, modelling) but shade smoothly with normals.",
     ]
-    out = f"{args.output_dir}/tradeoffs.md"
-    from pathlib import Path
-
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    Path(out).write_text("# Meshes vs point clouds (measured)\n\n" + "\n".join(lines + notes) + "\n")
+    out = atomic_write(f"{args.output_dir}/tradeoffs.md",
+                       "# Meshes vs point clouds (measured)\n\n" + "\n".join(lines + notes) + "\n")
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
     for kind, mk in (("mesh", "o-"), ("points", "s-")):
         rs = [r for r in rows if r["kind"] == kind]
@@ -206,7 +204,8 @@ def main(argv=None):
         a.set_xscale("log"), a.set_xlabel("faces / points"), a.set_ylabel(t), a.legend(), a.grid(alpha=0.3)
     fig.tight_layout()
     plot = f"{args.output_dir}/tradeoffs.png"
-    fig.savefig(plot, dpi=100)
+    with atomic_path(plot) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     print("\n".join(lines + notes))
     mesh_cov = min(r["silhouette_coverage"] for r in meshes)

@@ -43,7 +43,7 @@ PathLike = Union[str, os.PathLike]
 __all__ = [
     "DataFile", "Dataset", "DATASETS", "DownloadError", "register_dataset", "data_root",
     "dataset_of", "get_path", "sha256_of", "download", "procedural_textured_mesh",
-    "load_mesh_or_standin", "load_rgbd_pair", "load_rgbd_pickle", "synthetic_rgbd_pair", "main",
+    "load_mesh_or_standin", "main",
 ]
 
 STANDIN_NOTE = "the scripts use their built-in procedural stand-ins meanwhile"
@@ -521,114 +521,6 @@ def load_mesh_or_standin(relpath: str = "a1/cow.obj", device="cpu", force_synthe
     from .io import load_obj
 
     return load_obj(path, device=device)
-
-
-# ----------------------------------------------------------------------------------------------
-# RGB-D pairs (Assignment 1, part 5.1)
-# ----------------------------------------------------------------------------------------------
-class _ForeignObject:
-    """Stands in for any pickled PyTorch3D object: keeps its attributes, needs no PyTorch3D."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        if isinstance(state, tuple):  # (dict, slots)
-            state = {**(state[0] or {}), **(state[1] or {})}
-        self.__dict__.update(state)
-
-
-def _load_foreign_pickle(f):
-    """Unpickle, mapping every ``pytorch3d.*`` class to :class:`_ForeignObject`."""
-    import pickle
-
-    class Unpickler(pickle.Unpickler):
-        def find_class(self, module, name):
-            if module.split(".")[0] == "pytorch3d":
-                return _ForeignObject
-            return super().find_class(module, name)
-
-    return Unpickler(f).load()
-
-
-def _camera_from_foreign(obj, device):
-    """A :class:`l3d.cameras.PerspectiveCameras` from a pickled PyTorch3D camera (NDC intrinsics)."""
-    import torch
-
-    from .cameras import PerspectiveCameras
-
-    d = dict(getattr(obj, "__dict__", {}))
-    params = {**d.get("_parameters", {}), **d.get("_buffers", {}), **d}
-    try:
-        R, T = params["R"], params["T"]
-        f, p = params["focal_length"], params["principal_point"]
-    except KeyError as err:
-        raise ValueError(f"pickled camera lacks {err.args[0]!r}; expected R, T, focal_length, principal_point") from None
-    as_t = lambda x: torch.as_tensor(x, dtype=torch.float32, device=device)  # noqa: E731
-    return PerspectiveCameras(focal_length=as_t(f), principal_point=as_t(p), R=as_t(R), T=as_t(T))
-
-
-def load_rgbd_pickle(path: PathLike, device="cpu") -> dict:
-    """The course's ``rgbd_data.pkl`` without PyTorch3D installed.
-
-    Returns a dict with ``rgb1/2`` (H, W, 3), ``mask1/2`` (H, W), ``depth1/2`` (H, W) float tensors
-    and ``cameras1/2`` as :class:`l3d.cameras.PerspectiveCameras`, plus ``source = "course"``.
-    """
-    import torch
-
-    with open(path, "rb") as f:
-        raw = _load_foreign_pickle(f)
-    out = {"source": "course"}
-    for i in (1, 2):
-        for key in ("rgb", "mask", "depth"):
-            if f"{key}{i}" not in raw:
-                raise ValueError(f"{path}: missing key {key}{i}")
-            out[f"{key}{i}"] = torch.as_tensor(raw[f"{key}{i}"], dtype=torch.float32, device=device)
-        out[f"cameras{i}"] = _camera_from_foreign(raw[f"cameras{i}"], device)
-    return out
-
-
-def synthetic_rgbd_pair(image_size: int = 256, device="cpu") -> dict:
-    """Two RGB-D views of the cow (or the procedural mesh) rendered by l3d, in the pickle's layout.
-
-    Cameras are NDC :class:`~l3d.cameras.PerspectiveCameras` (focal 2) at distance 3, azimuths 35
-    and -50 degrees, elevation 20; depths are view-space Z, masks are the rendered coverage.
-    ``source`` is ``"synthetic"`` and ``description`` says what was rendered (for labels).
-    """
-    import torch
-
-    from .cameras import PerspectiveCameras, look_at_view_transform
-    from .raster import rasterize_meshes
-    from .shading import PointLights, shade_fragments
-
-    course = (data_root() / "a1" / "cow.obj").exists()
-    mesh = load_mesh_or_standin("a1/cow.obj", device=device, force_synthetic=not course)  # no second note
-    what = "the course's cow.obj" if course else "a procedural cow-like mesh (a textured egg with four legs)"
-    out = {"source": "synthetic",
-           "description": f"two RGB-D views (azimuth 35 and -50 degrees, elevation 20) of {what} rendered by l3d"}
-    for i, azim in ((1, 35.0), (2, -50.0)):
-        R, T = look_at_view_transform(3.0, 20.0, azim, device=device)
-        cam = PerspectiveCameras(focal_length=2.0, R=R, T=T)
-        with torch.no_grad():
-            frags = rasterize_meshes(mesh, cam, image_size)
-            img = shade_fragments(mesh, frags, cam, PointLights(location=cam.get_camera_center()))
-        out[f"rgb{i}"] = img[0, ..., :3].clamp(0, 1)
-        out[f"mask{i}"] = img[0, ..., 3]
-        out[f"depth{i}"] = frags.zbuf[0].clamp(min=0)
-        out[f"cameras{i}"] = cam
-    return out
-
-
-def load_rgbd_pair(relpath: str = "a1/rgbd_data.pkl", device="cpu", force_synthetic: bool = False) -> dict:
-    """The course's RGB-D pair when present, else (one line on stderr) :func:`synthetic_rgbd_pair`."""
-    path = data_root() / relpath
-    if force_synthetic:
-        return synthetic_rgbd_pair(device=device)
-    if not path.exists():
-        print(f"{path} not found; using a stand-in: two RGB-D views of the cow (or of the procedural cow-like "
-              f"mesh) rendered by l3d, not the course's CO3D plant (`python -m l3d.data download a1`)", file=sys.stderr)
-        return synthetic_rgbd_pair(device=device)
-    return load_rgbd_pickle(path, device)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -201,8 +201,8 @@ def test_camera_transform_poses_and_roll():
 # ----------------------------------------------------------------------------------------------
 def test_rgbd_checks_catch_wrong_grid_and_cameras():
     from a1_rendering.pcl_render import free_space_violations, reprojection_error_px, rgbd_clouds
+    from a1_rendering.rgbd import synthetic_rgbd_pair
     from l3d.cameras import PerspectiveCameras, look_at_view_transform
-    from l3d.data import synthetic_rgbd_pair
 
     data = synthetic_rgbd_pair(image_size=64)
     clouds = rgbd_clouds(data)

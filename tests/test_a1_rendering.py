@@ -167,9 +167,9 @@ def test_mesh_practice_counts():
 def test_synthetic_rgbd_unprojects_onto_the_mesh():
     """Depth pixels lifted to 3-D lie on the cow's surface (both views agree)."""
     from a1_rendering.pcl_render import rgbd_clouds
-    from l3d.data import synthetic_rgbd_pair
-    from l3d.ops import knn_points, sample_points_from_meshes
+    from a1_rendering.rgbd import synthetic_rgbd_pair
     from l3d.data import load_mesh_or_standin
+    from l3d.ops import knn_points, sample_points_from_meshes
 
     data = synthetic_rgbd_pair(image_size=96)
     clouds = rgbd_clouds(data)
