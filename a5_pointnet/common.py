@@ -393,7 +393,7 @@ def gif_frame_ms(fps: float) -> int:
     the unit GIF stores (Pillow rounds 66.7 ms down to 60 ms, which would make the course's 30
     views at 15 fps a 1.8 s turn; 70 ms makes it 2.1 s)."""
     if fps <= 0:
-        raise ValueError(f"--fps must be positive, got {fps}")
+        raise ValueError(f"fps must be positive, got {fps}")  # --fps is a positive_float
     return 10 * math.ceil(100.0 / fps - 1e-9)
 
 
@@ -454,6 +454,6 @@ def load_test(spec: DataSpec, task: str, limit: Optional[int] = None) -> Tuple[t
     x, y = load_split(spec.root, task, "test")
     if limit is not None:
         if limit < 1:
-            raise ValueError(f"--num_objects must be >= 1, got {limit}")
+            raise ValueError(f"limit must be >= 1, got {limit}")  # --num_objects is a positive_int
         x, y = x[:limit], y[:limit]
     return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)

@@ -17,7 +17,6 @@ loads them through the same :func:`load_split` as the real files.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -149,9 +148,9 @@ def resolve_data(task: str, data: str = "auto", data_dir: Optional[str] = None, 
         ValueError: unknown task or data source (the flags' choices exclude both).
     """
     if task not in NUM_CLASSES:
-        raise ValueError(f"--task must be cls or seg, got {task!r}")
+        raise ValueError(f"task must be cls or seg, got {task!r}")  # --task has these choices
     if data not in ("auto", "course", "synthetic"):
-        raise ValueError(f"--data must be auto, course or synthetic, got {data!r}")
+        raise ValueError(f"data must be auto, course or synthetic, got {data!r}")  # --data has these choices
     if data_dir == "synthetic":
         if data == "course":
             raise user_error("--data_path synthetic", "a folder with the course files when --data course is given")

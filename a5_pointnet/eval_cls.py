@@ -20,12 +20,13 @@ from pathlib import Path
 import torch
 
 from l3d.cli import positive_int, report, run_cli, script_parser
+from l3d.run import atomic_write
 from l3d.train import choose_device
 
 from .baseline import fit_bbox_baseline
-from .common import (VIS_QUICK, check_index, check_vis, CLS_COLOR, add_vis_flags, clear_metrics, clear_pictures, confusion_matrix,
-                     data_for_eval, load_test, load_trained, predict, random_subsets, retain_freed_memory,
-                     save_turntable_gif, take_subsets)
+from .common import (CLS_COLOR, VIS_QUICK, add_vis_flags, check_index, check_vis, clear_metrics, clear_pictures,
+                     confusion_matrix, data_for_eval, load_test, load_trained, predict, random_subsets,
+                     retain_freed_memory, save_turntable_gif, take_subsets)
 from .data import add_data_flags, load_split
 from .synthetic import CLASS_NAMES
 from .targets import accuracy_check
@@ -110,7 +111,7 @@ def main(argv=None):
               "| | " + " | ".join(CLASS_NAMES) + " |", "|---" * (len(CLASS_NAMES) + 1) + "|"]
     lines += ["| " + name + " | " + " | ".join(str(int(v)) for v in cm[r]) + " |" for r, name in enumerate(CLASS_NAMES)]
     md = out / "results.md"
-    md.write_text("\n".join(lines) + "\n")
+    atomic_write(md, "\n".join(lines) + "\n")
     clear_metrics(out)
     report(out, metrics, [md] + written)
     return 0

@@ -21,11 +21,12 @@ from pathlib import Path
 import torch
 
 from l3d.cli import nonneg_int, positive_int, report, run_cli, script_parser
+from l3d.run import atomic_write
 from l3d.train import choose_device
 
-from .common import (VIS_QUICK, check_index, check_vis, add_vis_flags, clear_metrics, clear_pictures, data_for_eval, load_test,
-                     load_trained, part_iou, predict, random_subsets, retain_freed_memory, save_turntable_gif,
-                     seg_colors, seg_legend, take_subsets)
+from .common import (VIS_QUICK, add_vis_flags, check_index, check_vis, clear_metrics, clear_pictures, data_for_eval,
+                     load_test, load_trained, part_iou, predict, random_subsets, retain_freed_memory,
+                     save_turntable_gif, seg_colors, seg_legend, take_subsets)
 from .data import add_data_flags
 from .synthetic import CHAIR_PARTS
 from .targets import accuracy_check
@@ -106,7 +107,7 @@ def main(argv=None):
         written += save_turntable_gif(out / f"{name}.gif", panels, args, legend=key)
         lines.append(f"| {name} | {j} | {per_object[j]:.4f} |")
     md = out / "results.md"
-    md.write_text("\n".join(lines) + "\n")
+    atomic_write(md, "\n".join(lines) + "\n")
     clear_metrics(out)
     report(out, metrics, [md] + written)
     return 0

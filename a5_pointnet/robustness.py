@@ -30,11 +30,12 @@ from typing import Dict, List, Optional
 import torch
 
 from l3d.cli import finite_float, positive_int, report, run_cli, script_parser
+from l3d.run import atomic_write
 from l3d.train import choose_device
 
-from .common import (VIS_QUICK, check_index, check_vis, CLS_COLOR, add_vis_flags, clear_metrics, clear_pictures, data_for_eval,
-                     load_test, load_trained, predict, random_subsets, retain_freed_memory, rotate_points,
-                     save_turntable_gif, seg_colors, seg_legend, take_subsets)
+from .common import (CLS_COLOR, VIS_QUICK, add_vis_flags, check_index, check_vis, clear_metrics, clear_pictures,
+                     data_for_eval, load_test, load_trained, predict, random_subsets, retain_freed_memory,
+                     rotate_points, save_turntable_gif, seg_colors, seg_legend, take_subsets)
 from .data import add_data_flags
 from .synthetic import CLASS_NAMES
 from .targets import robustness_checks
@@ -170,7 +171,7 @@ def main(argv: Optional[List[str]] = None):
         lines.append(f"| {n} | " + " | ".join(f"{results[t]['num_points'][k]['accuracy']:.4f}" for t in tasks) + " |")
     out.mkdir(parents=True, exist_ok=True)
     md = out / "robustness.md"
-    md.write_text("\n".join(lines) + "\n")
+    atomic_write(md, "\n".join(lines) + "\n")
     png = _plot(results, args, out / "robustness.png")
     metrics["results"] = results
     standin = [lab for src, lab in labels if src != "course"]

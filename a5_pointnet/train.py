@@ -171,7 +171,6 @@ def main(argv=None):
     retain_freed_memory()
     device = choose_device(args.device)
     seed_everything(args.seed)
-    task = args.task
     cfg = model_config(args)
     with RunDir(args.output_dir, fresh=not args.resume) as run:
         ckpts = CheckpointManager(run.path("checkpoints"), every=args.save_every, keep_last=args.keep_last, mode="max",
@@ -183,11 +182,12 @@ def main(argv=None):
                 print(f"note: no checkpoint in {ckpts.directory}; starting from scratch", file=sys.stderr)
             else:
                 saved = state.get("config", state.get("model_config"))
-                if not isinstance(saved, dict):
-                    raise user_error(ckpts.directory, "Assignment 5 checkpoints (with a 'config' entry)",
-                                     f"entries {sorted(map(str, state))[:6]}")
-                check_same_config(ModelConfig.from_dict(saved).to_dict(), cfg.to_dict(), ckpts.directory,
-                                  CONFIG_KEYS[args.model])
+                try:
+                    saved = ModelConfig.from_dict(saved).to_dict()
+                except (TypeError, ValueError, AttributeError):  # not a model configuration
+                    raise user_error(ckpts.directory, "Assignment 5 checkpoints (with a model 'config' entry)",
+                                     f"entries {sorted(map(str, state))[:6]}") from None
+                check_same_config(saved, cfg.to_dict(), ckpts.directory, CONFIG_KEYS[args.model])
         return train(args, cfg, run, ckpts, state, device)
 
 
