@@ -10,24 +10,32 @@ scene (output/.cache/a4_gaussians/) included.
 
 from __future__ import annotations
 
-import argparse
 import time
+
+from l3d.cli import ScriptParser, run_cli
 
 from .parts import ROOT
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ScriptParser:
+    ap = ScriptParser(description=__doc__)
     ap.add_argument("--output_root", default=ROOT, help="assignment output folder")
-    args = ap.parse_args(argv)
+    ap.add_argument("--device", default=None,
+                    help="auto, cpu, cuda or cuda:<i> for every step (default: each demo's own: auto for Q1, cpu for Q2)")
+    return ap
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)  # --help ends here, before torch is loaded
     from .diffusion import demo as diffusion_demo
     from .gaussians import demo as gaussians_demo
 
+    device = [] if args.device is None else ["--device", args.device]
     t0 = time.perf_counter()
-    gaussians_demo.main(["--output_root", args.output_root])
-    diffusion_demo.main(["--output_root", args.output_root])
+    gaussians_demo.main(["--output_root", args.output_root, *device])
+    diffusion_demo.main(["--output_root", args.output_root, *device])
     print(f"assignment 4 demo done in {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

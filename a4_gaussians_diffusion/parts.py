@@ -33,10 +33,10 @@ def gaussian_steps(root: str = ROOT) -> List[Step]:
     return [
         (f"{PKG}.gaussians.train", ["--quick", "--output_dir", f"{g}/train"]),
         (f"{PKG}.gaussians.render", ["--data_path", f"{g}/train/gaussians.ply", "--quick", "--image_size", "128",
-                                     "--num_views", "36", "--output_dir", f"{g}/render_trained"]),
-        (f"{PKG}.gaussians.render", ["--quick", "--image_size", "128", "--num_views", "36",
+                                     "--num_frames", "36", "--output_dir", f"{g}/render_trained"]),
+        (f"{PKG}.gaussians.render", ["--quick", "--image_size", "128", "--num_frames", "36",
                                      "--output_dir", f"{g}/render"]),
-        (f"{PKG}.gaussians.render", ["--quick", "--sh", "--image_size", "128", "--num_views", "36",
+        (f"{PKG}.gaussians.render", ["--quick", "--sh", "--image_size", "128", "--num_frames", "36",
                                      "--output_dir", f"{g}/render_sh"]),
         (f"{PKG}.gaussians.train", ["--quick", "--harder", "--output_dir", f"{g}/train_harder"]),
     ]

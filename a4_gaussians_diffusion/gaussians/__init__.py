@@ -9,7 +9,9 @@ sh         real spherical harmonics up to degree 3 (3DGS constants and layout)
 ply        3DGS .ply read/write
 data       scenes in the course's format (imgs/, poses/, points/) and the built-in cow scene
 losses     SSIM (matches scikit-image), L1, PSNR/SSIM evaluation
-trainer    the training loop: per-parameter Adam, schedules, densify/prune, checkpoints, GIFs
+trainer    the training loop: per-parameter Adam, schedules, checkpoints, finite-state guards, GIFs
+strategy   densification (clone / split / prune, opacity reset) with hooks around the backward pass
+flags      the scripts' own flags and value types
 standin    procedural stand-in for the course's pre-trained .ply (Gaussians on the cow)
 render     CLI: the course's 32-view turntable (RGB | depth | mask)
 train      CLI: fit Gaussians to a scene, evaluate PSNR/SSIM on the test views
@@ -33,9 +35,19 @@ Decisions (details in :mod:`.rasterize`)
   3 sigma, so tiled and dense rendering agree to float rounding (tested to 1e-5).
 """
 
-from .model import Gaussians
-from .ply import load_gaussians_ply, save_gaussians_ply
-from .rasterize import GaussianRender, RasterSettings, covariance_2d, covariance_3d, means_2d, rasterize_gaussians
+import importlib
+from typing import Any
 
-__all__ = ["Gaussians", "GaussianRender", "RasterSettings", "rasterize_gaussians", "covariance_3d", "covariance_2d",
-           "means_2d", "load_gaussians_ply", "save_gaussians_ply"]
+#: name -> submodule; imported on first use, so that ``python -m ...gaussians.<script> --help``
+#: answers without loading torch
+_EXPORTS = {"Gaussians": "model", "GaussianRender": "rasterize", "RasterSettings": "rasterize",
+            "rasterize_gaussians": "rasterize", "covariance_3d": "rasterize", "covariance_2d": "rasterize",
+            "means_2d": "rasterize", "load_gaussians_ply": "ply", "save_gaussians_ply": "ply"}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -41,9 +41,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -55,7 +53,7 @@ from l3d.cameras import PerspectiveCameras, look_at_view_transform
 from l3d.data import data_root, load_mesh_or_standin
 from l3d.media import load_image
 from l3d.checks import data_label
-from l3d.errors import UserError
+from l3d.errors import user_error
 from l3d.run import atomic_folder
 
 PathLike = Union[str, os.PathLike]
@@ -152,14 +150,16 @@ def camera_to_pose(camera: PerspectiveCameras, image_size: Tuple[int, int]) -> n
     return np.concatenate([R, T, f, p], 1)
 
 
-def parse_background(value: Union[str, Sequence[Any], None]) -> Optional[Tuple[float, float, float]]:
+def parse_background(value: Union[str, Sequence[Any], None], what: str = "--background"
+                     ) -> Optional[Tuple[float, float, float]]:
     """``--background`` -> an RGB triple in [0, 1] (None stays None: the scene's own).
 
     Accepts ``black``, ``white``, ``"r,g,b"`` (one string) or three numbers / strings, each in
     [0, 1].
 
     Raises:
-        ValueError: anything else (the message names the accepted forms).
+        UserError: anything else, naming ``what`` (the flag, or the file and key it came from)
+            and the accepted forms.
     """
     if value is None:
         return None
@@ -180,7 +180,7 @@ def parse_background(value: Union[str, Sequence[Any], None]) -> Optional[Tuple[f
     except ValueError:
         rgb = ()
     if len(rgb) != 3 or not all(0.0 <= c <= 1.0 for c in rgb):
-        raise ValueError(f"a background is black, white or r,g,b with each value in [0, 1]; got {' '.join(parts)!r}")
+        raise user_error(what, "black, white or r,g,b with each value in [0, 1]", repr(" ".join(parts)))
     return rgb  # type: ignore[return-value]
 
 
@@ -192,9 +192,9 @@ def read_scene_meta(folder: PathLike) -> Dict[str, Any]:
     try:
         meta = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{p} is not readable JSON: {' '.join(str(exc).split())}") from None
+        raise user_error(p, "readable JSON", f"an unreadable file ({exc})") from None
     if not isinstance(meta, dict):
-        raise ValueError(f"{p} must hold a JSON object")
+        raise user_error(p, "a JSON object", f"a JSON {type(meta).__name__}")
     return meta
 
 
@@ -222,54 +222,85 @@ def _points_file(folder: Path) -> Optional[Path]:
     return preferred if preferred.is_file() else files[-1]
 
 
+def _load_npy(path: Path, expected: str) -> np.ndarray:
+    """``np.load`` of a scene file; a damaged or foreign file is a :class:`UserError` naming it."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            raise
+        raise user_error(path, expected, f"an unreadable file ({exc})") from None
+    if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.number):
+        raise user_error(path, expected, f"a {type(arr).__name__} of {getattr(arr, 'dtype', '?')}")
+    return arr
+
+
+#: Smallest frame side: the SSIM window of the evaluation.
+MIN_FRAME_SIDE = 7
+
+
 def load_scene(path: PathLike, device="cpu") -> Scene:
     """Read a scene folder of the course format (module docstring).
 
     Raises:
-        FileNotFoundError: the folder or its ``imgs``/``poses`` subfolders are missing.
-        ValueError: frames without a pose, images of different sizes, malformed poses or points.
+        UserError: naming the file or folder: a missing folder, ``imgs`` or ``poses``, fewer
+            than 7 frames, a frame without a pose, a damaged image or array, images of
+            different sizes, malformed or non-finite poses and points, a bad ``scene.json``.
     """
     root = Path(path)
     imgs_dir, poses_dir = root / "imgs", root / "poses"
     for d in (root, imgs_dir, poses_dir):
         if not d.is_dir():
-            raise FileNotFoundError(f"scene folder {d} not found (expected imgs/, poses/ and points/ in {root})")
+            raise user_error(d, f"a folder (a scene has imgs/, poses/ and points/ in {root})", "none")
     frames = sorted((p for p in imgs_dir.iterdir() if _FRAME_RE.match(p.name)), key=lambda p: p.name)
-    if not frames:
-        raise ValueError(f"no frameNNNNNN.jpg images in {imgs_dir}")
+    if len(frames) < 7:
+        raise user_error(imgs_dir, "at least 7 frameNNNNNN.jpg images (the course's train/test split)", len(frames))
     images, poses, names = [], [], []
     for f in frames:
         stem = f.stem
         pose_path = poses_dir / f"{stem}.npy"
         if not pose_path.is_file():
-            raise ValueError(f"{f.name} has no pose {pose_path}")
-        img = load_image(f)
+            raise user_error(pose_path, f"the pose of {f.name}", "no such file")
+        img = load_image(f)  # UserError naming a damaged or truncated image
         if img.shape[-1] == 1:
             img = img.expand(-1, -1, 3)
         images.append(img[..., :3])
-        pose = np.load(pose_path)
-        if pose.size != 16:
-            raise ValueError(f"pose {pose_path} holds {pose.size} numbers, expected 16")
-        poses.append(pose.reshape(16))
+        pose = _load_npy(pose_path, "16 numbers (R, T, NDC focal, NDC principal point)")
+        if pose.size != 16 or not np.isfinite(pose).all():
+            found = f"{pose.size} numbers" if pose.size != 16 else "NaN or inf values"
+            raise user_error(pose_path, "16 finite numbers (R, T, NDC focal, NDC principal point)", found)
+        poses.append(pose.reshape(16).astype(np.float64))
         names.append(stem)
     sizes = {tuple(i.shape[:2]) for i in images}
     if len(sizes) != 1:
-        raise ValueError(f"images in {imgs_dir} have different sizes: {sorted(sizes)}")
+        raise user_error(imgs_dir, "frames of one size", " and ".join(f"{w}x{h}" for h, w in sorted(sizes)))
     h, w = sizes.pop()
+    if min(h, w) < MIN_FRAME_SIDE:
+        raise user_error(imgs_dir, f"frames of at least {MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} pixels (the SSIM window)",
+                         f"{w}x{h}")
     cams = poses_to_cameras(np.stack(poses), (h, w), device)
     pts_file = _points_file(root / "points")
     points = None
     if pts_file is not None:
-        arr = np.load(pts_file)
-        if arr.ndim != 2 or arr.shape[1] != 3:
-            raise ValueError(f"{pts_file} must hold an (N, 3) array, got {arr.shape}")
+        arr = _load_npy(pts_file, "an (N, 3) array of points")
+        if arr.ndim != 2 or arr.shape[1] != 3 or arr.shape[0] == 0:
+            raise user_error(pts_file, "an (N, 3) array of points with N >= 1", f"shape {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise user_error(pts_file, "finite points", f"{int((~np.isfinite(arr)).sum())} NaN or inf values")
         points = torch.as_tensor(arr, dtype=torch.float32, device=device)
     train, test = split_indices(len(frames))
+    meta_path = root / SCENE_META
     meta = read_scene_meta(root)
-    background = parse_background(meta.get("background")) if "background" in meta else COURSE_BACKGROUND
-    up = tuple(float(u) for u in meta["up"]) if "up" in meta else COURSE_UP
-    if len(up) != 3:
-        raise ValueError(f"{root / SCENE_META}: 'up' must hold 3 numbers, got {meta['up']!r}")
+    background = parse_background(meta["background"], what=f"{meta_path} 'background'") \
+        if "background" in meta else COURSE_BACKGROUND
+    up = COURSE_UP
+    if "up" in meta:
+        try:
+            up = tuple(float(u) for u in meta["up"])
+        except (TypeError, ValueError):
+            up = ()
+        if len(up) != 3 or not all(np.isfinite(up)) or not any(up):
+            raise user_error(meta_path, "'up': 3 finite numbers, not all zero", repr(meta["up"]))
     return Scene(torch.stack(images).to(device), cams, points, train, test, names, root, background, up,
                  scene_data_label(root, meta))
 
@@ -421,5 +452,5 @@ def resolve_scene_path(data_path: Optional[str], cfg: BuiltinSceneConfig = Built
         return builtin_scene_path(cfg, cache_dir=cache_dir)
     p = Path(data_path)
     if not p.is_dir():
-        raise UserError(f"scene folder {p} not found (expected imgs/, poses/, points/; or use --data_path synthetic)")
+        raise user_error(f"--data_path {p}", "a scene folder (imgs/, poses/, points/) or 'synthetic'", "no such folder")
     return p

@@ -17,6 +17,10 @@ and ``scene data=...`` (what the scene was, e.g. a stand-in),
 which the turntable renderer uses unless told otherwise (:func:`read_scene_info`). Other
 readers ignore comments.
 
+Reading refuses, with one line naming the file, what would render as a blank or garbled image:
+a file that is not a readable PLY, lacks 3DGS properties, holds no Gaussians, or holds NaN/inf
+values; writing refuses non-finite Gaussians (the trainer checks its parameters first).
+
 Reading accepts extra properties (3DGS files carry ``nx, ny, nz``) and files with fewer
 ``f_rest`` coefficients (lower SH degree; missing ones are zero). The model's SH tensor is
 coefficient-major (see :mod:`.sh`); this module does the transposition.
@@ -36,7 +40,8 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from l3d.run import atomic_path
+from l3d.errors import user_error
+from l3d.run import atomic_path, nonfinite_tensors
 
 from .model import Gaussians
 from .sh import NUM_COEFFS, SH_DIM, rgb_to_sh_dc, sh_dc_to_rgb
@@ -87,6 +92,9 @@ def save_gaussians_ply(path: PathLike, g: Gaussians, scene_info: Optional[Dict[s
     """
     from plyfile import PlyData, PlyElement
 
+    bad = nonfinite_tensors(g.params())
+    if bad:  # callers check first (l3d.run.check_finite_params); a NaN .ply renders blank
+        raise ValueError(f"not writing {path}: {bad[0][0]} has {bad[0][1]} non-finite values")
     el = PlyElement.describe(gaussians_to_array(g), "vertex")
     comments = [f"{ISO_COMMENT}{int(g.isotropic)}", f"{DEGREE_COMMENT}{g.sh_degree}"]
     for key, value in (scene_info or {}).items():
@@ -118,32 +126,36 @@ def load_gaussians_ply(path: PathLike, isotropic: Optional[bool] = None, device=
             else from the number of ``f_rest`` coefficients in the file (0, 9, 24 or 45 ->
             degree 0, 1, 2, 3).
     Raises:
-        FileNotFoundError, ValueError (missing properties).
+        UserError: naming the file: missing, not a PLY, without the 3DGS properties, without
+            Gaussians, with NaN/inf values, or with an unreadable header comment.
     """
     from plyfile import PlyData
 
     path = Path(path)
+    expected = "a 3DGS .ply (a vertex element with x, y, z, f_dc_*, opacity, scale_*, rot_*)"
     if not path.is_file():
-        raise FileNotFoundError(f"Gaussian .ply not found: {path}")
+        raise user_error(path, expected, "no such file")
     try:
         ply = PlyData.read(str(path))
     except Exception as exc:  # plyfile raises a few different types for corrupt files
-        raise ValueError(f"cannot read {path} as PLY: {exc}") from exc
+        raise user_error(path, expected, f"a file that is not a readable PLY ({exc})") from None
     if "vertex" not in [e.name for e in ply.elements]:
-        raise ValueError(f"{path} has no vertex element")
+        raise user_error(path, expected, "no vertex element")
     v = ply["vertex"]
     names = set(v.data.dtype.names)
     required = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity"] + [f"scale_{i}" for i in range(3)] + \
         [f"rot_{i}" for i in range(4)]
     missing = [r for r in required if r not in names]
     if missing:
-        raise ValueError(f"{path} is not a 3DGS .ply: missing properties {', '.join(missing)}")
+        raise user_error(path, expected, f"missing properties {', '.join(missing)}")
+    if len(v.data) == 0:
+        raise user_error(path, "at least one Gaussian", "0 vertices")
     col = lambda k: torch.from_numpy(np.asarray(v[k], dtype=np.float32).copy())  # noqa: E731
     n = len(v.data)
     rest_names = sorted((k for k in names if k.startswith("f_rest_")), key=lambda k: int(k.split("_")[-1]))
     n_rest = len(rest_names)
     if n_rest % 3 or (n_rest // 3 + 1) not in (1, 4, 9, 16):
-        raise ValueError(f"{path}: {n_rest} f_rest properties do not match an SH degree (0, 9, 24 or 45)")
+        raise user_error(path, "0, 9, 24 or 45 f_rest properties (SH degree 0 to 3)", n_rest)
     per_ch = n_rest // 3
     sh = torch.zeros(n, NUM_COEFFS, 3)
     sh[:, 0] = torch.stack([col(f"f_dc_{i}") for i in range(3)], -1)
@@ -155,7 +167,10 @@ def load_gaussians_ply(path: PathLike, isotropic: Optional[bool] = None, device=
     if isotropic is None and ISO_COMMENT in recorded:
         isotropic = recorded[ISO_COMMENT].strip() == "1"
     if sh_degree is None and DEGREE_COMMENT in recorded:
-        sh_degree = int(recorded[DEGREE_COMMENT])
+        text = recorded[DEGREE_COMMENT].strip()
+        if text not in ("0", "1", "2", "3"):
+            raise user_error(path, f"'comment {DEGREE_COMMENT}<0..3>' in the header", repr(text))
+        sh_degree = int(text)
     if isotropic is None:
         isotropic = bool((log_s == log_s[:, :1]).all())
     log_scales = log_s[:, :1].clone() if isotropic else log_s
@@ -163,6 +178,15 @@ def load_gaussians_ply(path: PathLike, isotropic: Optional[bool] = None, device=
     means = torch.stack([col("x"), col("y"), col("z")], -1)
     degree = sh_degree if sh_degree is not None else {1: 0, 4: 1, 9: 2, 16: 3}[per_ch + 1]
     sh = sh.reshape(n, SH_DIM)
+    columns = {"x, y, z": means, "f_dc_*, f_rest_*": sh, "opacity": col("opacity"), "scale_*": log_s, "rot_*": quats}
+    bad = {k: int((~torch.isfinite(t)).sum()) for k, t in columns.items()}
+    bad = {k: c for k, c in bad.items() if c}
+    if bad:
+        found = ", ".join(f"{c} in {k}" for k, c in bad.items())
+        raise user_error(path, "finite values", f"NaN or inf values ({found})")
+    zero_rot = int((quats.norm(dim=-1) == 0).sum())
+    if zero_rot and not isotropic:  # an anisotropic Gaussian needs a rotation
+        raise user_error(path, "non-zero rotations rot_*", f"{zero_rot} zero quaternions")
     g = Gaussians(means, log_scales, quats, col("opacity"), sh_dc_to_rgb(sh[:, :3]), sh, degree)
     return g.to(device)
 

@@ -8,8 +8,8 @@ normalised depth, composited over white by the mask) | mask. Cameras (the course
 elevation sweep together from -180 to 180 degrees, distance 6, up (0, -1, 0) (3DGS files live
 in the COLMAP frame, y down), screen focal 5 * size / 2 px, principal point at the image
 centre. The course takes linspace(-180, 180, 32), whose last view repeats the first; here the
---num_views views (36 by default, 24 with --quick) are spaced evenly over one turn without the
-repeat, so the GIF loops smoothly, and play at --fps (at most num_views / 2, so that a turn lasts
+--num_frames views (36 by default, 24 with --quick) are spaced evenly over one turn without the
+repeat, so the GIF loops smoothly, and play at --fps (at most num_frames / 2, so that a turn lasts
 at least 2 s). Without --data_path, <data root>/a4/chair.ply is used when present, else a
 procedural stand-in (Gaussians on the cow's surface, in the same y-down frame).
 
@@ -25,6 +25,10 @@ much the SH colours differ from the DC ones and how close their mean colours sta
 
 The default rasteriser is the tiled one; --rasterizer dense runs the course's formulation, where
 --gaussians_per_splat sets how many Gaussians are splatted per batch (-1 = all at once).
+
+A .ply with NaN/inf values or without Gaussians is refused with one line naming the file. The
+output folder is locked while the script writes into it, and the previous results are
+replaced only when the new ones are complete.
 """
 
 from __future__ import annotations
@@ -37,15 +41,17 @@ import torch
 
 from l3d.cameras import PerspectiveCameras, look_at_view_transform
 from l3d.checks import check, data_label
-from l3d.cli import output_path, report, run_cli, script_parser
+from l3d.cli import finite_float, positive_float, positive_int, report, run_cli, script_parser
 from l3d.data import data_root
+from l3d.errors import user_error
 from l3d.media import save_gif_with_png
-from l3d.errors import UserError
+from l3d.run import RunDir
 from l3d.train import choose_device, progress
 from l3d.viz import apply_colormap
 
 from ..captions import turntable_frame_ms, with_banners
 from .data import parse_background
+from .flags import add_raster_flags
 from .measures import sh_vs_dc, silhouette_agreement
 from .model import Gaussians
 from .ply import load_gaussians_ply, read_scene_info
@@ -102,12 +108,7 @@ def load_gaussians(data_path, device, quick: bool = False):
     if data_path == "synthetic":
         return standin_gaussians(n_standin, device=device), {}, standin_data_label()
     path = Path(data_path)
-    if not path.is_file():
-        raise UserError(f"Gaussian .ply not found: {path}")
-    try:
-        g = load_gaussians_ply(path, device=device)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    g = load_gaussians_ply(path, device=device)  # UserError naming the file: missing, damaged, NaN, empty
     info = read_scene_info(path)
     trained = f"Gaussians of {path.as_posix()}"
     # Gaussians trained on a scene carry its label: a stand-in scene makes a stand-in render
@@ -126,70 +127,76 @@ def render_frames(g: Gaussians, cams: PerspectiveCameras, settings: RasterSettin
     return torch.stack(images), torch.stack(depths), torch.stack(masks)
 
 
-def main(argv=None):
-    ap = script_parser(__doc__, DEFAULT_OUT, output_file="q1_render.gif")
-    ap.add_argument("--data_path", default=None, help="3DGS .ply file ('synthetic' = the procedural stand-in)")
-    ap.add_argument("--gaussians_per_splat", type=int, default=-1,
-                    help="dense rasteriser: Gaussians splatted per batch (-1 = all); the image does not depend on it")
+#: --quick: a smaller turntable (flags you give win).
+QUICK = {"image_size": 96, "num_frames": 24}
+
+
+def build_parser():
+    ap = script_parser(__doc__, DEFAULT_OUT, output_file="q1_render.gif", presets={"quick": QUICK})
+    ap.add_flag("data_path", help="3DGS .ply file ('synthetic' = the procedural stand-in)")
+    ap.add_flag("image_size", default=256, help="frame size in pixels (square, at least 8)")
+    ap.add_argument("--num_frames", "--num_views", dest="num_frames", type=positive_int, default=36,
+                    help="turntable frames (one turn)")
+    ap.add_flag("fps", default=15.0, help="GIF frame rate (capped at num_frames / 2: >= 2 s per turn)")
     ap.add_argument("--sh", action="store_true",
-                    help="colours from the spherical harmonics (view dependent), compared with the DC colours")
-    ap.add_argument("--image_size", type=int, default=256, help="frame size in pixels (square)")
-    ap.add_argument("--num_views", type=int, default=36, help="turntable frames (one turn)")
-    ap.add_argument("--dist", type=float, default=6.0, help="camera distance")
-    ap.add_argument("--up", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                    help="colours from the spherical harmonics (view dependent), compared with the DC colours "
+                         f"(default output folder: output/{DEFAULT_OUT_SH})")
+    ap.add_argument("--dist", type=positive_float, default=6.0, help="camera distance")
+    ap.add_argument("--up", type=finite_float, nargs=3, default=None, metavar=("X", "Y", "Z"),
                     help="world up vector of the cameras (default: as recorded in the .ply, else 0 -1 0)")
-    ap.add_argument("--depth_range", type=float, nargs=2, default=(5.0, 7.0), metavar=("NEAR", "FAR"),
+    ap.add_argument("--depth_range", type=finite_float, nargs=2, default=(5.0, 7.0), metavar=("NEAR", "FAR"),
                     help="depth mapped to the ends of the jet colormap")
     ap.add_argument("--background", nargs="+", default=None, metavar="COLOUR",
                     help="black, white, r,g,b or R G B in [0, 1] (default: the background the .ply was trained "
                          "against, else white)")
-    ap.add_argument("--rasterizer", choices=["tiled", "dense"], default="tiled", help="tiled (fast) or dense (the course's)")
-    ap.add_argument("--tile_size", type=int, default=4, help="tiled rasteriser: tile edge in pixels")
-    ap.add_argument("--pixel_offset", type=float, default=0.5,
-                    help="pixels sampled at (i + offset, j + offset): 0.5 = centres, 0 = the course's integer coordinates")
-    ap.add_argument("--view_rotation", choices=["correct", "course"], default="correct",
-                    help="W = R^T (correct) or W = R (the course's) in the 2-D covariance")
-    ap.add_argument("--fps", type=float, default=15, help="GIF frame rate (capped at num_views / 2: >= 2 s per turn)")
-    ap.add_argument("--num_threads", type=int, default=0, help="CPU threads for PyTorch (0 = its default)")
-    args = ap.parse_args(argv)
-    given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
-    if args.sh and "--output_dir" not in given:
+    add_raster_flags(ap)
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.sh and "output_dir" not in args.given:
         args.output_dir = f"output/{DEFAULT_OUT_SH}"
-    if args.quick:
-        if "--image_size" not in given:
-            args.image_size = min(args.image_size, 96)
-        if "--num_views" not in given:
-            args.num_views = 24
-    if args.num_views < 1 or args.image_size < 8:
-        raise UserError("--num_views must be >= 1 and --image_size >= 8")
-    if args.fps <= 0:
-        raise UserError("--fps must be positive")
-    fps = min(args.fps, args.num_views / 2.0)
+    if args.image_size < 8:
+        raise user_error("--image_size", "at least 8 pixels", args.image_size)
+    if args.up is not None and not any(args.up):
+        raise user_error("--up", "a non-zero vector", " ".join(f"{u:g}" for u in args.up))
+    if not args.depth_range[0] < args.depth_range[1]:
+        raise user_error("--depth_range", "NEAR < FAR", " ".join(f"{d:g}" for d in args.depth_range))
+    background = parse_background(args.background) if args.background else None
+    n = args.num_frames
+    fps = min(args.fps, n / 2.0)
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
     device = choose_device(args.device)
-    g, info, data = load_gaussians(args.data_path, device, args.quick)
-    if args.sh and g.sh is None:
-        raise UserError("--sh needs spherical harmonics, and these Gaussians have none")
-    try:
-        background = parse_background(args.background) if args.background else None
-    except ValueError as exc:
-        raise UserError(f"--background: {exc}") from None
-    background = background or tuple(info.get("background", DEFAULT_BACKGROUND))
-    up = tuple(args.up) if args.up is not None else tuple(info.get("up", DEFAULT_UP))
-    cams = turntable_cameras(args.num_views, args.image_size, args.dist, up, device)
-    settings = RasterSettings(args.image_size, background=background, mode=args.rasterizer,
-                              gaussians_per_splat=args.gaussians_per_splat, tile_size=args.tile_size,
-                              pixel_offset=args.pixel_offset, view_rotation=args.view_rotation)
+    with RunDir(args.output_dir) as run:  # locked first: a second run into the folder stops at once
+        g, info, data = load_gaussians(args.data_path, device, args.quick)
+        if args.sh and g.sh is None:
+            raise user_error(args.data_path or "--data_path", "Gaussians with spherical harmonics (for --sh)",
+                             "none in this file")
+        background = background or tuple(info.get("background", DEFAULT_BACKGROUND))
+        up = tuple(args.up) if args.up is not None else tuple(info.get("up", DEFAULT_UP))
+        cams = turntable_cameras(n, args.image_size, args.dist, up, device)
+        settings = RasterSettings(args.image_size, background=background, mode=args.rasterizer,
+                                  gaussians_per_splat=args.gaussians_per_splat, tile_size=args.tile_size,
+                                  pixel_offset=args.pixel_offset, view_rotation=args.view_rotation)
+        render_turntable(args, run, g, cams, settings, fps, background, up, data)
+    return None
+
+
+def render_turntable(args, run: RunDir, g: Gaussians, cams: PerspectiveCameras, settings: RasterSettings, fps: float,
+                     background, up, data: str) -> None:
+    """Render the turntable and write its GIFs, metrics.json and command.txt into ``run``."""
+    n = len(cams)
     t0 = time.perf_counter()
     images, depths, masks = render_frames(g, cams, settings, args.sh, "render SH" if args.sh else "render")
     secs = time.perf_counter() - t0
     frames = torch.stack([frame_panels(i, d, m, args.depth_range) for i, d, m in zip(images, depths, masks)])
     default = "q1_render_sh.gif" if args.sh else "q1_render.gif"
-    frame_ms = turntable_frame_ms(args.num_views, fps)
-    written = list(save_gif_with_png(output_path(args, default), frames, duration_ms=frame_ms))
+    frame_ms = turntable_frame_ms(n, fps)
+    gif = Path(args.output_file) if args.output_file else run.path(default)
+    written = list(save_gif_with_png(gif, frames, duration_ms=frame_ms))
     sil = silhouette_agreement(g, cams, masks)
-    n = args.num_views
     checks = {
         "centres_in_silhouette": check(sil["recall"], min=MIN_RECALL,
                                        what=f"fraction of the opaque Gaussians' projected centres inside the rendered "
@@ -214,12 +221,16 @@ def main(argv=None):
                                                   "largest channel (0..1): not washed out")
         pairs = torch.stack([with_banners([d.clamp(0, 1), s.clamp(0, 1)], ["DC colours", "spherical harmonics"])
                              for d, s in zip(dc_images, images)])
-        written += list(save_gif_with_png(Path(args.output_dir) / "q1_render_sh_vs_dc.gif", pairs, duration_ms=frame_ms))
+        written += list(save_gif_with_png(run.path("q1_render_sh_vs_dc.gif"), pairs, duration_ms=frame_ms))
     metrics["checks"] = checks
     print(f"{g.num_gaussians} Gaussians, {n} views of {args.image_size}x{args.image_size} "
           f"({'SH' if args.sh else 'plain'} colours, {args.rasterizer}): {secs / n:.3f} s per frame")
-    report(args.output_dir, metrics, written)
-    return None
+    pending = run.work
+    report(run.path(), metrics)
+    run.commit()  # the new results replace the previous ones as a whole
+    for p in written:
+        p = Path(p)
+        print(f"wrote {run.final(p.relative_to(pending)) if p.is_relative_to(pending) else p}")
 
 
 if __name__ == "__main__":

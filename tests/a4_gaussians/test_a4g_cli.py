@@ -42,7 +42,7 @@ def test_train_quick_writes_everything_and_reports_true_metrics(scene_dir, tmp_p
     m = json.loads((out / "metrics.json").read_text())
     assert m["iterations"] == 20 and m["num_gaussians"] == 600
     assert m["test_views"] == [1, 3, 5, 6, 8]
-    for name in ("q1_training_progress.gif", "q1_training_final_renders.gif", "gaussians.ply", "loss.png",
+    for name in ("q1_training_progress.gif", "q1_training_final_renders.gif", "gaussians.ply", "losses.png",
                  "losses.csv", "command.txt", "q1_training_progress.png"):
         assert (out / name).is_file(), name
     bh = banner_height()

@@ -13,6 +13,7 @@ from a4_gaussians_diffusion.gaussians.losses import evaluate_images, ssim
 from a4_gaussians_diffusion.gaussians.model import Gaussians
 from a4_gaussians_diffusion.gaussians.ply import PROPERTY_NAMES, load_gaussians_ply, save_gaussians_ply
 from l3d.cameras import PerspectiveCameras, look_at_view_transform
+from l3d.errors import UserError
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -143,9 +144,9 @@ def test_ply_lower_degree_extra_properties_and_errors(tmp_path):
     assert torch.all(sh[:, 4:] == 0)
     bad = np.zeros(n, dtype=[(k, "f4") for k in ("x", "y", "z")])
     PlyData([PlyElement.describe(bad, "vertex")]).write(str(tmp_path / "bad.ply"))
-    with pytest.raises(ValueError, match="missing properties"):
+    with pytest.raises(UserError, match="bad.ply: expected a 3DGS .ply .* found missing properties"):
         load_gaussians_ply(tmp_path / "bad.ply")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserError, match="none.ply: .* found no such file"):
         load_gaussians_ply(tmp_path / "none.ply")
 
 
@@ -196,7 +197,7 @@ def test_builtin_scene_format_and_loader(tmp_path):
     uv = scene.cameras.transform_points_screen(scene.points, (24, 40))
     assert (uv[..., 0] > 0).all() and (uv[..., 0] < 40).all() and (uv[..., 1] > 0).all() and (uv[..., 1] < 24).all()
     assert (scene.images.min(-1).values < 0.95).float().mean() > 0.05  # not all background
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserError, match="missing: expected a folder"):
         load_scene(tmp_path / "missing")
 
 
@@ -227,11 +228,11 @@ def test_parse_background_and_scene_meta(tmp_path):
     assert parse_background("0.5,0.25,1") == (0.5, 0.25, 1.0) and parse_background(["0", "0.5", "1"]) == (0, 0.5, 1)
     assert parse_background(None) is None
     for bad in ("grey", "1,1", "0,0,2", ["1", "x", "0"]):
-        with pytest.raises(ValueError, match="black, white or r,g,b"):
+        with pytest.raises(UserError, match="--background: expected black, white or r,g,b"):
             parse_background(bad)
     assert read_scene_meta(tmp_path) == {}
     (tmp_path / "scene.json").write_text("[1, 2]")
-    with pytest.raises(ValueError, match="JSON object"):
+    with pytest.raises(UserError, match="scene.json: expected a JSON object, found a JSON list"):
         read_scene_meta(tmp_path)
 
 
