@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from l3d.errors import UserError
 import torch
 
 from a3_volume_surface.cameras import surround_cameras
@@ -46,10 +48,10 @@ def test_nerf_files_round_trip(tmp_path):
     assert torch.allclose(scene.cameras.R, cams.R) and scene.split == ([0, 1, 2, 3], [4], [5, 6])
     small = read_nerf_files(tmp_path / "s.pth", tmp_path / "s.png", (4, 4))
     assert small.images.shape == (7, 4, 4, 3)
-    with pytest.raises(ValueError, match="non-isotropic"):
+    with pytest.raises(UserError, match="aspect ratio"):
         read_nerf_files(tmp_path / "s.pth", tmp_path / "s.png", (4, 8))
     torch.save({"cameras": {}}, tmp_path / "bad.pth")
-    with pytest.raises(ValueError, match="not a NeRF scene"):
+    with pytest.raises(UserError, match="a NeRF scene file"):
         read_nerf_files(tmp_path / "bad.pth", tmp_path / "s.png")
 
 
@@ -96,7 +98,7 @@ def test_bunny_file_and_fallback(tmp_path, monkeypatch):
     pts, src = load_bunny(quiet=True)
     assert pts.shape == (10000, 3) and src == "builtin:procedural_cow_points" and pts.abs().max() < 1.5
     assert points_data_label(src).startswith("stand-in: 10000 points sampled on l3d's procedural cow mesh")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserError, match="no such file"):
         load_bunny(str(tmp_path / "nope.npz"))
 
 
@@ -119,7 +121,7 @@ def test_pixel_lookups():
     a = 0.4375
     ref = (img[0, 0, 0] * (1 - a) ** 2 + img[0, 0, 1] * (1 - a) * a + img[0, 1, 0] * a * (1 - a) + img[0, 1, 1] * a * a)
     assert torch.allclose(course[0, 0], ref, atol=1e-6)
-    with pytest.raises(ValueError, match="own resolution"):
+    with pytest.raises(UserError, match="own resolution"):
         lookup_pixels(img, ndc_grid((4, 4)), "exact")
 
 
