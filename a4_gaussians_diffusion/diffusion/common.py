@@ -357,7 +357,10 @@ def resume_state(ckpts, args: argparse.Namespace, config: Dict[str, Any], where:
     if state is None:
         print(f"note: no checkpoint in {where}; starting from step 0", file=sys.stderr, flush=True)
         return None
-    check_same_config(state.get("config", {}), config, where)
+    if not isinstance(state.get("config"), dict):
+        raise user_error(Path(ckpts.directory), "checkpoints that record their run's settings (config)",
+                         "an older checkpoint without them", "start a fresh run or choose another --output_dir")
+    check_same_config(state["config"], config, where)
     return state
 
 
