@@ -42,21 +42,21 @@ PKG = "a4_gaussians_diffusion.diffusion"
 #: field width 128) with the tiny diffusion model.
 COMMANDS = [
     ("image, guidance 1", "image_optimization", "--quick, 12 iterations",
-     ["--quick", "--sds_guidance", "1", "--iterations", "12", "--save_every", "100"]),
+     ["--quick", "--sds_guidance", "1", "--steps", "12", "--snapshot_every", "100"]),
     ("image, guidance 0", "image_optimization", "--quick, 12 iterations",
-     ["--quick", "--sds_guidance", "0", "--iterations", "12", "--save_every", "100"]),
+     ["--quick", "--sds_guidance", "0", "--steps", "12", "--snapshot_every", "100"]),
     ("mesh texture", "mesh_optimization", "--quick (render 64 px, field width 32), 8 iterations",
-     ["--quick", "--iterations", "8", "--save_every", "100"]),
+     ["--quick", "--steps", "8", "--snapshot_every", "100"]),
     ("NeRF", "nerf_optimization", "--quick (render 16 x 16, 16 + 8 samples), 8 iterations",
-     ["--quick", "--iters", "8", "--save_every", "100", "--eval_every", "100"]),
+     ["--quick", "--steps", "8", "--snapshot_every", "100", "--eval_every", "100"]),
     ("NeRF, view-dependent text", "nerf_optimization", "--quick, 8 iterations",
-     ["--quick", "--iters", "8", "--view_dep_text", "1", "--save_every", "100", "--eval_every", "100"]),
+     ["--quick", "--steps", "8", "--view_dep_text", "1", "--snapshot_every", "100", "--eval_every", "100"]),
 ]
 COURSE = [
     ("mesh texture", "mesh_optimization", "course field (width 128), render 64 px, 6 iterations",
-     ["--iterations", "6", "--save_every", "100", "--gif_frames", "4", "--gif_size", "64"]),
+     ["--steps", "6", "--snapshot_every", "100", "--num_frames", "4", "--image_size", "64"]),
     ("NeRF", "nerf_optimization", "course render (64 x 64, 64 + 32 samples, width 64), 5 iterations",
-     ["--iters", "5", "--save_every", "100", "--eval_every", "100", "--video_frames", "2", "--video_size", "32",
+     ["--steps", "5", "--snapshot_every", "100", "--eval_every", "100", "--num_frames", "2", "--video_size", "32",
       "--latent_iter_ratio", "0.2"]),
 ]
 
