@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from a1_rendering.common import add_banner, add_mesh_flags, course_file, load_mesh_labelled, report_checks
+from a1_rendering.common import add_banner, add_mesh_flags, course_file, load_mesh_labelled, own_colors, report_checks
 from a1_rendering.measure import iou, sample_silhouette, silhouette_match
 from l3d.cameras import FoVPerspectiveCameras, rotation_about_axis
 from l3d.checks import check
@@ -126,6 +126,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     device = choose_device(args.device)
     mesh, data, course = load_mesh_labelled(args, device)
+    mesh = own_colors(mesh, args)
     imgs = render_transforms(mesh, args.image_size, rgba=True)
     written = [save_image(f"{args.output_dir}/{image_name(name)}.png", img[..., :3]) for name, img in imgs.items()]
     written.append(save_image(f"{args.output_dir}/transforms.png", contact_sheet(imgs)))

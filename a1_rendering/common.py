@@ -125,12 +125,32 @@ def load_mesh_labelled(args: argparse.Namespace, device) -> Tuple[Meshes, str, b
             label = data_label(course_file=p.relative_to(root).as_posix())
         except ValueError:
             label = f"file: {path}"
-        return load_obj(path, device=device), label, label == data_label(course_file=rel)
+        return _with_area(load_obj(path, device=device), path), label, label == data_label(course_file=rel)
     if course_file(rel) is None:
         print(f"{data_root() / rel} not found; using the built-in stand-in: {STANDINS.get(rel, STANDIN_COW)} "
               f"(run `python -m l3d.data download a1` for the real one)", file=sys.stderr)
         return _standin(rel, device), standin_label(rel), False
     return load_obj(course_file(rel), device=device), data_label(course_file=rel), True
+
+
+def _with_area(mesh: Meshes, path) -> Meshes:
+    """``mesh``, unless all its faces have zero area (nothing to render or sample)."""
+    if not bool((mesh.faces_areas_packed() > 0).any()):
+        raise user_error(path, "a mesh with a non-zero surface area",
+                         f"{int(mesh.num_faces_per_mesh().sum())} faces, all of zero area")
+    return mesh
+
+
+def own_colors(mesh: Meshes, args: argparse.Namespace) -> Meshes:
+    """The mesh as it is to be rendered in its own colours: an OBJ without a texture (no
+    ``map_Kd`` image) gets the course's flat mesh colour, with a note on stderr."""
+    if mesh.textures is not None:
+        return mesh
+    from l3d.viz import with_vertex_colors
+
+    print(f"{args.data_path}: no texture (map_Kd image) in the OBJ; rendering it in the flat colour "
+          f"{MESH_COLOR}", file=sys.stderr)
+    return with_vertex_colors(mesh, MESH_COLOR)
 
 
 def load_mesh(args: argparse.Namespace, device) -> Meshes:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from a1_rendering.common import add_banner, add_mesh_flags, course_file, load_mesh_labelled, need_frames, \
-    report_checks, small_faces
+    own_colors, report_checks, small_faces
 from a1_rendering.measure import gif_timing, subject_size
 from l3d.cameras import FoVPerspectiveCameras
 from l3d.checks import check
@@ -186,6 +186,7 @@ def main(argv=None):
     if not bool(subject.any()):
         raise user_error(args.data_path or "--data_path", "a subject to keep in focus (faces smaller than a quarter "
                          "of the scene's size)", f"only {len(subject)} large faces")
+    mesh = own_colors(mesh, args)
     k = args.focus_half_width
     t = time.perf_counter()
     focus = auto_focus_z(mesh, subject, k, 5.0, 120.0) if args.focus_z == "auto" else args.focus_z

@@ -218,11 +218,16 @@ def surface_area(mesh: Meshes) -> float:
 
 
 def chi_square_p_value(observed: np.ndarray, expected: np.ndarray) -> Tuple[float, float]:
-    """Pearson's chi-square statistic and its p-value (dof = bins - 1)."""
+    """Pearson's chi-square statistic and its p-value (dof = bins - 1) over the bins that expect
+    something; with fewer than two such bins there is nothing to test (p = 1)."""
     from scipy.stats import chi2
 
-    stat = float((((observed - expected) ** 2) / expected).sum())
-    return stat, float(chi2.sf(stat, len(observed) - 1))
+    used = expected > 0
+    if int(used.sum()) < 2:
+        return 0.0, 1.0
+    o, e = observed[used], expected[used]
+    stat = float((((o - e) ** 2) / e).sum())
+    return stat, float(chi2.sf(stat, len(o) - 1))
 
 
 def torus_sdf(p: torch.Tensor, R: float, r: float) -> torch.Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from a1_rendering.common import TURNTABLE_QUICK, add_mesh_flags, add_turntable_flags, load_mesh_labelled, \
+from a1_rendering.common import TURNTABLE_QUICK, add_mesh_flags, add_turntable_flags, load_mesh_labelled, own_colors, \
     render_turntable, report_checks, turntable_checks, unit_float
 from l3d.cli import finite_float, output_path, positive_float, run_cli, script_parser
 from l3d.media import save_gif_with_png
@@ -30,8 +30,7 @@ def main(argv=None):
                     help="flat mesh colour (channels in [0, 1]) instead of the mesh's texture")
     args = ap.parse_args(argv)
     mesh, data, _ = load_mesh_labelled(args, choose_device(args.device))
-    if args.color is not None:
-        mesh = with_vertex_colors(mesh, args.color)
+    mesh = own_colors(mesh, args) if args.color is None else with_vertex_colors(mesh, args.color)
     t = time.perf_counter()
     frames, cams = render_turntable(mesh, args.num_frames, args.dist, args.elev, image_size=args.image_size)
     render_s = time.perf_counter() - t

@@ -22,6 +22,7 @@ from a1_rendering.common import MESH_COLOR, add_mesh_flags, course_file, load_me
 from a1_rendering.measure import sample_silhouette, silhouette_match
 from l3d.cameras import FoVPerspectiveCameras
 from l3d.checks import check
+from l3d.errors import user_error
 from l3d.cli import output_path, run_cli, script_parser
 from l3d.media import load_image, save_image
 from l3d.shading import PointLights, render_mesh
@@ -63,6 +64,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     device = choose_device(args.device)
     mesh, data, course = load_mesh_labelled(args, device)
+    if args.textured and mesh.textures is None:
+        raise user_error(args.data_path or data, "a textured mesh for --textured (an MTL with a map_Kd image)",
+                         "no texture")
     t = time.perf_counter()
     img = render_baseline(mesh, args.image_size, args.color, args.textured, rgba=True)
     elapsed = time.perf_counter() - t

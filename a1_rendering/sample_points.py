@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from a1_rendering.common import TURNTABLE_QUICK, add_mesh_flags, add_turntable_flags, load_mesh_labelled, \
-    report_checks
+    own_colors, report_checks
 from a1_rendering.measure import chi_square_p_value, gif_timing, nearest_faces
 from l3d.checks import check
 from l3d.cli import positive_float, positive_int, run_cli, script_parser
@@ -41,6 +41,7 @@ def area_groups(mesh: Meshes, groups: int = 10) -> torch.Tensor:
 def sampling_checks(mesh: Meshes, pts: torch.Tensor, groups: int = 10) -> dict:
     """Distance of the samples to the mesh and the area test (see the module docstring)."""
     dist, face = nearest_faces(pts, mesh)
+    groups = min(groups, int(mesh.num_faces_per_mesh()[0]))  # a small mesh: one face per group
     g = area_groups(mesh, groups)
     areas = mesh.faces_areas_packed().double()
     observed = torch.bincount(g[face], minlength=groups).double().numpy()
@@ -69,6 +70,7 @@ def main(argv=None):
     device = choose_device(args.device)
     torch.manual_seed(args.seed)
     mesh, data, _ = load_mesh_labelled(args, device)
+    mesh = own_colors(mesh, args)
     mesh_frames = render_mesh_turntable(mesh, args.num_frames, 3.0, image_size=args.image_size)
     written, times, timing = [], {}, []
     pts = None

@@ -61,14 +61,15 @@ def bad_meshes(tmp_path_factory):
     (d / "empty.obj").write_text("")
     (d / "binary.obj").write_bytes(bytes(range(256)) * 8)
     (d / "nan.obj").write_text("v 0 0 0\nv 1 nan 0\nv 0 1 0\nf 1 2 3\n")
-    return {"empty": d / "empty.obj", "binary": d / "binary.obj", "nan": d / "nan.obj",
+    (d / "flat.obj").write_text("v 0 0 0\nv 1 1 1\nv 2 2 2\nf 1 2 3\n")  # one face of zero area
+    return {"empty": d / "empty.obj", "binary": d / "binary.obj", "nan": d / "nan.obj", "zero_area": d / "flat.obj",
             "truncated_texture": _textured_obj(d / "trunc", truncate=True)}
 
 
 # ----------------------------------------------------------------------------------------------
 # 1, 2: bad meshes and damaged textures
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["empty", "binary", "nan", "truncated_texture"])
+@pytest.mark.parametrize("kind", ["empty", "binary", "nan", "zero_area", "truncated_texture"])
 @pytest.mark.parametrize("module", MESH_SCRIPTS)
 def test_bad_mesh_is_one_line_and_writes_nothing(module, kind, bad_meshes, tmp_path, capsys):
     """Used to render a blank image (empty, binary, NaN OBJ) or end in a traceback (texture)."""
@@ -101,6 +102,36 @@ def test_intact_texture_still_loads(tmp_path):
     mesh = load_obj(_textured_obj(tmp_path, truncate=False))
     img = render_baseline(mesh, 32, textured=True)
     assert mesh.textures is not None and float(img.std()) > 0.02
+
+
+def test_untextured_obj_renders_in_the_mesh_colour(tmp_path, capsys):
+    """An OBJ without a texture used to stop with 'meshes have no textures' (a traceback) in
+    every script that renders the mesh's own colours; --textured asks for a texture: one line."""
+    obj = tmp_path / "plain.obj"
+    obj.write_text("v 0.6 0.6 0.6\nv 0.6 -0.6 -0.6\nv -0.6 0.6 -0.6\nv -0.6 -0.6 0.6\n"
+                   "f 1 2 3\nf 1 4 2\nf 1 3 4\nf 2 4 3\n")
+    from a1_rendering import camera_transforms
+
+    camera_transforms.main(["--data_path", str(obj), "--image_size", "32", "--output_dir", str(tmp_path / "ct")])
+    assert "no texture" in capsys.readouterr().err
+    img = np.asarray(Image.open(tmp_path / "ct" / "transform_none.png"), dtype=np.float64)[..., :3]
+    drawn = img[img.min(-1) < 250]  # not the white background
+    assert len(drawn) > 20 and np.allclose(drawn[:, 2] * 0.7, drawn[:, 0], atol=3)  # shades of (0.7, 0.7, 1)
+    code, err = _fail("render_mesh", ["--data_path", str(obj), "--textured", "--output_dir", str(tmp_path / "rm")],
+                      capsys)
+    assert code == 2 and "--textured" in _one_line(err) and str(obj) in err
+
+
+def test_area_test_on_a_mesh_with_few_faces():
+    """Fewer faces than area groups used to give p = nan (empty groups), a failing check."""
+    from a1_rendering.mesh_practice import tetrahedron
+    from a1_rendering.sample_points import sampling_checks
+    from l3d.ops import sample_points_from_meshes
+
+    mesh = tetrahedron()
+    torch.manual_seed(0)
+    checks = sampling_checks(mesh, sample_points_from_meshes(mesh, 200)[0])
+    assert checks["area_chi2_p"]["pass"], checks["area_chi2_p"]
 
 
 def test_dolly_zoom_needs_a_subject(tmp_path, capsys):
