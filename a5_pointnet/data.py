@@ -218,7 +218,7 @@ def load_split(root: str | Path, task: str, split: str) -> Tuple[np.ndarray, np.
     if labels.dtype.kind == "f":
         whole = np.isfinite(labels) & (labels == np.round(labels))
         if not whole.all():
-            raise user_error(label_p, "integer labels", f"{labels[~whole].flat[0]!r} ({labels.dtype})")
+            raise user_error(label_p, "integer labels", f"{labels[~whole].flat[0].item()!r} ({labels.dtype})")
     elif labels.dtype.kind not in "iu":
         raise user_error(label_p, "integer labels", f"dtype {labels.dtype}")
     hi = NUM_CLASSES[task] - 1
