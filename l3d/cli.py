@@ -115,13 +115,17 @@ class ScriptParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.presets = {k: dict(v) for k, v in (presets or {}).items()}
 
-    def add_flag(self, key: str, default: Any = None, help: Optional[str] = None, **kwargs) -> argparse.Action:
+    def add_flag(self, key: str, default: Any = None, help: Optional[str] = None, aliases: Sequence[str] = (),
+                 **kwargs) -> argparse.Action:
+        """Add the shared flag ``--<key>``; ``aliases`` adds a script's own older spellings (for
+        example the course's ``--data_dir``) to the shared ones."""
         spec = VOCABULARY[key]
         if spec.action:
             kwargs.setdefault("action", spec.action)
         elif spec.type is not None:
             kwargs.setdefault("type", spec.type)
-        return self.add_argument(spec.name, *spec.aliases, dest=key, default=default, help=help or spec.help, **kwargs)
+        names = [spec.name, *spec.aliases, *[a for a in aliases if a not in spec.aliases]]
+        return self.add_argument(*names, dest=key, default=default, help=help or spec.help, **kwargs)
 
     def given_dests(self, argv: Sequence[str]) -> set:
         """The dests of the options that appear in ``argv`` (``--flag value`` or ``--flag=value``)."""
