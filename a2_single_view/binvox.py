@@ -20,6 +20,7 @@ Decoding and encoding are vectorised with numpy (``repeat`` / run boundaries), n
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import BinaryIO, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from l3d.errors import user_error
 from l3d.run import atomic_path
 
 PathLike = Union[str, os.PathLike]
@@ -52,29 +54,43 @@ class Binvox:
         return int(self.occupancy.shape[0])
 
 
+class _Bad(Exception):
+    """What is wrong with a binvox file (turned into a UserError naming the file)."""
+
+
+MAX_DIM = 1024  # a larger grid is not a voxel file this code can hold in memory
+
+
 def _read_header(f: BinaryIO) -> Tuple[Tuple[int, int, int], Tuple[float, ...], float]:
-    first = f.readline().strip()
+    first = f.readline(64).strip()
     if not first.startswith(b"#binvox"):
-        raise ValueError(f"not a binvox file (first line {first[:20]!r})")
+        raise _Bad(f"first line {first[:20]!r}")
     dims, translate, scale = None, (0.0, 0.0, 0.0), 1.0
-    while True:
-        line = f.readline()
+    for _ in range(64):  # a header has a handful of lines
+        line = f.readline(256)
         if not line:
-            raise ValueError("binvox header ends before its 'data' line")
+            raise _Bad("a header that ends before its 'data' line")
         parts = line.strip().split()
         if not parts:
             continue
         key = parts[0]
         if key == b"data":
             break
-        if key == b"dim":
-            dims = tuple(int(x) for x in parts[1:4])
-        elif key == b"translate":
-            translate = tuple(float(x) for x in parts[1:4])
-        elif key == b"scale":
-            scale = float(parts[1])
+        try:
+            if key == b"dim":
+                dims = tuple(int(x) for x in parts[1:4])
+            elif key == b"translate":
+                translate = tuple(float(x) for x in parts[1:4])
+            elif key == b"scale":
+                scale = float(parts[1])
+        except (ValueError, IndexError):
+            raise _Bad(f"the header line {line.strip()[:40]!r}") from None
+    else:
+        raise _Bad("a header without a 'data' line")
     if dims is None or len(dims) != 3:
-        raise ValueError("binvox header has no 'dim' line")
+        raise _Bad("a header without a 'dim D D D' line")
+    if not all(math.isfinite(v) for v in (*translate, scale)):
+        raise _Bad("a non-finite translate or scale")
     return dims, translate, scale  # type: ignore[return-value]
 
 
@@ -82,28 +98,33 @@ def read_binvox(path_or_file: Union[PathLike, BinaryIO]) -> Binvox:
     """Decode a binvox file into a dense ``[x, y, z]`` occupancy grid.
 
     Raises:
-        ValueError: not a binvox file, non-cubic grid, or run lengths that do not add up to D^3.
+        UserError: naming the file: not a binvox file, non-cubic grid, or run lengths that do not
+            add up to D^3 (a truncated file).
     """
     if hasattr(path_or_file, "read"):
-        return _read_binvox(path_or_file)  # type: ignore[arg-type]
+        name = getattr(path_or_file, "name", "<binvox data>")
+        try:
+            return _read_binvox(path_or_file)  # type: ignore[arg-type]
+        except _Bad as e:
+            raise user_error(name, "a binvox file", str(e)) from None
     with open(path_or_file, "rb") as f:
         try:
             return _read_binvox(f)
-        except ValueError as e:
-            raise ValueError(f"{path_or_file}: {e}") from None
+        except _Bad as e:
+            raise user_error(path_or_file, "a binvox file", str(e)) from None
 
 
 def _read_binvox(f: BinaryIO) -> Binvox:
     dims, translate, scale = _read_header(f)
-    if len(set(dims)) != 1:
-        raise ValueError(f"only cubic binvox grids are supported, got dim {dims}")
+    if len(set(dims)) != 1 or not 0 < dims[0] <= MAX_DIM:
+        raise _Bad(f"dim {' '.join(map(str, dims))} (only cubic grids up to {MAX_DIM}^3 are read)")
     s = dims[0]
     raw = np.frombuffer(f.read(), dtype=np.uint8)
     if raw.size % 2:
         raw = raw[:-1]  # a stray trailing byte (newline) is ignored
     values, counts = raw[0::2], raw[1::2].astype(np.int64)
     if int(counts.sum()) != s ** 3:
-        raise ValueError(f"binvox runs cover {int(counts.sum())} voxels, expected {s}^3 = {s ** 3}")
+        raise _Bad(f"runs that cover {int(counts.sum())} voxels, not {s}^3 = {s ** 3}")
     flat = np.repeat(values > 0, counts)  # (s^3,) in x, z, y order
     occ = flat.reshape(s, s, s).transpose(0, 2, 1)  # [x, z, y] -> [x, y, z]
     return Binvox(np.ascontiguousarray(occ), tuple(translate), float(scale))

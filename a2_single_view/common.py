@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from l3d.checks import data_label
+from l3d.cli import VOCABULARY
+from l3d.errors import user_error
 from l3d.ops import sample_points_from_meshes
 from l3d.structures import Meshes
 from l3d.viz import apply_colormap, render_mesh_turntable, render_points_turntable, with_vertex_colors
@@ -26,19 +28,32 @@ GT_COLOUR = (0.75, 0.75, 0.75)
 # ----------------------------------------------------------------------------------------------
 # flags
 # ----------------------------------------------------------------------------------------------
+def add_shared(ap, key: str, *extra: str, default=None, help: Optional[str] = None, **kwargs) -> argparse.Action:
+    """``ap.add_flag(key)`` with more accepted spellings: the shared flag of :data:`VOCABULARY`, its
+    aliases, and ``extra`` (older names of this assignment, kept working)."""
+    spec = VOCABULARY[key]
+    if spec.action:
+        kwargs.setdefault("action", spec.action)
+    elif spec.type is not None:
+        kwargs.setdefault("type", spec.type)
+    return ap.add_argument(spec.name, *spec.aliases, *extra, dest=key, default=default, help=help or spec.help,
+                           **kwargs)
+
+
 def add_data_flags(ap: argparse.ArgumentParser) -> None:
-    """``--data --data_root --split_file --preset --classes``."""
+    """``--data --data_path --split_file --data_preset --classes --data_seed`` (the quick preset of a
+    script sets ``data_preset`` to "quick")."""
     g = ap.add_argument_group("data")
     g.add_argument("--data", choices=["auto", "real", "synthetic"], default="auto",
                    help="auto: the real R2N2 set when its split file exists, else the procedural stand-in")
-    g.add_argument("--data_root", default=None,
-                   help="data set root in the R2N2 layout (default: $L3D_DATA/a2 for real data, "
-                        "output/.cache/a2_synthetic for the stand-in, generated there on first use)")
+    add_shared(g, "data_path", "--data_root",
+               help="data set root in the R2N2 layout ('synthetic': the procedural stand-in; default: $L3D_DATA/a2 "
+                    "for real data, output/.cache/a2_synthetic for the stand-in, generated there on first use)")
     g.add_argument("--split_file", default=None,
                    help="split JSON {split: {synset: {model_id: [views]}}} (default: <root>/split_r2n2.json, "
                         "or the stand-in preset's split file)")
-    g.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="size of the procedural stand-in (default: standard; quick with --quick)")
+    g.add_argument("--data_preset", "--preset", dest="data_preset", choices=sorted(PRESETS), default="standard",
+                   help="size of the procedural stand-in (--quick: quick)")
     g.add_argument("--classes", default="chair",
                    help="'chair', '3c' (chair, car, airplane) or a comma-separated list of class names/synsets")
     g.add_argument("--data_seed", type=int, default=0, help="seed of the procedural stand-in")
@@ -50,16 +65,25 @@ def class_names(spec: str) -> tuple:
     names = tuple(s.strip() for s in spec.split(",") if s.strip())
     bad = [n for n in names if n not in SYNSETS and n not in SYNSETS.values()]
     if not names or bad:
-        raise ValueError(f"--classes must be 'chair', '3c' or class names among {sorted(SYNSETS)}, got {spec!r}")
+        raise user_error("--classes", f"'chair', '3c' or class names among {sorted(SYNSETS)}", repr(spec))
     return names
 
 
 def resolve_data(args: argparse.Namespace) -> DataChoice:
     """Apply the data flags: sets ``args.class_names`` and returns the data choice."""
     args.class_names = class_names(args.classes)
-    preset = args.preset or ("quick" if args.quick else "standard")
-    args.preset = preset
-    return choose_data(args.data, args.data_root, args.split_file, preset, args.data_seed)
+    data, root = args.data, args.data_path
+    if root == "synthetic":
+        data, root = "synthetic", None
+    return choose_data(data, root, args.split_file, args.data_preset, args.data_seed)
+
+
+def given_or(args: argparse.Namespace, values: dict) -> None:
+    """Set ``args.<key> = value`` for every key the user did not give on the command line (a
+    preset that depends on another flag, e.g. the per-type quick sizes of ``--type``)."""
+    for k, v in values.items():
+        if k not in args.given:
+            setattr(args, k, v)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

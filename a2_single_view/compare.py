@@ -18,6 +18,7 @@ from pathlib import Path
 
 from l3d.checks import check
 from l3d.cli import report, run_cli, script_parser
+from l3d.errors import user_error
 from l3d.run import atomic_path
 
 from .eval_model import MIN_MARGIN, plot_f1_curves
@@ -25,6 +26,24 @@ from .evaluate import THRESHOLDS
 from .models import KINDS
 
 NAMES = {"vox": "voxels (2.1)", "point": "points (2.2)", "mesh": "mesh (2.3)", "implicit": "implicit (3.1)"}
+
+
+NEEDED = tuple(f"f1@{t:.2f}" for t in THRESHOLDS) + ("examples",)
+
+
+def read_eval(path: Path) -> dict:
+    """The metrics.json of an eval_model run, checked for what the comparison reads."""
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise user_error(path, "the JSON eval_model writes", f"a damaged file ({type(e).__name__})") from None
+    if not isinstance(m, dict):
+        raise user_error(path, "a JSON object", type(m).__name__)
+    missing = [k for k in NEEDED if not isinstance(m.get(k), (int, float))]
+    if missing:
+        raise user_error(path, "the numbers eval_model writes", f"no {', '.join(missing[:3])}",
+                         "run eval_model again")
+    return m
 
 
 def main(argv=None):
@@ -39,9 +58,10 @@ def main(argv=None):
         if not path.is_file():
             missing.append(kind)
             continue
-        found[kind] = json.loads(path.read_text(encoding="utf-8"))
+        found[kind] = read_eval(path)
     if not found:
-        raise FileNotFoundError(f"no eval_<type>/metrics.json under {root}: run eval_model first")
+        raise user_error("--eval_root", f"eval_<type>/metrics.json of {', '.join(args.types)} under {root}", "none",
+                         "run eval_model first")
     curves, dashed, rows, margins = {}, [], [], {}
     for kind, m in found.items():
         curves[NAMES[kind]] = [m[f"f1@{t:.2f}"] for t in THRESHOLDS]

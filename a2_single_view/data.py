@@ -46,6 +46,7 @@ import torch
 from l3d.data import data_root
 from l3d.io import load_obj, save_obj
 from l3d.media import load_image, save_image
+from l3d.errors import UserError, user_error
 from l3d.run import atomic_path
 
 from .binvox import read_binvox, binvox_coords, write_binvox
@@ -100,14 +101,29 @@ def r2n2_cameras(azim: torch.Tensor, elev: torch.Tensor, dist_ratio: torch.Tenso
 
 def read_metadata(path: Path) -> np.ndarray:
     """(V, 5) float array of a ``rendering_metadata.txt`` (azim, elev, yaw, dist_ratio, fov)."""
-    rows = [line.split() for line in Path(path).read_text().splitlines() if line.strip()]
+    expected = "lines of 5 numbers 'azim elev yaw dist_ratio fov'"
+    try:
+        rows = [line.split() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise user_error(path, expected, "binary data") from None
     try:
         arr = np.asarray(rows, dtype=np.float64)
     except ValueError:
-        raise ValueError(f"{path}: every line must hold 5 numbers 'azim elev yaw dist_ratio fov'") from None
+        bad = next((r for r in rows if len(r) != len(rows[0]) or not all(_is_number(x) for x in r)), rows[0])
+        raise user_error(path, expected, f"the line {' '.join(bad)[:60]!r}") from None
     if arr.ndim != 2 or arr.shape[1] < 4:
-        raise ValueError(f"{path}: expected lines 'azim elev yaw dist_ratio fov', got shape {arr.shape}")
+        raise user_error(path, expected, "no lines" if arr.size == 0 else f"{arr.shape[1]} numbers a line")
+    if not np.isfinite(arr).all():
+        raise user_error(path, expected, "non-finite values")
     return arr
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -138,23 +154,48 @@ def obj_path(root: Path, synset: str, model_id: str) -> Path:
 
 def read_split(split_file: Path, split: str, classes: Sequence[str]) -> List[ModelRef]:
     """The models (with their view indices) of one split, restricted to ``classes``."""
-    split_file = Path(split_file)
-    if not split_file.is_file():
-        raise FileNotFoundError(f"split file not found: {split_file}")
-    try:
-        table = json.loads(split_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{split_file} is not valid JSON: {e.msg} (line {e.lineno})") from None
+    table = read_split_table(split_file)
     if split not in table:
-        raise ValueError(f"{split_file} has no split {split!r} (it has {sorted(table)})")
+        raise EmptySplit(f"{split_file}: expected a split {split!r}, found only {sorted(table)}")
     wanted = [SYNSETS.get(c, c) for c in classes]
     refs = []
     for synset in wanted:
         for model_id, views in sorted(table[split].get(synset, {}).items()):
-            refs.append(ModelRef(synset, model_id, tuple(int(v) for v in views)))
+            refs.append(ModelRef(synset, model_id, tuple(views)))
     if not refs:
-        raise ValueError(f"{split_file}: split {split!r} has no models of classes {list(classes)}")
+        raise EmptySplit(f"{split_file}: expected models of classes {list(classes)} in split {split!r}, found none")
     return refs
+
+
+class EmptySplit(UserError):
+    """A split file that is valid but lists no model of the asked split or classes."""
+
+
+SPLIT_SHAPE = "JSON {split: {synset: {model_id: [view indices]}}}"
+
+
+def read_split_table(split_file: Path) -> Dict[str, Dict[str, Dict[str, List[int]]]]:
+    """The content of a split file, checked: ``{split: {synset: {model_id: [view indices >= 0]}}}``."""
+    split_file = Path(split_file)
+    if not split_file.is_file():
+        raise user_error(split_file, "a split file (" + SPLIT_SHAPE + ")", "no such file")
+    try:
+        table = json.loads(split_file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise user_error(split_file, SPLIT_SHAPE, "binary data") from None
+    except json.JSONDecodeError as e:
+        raise user_error(split_file, SPLIT_SHAPE, f"invalid JSON ({e.msg}, line {e.lineno})") from None
+    ok = isinstance(table, dict) and all(
+        isinstance(models, dict) and all(
+            isinstance(m, dict) and all(
+                isinstance(views, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                for v in views)
+                for views in m.values())
+            for m in models.values())
+        for models in table.values())
+    if not ok:
+        raise user_error(split_file, SPLIT_SHAPE, f"a {type(table).__name__} of another shape")
+    return table
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,7 +205,7 @@ def load_voxels(path: Path, verts: torch.Tensor, size: int = VOXEL_SIZE) -> torc
     """(1, D, D, D) [Z, Y, X] grid of a binvox file aligned to the mesh vertices (V, 3)."""
     coords = binvox_coords(read_binvox(path))  # (P, 3) index coordinates (x, y, z)
     if coords.shape[0] == 0:
-        raise ValueError(f"{path} holds no filled voxel")
+        raise user_error(path, "a voxel grid with filled voxels", "an empty grid")
     return coords_to_grid(align_bbox(coords, verts), size)[None]
 
 
@@ -208,11 +249,13 @@ class R2N2(torch.utils.data.Dataset):
         mesh = load_obj(path, load_textures=False)
         verts, faces = mesh.verts_packed(), mesh.faces_packed()
         if faces.shape[0] == 0:
-            raise ValueError(f"{path} has no faces")
+            raise user_error(path, "a mesh with faces", "no faces")
         out = {"verts": verts, "faces": faces}
-        meta = read_metadata(rendering_dir(self.root, m.synset, m.model_id) / "rendering_metadata.txt")
-        if meta.shape[0] <= max(m.views):
-            raise ValueError(f"{m.model_id}: metadata lists {meta.shape[0]} views, split asks for view {max(m.views)}")
+        meta_path = rendering_dir(self.root, m.synset, m.model_id) / "rendering_metadata.txt"
+        meta = read_metadata(meta_path)
+        if m.views and meta.shape[0] <= max(m.views):
+            raise user_error(meta_path, f"a line for each view up to {max(m.views)} (the split lists it)",
+                             f"{meta.shape[0]} lines")
         meta_t = torch.from_numpy(meta)
         out["R"], out["T"] = r2n2_cameras(meta_t[:, 0], meta_t[:, 1], meta_t[:, 3])
         if self.return_voxels:
@@ -225,8 +268,13 @@ class R2N2(torch.utils.data.Dataset):
             m = self.models[i]
             path = rendering_dir(self.root, m.synset, m.model_id) / "feats.npy"
             if not path.is_file():
-                raise FileNotFoundError(f"{path} not found; run `python -m a2_single_view.features` first")
-            self._feats[i] = np.load(path)
+                raise user_error(path, "precomputed features", "no such file",
+                                 "run `python -m a2_single_view.features` first")
+            arr = load_features(path)
+            if arr is None:
+                raise user_error(path, f"a (views, {FEATURE_DIM}) float array (numpy .npy)", "a damaged file",
+                                 "delete it and run `python -m a2_single_view.features`")
+            self._feats[i] = arr
         return self._feats[i]
 
     def __getitem__(self, idx: int) -> dict:
@@ -241,11 +289,12 @@ class R2N2(torch.utils.data.Dataset):
         if self.return_voxels:
             sample["voxels"] = model["voxels"]
         if self.inputs == "feats":
-            f = self.features(i)[view]
-            if not np.isfinite(f).all():
-                raise ValueError(f"{m.model_id}: feats.npy has no features for view {view}; "
+            feats = self.features(i)
+            if view >= len(feats) or not np.isfinite(feats[view]).all():
+                raise user_error(rendering_dir(self.root, m.synset, m.model_id) / "feats.npy",
+                                 f"finite features of view {view}", "none (NaN)",
                                  "run `python -m a2_single_view.features`")
-            sample["feats"] = torch.from_numpy(np.asarray(f, dtype=np.float32))
+            sample["feats"] = torch.from_numpy(np.asarray(feats[view], dtype=np.float32))
         elif self.inputs == "images":
             sample["images"] = self.image(idx)
         return sample
@@ -323,14 +372,14 @@ def choose_data(data: str = "auto", data_root_dir: Optional[str] = None, split_f
     is not writable). ``real``: the real set or an error.
     """
     if data not in ("auto", "real", "synthetic"):
-        raise ValueError(f"--data must be auto, real or synthetic, got {data!r}")
+        raise user_error("--data", "auto, real or synthetic", repr(data))
     if data != "synthetic":
         root = Path(data_root_dir) if data_root_dir else real_root()
         split = Path(split_file) if split_file else root / "split_r2n2.json"
         if split.is_file():
             return DataChoice(root, split, False)
         if data == "real":
-            raise FileNotFoundError(f"R2N2 split file not found: {split} (see the data layout in a2_single_view/data.py)")
+            raise user_error(split, "the R2N2 split file", "no such file", "see the data layout in a2_single_view/data.py")
         if verbose:
             print(f"{split} not found; using the built-in procedural chairs/cars/airplanes "
                   f"(preset {preset!r})", file=sys.stderr)
@@ -442,7 +491,7 @@ def ensure_synthetic(root: Path, preset: str = "standard", seed: int = 0, verbos
     nothing new.
     """
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+        raise user_error("--data_preset", f"one of {sorted(PRESETS)}", repr(preset))
     p = PRESETS[preset]
     root = Path(root)
     views = list(range(p.views))
@@ -474,7 +523,7 @@ def ensure_synthetic(root: Path, preset: str = "standard", seed: int = 0, verbos
                         save_image(path, img)
             bar.update(len(batch))
         bar.close()
-    if not split_file.is_file() or json.loads(split_file.read_text()) != table:
+    if not split_file.is_file() or _read_json_or_none(split_file) != table:  # (re)written when damaged
         root.mkdir(parents=True, exist_ok=True)
         with atomic_path(split_file) as tmp:
             Path(tmp).write_text(json.dumps(table, indent=1))
@@ -491,3 +540,25 @@ def writable(path: Path) -> bool:
     while not p.exists():
         p = p.parent
     return os.access(p, os.W_OK)
+
+
+FEATURE_DIM = 512  # ResNet-18 features per view
+
+
+def load_features(path: Path) -> Optional[np.ndarray]:
+    """The (views, 512) float array of a ``feats.npy``, or None when the file is damaged (not a
+    numpy array of that shape)."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        return None
+    if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.shape[1] != FEATURE_DIM or arr.dtype.kind != "f":
+        return None
+    return arr
+
+
+def _read_json_or_none(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return None

@@ -1,6 +1,6 @@
 """Quick run of every part of Assignment 2 (single view to 3D) on the quick procedural set.
 
-    python -m a2_single_view.demo [--output_root output/a2_single_view]
+    python -m a2_single_view.demo [--output_dir output/a2_single_view] [--device auto]
 
 Q1 fit_data (vox, point, mesh); Q2 train_model + eval_model (vox, point, mesh) and Q3.1 the
 implicit decoder, each trained beside its mean-shape baseline and evaluated against it on the
@@ -15,23 +15,21 @@ generated on first use under output/.cache/a2_synthetic.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
-from l3d.cli import run_cli
+from l3d.cli import invoked_as, run_cli, script_parser
 
 from . import compare, eval_model, fit_data, interpret, study_classes, study_wsmooth, train_model
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--output_root", default="output/a2_single_view", help="folder of every part's outputs")
-    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    args = ap.parse_args([] if argv is None else argv)
-    root = args.output_root
-    common = ["--quick", "--device", args.device]
+    ap = script_parser(__doc__, "a2_single_view")
+    ap.add_argument("--output_root", default=None, help="the older name of --output_dir: folder of every part's outputs")
+    args = ap.parse_args(argv)  # every part runs at --quick size, with or without --quick
+    root = args.output_root or args.output_dir
+    common = ["--quick", "--device", args.device, "--seed", str(args.seed)]
     t0 = time.perf_counter()
     steps = []
     for kind in ("vox", "point", "mesh"):
@@ -48,16 +46,17 @@ def main(argv=None):
     steps.append(("compare", compare.main, ["--eval_root", root, "--output_dir", f"{root}/compare"]))
     # the studies fine-tune the trained models for 50 steps per setting
     steps.append(("study_wsmooth", study_wsmooth.main, ["--load_feat", "--init_from", f"{root}/train_mesh/checkpoints/last.pt",
-                                                        "--max_iter", "50", "--output_dir", f"{root}/study_wsmooth"]))
+                                                        "--steps", "50", "--output_dir", f"{root}/study_wsmooth"]))
     steps.append(("interpret point", interpret.main, ["--type", "point", "--load_checkpoint", point_ckpt,
                                                       "--output_dir", f"{root}/interpret_point"]))
     steps.append(("study_classes point", study_classes.main, ["--type", "point", "--load_feat", "--init_from", point_ckpt,
-                                                              "--max_iter", "50",
+                                                              "--steps", "50",
                                                               "--output_dir", f"{root}/study_classes_point"]))
     for name, fn, argv_ in steps:
         t, c = time.perf_counter(), time.process_time()
         print(f"== a2_single_view {name}", flush=True)
-        fn([*argv_, *common])
+        with invoked_as(fn.__module__, [*argv_, *common]):  # command.txt records the part's own command
+            fn([*argv_, *common])
         print(f"   ({time.perf_counter() - t:.1f} s, {time.process_time() - c:.1f} s CPU)", flush=True)
     # every part's checks in one list
     from .parts import PARTS

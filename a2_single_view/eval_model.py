@@ -31,7 +31,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from l3d.checks import check
-from l3d.cli import report, run_cli, script_parser
+from l3d.cli import nonneg_int, positive_int, report, run_cli, script_parser
+from l3d.errors import user_error
 from l3d.media import save_gif_with_png
 from l3d.run import atomic_path, load_checkpoint
 from l3d.train import choose_device, progress
@@ -52,14 +53,21 @@ def default_checkpoint(kind: str) -> Path:
 
 def load_model(path, device: torch.device, kind: Optional[str] = None, verbose: bool = False):
     """(model in eval mode, config + "steps") from a checkpoint written by train_model."""
-    state = load_checkpoint(path, map_location=device)
-    if "model" not in state or "config" not in state:
-        raise ValueError(f"{path} is not a train_model checkpoint (needs 'model' and 'config')")
+    state = load_checkpoint(path, map_location=device)  # UserError naming a damaged file
+    if "model" not in state or not isinstance(state.get("config"), dict) or "type" not in state["config"]:
+        raise user_error(path, "a train_model checkpoint (model, config with its type)",
+                         f"keys {sorted(state)[:6]}")
     cfg = state["config"]
+    if cfg["type"] not in KINDS:
+        raise user_error(path, f"a model of type {', '.join(KINDS)}", repr(cfg["type"]))
     if kind is not None and cfg["type"] != kind:
-        raise ValueError(f"{path} holds a {cfg['type']!r} model, not {kind!r}")
+        raise user_error(path, f"a {kind!r} model (--type {kind})", f"it holds a {cfg['type']!r} model")
     model = build_model(cfg, verbose=verbose).to(device)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise user_error(path, "weights that fit the model its config describes", first) from None
     cfg = {**cfg, "steps": int(state.get("step", -1)) + 1}
     return model.eval(), cfg
 
@@ -93,8 +101,9 @@ def eval_dataset(model: SingleViewTo3D, cfg: dict, args, device, split: str = "t
     if cfg.get("load_feat"):
         enc = Encoder(cfg.get("pretrained", "auto"), verbose=False)
         if cfg.get("encoder") and enc.tag != cfg["encoder"]:
-            raise ValueError(f"the checkpoint was trained on {cfg['encoder']} features, but the encoder available "
-                             f"now is {enc.tag}")
+            raise user_error(getattr(args, "load_checkpoint", None) or default_checkpoint(cfg["type"]), f"features of the encoder available now ({enc.tag})",
+                             f"a model trained on {cfg['encoder']} features",
+                             "train again, or restore the encoder weights it was trained with")
         ensure_features(ds, enc, device)
     if max_examples is not None:
         ds.items = ds.items[:max_examples]
@@ -103,9 +112,10 @@ def eval_dataset(model: SingleViewTo3D, cfg: dict, args, device, split: str = "t
 
 @torch.no_grad()
 def run_eval(model: SingleViewTo3D, ds: R2N2, device, n_points: int = 1000, batch_size: int = 16,
-             seed: int = 0, thresholds: Sequence[float] = THRESHOLDS) -> Dict[str, torch.Tensor]:
+             seed: int = 0, thresholds: Sequence[float] = THRESHOLDS, num_workers: int = 0) -> Dict[str, torch.Tensor]:
     """Per-example precision, recall, F1 (N, T) and valid (N,) over the whole data set."""
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate,
+                                         num_workers=num_workers)
     gen = torch.Generator(device=device).manual_seed(seed)
     parts = {"precision": [], "recall": [], "f1": [], "valid": []}
     for batch in progress(loader, f"eval {model.kind}"):
@@ -176,22 +186,29 @@ def example_frames(model: SingleViewTo3D, ds: R2N2, idx: int, device, num_frames
                       gt_title=f"ground truth ({'voxels' if model.kind in ('vox', 'implicit') else model.kind})")
 
 
+QUICK = {"num_frames": 24, "image_size": 128, "vis_count": 2, "data_preset": "quick"}
+
+
 def build_parser(doc: str = __doc__) -> argparse.ArgumentParser:
-    ap = script_parser(doc, "a2_single_view/eval_<type>")
+    ap = script_parser(doc, "a2_single_view/eval_<type>", presets={"quick": QUICK})
     ap.add_argument("--type", choices=KINDS, default="vox", help="model type (must match the checkpoint)")
-    ap.add_argument("--load_checkpoint", default=None,
-                    help="checkpoint file (default: output/a2_single_view/train_<type>/checkpoints/last.pt)")
+    ap.add_flag("load_checkpoint", nargs="?", const=True,
+                help="checkpoint file (default, or given alone as in the course: "
+                     "output/a2_single_view/train_<type>/checkpoints/last.pt)")
     ap.add_argument("--baseline_checkpoint", default=None,
                     help="mean-shape model to compare with (default: <checkpoint dir>/../mean_shape/checkpoints/"
                          "last.pt when it exists; 'none': no comparison)")
     ap.add_argument("--split", default="test", help="split to evaluate")
-    ap.add_argument("--n_points", type=int, default=1000, help="points sampled on the ground truth and on surfaces")
-    ap.add_argument("--batch_size", type=int, default=16, help="images per forward pass")
-    ap.add_argument("--views_per_model", type=int, default=1, help="views of each test model (0: all listed)")
-    ap.add_argument("--max_examples", type=int, default=None, help="evaluate only the first N images")
-    ap.add_argument("--vis_count", type=int, default=4, help="example GIFs to write")
-    ap.add_argument("--num_frames", type=int, default=None, help="frames of each example GIF, one turn (default 36; --quick 24)")
-    ap.add_argument("--image_size", type=int, default=None, help="size of each panel of the example GIFs (default 160; --quick 128)")
+    ap.add_flag("num_points", default=1000, help="points sampled on the ground truth and on surfaces")
+    ap.add_flag("batch_size", default=16, help="images per forward pass")
+    ap.add_argument("--num_workers", type=nonneg_int, default=0, help="data loader worker processes")
+    ap.add_argument("--views_per_model", type=nonneg_int, default=1, help="views of each test model (0: all listed)")
+    ap.add_argument("--max_examples", type=positive_int, default=None, help="evaluate only the first N images")
+    ap.add_argument("--vis_count", type=nonneg_int, default=4, help="example GIFs to write (--quick 2)")
+    ap.add_argument("--vis_freq", type=positive_int, default=None,
+                    help="the course's way: an example GIF of every N-th test image (instead of --vis_count)")
+    ap.add_flag("num_frames", default=36, help="frames of each example GIF, one turn (--quick 24)")
+    ap.add_flag("image_size", default=160, help="size of each panel of the example GIFs (--quick 128)")
     add_data_flags(ap)
     return ap
 
@@ -199,14 +216,8 @@ def build_parser(doc: str = __doc__) -> argparse.ArgumentParser:
 def finish_args(args):
     if args.output_dir == "output/a2_single_view/eval_<type>":
         args.output_dir = f"output/a2_single_view/eval_{args.type}"
-    if args.num_frames is None:
-        args.num_frames = 24 if args.quick else 36
-    if args.image_size is None:
-        args.image_size = 128 if args.quick else 160
-    if args.quick:
-        args.vis_count = min(args.vis_count, 2)
-    if args.n_points < 1 or args.batch_size < 1 or args.num_frames < 1:
-        raise ValueError("--n_points, --batch_size and --num_frames must be at least 1")
+    if args.load_checkpoint is True:  # the course's bare --load_checkpoint
+        args.load_checkpoint = None
     return args
 
 
@@ -214,15 +225,15 @@ def evaluate_checkpoint(args) -> dict:
     device = choose_device(args.device)
     ckpt = args.load_checkpoint or default_checkpoint(args.type)
     if not Path(ckpt).is_file():
-        raise FileNotFoundError(f"checkpoint not found: {ckpt} (train first: python -m a2_single_view.train_model "
-                                f"--type {args.type})")
+        raise user_error("--load_checkpoint", "a checkpoint file", f"no file {ckpt}",
+                         f"train first: python -m a2_single_view.train_model --type {args.type}")
     model, cfg = load_model(ckpt, device, args.type)
     base_ckpt = None
     if args.baseline_checkpoint != "none":
         base_ckpt = Path(args.baseline_checkpoint) if args.baseline_checkpoint else default_baseline(ckpt)
         if not base_ckpt.is_file():
             if args.baseline_checkpoint:
-                raise FileNotFoundError(f"baseline checkpoint not found: {base_ckpt}")
+                raise user_error("--baseline_checkpoint", "a checkpoint file", f"no file {base_ckpt}")
             base_ckpt = None
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -230,16 +241,17 @@ def evaluate_checkpoint(args) -> dict:
     views = args.views_per_model or None
     ds, choice = eval_dataset(model, cfg, args, device, args.split, views, args.max_examples,
                               return_voxels=args.type in ("vox", "implicit"))
-    res = run_eval(model, ds, device, args.n_points, args.batch_size, args.seed)
+    res = run_eval(model, ds, device, args.num_points, args.batch_size, args.seed, num_workers=args.num_workers)
     mean_f1 = res["f1"].mean(0).tolist()
     curves = {args.type: mean_f1}
     base = None
     if base_ckpt is not None:
         bmodel, bcfg = load_model(base_ckpt, device, args.type)
         if not bcfg.get("mean_shape"):
-            raise ValueError(f"{base_ckpt} is not a mean-shape model (train_model --mean_shape / --baseline)")
+            raise user_error(base_ckpt, "a mean-shape model (train_model --mean_shape / --baseline)",
+                             "a model of images")
         bds, _ = eval_dataset(bmodel, bcfg, args, device, args.split, views, args.max_examples)
-        base = run_eval(bmodel, bds, device, args.n_points, args.batch_size, args.seed)
+        base = run_eval(bmodel, bds, device, args.num_points, args.batch_size, args.seed)
         curves["mean-shape baseline"] = base["f1"].mean(0).tolist()
     eval_s = time.perf_counter() - t
     written = [plot_f1_curves(curves, out / f"eval_{args.type}.png",
@@ -251,9 +263,12 @@ def evaluate_checkpoint(args) -> dict:
     with atomic_path(out / "per_example.json") as tmp:
         Path(tmp).write_text(json.dumps(per_example, indent=1))
     written.append(out / "per_example.json")
-    n_vis = min(args.vis_count, len(ds))
-    for k in range(n_vis):
-        idx = int(k * len(ds) / max(1, n_vis))
+    if args.vis_freq:
+        picks = list(range(0, len(ds), args.vis_freq))
+    else:
+        n_vis = min(args.vis_count, len(ds))
+        picks = [int(k * len(ds) / max(1, n_vis)) for k in range(n_vis)]
+    for k, idx in enumerate(picks):
         frames = example_frames(model, ds, idx, device, args.num_frames, args.image_size,
                                 f"{args.type}: F1@0.05={float(res['f1'][idx, -1]):.0f}", args.seed)
         written.extend(save_gif_with_png(out / f"example_{k}.gif", frames, fps=gif_fps(args.num_frames), which="first"))

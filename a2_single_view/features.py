@@ -25,7 +25,7 @@ from l3d.run import atomic_path
 from l3d.train import choose_device, progress
 
 from .common import add_data_flags, resolve_data
-from .data import NUM_VIEWS, R2N2, ModelRef, rendering_dir
+from .data import NUM_VIEWS, R2N2, EmptySplit, ModelRef, load_features, rendering_dir
 from .models import FEAT_DIM, Encoder
 
 
@@ -46,7 +46,10 @@ def _needs(root: Path, ref: ModelRef, tag: str) -> List[int]:
     fp = rd / "feats.npy"
     if not fp.is_file() or not _tag_ok(rd, tag):
         return list(ref.views)
-    arr = np.load(fp)
+    arr = load_features(fp)
+    if arr is None:
+        print(f"note: {fp} is damaged; computing its features again", file=sys.stderr)
+        return list(ref.views)
     return [v for v in ref.views if v >= arr.shape[0] or not np.isfinite(arr[v]).all()]
 
 
@@ -79,10 +82,10 @@ def ensure_features(dataset: R2N2, encoder: Encoder, device: torch.device, batch
         fp, info = rd / "feats.npy", rd / "feats.json"
         n = max(NUM_VIEWS, max(rows) + 1)
         arr = np.full((n, FEAT_DIM), np.nan, dtype=np.float32)
-        if fp.is_file() and _tag_ok(rd, encoder.tag):  # keep the rows already there
-            old = np.load(fp).astype(np.float32)
+        old = load_features(fp) if fp.is_file() and _tag_ok(rd, encoder.tag) else None
+        if old is not None:  # keep the rows already there
             k = min(len(old), n)
-            arr[:k] = old[:k]
+            arr[:k] = old[:k].astype(np.float32)
         for v, row in rows.items():
             arr[v] = row
         with atomic_path(fp) as tmp:
@@ -95,12 +98,12 @@ def ensure_features(dataset: R2N2, encoder: Encoder, device: torch.device, batch
 
 
 def main(argv=None):
-    ap = script_parser(__doc__, "a2_single_view/features")
+    ap = script_parser(__doc__, "a2_single_view/features", presets={"quick": {"data_preset": "quick"}})
     add_data_flags(ap)
     ap.add_argument("--splits", nargs="+", default=["train", "val", "test"], help="splits to process")
     ap.add_argument("--pretrained", choices=["auto", "imagenet", "random"], default="auto",
                     help="ResNet-18 weights: ImageNet from the local torch cache when present (auto), or random")
-    ap.add_argument("--batch_size", type=int, default=32, help="images per encoder call")
+    ap.add_flag("batch_size", default=32, help="images per encoder call")
     args = ap.parse_args(argv)
     device = choose_device(args.device)
     choice = resolve_data(args)
@@ -110,8 +113,8 @@ def main(argv=None):
     for split in args.splits:
         try:
             ds = R2N2(choice.root, choice.split_file, split, args.class_names, inputs="images")
-        except ValueError as e:
-            print(f"skipping split {split}: {e}", file=sys.stderr)
+        except EmptySplit as e:  # e.g. no val models of a class: nothing to compute
+            print(f"note: skipping split {split}: {e}", file=sys.stderr)
             continue
         done[split] = ensure_features(ds, encoder, device, args.batch_size)
     report(args.output_dir, {"encoder": encoder.tag, "views_computed": done, "time_s": time.perf_counter() - t,

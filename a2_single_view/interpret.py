@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from l3d.checks import check
-from l3d.cli import report, run_cli, script_parser
+from l3d.cli import nonneg_int, positive_float, positive_int, report, run_cli, script_parser
+from l3d.errors import user_error
 from l3d.media import save_gif_with_png, save_image
 from l3d.ops import sample_points_from_meshes
 from l3d.train import choose_device
@@ -38,6 +39,7 @@ from .evaluate import grid_points, point_error
 from .models import KINDS
 
 MAX_ERROR_F1_CORRELATION = -0.5
+QUICK = {"num_frames": 24, "image_size": 128, "count": 2, "n_failures": 4, "data_preset": "quick"}
 
 
 def prediction_points(kind: str, pred, n_points: int, generator=None) -> torch.Tensor:
@@ -82,37 +84,35 @@ def point_errors(model, ds, device, n_points: int, seed: int, batch_size: int = 
 
 
 def main(argv=None):
-    ap = script_parser(__doc__, "a2_single_view/interpret_<type>")
+    ap = script_parser(__doc__, "a2_single_view/interpret_<type>", presets={"quick": QUICK})
     ap.add_argument("--type", choices=KINDS, default="point", help="model type (must match the checkpoint)")
-    ap.add_argument("--load_checkpoint", default=None,
-                    help="checkpoint (default: output/a2_single_view/train_<type>/checkpoints/last.pt)")
-    ap.add_argument("--count", type=int, default=3, help="test images with per-point error colouring")
-    ap.add_argument("--n_failures", type=int, default=6, help="lowest-F1 test images in the gallery")
-    ap.add_argument("--vmax", type=float, default=0.1, help="distance shown in full red")
-    ap.add_argument("--n_points", type=int, default=1000, help="points per prediction and ground truth when scoring")
-    ap.add_argument("--num_frames", type=int, default=None, help="frames of the error GIFs, one turn (default 36; --quick 24)")
-    ap.add_argument("--image_size", type=int, default=None, help="panel size (default 160; --quick 128)")
+    ap.add_flag("load_checkpoint", nargs="?", const=True,
+                help="checkpoint (default, or given alone: output/a2_single_view/train_<type>/checkpoints/last.pt)")
+    ap.add_argument("--count", type=nonneg_int, default=3, help="test images with per-point error colouring (--quick 2)")
+    ap.add_argument("--n_failures", type=positive_int, default=6,
+                    help="lowest-F1 test images in the gallery (--quick 4)")
+    ap.add_argument("--vmax", type=positive_float, default=0.1, help="distance shown in full red")
+    ap.add_flag("num_points", default=1000, help="points per prediction and ground truth when scoring")
+    ap.add_flag("num_frames", default=36, help="frames of the error GIFs, one turn (--quick 24)")
+    ap.add_flag("image_size", default=160, help="panel size (--quick 128)")
     add_data_flags(ap)
     args = ap.parse_args(argv)
     if args.output_dir == "output/a2_single_view/interpret_<type>":
         args.output_dir = f"output/a2_single_view/interpret_{args.type}"
-    args.num_frames = args.num_frames or (24 if args.quick else 36)
-    args.image_size = args.image_size or (128 if args.quick else 160)
-    if args.quick:
-        args.count, args.n_failures = min(args.count, 2), min(args.n_failures, 4)
     device = choose_device(args.device)
-    ckpt = args.load_checkpoint or default_checkpoint(args.type)
+    ckpt = args.load_checkpoint if isinstance(args.load_checkpoint, str) else default_checkpoint(args.type)
     if not Path(ckpt).is_file():
-        raise FileNotFoundError(f"checkpoint not found: {ckpt} (train first: python -m a2_single_view.train_model "
-                                f"--type {args.type})")
+        raise user_error("--load_checkpoint", "a checkpoint file", f"no file {ckpt}",
+                         f"train first: python -m a2_single_view.train_model --type {args.type}")
+    args.load_checkpoint = str(ckpt)
     model, cfg = load_model(ckpt, device, args.type)
     ds, choice = eval_dataset(model, cfg, args, device, "test", 1, return_voxels=args.type in ("vox", "implicit"))
     if len(ds) < 3:
-        raise ValueError(f"the test split has {len(ds)} images; interpreting needs at least 3")
+        raise user_error(choice.split_file, "at least 3 test images of --classes " + args.classes, len(ds))
     out = Path(args.output_dir)
     written = []
-    pts_l, err_l, gt_l, ctr_l = point_errors(model, ds, device, args.n_points, args.seed)
-    res = run_eval(model, ds, device, args.n_points, 16, args.seed)
+    pts_l, err_l, gt_l, ctr_l = point_errors(model, ds, device, args.num_points, args.seed)
+    res = run_eval(model, ds, device, args.num_points, 16, args.seed)
     f1 = res["f1"][:, -1]  # (N,) F1@0.05
     mean_err = torch.stack([e.mean() if e.numel() else torch.tensor(float("nan")) for e in err_l])  # (N,)
     ok = torch.isfinite(mean_err)
@@ -129,7 +129,7 @@ def main(argv=None):
     for k in range(n):
         idx = int(k * len(ds) / max(n, 1))
         sample = ds[idx]
-        frames = comparison("point", pts_l[idx], gt_l[idx][: args.n_points], ds.image(idx), num_frames=args.num_frames,
+        frames = comparison("point", pts_l[idx], gt_l[idx][: args.num_points], ds.image(idx), num_frames=args.num_frames,
                             image_size=args.image_size, azim=view_azimuth(sample["R"], sample["T"]),
                             pred_title=f"error: blue 0, red {args.vmax:g}", gt_title="ground truth points",
                             colors=error_colours(err_l[idx], args.vmax))
@@ -147,7 +147,7 @@ def main(argv=None):
         with torch.no_grad():
             pred = predict(model, batch)
         p = (pred.verts_list()[0].cpu(), pred.faces_list()[0].cpu()) if model.kind == "mesh" else pred[0].cpu()
-        gt = gt_as_kind(model.kind, sample, n_points=args.n_points, generator=torch.Generator().manual_seed(args.seed))
+        gt = gt_as_kind(model.kind, sample, n_points=args.num_points, generator=torch.Generator().manual_seed(args.seed))
         row = comparison(model.kind, p, gt, ds.image(idx), num_frames=1, image_size=s,
                          azim=view_azimuth(sample["R"], sample["T"]), pred_title="", gt_title="")[0, 16:]
         m = ds.models[ds.items[idx][0]]

@@ -34,7 +34,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from l3d.errors import user_error
 from l3d.ops import ico_sphere, uniform_laplacian
+from l3d.run import load_checkpoint
 from l3d.structures import Meshes
 from l3d.validate import check_shape
 
@@ -87,12 +89,18 @@ def build_resnet18(pretrained: str = "auto", verbose: bool = True) -> Tuple[nn.M
         raise ValueError(f"pretrained must be auto, imagenet or random, got {pretrained!r}")
     path = imagenet_weights_path() if pretrained != "random" else None
     if pretrained == "imagenet" and path is None:
-        raise FileNotFoundError(f"no resnet18-*.pth in {os.path.join(torch.hub.get_dir(), 'checkpoints')}")
+        raise user_error("--pretrained imagenet", "ImageNet ResNet-18 weights (resnet18-*.pth) in "
+                         f"{os.path.join(torch.hub.get_dir(), 'checkpoints')}", "none",
+                         "use --pretrained auto or random")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
         net = torchvision.models.resnet18(weights=None)
     if path is not None:
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        state = load_checkpoint(path, map_location="cpu")  # UserError naming a damaged file
+        try:
+            net.load_state_dict(state)
+        except RuntimeError:
+            raise user_error(path, "ResNet-18 weights", "a state dict of another network") from None
         tag = "resnet18-imagenet"
         if verbose:
             print(f"ResNet-18: ImageNet weights from {path}", file=sys.stderr)

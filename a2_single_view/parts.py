@@ -34,7 +34,7 @@ PARTS = [
          command="python -m a2_single_view.compare",
          checks=("smallest_margin_over_mean_shape",), media=("compare_f1.png",)),
     Part("A2 2.5", "Effect of w_smooth", f"{_A2}/study_wsmooth",
-         command="python -m a2_single_view.study_wsmooth --load_feat --quick --max_iter 50 "
+         command="python -m a2_single_view.study_wsmooth --load_feat --quick --steps 50 "
                  "--init_from output/a2_single_view/train_mesh/checkpoints/last.pt",
          checks=("smoothness_ratio",), media=("examples.gif", "f1_curves.png")),
     Part("A2 2.6", "Interpreting the model", f"{_A2}/interpret_point",
@@ -43,7 +43,7 @@ PARTS = [
     Part("A2 3.1", "Implicit network", f"{_A2}/eval_implicit", command=_TRAIN.format(t="implicit"),
          checks=("f1_margin_over_mean_shape",), media=("example_*.gif", "eval_implicit.png")),
     Part("A2 3.3", "One class vs three classes", f"{_A2}/study_classes_point",
-         command="python -m a2_single_view.study_classes --type point --load_feat --quick --max_iter 50 "
+         command="python -m a2_single_view.study_classes --type point --load_feat --quick --steps 50 "
                  "--init_from output/a2_single_view/train_point/checkpoints/last.pt",
          checks=("three_class_gain_on_cars_airplanes",), media=("examples.gif", "f1_curves.png")),
 ]

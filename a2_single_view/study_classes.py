@@ -1,6 +1,6 @@
 """Q3.3: train on chairs only vs on three classes (chair, car, airplane); compare per category.
 
-    python -m a2_single_view.study_classes --type point [--max_iter 10000] [--load_feat]
+    python -m a2_single_view.study_classes --type point [--steps 10000] [--load_feat]
 
 Trains two models with the same settings and number of steps -- one on the chair training set,
 one on the chair + car + airplane training set -- and evaluates both on the test split of every
@@ -12,7 +12,8 @@ and on cars + airplanes), examples.gif/.png (one test image per class: input | o
 three-class model | ground truth) and metrics.json; the runs' own outputs are in one_class/ and
 three_class/. The check: on the car and airplane test images, the three-class model's F1@0.05 is
 at least 10 points above the one-class model's (the chair-only model has never seen a car or an
-airplane).
+airplane). The folder is locked while the study runs and the previous study's results stay until
+this one has finished; --resume continues both runs from their checkpoints.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from l3d.checks import check
 from l3d.cli import report, run_cli, script_parser
 from l3d.media import save_gif_with_png
-from l3d.run import atomic_path
+from l3d.run import RunDir, atomic_path
 from l3d.train import choose_device
 
 from . import eval_model, train_model
@@ -35,29 +36,35 @@ from .evaluate import THRESHOLDS
 from .models import KINDS
 from .study_wsmooth import pass_through
 
-DATA_KEYS = ("data", "data_root", "split_file", "preset", "data_seed", "device", "seed", "quick")
+DATA_KEYS = ("data", "data_path", "split_file", "data_preset", "data_seed", "device", "seed", "quick")
 MIN_OTHER_CLASS_GAIN = 10.0
+QUICK = {"num_frames": 24, "image_size": 96, "data_preset": "quick"}
+
+
 def main(argv=None):
-    ap = script_parser(__doc__, "a2_single_view/study_classes_<type>")
+    ap = script_parser(__doc__, "a2_single_view/study_classes_<type>", presets={"quick": QUICK})
     ap.add_argument("--type", choices=KINDS, default="point", help="model type of both runs")
-    ap.add_argument("--max_iter", type=int, default=None, help="training steps of each model (default 10000; --quick: "
-                                                                   "train_model's)")
-    ap.add_argument("--batch_size", type=int, default=None, help="images per step (default 32; --quick: train_model's)")
-    ap.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 4e-4; --quick: train_model's)")
-    ap.add_argument("--n_points", type=int, default=1000, help="points (point decoder) / chamfer samples")
+    ap.add_flag("steps", default=None, help="training steps of each model (default: train_model's)")
+    ap.add_flag("batch_size", default=None, help="images per step (default: train_model's)")
+    ap.add_flag("lr", default=None, help="Adam learning rate (default: train_model's)")
+    ap.add_flag("num_points", default=1000, help="points (point decoder) / chamfer samples")
     ap.add_argument("--load_feat", action="store_true", help="train on precomputed ResNet-18 features")
     ap.add_argument("--init_from", default=None, help="start both runs from this checkpoint (train_model --init_from)")
-    ap.add_argument("--num_frames", type=int, default=None, help="frames of examples.gif, one turn (default 36; --quick 24)")
-    ap.add_argument("--image_size", type=int, default=None, help="panel size of examples.gif (default 128; --quick 96)")
+    ap.add_flag("resume", help="continue both runs of the study from their newest intact checkpoints")
+    ap.add_flag("num_frames", default=36, help="frames of examples.gif, one turn (--quick 24)")
+    ap.add_flag("image_size", default=128, help="panel size of examples.gif (--quick 96)")
     add_data_flags(ap)
     args = ap.parse_args(argv)
     if args.output_dir == "output/a2_single_view/study_classes_<type>":
         args.output_dir = f"output/a2_single_view/study_classes_{args.type}"
-    args.num_frames = args.num_frames or (24 if args.quick else 36)
-    args.image_size = args.image_size or (96 if args.quick else 128)
-    out = Path(args.output_dir)
+    with RunDir(args.output_dir, fresh=not args.resume) as run:  # locked; the old study stays until this one ends
+        return study(args, run)
+
+
+def study(args, run: RunDir) -> dict:
+    out = run.path()
     common = pass_through(args, DATA_KEYS)
-    train_flags = pass_through(args, ("max_iter", "batch_size", "lr", "n_points", "load_feat", "init_from"))
+    train_flags = pass_through(args, ("steps", "batch_size", "lr", "num_points", "load_feat", "init_from", "resume"))
     device = choose_device(args.device)
     results = {}
     for name, classes in (("one_class", "chair"), ("three_class", "3c")):
@@ -108,7 +115,7 @@ def main(argv=None):
             pred = eval_model.predict(model, to_device(collate([ds_of[n][0]]), device))
             preds[n] = (pred.verts_list()[0].cpu(), pred.faces_list()[0].cpu()) if model.kind == "mesh" else pred[0].cpu()
         gt_kind = args.type
-        gt = gt_as_kind(gt_kind, sample, n_points=args.n_points, generator=torch.Generator().manual_seed(args.seed))
+        gt = gt_as_kind(gt_kind, sample, n_points=args.num_points, generator=torch.Generator().manual_seed(args.seed))
         dist = frame_distance(*(kind_points(args.type, p) for p in preds.values()), kind_points(gt_kind, gt))
         kw = dict(num_frames=args.num_frames, image_size=args.image_size, azim=view_azimuth(sample["R"], sample["T"]),
                   dist=dist)

@@ -1,6 +1,6 @@
 """Q2.5: hyper-parameter study -- the weight of the Laplacian smoothing loss of the mesh decoder.
 
-    python -m a2_single_view.study_wsmooth [--w_smooth 0.001 0.01 0.1 1 10] [--max_iter 10000] [--load_feat]
+    python -m a2_single_view.study_wsmooth [--w_smooth 0.001 0.01 0.1 1 10] [--steps 10000] [--load_feat]
 
 Trains one mesh model per weight (train_model --type mesh --w_smooth w, otherwise the same
 settings: train_model's defaults, or its --quick ones), evaluates each on the test split
@@ -14,7 +14,9 @@ smoothness, final training chamfer and smoothness losses per weight), f1_curves.
 the threshold, one line per weight), examples.gif/.png (the same test images: input | one mesh
 per weight | ground truth) and metrics.json; each run's own outputs are in w_<weight>/ below it.
 The check: the test meshes of the largest weight are at least twice as smooth as those of the
-smallest (smoothness ratio <= 0.5). --quick: the weights 0.1 and 10.
+smallest (smoothness ratio <= 0.5). --quick: the weights 0.1 and 10. The folder is locked while
+the study runs and the previous study's results stay until this one has finished; --resume
+continues every run from its checkpoints.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from typing import List
 import torch
 
 from l3d.checks import check
-from l3d.cli import report, run_cli, script_parser
+from l3d.cli import nonneg_float, nonneg_int, report, run_cli, script_parser
+from l3d.errors import user_error
 from l3d.media import save_gif_with_png
-from l3d.run import atomic_path
+from l3d.run import RunDir, atomic_path
 from l3d.train import choose_device
 
 from . import eval_model, train_model
@@ -38,7 +41,7 @@ from .evaluate import THRESHOLDS
 from .losses import smoothness_loss
 
 MAX_SMOOTHNESS_RATIO = 0.5
-QUICK_WEIGHTS = [0.1, 10.0]
+QUICK = {"w_smooth": [0.1, 10.0], "vis_count": 2, "num_frames": 24, "image_size": 96, "data_preset": "quick"}
 
 
 def pass_through(args, keys) -> List[str]:
@@ -53,7 +56,7 @@ def pass_through(args, keys) -> List[str]:
     return argv
 
 
-DATA_KEYS = ("data", "data_root", "split_file", "preset", "classes", "data_seed", "device", "seed", "quick")
+DATA_KEYS = ("data", "data_path", "split_file", "data_preset", "classes", "data_seed", "device", "seed", "quick")
 
 
 @torch.no_grad()
@@ -69,34 +72,35 @@ def test_smoothness(model, ds, device, batch_size: int = 16) -> float:
 
 
 def main(argv=None):
-    ap = script_parser(__doc__, "a2_single_view/study_wsmooth")
-    ap.add_argument("--w_smooth", type=float, nargs="+", default=None,
-                    help="weights to try (default 0.001 0.01 0.1 1 10; --quick 0.1 10)")
-    ap.add_argument("--max_iter", type=int, default=None, help="training steps of each model (default: train_model's)")
-    ap.add_argument("--batch_size", type=int, default=None, help="images per step (default: train_model's)")
-    ap.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 4e-4; --quick: train_model's)")
+    ap = script_parser(__doc__, "a2_single_view/study_wsmooth", presets={"quick": QUICK})
+    ap.add_argument("--w_smooth", type=nonneg_float, nargs="+", default=[0.001, 0.01, 0.1, 1.0, 10.0],
+                    help="weights to try (--quick 0.1 10)")
+    ap.add_flag("steps", default=None, help="training steps of each model (default: train_model's)")
+    ap.add_flag("batch_size", default=None, help="images per step (default: train_model's)")
+    ap.add_flag("lr", default=None, help="Adam learning rate (default: train_model's)")
+    ap.add_flag("resume", help="continue every run of the study from its newest intact checkpoint")
     ap.add_argument("--load_feat", action="store_true", help="train on precomputed ResNet-18 features")
     ap.add_argument("--init_from", default=None,
                     help="start every run's decoder from this checkpoint (train_model --init_from): a trained mesh "
                          "model makes the sweep a fine-tuning study, the point decoder gives every run its trunk")
-    ap.add_argument("--vis_count", type=int, default=None, help="test images shown in examples.gif (default 3; --quick 2)")
-    ap.add_argument("--num_frames", type=int, default=None, help="frames of examples.gif, one turn (default 36; --quick 24)")
-    ap.add_argument("--image_size", type=int, default=None, help="panel size of examples.gif (default 128; --quick 96)")
+    ap.add_argument("--vis_count", type=nonneg_int, default=3, help="test images shown in examples.gif (--quick 2)")
+    ap.add_flag("num_frames", default=36, help="frames of examples.gif, one turn (--quick 24)")
+    ap.add_flag("image_size", default=128, help="panel size of examples.gif (--quick 96)")
     add_data_flags(ap)
     args = ap.parse_args(argv)
-    quick = args.quick
-    args.w_smooth = args.w_smooth or (QUICK_WEIGHTS if quick else [0.001, 0.01, 0.1, 1.0, 10.0])
-    args.vis_count = args.vis_count if args.vis_count is not None else (2 if quick else 3)
-    args.num_frames = args.num_frames or (24 if quick else 36)
-    args.image_size = args.image_size or (96 if quick else 128)
-    if len(args.w_smooth) < 2:
-        raise ValueError("--w_smooth needs at least two weights to compare")
-    out = Path(args.output_dir)
+    if len(set(args.w_smooth)) < 2:
+        raise user_error("--w_smooth", "at least two different weights to compare", " ".join(map(str, args.w_smooth)))
+    with RunDir(args.output_dir, fresh=not args.resume) as run:  # locked; the old study stays until this one ends
+        return study(args, run)
+
+
+def study(args, run: RunDir) -> dict:
+    out = run.path()
     common = pass_through(args, DATA_KEYS)
     device = choose_device(args.device)
     rows, curves, models, per_w = [], {}, {}, {}
     ds = None
-    train_flags = pass_through(args, ("max_iter", "batch_size", "lr", "load_feat", "init_from"))
+    train_flags = pass_through(args, ("steps", "batch_size", "lr", "load_feat", "init_from", "resume"))
     for w in args.w_smooth:
         run = out / f"w_{w:g}"
         tm = train_model.main(["--type", "mesh", "--w_smooth", str(w), "--output_dir", str(run / "train"),

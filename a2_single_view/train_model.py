@@ -1,11 +1,11 @@
 """Q2: train an image -> 3D model (voxels, points, mesh, or the Q3.1 implicit occupancy network).
 
-    python -m a2_single_view.train_model --type vox|point|mesh|implicit [--load_feat] [--max_iter 10000]
+    python -m a2_single_view.train_model --type vox|point|mesh|implicit [--load_feat] [--steps 10000]
 
 A ResNet-18 encoder (ImageNet weights from the local torch cache when present, else random
 initialisation, said in one line) feeds one decoder (a2_single_view/models.py). Losses:
-vox -- BCE on the 32^3 logits; point -- chamfer between the predicted points and n_points
-sampled on the ground-truth mesh; mesh -- w_chamfer * chamfer (n_points sampled on both meshes)
+vox -- BCE on the 32^3 logits; point -- chamfer between the predicted points and num_points
+sampled on the ground-truth mesh; mesh -- w_chamfer * chamfer (num_points sampled on both meshes)
 + w_smooth * uniform Laplacian; implicit -- BCE of occupancies at n_queries points (half near
 the surface). ``--load_feat`` trains the decoder on precomputed encoder features (computed once
 into feats.npy when missing) instead of images: much faster on a CPU. ``--mean_shape`` feeds a
@@ -16,9 +16,12 @@ preset (384 training chairs, one view each), a few hundred steps at a larger lea
 along a cosine (QUICK below), and with --baseline on: the mean-shape decoder is trained too.
 
 Writes to --output_dir (default output/a2_single_view/train_<type>): checkpoints/ckpt_<step>.pt
-and last.pt ({step, model, optimizer, config}) every --save_freq steps, at the end and on
-Ctrl-C; losses.csv and loss_<type>.png; metrics.json. ``--resume`` continues from the latest
-checkpoint there; ``--load_checkpoint PATH`` continues from a given one. With --baseline, the
+and last.pt ({step, model, optimizer, config}) every --save_every steps, at the end and on
+Ctrl-C or SIGTERM; losses.csv and loss_<type>.png; metrics.json. ``--resume`` continues from the
+newest intact checkpoint there (the same --type and model sizes); ``--load_checkpoint PATH``
+continues from a given one. The folder is locked while a run writes into it, and a fresh run
+keeps the previous results until its first checkpoint: a run that diverges (NaN or exploding
+loss) stops with one line and leaves them as they were. With --baseline, the
 same decoder trained on a constant input (the best single shape it can learn: the baseline
 eval_model compares against) goes to <output_dir>/mean_shape/ the same way.
 """
@@ -28,117 +31,119 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from l3d.cli import report, run_cli, script_parser
+from l3d.cli import nonneg_float, nonneg_int, positive_float, positive_int, report, run_cli, script_parser
+from l3d.errors import user_error
 from l3d.ops import sample_points_from_meshes
-from l3d.run import CheckpointManager, LossLog, check_finite, load_checkpoint
+from l3d.run import (LOSS_LOG, CheckpointManager, LossLog, RunDir, check_finite, check_finite_params, check_same_config,
+                     load_checkpoint)
 from l3d.train import choose_device, graceful_interrupt, progress, seed_everything
 
-from .common import add_data_flags, data_text, gt_points, occupancy_queries, resolve_data, to_device
+from .common import add_data_flags, data_text, given_or, gt_points, occupancy_queries, resolve_data, to_device
 from .data import R2N2, collate
 from .features import ensure_features
 from .losses import chamfer_loss, voxel_loss
 from .models import FEAT_DIM, KINDS, Encoder, SingleViewTo3D, adam
 
 # settings a checkpoint records so that eval_model can rebuild the model
-CONFIG_KEYS = ("type", "n_points", "load_feat", "mean_shape", "pretrained", "classes", "w_smooth", "w_chamfer",
+CONFIG_KEYS = ("type", "num_points", "load_feat", "mean_shape", "pretrained", "classes", "w_smooth", "w_chamfer",
                "ico_level", "vox_width", "implicit_hidden")
+# what a resumed run must share with its checkpoint: the model's architecture and inputs
+MODEL_KEYS = ("type", "load_feat", "mean_shape", "ico_level", "vox_width", "implicit_hidden")
 # --quick: steps, batch size, (peak) learning rate (decaying to zero along a cosine) and sizes of each
 # type, and the steps of its mean-shape baseline (a constant decoder converges in far fewer steps)
 QUICK = {
-    "vox": {"max_iter": 150, "batch_size": 8, "lr": 4e-3, "vox_width": 0.5, "baseline_steps": 60},
-    "point": {"max_iter": 400, "batch_size": 8, "lr": 1e-3, "baseline_steps": 100},
-    "mesh": {"max_iter": 400, "batch_size": 8, "lr": 1e-3, "ico_level": 3, "baseline_steps": 200},
-    "implicit": {"max_iter": 150, "batch_size": 8, "lr": 2e-3, "implicit_hidden": 128, "n_queries": 1024,
+    "vox": {"steps": 150, "batch_size": 8, "lr": 4e-3, "vox_width": 0.5, "baseline_steps": 60},
+    "point": {"steps": 400, "batch_size": 8, "lr": 1e-3, "baseline_steps": 100},
+    "mesh": {"steps": 400, "batch_size": 8, "lr": 1e-3, "ico_level": 3, "baseline_steps": 200},
+    "implicit": {"steps": 150, "batch_size": 8, "lr": 2e-3, "implicit_hidden": 128, "n_queries": 1024,
                  "baseline_steps": 60},
 }
-FULL = {"max_iter": 10000, "batch_size": 32, "lr": 4e-4, "ico_level": 4, "vox_width": 1.0, "implicit_hidden": 256,
-        "n_queries": 4096}
+# --quick settings shared by every type (the parser's preset; the per-type ones follow --type)
+QUICK_ALL = {"schedule": "cosine", "log_freq": 10, "data_preset": "quick", "baseline": True}
 # training settings a checkpoint records too (what a study reusing it must share)
-TRAINING_KEYS = ("max_iter", "batch_size", "lr", "schedule", "n_queries", "seed", "preset", "init_from")
+TRAINING_KEYS = ("steps", "batch_size", "lr", "schedule", "n_queries", "seed", "preset", "init_from")
 
 
 def build_parser(doc: str = __doc__) -> argparse.ArgumentParser:
-    ap = script_parser(doc, "a2_single_view/train_<type>")
+    ap = script_parser(doc, "a2_single_view/train_<type>", presets={"quick": QUICK_ALL})
     ap.add_argument("--type", choices=KINDS, default="vox", help="what the decoder predicts")
-    ap.add_argument("--max_iter", type=int, default=None, help="training steps (default 10000; --quick: per type)")
-    ap.add_argument("--batch_size", type=int, default=None, help="images per step (default 32; --quick: per type)")
-    ap.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 4e-4; --quick: per type)")
-    ap.add_argument("--schedule", choices=["constant", "cosine"], default=None,
-                    help="learning rate schedule over --max_iter steps (default constant; --quick: cosine to zero)")
-    ap.add_argument("--n_points", type=int, default=1000, help="points predicted (point) / sampled for chamfer")
-    ap.add_argument("--w_chamfer", type=float, default=1.0, help="weight of the chamfer loss (mesh)")
-    ap.add_argument("--w_smooth", type=float, default=0.1, help="weight of the Laplacian smoothing loss (mesh)")
-    ap.add_argument("--n_queries", type=int, default=None, help="occupancy queries per image (implicit; default 4096, "
-                                                                  "--quick 1024)")
-    ap.add_argument("--ico_level", type=int, default=None, help="subdivisions of the mesh decoder's ico-sphere "
-                                                                  "(default 4: 2562 vertices; --quick 3: 642)")
-    ap.add_argument("--vox_width", type=float, default=None,
-                    help="channel multiplier of the voxel decoder (default 1: 128-64-32-8; --quick 0.5)")
-    ap.add_argument("--implicit_hidden", type=int, default=None, help="width of the implicit decoder (default 256; "
-                                                                         "--quick 128)")
+    ap.add_flag("steps", default=10000, help="training steps (--quick: per type, see QUICK)")
+    ap.add_flag("batch_size", default=32, help="images per step (at least 2; --quick: per type)")
+    ap.add_flag("lr", default=4e-4, help="Adam learning rate (--quick: per type)")
+    ap.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                    help="learning rate schedule over --steps (--quick: cosine to zero)")
+    ap.add_flag("num_points", default=1000, help="points predicted (point) / sampled for chamfer")
+    ap.add_argument("--w_chamfer", type=nonneg_float, default=1.0, help="weight of the chamfer loss (mesh)")
+    ap.add_argument("--w_smooth", type=nonneg_float, default=0.1, help="weight of the Laplacian smoothing loss (mesh)")
+    ap.add_argument("--n_queries", type=positive_int, default=4096,
+                    help="occupancy queries per image (implicit; --quick 1024)")
+    ap.add_argument("--ico_level", type=nonneg_int, default=4,
+                    help="subdivisions of the mesh decoder's ico-sphere (4: 2562 vertices; --quick 3: 642)")
+    ap.add_argument("--vox_width", type=positive_float, default=1.0,
+                    help="channel multiplier of the voxel decoder (1: 128-64-32-8; --quick 0.5)")
+    ap.add_argument("--implicit_hidden", type=positive_int, default=256,
+                    help="width of the implicit decoder (--quick 128)")
     ap.add_argument("--init_from", default=None,
                     help="start the decoder from this checkpoint's decoder where layer names and shapes match "
                          "(e.g. the mesh decoder from a trained point decoder: the same fully connected trunk)")
-    ap.add_argument("--baseline_steps", type=int, default=None,
-                    help="training steps of the --baseline model (default --max_iter; --quick: fewer, see QUICK)")
-    ap.add_argument("--save_freq", type=int, default=2000, help="checkpoint every this many steps")
-    ap.add_argument("--log_freq", type=int, default=50, help="loss log row every this many steps")
-    ap.add_argument("--load_checkpoint", default=None, help="continue from this checkpoint file")
-    ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output_dir")
+    ap.add_argument("--baseline_steps", type=positive_int, default=None,
+                    help="training steps of the --baseline model (default --steps; --quick: fewer, see QUICK)")
+    ap.add_flag("save_every", default=2000)
+    ap.add_argument("--log_freq", type=positive_int, default=50, help="loss log row every this many steps (--quick 10)")
+    ap.add_flag("load_checkpoint", nargs="?", const=True,
+                help="continue from this checkpoint file (alone, as in the course: from the newest checkpoint "
+                     "in --output_dir, like --resume)")
+    ap.add_flag("resume")
     ap.add_argument("--load_feat", action="store_true",
                     help="train on precomputed ResNet-18 features (feats.npy; computed once when missing)")
     ap.add_argument("--mean_shape", action="store_true",
                     help="constant input instead of the image: trains the mean-shape baseline")
-    ap.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
+    ap.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=False,
                     help="also train the mean-shape baseline (the same decoder and settings on a constant input) "
-                         "into <output_dir>/mean_shape (default: on with --quick, else off)")
+                         "into <output_dir>/mean_shape (--quick: on, unless --mean_shape)")
     ap.add_argument("--pretrained", choices=["auto", "imagenet", "random"], default="auto",
                     help="ResNet-18 weights: ImageNet from the local torch cache when present (auto), or random")
-    ap.add_argument("--num_workers", type=int, default=0, help="data loader worker processes")
+    ap.add_argument("--num_workers", type=nonneg_int, default=0, help="data loader worker processes")
     add_data_flags(ap)
     return ap
 
 
 def finish_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Apply --quick and defaults that depend on --type; validate."""
+    """The --quick sizes of --type (flags the user gave win), defaults that follow other flags;
+    combinations of flags that cannot work."""
     if args.output_dir == "output/a2_single_view/train_<type>":
         args.output_dir = f"output/a2_single_view/train_{args.type}"
-    preset = {**FULL, **(QUICK[args.type] if args.quick else {})}
-    for k, v in preset.items():
-        if k != "baseline_steps" and getattr(args, k, None) is None:
-            setattr(args, k, v)
-    if args.baseline_steps is None:
-        args.baseline_steps = min(args.max_iter, preset.get("baseline_steps", args.max_iter))
-    if args.schedule is None:
-        args.schedule = "cosine" if args.quick else "constant"
-    if args.baseline is None:
-        args.baseline = bool(args.quick) and not args.mean_shape
     if args.quick:
-        args.log_freq = min(args.log_freq, 10)
-        args.save_freq = min(args.save_freq, args.max_iter)
-    for name in ("max_iter", "batch_size", "n_points", "save_freq", "log_freq", "n_queries"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.lr <= 0:
-        raise ValueError(f"--lr must be positive, got {args.lr}")
+        given_or(args, QUICK[args.type])
+        if args.mean_shape:
+            given_or(args, {"baseline": False})
+    if args.baseline_steps is None:
+        args.baseline_steps = args.steps
+    if args.load_checkpoint is True:  # the course's bare --load_checkpoint
+        args.load_checkpoint, args.resume = None, True
     if args.batch_size < 2:
-        raise ValueError("--batch_size must be at least 2 (the decoders normalise their input with BatchNorm)")
+        raise user_error("--batch_size", "at least 2 (the decoders normalise their input with BatchNorm)",
+                         args.batch_size)
     if args.load_feat and args.mean_shape:
-        raise ValueError("--load_feat and --mean_shape exclude each other")
+        raise user_error("--load_feat", "no --mean_shape with it (they exclude each other)", "both")
     if args.baseline and args.mean_shape:
-        raise ValueError("--baseline trains a mean-shape model beside the model; it cannot go with --mean_shape")
+        raise user_error("--baseline", "a run of the image model (it trains a mean-shape model beside it)",
+                         "--mean_shape", "use --no-baseline")
+    if args.resume and args.load_checkpoint:
+        raise user_error("--load_checkpoint", "either --resume or --load_checkpoint PATH", "both")
     return args
 
 
 def lr_at(args, step: int) -> float:
-    """Learning rate of a step: --lr, or (cosine) --lr * (1 + cos(pi step / max_iter)) / 2."""
+    """Learning rate of a step: --lr, or (cosine) --lr * (1 + cos(pi step / steps)) / 2."""
     if args.schedule == "cosine":
-        return args.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, args.max_iter) / args.max_iter))
+        return args.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, args.steps) / args.steps))
     return args.lr
 
 
@@ -149,7 +154,7 @@ def model_inputs(args) -> str:
 def build_model(cfg: dict, verbose: bool = True) -> SingleViewTo3D:
     """The model a config (``CONFIG_KEYS``) describes."""
     use_encoder = not (cfg.get("load_feat") or cfg.get("mean_shape"))
-    return SingleViewTo3D(cfg["type"], n_points=cfg.get("n_points", 1000), use_encoder=use_encoder,
+    return SingleViewTo3D(cfg["type"], n_points=cfg.get("num_points", cfg.get("n_points", 1000)), use_encoder=use_encoder,
                           pretrained=cfg.get("pretrained", "auto"), verbose=verbose,
                           ico_level=cfg.get("ico_level") or 4, vox_width=cfg.get("vox_width") or 1.0,
                           implicit_hidden=cfg.get("implicit_hidden") or 256)
@@ -163,7 +168,8 @@ def init_decoder_from(model: SingleViewTo3D, path) -> list:
     dst = model.decoder.state_dict()
     copied = [k for k, v in src.items() if k in dst and dst[k].shape == v.shape]
     if not copied:
-        raise ValueError(f"{path}: no decoder layer matches the {model.kind} decoder's names and shapes")
+        raise user_error(path, f"decoder layers with the names and shapes of the {model.kind} decoder's",
+                         "none", "--init_from needs a train_model checkpoint with a compatible decoder")
     model.decoder.load_state_dict({**dst, **{k: src[k] for k in copied}})
     return copied
 
@@ -197,13 +203,13 @@ def compute_loss(model: SingleViewTo3D, batch: dict, args, generator=None) -> di
         q, lab = occupancy_queries(batch["voxels"], args.n_queries, generator)
         loss = voxel_loss(forward(model, batch, queries=q), lab)
         return {"loss": loss}
-    gt = gt_points(batch, args.n_points, generator)
+    gt = gt_points(batch, args.num_points, generator)
     if kind == "point":
         loss = chamfer_loss(forward(model, batch), gt)
         return {"loss": loss}
     verts = forward(model, batch)
     meshes = model.decoder.meshes(verts)
-    pred = sample_points_from_meshes(meshes, args.n_points, generator=generator)
+    pred = sample_points_from_meshes(meshes, args.num_points, generator=generator)
     lc, ls = chamfer_loss(pred, gt), model.decoder.smoothness(verts)  # = smoothness_loss(meshes)
     return {"loss": args.w_chamfer * lc + args.w_smooth * ls, "chamfer": lc, "smooth": ls}
 
@@ -213,96 +219,132 @@ def infinite(loader):
         yield from loader
 
 
+def model_config(args, encoder_tag) -> dict:
+    """What the checkpoint records: the model (CONFIG_KEYS), the training settings, the encoder."""
+    cfg = {k: getattr(args, k) for k in CONFIG_KEYS + TRAINING_KEYS if k != "preset"}
+    cfg["preset"] = args.data_preset
+    cfg["encoder"] = encoder_tag
+    return cfg
+
+
+def resume_keys(cfg: dict) -> tuple:
+    """The config keys a resumed run must share with its checkpoint (and, with --load_feat, the
+    encoder of the features)."""
+    return MODEL_KEYS + (("num_points",) if cfg["type"] == "point" else ())
+
+
+def restore(state: dict, where, model, optim, cfg: dict, with_encoder: bool = True) -> int:
+    """Load a checkpoint into the model and optimiser after checking it fits; returns its step."""
+    missing = [k for k in ("model", "optimizer", "config", "step") if k not in state]
+    if missing:
+        raise user_error(where, "a train_model checkpoint (model, optimizer, config, step)",
+                         f"no {', '.join(missing)}")
+    if not isinstance(state["config"], dict):
+        raise user_error(where, "a train_model checkpoint (its config a dict)", type(state["config"]).__name__)
+    check_same_config(state["config"], cfg, where, resume_keys(cfg) + (("encoder",) if with_encoder else ()))
+    try:
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise user_error(where, "weights that fit the model its config describes", first) from None
+    return int(state["step"])
+
+
 def train(args: argparse.Namespace) -> dict:
     """Train as the flags say; returns the metrics written to metrics.json (and paths)."""
     device = choose_device(args.device)
     seed_everything(args.seed)
     choice = resolve_data(args)
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    need_vox = args.type in ("vox", "implicit")
-    ds = R2N2(choice.root, choice.split_file, "train", args.class_names, return_voxels=need_vox,
-              inputs=model_inputs(args))
-    cfg = {k: getattr(args, k) for k in CONFIG_KEYS + TRAINING_KEYS}
-    model = build_model(cfg).to(device)
-    init = None
-    if args.init_from and not args.resume and not args.load_checkpoint:
-        init = {"from": str(args.init_from), "layers": init_decoder_from(model, args.init_from)}
-    encoder_tag = model.encoder.tag if model.encoder is not None else None
-    if args.load_feat:
-        enc = Encoder(args.pretrained, verbose=True)
-        encoder_tag = enc.tag
-        ensure_features(ds, enc, device)
-        del enc
-    cfg["encoder"] = encoder_tag
-    optim = adam(model.parameters(), lr=args.lr)
-    ckpts = CheckpointManager(out / "checkpoints", every=args.save_freq, keep_last=2)
-    start = 0
-    state = None
-    if args.load_checkpoint:
-        state = load_checkpoint(args.load_checkpoint, map_location=device)
-    elif args.resume:
-        state = ckpts.resume(map_location=device)
-    if state is not None:
-        if state.get("config", {}).get("type", args.type) != args.type:
-            raise ValueError(f"checkpoint is of type {state['config']['type']!r}, not {args.type!r}")
-        model.load_state_dict(state["model"])
-        optim.load_state_dict(state["optimizer"])
-        start = int(state["step"]) + 1
-    log = LossLog(out / "losses.csv", append=state is not None)
-    if state is not None:
-        log.rewind(int(state["step"]))
-    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, drop_last=len(ds) > args.batch_size,
-                                         collate_fn=collate, num_workers=args.num_workers,
-                                         generator=torch.Generator().manual_seed(args.seed + start))
-    batches = infinite(loader)
-    gen = torch.Generator(device=device).manual_seed(args.seed + 1 + start)
-    model.train()
+    resuming = bool(args.resume)
+    with RunDir(args.output_dir, fresh=not resuming) as run:  # locked; a failed fresh run keeps the old results
+        need_vox = args.type in ("vox", "implicit")
+        ds = R2N2(choice.root, choice.split_file, "train", args.class_names, return_voxels=need_vox,
+                  inputs=model_inputs(args))
+        model = build_model({k: getattr(args, k) for k in CONFIG_KEYS}).to(device)
+        init = None
+        if args.init_from and not resuming and not args.load_checkpoint:
+            init = {"from": str(args.init_from), "layers": init_decoder_from(model, args.init_from)}
+        optim = adam(model.parameters(), lr=args.lr)
+        ckpts = CheckpointManager(run.path("checkpoints"), every=args.save_every, keep_last=2, run=run)
+        start, state, where = 0, None, None
+        if args.load_checkpoint:
+            where = args.load_checkpoint
+            state = load_checkpoint(where, map_location=device)
+        elif resuming:
+            where = run.path("checkpoints")
+            state = ckpts.resume(map_location=device)  # the newest intact, finite checkpoint
+            if state is None:
+                print(f"note: no checkpoint in {where}; starting from step 0", file=sys.stderr)
+        if state is not None:  # a checkpoint of another model fails here, before any feature is computed
+            start = restore(state, where, model, optim, model_config(args, None), with_encoder=False) + 1
+        encoder_tag = model.encoder.tag if model.encoder is not None else None
+        if args.load_feat:
+            enc = Encoder(args.pretrained, verbose=True)
+            encoder_tag = enc.tag
+            ensure_features(ds, enc, device)
+            del enc
+        cfg = model_config(args, encoder_tag)
+        if state is not None and args.load_feat:
+            check_same_config(state["config"], cfg, where, ("encoder",))
+        log = run.track(LossLog(run.path(LOSS_LOG), append=state is not None))
+        if state is not None:
+            log.rewind(start - 1)
+        loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True,
+                                             drop_last=len(ds) > args.batch_size, collate_fn=collate,
+                                             num_workers=args.num_workers,
+                                             generator=torch.Generator().manual_seed(args.seed + start))
+        batches = infinite(loader)
+        gen = torch.Generator(device=device).manual_seed(args.seed + 1 + start)
+        model.train()
 
-    def state_fn():
-        return {"model": model.state_dict(), "optimizer": optim.state_dict(), "config": cfg}
+        def state_fn():
+            return {"model": model.state_dict(), "optimizer": optim.state_dict(), "config": cfg}
 
-    t0 = time.perf_counter()
-    step, last = start - 1, {}
-    with graceful_interrupt() as stop:
-        for step in progress(range(start, args.max_iter), f"train {args.type}"):
-            batch = to_device(next(batches), device)
-            for group in optim.param_groups:
-                group["lr"] = lr_at(args, step)
-            terms = compute_loss(model, batch, args, gen)
-            check_finite(terms["loss"], step)
-            optim.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optim.step()
-            last = {k: float(v.detach()) for k, v in terms.items()}
-            if step % args.log_freq == 0 or step == args.max_iter - 1:
-                log.append(step, last)
-            ckpts.maybe_save(step, state_fn, force=stop.requested or step == args.max_iter - 1)
-            if stop.requested:
-                break
-    elapsed = time.perf_counter() - t0
-    last_ckpt = ckpts.last_path  # (a resumed run that was already complete keeps its checkpoint)
-    written = [last_ckpt]
-    if log.rows():
-        written.append(log.plot(out / f"loss_{args.type}.png", title=f"train {args.type}"))
-    steps = max(0, step - start + 1)
-    metrics = {
-        "type": args.type, "steps": step + 1, "final_loss": last.get("loss"),
-        **{f"final_{k}": v for k, v in last.items() if k != "loss"},
-        "train_time_s": elapsed, "time_per_step_s": elapsed / max(steps, 1),
-        "train_images": len(ds), "train_models": len(ds.models), "encoder": encoder_tag or "none (constant input)",
-        "load_feat": args.load_feat, "mean_shape": args.mean_shape, "batch_size": args.batch_size, "lr": args.lr,
-        "schedule": args.schedule, "preset": args.preset if choice.synthetic else None, "init_from": init,
-        "data": data_text(choice), "classes": args.classes, "checkpoint": str(last_ckpt),
-    }
-    report(out, metrics, written)
-    if args.baseline:
-        base = copy.copy(args)
-        base.mean_shape, base.load_feat, base.baseline = True, False, False
-        base.output_dir = str(out / "mean_shape")
-        base.load_checkpoint = base.init_from = None
-        base.max_iter = args.baseline_steps
-        metrics["baseline"] = train(base)
+        t0 = time.perf_counter()
+        step, last = start - 1, {}
+        with graceful_interrupt() as stop:  # Ctrl-C / SIGTERM: finish the step, save, stop
+            for step in progress(range(start, args.steps), f"train {args.type}"):
+                batch = to_device(next(batches), device)
+                for group in optim.param_groups:
+                    group["lr"] = lr_at(args, step)
+                terms = compute_loss(model, batch, args, gen)
+                check_finite(terms["loss"], step)
+                optim.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                optim.step()
+                last = {k: float(v.detach()) for k, v in terms.items()}
+                if step % args.log_freq == 0 or step == args.steps - 1:
+                    log.append(step, last)
+                if ckpts.due(step) or stop.requested or step == args.steps - 1:
+                    check_finite_params(model, step)
+                    ckpts.save(step, state_fn())  # the first save commits the run
+                if stop.requested:
+                    break
+        elapsed = time.perf_counter() - t0
+        last_ckpt = ckpts.last_path  # (a resumed run that was already complete keeps its checkpoint)
+        written = [last_ckpt]
+        if log.rows():
+            written.append(log.plot(run.path(f"loss_{args.type}.png"), title=f"train {args.type}"))
+        steps = max(0, step - start + 1)
+        metrics = {
+            "type": args.type, "steps": step + 1, "final_loss": last.get("loss"),
+            **{f"final_{k}": v for k, v in last.items() if k != "loss"},
+            "train_time_s": elapsed, "time_per_step_s": elapsed / max(steps, 1),
+            "train_images": len(ds), "train_models": len(ds.models), "encoder": encoder_tag or "none (constant input)",
+            "load_feat": args.load_feat, "mean_shape": args.mean_shape, "batch_size": args.batch_size, "lr": args.lr,
+            "schedule": args.schedule, "preset": args.data_preset if choice.synthetic else None, "init_from": init,
+            "data": data_text(choice), "classes": args.classes, "checkpoint": str(last_ckpt),
+            "interrupted": bool(stop.requested),
+        }
+        report(run.path(), metrics, written)
+        if args.baseline and not stop.requested:
+            base = copy.copy(args)
+            base.mean_shape, base.load_feat, base.baseline = True, False, False
+            base.output_dir = str(run.path("mean_shape"))
+            base.load_checkpoint = base.init_from = None
+            base.steps = args.baseline_steps
+            metrics["baseline"] = train(base)
     return metrics
 
 

@@ -29,7 +29,7 @@ THRESHOLDS = (0.01, 0.02, 0.03, 0.04, 0.05)
 def data(tmp_path_factory):
     root = tmp_path_factory.getbasetemp() / "a2_data"
     ensure_synthetic(root, "tiny", verbose=False)
-    return ["--data", "synthetic", "--data_root", str(root), "--preset", "tiny", "--device", "cpu"]
+    return ["--data", "synthetic", "--data_path", str(root), "--data_preset", "tiny", "--device", "cpu"]
 
 
 def metrics(path):
@@ -76,8 +76,8 @@ def trained(tmp_path_factory, data):
     for kind in ("vox", "point", "mesh", "implicit"):
         out = base / f"train_{kind}"
         extra = ["--load_feat"] if kind == "point" else []
-        runs[kind] = (out, train_model.main(["--type", kind, "--max_iter", "4", "--batch_size", "4", "--log_freq", "2",
-                                             "--save_freq", "4", "--baseline", "--baseline_steps", "3",
+        runs[kind] = (out, train_model.main(["--type", kind, "--steps", "4", "--batch_size", "4", "--log_freq", "2",
+                                             "--save_every", "4", "--baseline", "--baseline_steps", "3",
                                              "--ico_level", "3", "--vox_width", "0.5", "--implicit_hidden", "64",
                                              "--n_queries", "256", "--output_dir", str(out), *extra, *data]))
     return runs
@@ -89,7 +89,7 @@ def test_train_writes_checkpoint_log_metrics_and_baseline(trained, kind):
     assert m["steps"] == 4 and np.isfinite(m["final_loss"])
     state = load_checkpoint(out / "checkpoints" / "last.pt")
     assert {"step", "model", "optimizer", "config"} <= set(state) and state["step"] == 3
-    assert state["config"]["type"] == kind and state["config"]["max_iter"] == 4
+    assert state["config"]["type"] == kind and state["config"]["steps"] == 4
     assert (out / f"loss_{kind}.png").is_file()
     assert [int(r["step"]) for r in loss_rows(out)] == [0, 2, 3]  # every --log_freq and the last
     assert metrics(out)["train_images"] == 16
@@ -106,7 +106,7 @@ def test_mean_shape_model_predicts_one_shape(trained, data):
 
 
 def test_load_feat_writes_features(trained, data):
-    root = data[data.index("--data_root") + 1]
+    root = data[data.index("--data_path") + 1]
     files = glob.glob(f"{root}/r2n2/ShapeNetRendering/03001627/*train*/rendering/feats.npy")
     assert len(files) == 8
     arr = np.load(files[0])
@@ -117,6 +117,7 @@ def test_load_feat_writes_features(trained, data):
 
 
 def test_resume_continues_from_the_last_step(tmp_path, data):
+    """(The course's spellings --max_iter and --save_freq: aliases of --steps and --save_every.)"""
     out = tmp_path / "train_resume"
     flags = ["--type", "vox", "--batch_size", "4", "--log_freq", "2", "--save_freq", "4", "--vox_width", "0.25",
              "--mean_shape"]
@@ -138,7 +139,7 @@ def test_init_from_copies_the_shared_trunk(tmp_path, trained, data):
     """The mesh decoder can start from a point decoder: the same fully connected trunk."""
     src = trained["point"][0] / "checkpoints" / "last.pt"
     out = tmp_path / "mesh_init"
-    m = train_model.main(["--type", "mesh", "--max_iter", "1", "--batch_size", "4", "--ico_level", "2", "--load_feat",
+    m = train_model.main(["--type", "mesh", "--steps", "1", "--batch_size", "4", "--ico_level", "2", "--load_feat",
                           "--lr", "1e-9", "--init_from", str(src), "--output_dir", str(out), *data])
     assert "mlp.1.weight" in m["init_from"]["layers"] and "mlp.7.weight" not in m["init_from"]["layers"]
     a = load_checkpoint(src)["model"]["decoder.mlp.1.weight"]
@@ -188,7 +189,7 @@ def test_decoder_beats_its_mean_shape(tmp_path, data):
     images fits them far better than the mean shape trained beside it (evaluated on the same
     images); a decoder that ignored its input could not."""
     out = tmp_path / "beats"
-    train_model.main(["--type", "point", "--load_feat", "--max_iter", "80", "--batch_size", "8", "--lr", "1e-3",
+    train_model.main(["--type", "point", "--load_feat", "--steps", "80", "--batch_size", "8", "--lr", "1e-3",
                       "--schedule", "cosine", "--baseline", "--baseline_steps", "40", "--output_dir", str(out), *data])
     m = eval_model.main(["--type", "point", "--split", "train", "--views_per_model", "0", "--vis_count", "0",
                          "--load_checkpoint", str(out / "checkpoints" / "last.pt"), "--output_dir", str(tmp_path / "e"),
@@ -205,11 +206,12 @@ def test_eval_rejects_wrong_checkpoint_with_one_line(tmp_path, trained, data, ca
     assert len(err) == 1 and "holds a 'vox' model" in err[0]
     with pytest.raises(SystemExit):
         run_cli(eval_model.main, ["--type", "vox", "--load_checkpoint", str(tmp_path / "missing.pt"), *data])
-    assert "checkpoint not found" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--load_checkpoint: expected a checkpoint file, found no file" in err[0]
 
 
 def test_features_cli(tmp_path, data):
-    root = data[data.index("--data_root") + 1]
+    root = data[data.index("--data_path") + 1]
     for f in glob.glob(f"{root}/r2n2/ShapeNetRendering/*/*-val-*/rendering/feats.*"):
         os.remove(f)
     features.main(["--quick", "--splits", "val", "--output_dir", str(tmp_path), *data])
@@ -241,7 +243,7 @@ def test_compare_holds_every_type_to_its_baseline(tmp_path, evaluated, trained, 
 
 def test_study_wsmooth_quick(tmp_path, data):
     out = tmp_path / "wsmooth"
-    res = study_wsmooth.main(["--quick", "--load_feat", "--max_iter", "20", "--batch_size", "4", "--vis_count", "1",
+    res = study_wsmooth.main(["--quick", "--load_feat", "--steps", "20", "--batch_size", "4", "--vis_count", "1",
                               "--num_frames", "2", "--image_size", "48", "--output_dir", str(out), *data])
     assert set(res) == {"0.1", "10"}
     # a heavier smoothness weight gives smoother predicted meshes on the test images
@@ -279,7 +281,7 @@ def test_spearman_matches_scipy():
 
 def test_study_classes_quick(tmp_path, data):
     out = tmp_path / "classes"
-    m = study_classes.main(["--type", "point", "--load_feat", "--max_iter", "20", "--batch_size", "8", "--lr", "1e-3",
+    m = study_classes.main(["--type", "point", "--load_feat", "--steps", "20", "--batch_size", "8", "--lr", "1e-3",
                             "--num_frames", "2", "--image_size", "48", "--output_dir", str(out), *data])
     assert m["test_images"] == {"chair": 4, "car": 1, "airplane": 1}
     gain = m["gain_cars_airplanes@0.05"]

@@ -19,6 +19,7 @@ from a2_single_view.models import ImplicitDecoder, MeshDecoder, PointDecoder, Vo
 from a2_single_view.voxelize import (align_bbox, coords_to_grid, grid_query_points, grid_to_mesh, mesh_inside,
                                      to_voxel_frame, voxelize, winding_numbers)
 from l3d.cameras import look_at_view_transform
+from l3d.errors import UserError
 from l3d.ops import ico_sphere
 from l3d.structures import Meshes
 
@@ -54,10 +55,10 @@ def test_binvox_index_order():
 
 def test_binvox_rejects_bad_files(tmp_path):
     (tmp_path / "bad.binvox").write_bytes(b"hello\n")
-    with pytest.raises(ValueError, match="not a binvox"):
+    with pytest.raises(UserError, match="bad.binvox: expected a binvox file"):
         read_binvox(tmp_path / "bad.binvox")
     (tmp_path / "short.binvox").write_bytes(b"#binvox 1\ndim 4 4 4\ndata\n" + bytes([0, 10]))
-    with pytest.raises(ValueError, match="cover 10 voxels"):
+    with pytest.raises(UserError, match="short.binvox: .*cover 10 voxels"):
         read_binvox(tmp_path / "short.binvox")
 
 
@@ -218,7 +219,7 @@ def test_split_classes(tiny):
     root, split = tiny
     three = R2N2(root, split, "train", ("chair", "car", "airplane"), return_voxels=False, inputs="none")
     assert {m.cls for m in three.models} == {"chair", "car", "airplane"}
-    with pytest.raises(ValueError, match="no split"):
+    with pytest.raises(UserError, match="expected a split 'nope'"):
         R2N2(root, split, "nope")
 
 
@@ -326,7 +327,7 @@ def test_choose_data_falls_back_to_the_stand_in(tmp_path, tiny, capsys):
     c = choose_data("auto", str(root), None, "tiny")
     assert c.synthetic and c.split_file == split
     assert "not found; using the built-in procedural" in capsys.readouterr().err
-    with pytest.raises(FileNotFoundError, match="R2N2 split file not found"):
+    with pytest.raises(UserError, match="expected the R2N2 split file, found no such file"):
         choose_data("real", str(tmp_path), None, "tiny")
     # a real-layout root (here: the stand-in's files under the real split name) is read as real data
     (root / "split_r2n2.json").write_text(split.read_text())
