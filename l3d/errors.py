@@ -61,6 +61,8 @@ def os_error_line(exc: OSError) -> Optional[str]:
         return None
     what = exc.strerror or type(exc).__name__
     name = exc.filename
+    if exc.errno == errno.ENAMETOOLONG and exc.filename2 is not None:
+        name = exc.filename2  # a rename onto the user's name: name that one, not the temporary one
     if name is None:
         return what
     if exc.errno == errno.ENAMETOOLONG:

@@ -162,3 +162,31 @@ def test_check_same_config():
     with pytest.raises(UserError, match=r"ck: cannot resume with a different configuration \(width: 64 in the "
                                         r"checkpoint, 128 now\)"):
         check_same_config({"width": 64, "task": "cls"}, {"width": 128, "task": "cls"}, "ck")
+
+
+def test_long_file_names_and_full_disk_are_one_line(tmp_path, capsys, monkeypatch):
+    """A 238-255 character name used to fail because the temporary name added 18 characters; a
+    name over the limit, or a full disk, is one line naming the file (exit 2), not a traceback."""
+    import errno
+
+    from l3d.cli import run_cli
+    from l3d.run import atomic_write
+
+    for n in (238, 250, 255):
+        name = "n" * (n - 4) + ".png"
+        assert atomic_write(tmp_path / name, b"data").read_bytes() == b"data"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+    monkeypatch.delenv("L3D_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as ei:
+        run_cli(lambda argv: atomic_write(tmp_path / ("x" * 300 + ".png"), b"data"), [])
+    err = capsys.readouterr().err
+    assert ei.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("error: File name too long: xxx") and "(304 characters; the limit is 255)" in err
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "metrics.json"))
+
+    with pytest.raises(SystemExit) as ei:
+        run_cli(full, [])
+    assert ei.value.code == 2
+    assert capsys.readouterr().err == f"error: No space left on device: {tmp_path / 'metrics.json'}\n"
