@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from l3d.cameras import FoVPerspectiveCameras, look_at_view_transform
-from l3d.errors import NonFiniteError, user_error
+from l3d.errors import NonFiniteError
 from l3d.media import save_image
 from l3d.rays import image_rays, ndc_grid, rays_from_ndc
 from l3d.shading import render_points
