@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from l3d.cameras import PerspectiveCameras, as_hw
 from l3d.data import data_root, get_path
-from l3d.errors import user_error
+from l3d.errors import UserError, user_error
 from l3d.structures import Meshes, TexturesVertex, interpolate_face_attributes
 
 from .cameras import look_at_cameras
@@ -344,7 +344,7 @@ def load_nerf_scene(name: str, image_size: Sequence[int], source: str = "auto",
         try:
             pth = get_path(f"a3/{name}.pth", required=source == "file")
             png = get_path(f"a3/{name}.png", required=source == "file")
-        except FileNotFoundError as exc:  # data.source=file and the course's files are not there
+        except UserError as exc:  # data.source=file and the course's files are not there
             raise user_error("data.source=file", f"a3/{name}.pth and a3/{name}.png in the data root", str(exc)) from None
         if pth is not None and png is not None:
             return read_nerf_files(pth, png, (h, w))

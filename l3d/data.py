@@ -243,14 +243,14 @@ def get_path(relpath: str, required: bool = True) -> Optional[Path]:
     Returns:
         The path when the file exists; None when it does not and ``required`` is False.
     Raises:
-        FileNotFoundError: missing and required; the message names the path and the download command.
+        UserError: missing and required; the message names the path and the download command.
     """
     p = data_root() / relpath
     if p.exists():
         return p
     if not required:
         return None
-    raise FileNotFoundError(f"{p} not found; {_download_hint(relpath)}")
+    raise UserError(f"{p} not found; {_download_hint(relpath)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -338,7 +338,7 @@ def download(
         ValueError: unknown dataset name.
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
     ds = DATASETS[name]
     root = Path(root) if root is not None else data_root()
     say = (lambda s: None) if quiet else (lambda s: print(s, flush=True))
@@ -647,17 +647,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``python -m l3d.data``; returns the exit status (errors: one line, 1)."""
+    """Entry point of ``python -m l3d.data``; returns the exit status (user errors: one line, 2)."""
     args = _parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (DownloadError, ValueError, OSError) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return args.func(args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .cli import run_cli
+
+    run_cli(main)

@@ -300,9 +300,10 @@ class OutputLock:
     The lock file holds the owner's pid, start time and command, so a second run is told who
     holds it. The kernel releases the lock when the owner dies, even by SIGKILL."""
 
-    def __init__(self, folder: PathLike, command: Optional[str] = None):
+    def __init__(self, folder: PathLike, command: Optional[str] = None, flag: str = "--output_dir"):
         self.folder = Path(folder)
         self.command = command or command_line()
+        self.flag = flag  # how the user names the folder in messages (Hydra apps: "output_dir=")
         self._fd: Optional[int] = None
 
     def acquire(self) -> "OutputLock":
@@ -311,7 +312,7 @@ class OutputLock:
         except ImportError:  # pragma: no cover - Windows: no locking
             return self
         if self.folder.exists() and not self.folder.is_dir():
-            raise UserError(f"--output_dir {self.folder}: expected a folder, found a file")
+            raise UserError(f"{self.flag} {self.folder}: expected a folder, found a file")
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / LOCK_NAME
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
@@ -325,7 +326,7 @@ class OutputLock:
             who = holder[0] if holder else "another process"
             what = f" ({holder[1]})" if len(holder) > 1 else ""
             raise RunLockedError(f"{self.folder} is in use by {who}{what}; wait for it to finish or choose "
-                                 f"another --output_dir") from None
+                                 f"another {self.flag.rstrip('=')}") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n{self.command}\n".encode())
         self._fd = fd
@@ -375,12 +376,13 @@ class RunDir:
         # leaving the block: commit if the run succeeded and has not yet, else drop pending files
     """
 
-    def __init__(self, root: PathLike, fresh: bool = True, command: Optional[str] = None, lock: bool = True):
+    def __init__(self, root: PathLike, fresh: bool = True, command: Optional[str] = None, lock: bool = True,
+                 flag: str = "--output_dir"):
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
-            raise UserError(f"--output_dir {self.root}: expected a folder, found a file")
+            raise UserError(f"{flag} {self.root}: expected a folder, found a file")
         self.command = command or command_line()
-        self._lock = OutputLock(self.root, self.command) if lock else None
+        self._lock = OutputLock(self.root, self.command, flag=flag) if lock else None
         self.fresh = fresh
         self.committed = True
         self.work = self.root

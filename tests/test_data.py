@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from l3d.errors import UserError
 from l3d import data as l3ddata
 from l3d.data import (
     DATASETS, DataFile, Dataset, DownloadError, data_root, download, get_path, load_mesh_or_standin,
@@ -140,11 +141,11 @@ def test_get_path(monkeypatch, tmp_path):
     (tmp_path / "a1" / "cow.obj").write_text("v 0 0 0\n")
     assert get_path("a1/cow.obj") == tmp_path / "a1" / "cow.obj"
     assert get_path("a1/cow.mtl", required=False) is None
-    with pytest.raises(FileNotFoundError) as e:
+    with pytest.raises(UserError) as e:
         get_path("a1/cow.mtl")
     msg = str(e.value)
     assert str(tmp_path / "a1" / "cow.mtl") in msg and "python -m l3d.data download a1" in msg
-    with pytest.raises(FileNotFoundError, match="not part of any registered dataset"):
+    with pytest.raises(UserError, match="not part of any registered dataset"):
         get_path("zz/unknown.bin")
 
 
@@ -228,7 +229,7 @@ def test_download_unreachable_is_one_line(tmp_path, monkeypatch):
     assert "\n" not in msg and msg.startswith(f"cannot download {url}/t/x.bin: ")
     assert "refused" in msg.lower() and "procedural stand-ins" in msg
     assert not (tmp_path / "t/x.bin").exists() and temp_files(tmp_path) == []
-    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
+    with pytest.raises(UserError, match="unknown dataset 'nope'"):
         download("nope")
 
 
@@ -252,12 +253,12 @@ def test_cli_list_and_failing_download(tmp_path):
     assert "  present                a1/cow.obj" in r.stdout and "missing                a1/cow.mtl" in r.stdout
     r = run_cli("download", "a1", "--root", str(tmp_path / "r"), "--base-url",
                 f"http://127.0.0.1:{closed_port()}", "--timeout", "5")
-    assert r.returncode == 1 and r.stdout == ""
+    assert r.returncode == 2 and r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot download http://127.0.0.1:")
     assert "Traceback" not in r.stderr
     r = run_cli("download", "nope")
-    assert r.returncode == 1 and r.stderr.strip().startswith("error: unknown dataset 'nope'; known: a1, a1_reference, a2, a3, a3_nerf, a3_reference, a4, a5")
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: unknown dataset 'nope'; known: a1, a1_reference, a2, a3, a3_nerf, a3_reference, a4, a5")
     r = run_cli("download", "--help")
     assert r.returncode == 0 and "--base-url" in r.stdout and "--force" in r.stdout and "--root" in r.stdout
 
