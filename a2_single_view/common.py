@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from l3d.checks import data_label
-from l3d.cli import VOCABULARY
 from l3d.errors import user_error
 from l3d.ops import sample_points_from_meshes
 from l3d.structures import Meshes
@@ -28,27 +27,15 @@ GT_COLOUR = (0.75, 0.75, 0.75)
 # ----------------------------------------------------------------------------------------------
 # flags
 # ----------------------------------------------------------------------------------------------
-def add_shared(ap, key: str, *extra: str, default=None, help: Optional[str] = None, **kwargs) -> argparse.Action:
-    """``ap.add_flag(key)`` with more accepted spellings: the shared flag of :data:`VOCABULARY`, its
-    aliases, and ``extra`` (older names of this assignment, kept working)."""
-    spec = VOCABULARY[key]
-    if spec.action:
-        kwargs.setdefault("action", spec.action)
-    elif spec.type is not None:
-        kwargs.setdefault("type", spec.type)
-    return ap.add_argument(spec.name, *spec.aliases, *extra, dest=key, default=default, help=help or spec.help,
-                           **kwargs)
-
-
-def add_data_flags(ap: argparse.ArgumentParser) -> None:
+def add_data_flags(ap) -> None:
     """``--data --data_path --split_file --data_preset --classes --data_seed`` (the quick preset of a
     script sets ``data_preset`` to "quick")."""
     g = ap.add_argument_group("data")
     g.add_argument("--data", choices=["auto", "real", "synthetic"], default="auto",
                    help="auto: the real R2N2 set when its split file exists, else the procedural stand-in")
-    add_shared(g, "data_path", "--data_root",
-               help="data set root in the R2N2 layout ('synthetic': the procedural stand-in; default: $L3D_DATA/a2 "
-                    "for real data, output/.cache/a2_synthetic for the stand-in, generated there on first use)")
+    ap.add_flag("data_path", aliases=("--data_root",),
+                help="data set root in the R2N2 layout ('synthetic': the procedural stand-in; default: $L3D_DATA/a2 "
+                     "for real data, output/.cache/a2_synthetic for the stand-in, generated there on first use)")
     g.add_argument("--split_file", default=None,
                    help="split JSON {split: {synset: {model_id: [views]}}} (default: <root>/split_r2n2.json, "
                         "or the stand-in preset's split file)")

@@ -35,9 +35,10 @@ def _tag_ok(rd: Path, tag: str) -> bool:
     if not info.is_file():
         return True
     try:
-        return json.loads(info.read_text()).get("encoder") == tag
-    except json.JSONDecodeError:
+        meta = json.loads(info.read_text(encoding="utf-8"))
+    except ValueError:  # damaged (JSON or encoding): the features are computed again
         return False
+    return isinstance(meta, dict) and meta.get("encoder") == tag
 
 
 def _needs(root: Path, ref: ModelRef, tag: str) -> List[int]:
