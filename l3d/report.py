@@ -427,7 +427,8 @@ details { margin-top:4px; color:var(--muted); }
 details > summary { cursor:pointer; font-size:12px; }
 details a { color:var(--accent); }
 .md { margin:6px 0; color:var(--fg); }
-.notes { color:var(--bad); margin:4px 0; }
+.notes { color:var(--bad); margin:4px 0; overflow-wrap:anywhere; }
+table.checks td, table.checks thead th { white-space:nowrap; }
 .empty { color:var(--muted); font-style:italic; }
 """
 
