@@ -505,7 +505,7 @@ def load_mesh_or_standin(relpath: str = "a1/cow.obj", device="cpu", force_synthe
 
         <path> not found; using the built-in procedural mesh (run `python -m l3d.data download a1` for the real one)
 
-    ``force_synthetic=True`` returns the stand-in silently (the scripts' ``--data synthetic``).
+    ``force_synthetic=True`` returns the stand-in silently (the scripts' ``--data_path synthetic``).
     """
     if force_synthetic:
         return procedural_textured_mesh(device)
