@@ -37,7 +37,7 @@ from l3d.errors import user_error
 from l3d.media import save_gif_with_png
 from l3d.ops import ico_sphere, sample_points_from_meshes
 from l3d.structures import Meshes
-from l3d.run import (LOSS_LOG, CheckpointManager, LossLog, RunDir, check_finite, check_finite_params,
+from l3d.run import (LOSS_LOG, LOSS_PLOT, CheckpointManager, LossLog, RunDir, check_finite, check_finite_params,
                      check_same_config)
 from l3d.train import choose_device, graceful_interrupt, progress, seed_everything
 
@@ -214,7 +214,7 @@ def fit(args, device, choice, run: RunDir) -> dict:
     metrics["checks"] = fit_check(args.type, metrics)
     written = list(save_gif_with_png(out / f"fit_{args.type}.gif", frames, fps=gif_fps(args.num_frames), which="first"))
     if log.rows():
-        written.append(log.plot(out / f"loss_{args.type}.png", title=f"fit {args.type}"))
+        written.append(log.plot(out / LOSS_PLOT, title=f"fit {args.type}"))
     report(out, metrics, written)
     return metrics
 

@@ -40,8 +40,8 @@ import torch
 from l3d.cli import nonneg_float, nonneg_int, positive_float, positive_int, report, run_cli, script_parser
 from l3d.errors import user_error
 from l3d.ops import sample_points_from_meshes
-from l3d.run import (LOSS_LOG, CheckpointManager, LossLog, RunDir, check_finite, check_finite_params, check_same_config,
-                     load_checkpoint)
+from l3d.run import (LOSS_LOG, LOSS_PLOT, CheckpointManager, LossLog, RunDir, check_finite, check_finite_params,
+                     check_same_config, load_checkpoint)
 from l3d.train import choose_device, graceful_interrupt, progress, seed_everything
 
 from .common import add_data_flags, data_text, given_or, gt_points, occupancy_queries, resolve_data, to_device
@@ -325,7 +325,7 @@ def train(args: argparse.Namespace) -> dict:
         last_ckpt = ckpts.last_path  # (a resumed run that was already complete keeps its checkpoint)
         written = [last_ckpt]
         if log.rows():
-            written.append(log.plot(run.path(f"loss_{args.type}.png"), title=f"train {args.type}"))
+            written.append(log.plot(run.path(LOSS_PLOT), title=f"train {args.type}"))
         steps = max(0, step - start + 1)
         metrics = {
             "type": args.type, "steps": step + 1, "final_loss": last.get("loss"),

@@ -189,6 +189,29 @@ def save_gif(
     return Path(path)
 
 
+def _encode_video(path: PathLike, frames: Any, fps: float, **writer_kwargs) -> Path:
+    """Stream ``frames`` through imageio-ffmpeg's bundled ffmpeg into ``path``, atomically. Grey
+    frames become RGB, odd sizes are padded by one replicated row/column (yuv420p needs even sizes)."""
+    import imageio_ffmpeg
+
+    arr = _frames_uint8(frames)
+    if arr.ndim == 3:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    _, h, w, _ = arr.shape
+    arr = np.pad(arr, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    h, w = arr.shape[1:3]
+    with atomic_path(path) as tmp:
+        writer = imageio_ffmpeg.write_frames(str(tmp), (w, h), fps=fps, pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
+                                             macro_block_size=1, ffmpeg_log_level="error", **writer_kwargs)
+        writer.send(None)
+        try:
+            for frame in arr:  # frames are streamed to ffmpeg one by one
+                writer.send(np.ascontiguousarray(frame))
+        finally:
+            writer.close()
+    return Path(path)
+
+
 def save_mp4(path: PathLike, frames: Any, fps: float = 15, quality: float = 8.0) -> Path:
     """Write an H.264 MP4 (yuv420p) with imageio-ffmpeg, atomically.
 
@@ -199,27 +222,7 @@ def save_mp4(path: PathLike, frames: Any, fps: float = 15, quality: float = 8.0)
         fps: frames per second.
         quality: imageio-ffmpeg quality, 0 (worst) .. 10 (best).
     """
-    import imageio_ffmpeg
-
-    arr = _frames_uint8(frames)
-    if arr.ndim == 3:
-        arr = np.repeat(arr[..., None], 3, axis=-1)
-    _, h, w, _ = arr.shape
-    arr = np.pad(arr, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    h, w = arr.shape[1:3]
-    with atomic_path(path) as tmp:
-        writer = imageio_ffmpeg.write_frames(
-            str(tmp), (w, h), fps=fps, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
-            quality=quality, macro_block_size=1, ffmpeg_log_level="error",
-            output_params=["-f", "mp4"],
-        )
-        writer.send(None)
-        try:
-            for frame in arr:  # frames are streamed to ffmpeg one by one
-                writer.send(np.ascontiguousarray(frame))
-        finally:
-            writer.close()
-    return Path(path)
+    return _encode_video(path, frames, fps, codec="libx264", quality=quality, output_params=["-f", "mp4"])
 
 
 def save_webm(path: PathLike, frames: Any, fps: float = 15, crf: int = 32) -> Path:
@@ -234,27 +237,9 @@ def save_webm(path: PathLike, frames: Any, fps: float = 15, crf: int = 32) -> Pa
         fps: frames per second.
         crf: VP9 constant quality, 0 (lossless-like) .. 63 (worst).
     """
-    import imageio_ffmpeg
-
-    arr = _frames_uint8(frames)
-    if arr.ndim == 3:
-        arr = np.repeat(arr[..., None], 3, axis=-1)
-    _, h, w, _ = arr.shape
-    arr = np.pad(arr, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    h, w = arr.shape[1:3]
-    with atomic_path(path) as tmp:
-        writer = imageio_ffmpeg.write_frames(
-            str(tmp), (w, h), fps=fps, codec="libvpx-vp9", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
-            quality=None, bitrate=None, macro_block_size=1, ffmpeg_log_level="error",
-            output_params=["-crf", str(int(crf)), "-b:v", "0", "-deadline", "good", "-cpu-used", "4", "-f", "webm"],
-        )
-        writer.send(None)
-        try:
-            for frame in arr:
-                writer.send(np.ascontiguousarray(frame))
-        finally:
-            writer.close()
-    return Path(path)
+    return _encode_video(path, frames, fps, codec="libvpx-vp9", quality=None, bitrate=None,
+                         output_params=["-crf", str(int(crf)), "-b:v", "0", "-deadline", "good", "-cpu-used", "4",
+                                        "-f", "webm"])
 
 
 def save_gif_with_png(path: PathLike, frames: Any, fps: float = 15, which: str = "middle", **kwargs) -> Tuple[Path, Path]:

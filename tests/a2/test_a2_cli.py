@@ -90,7 +90,7 @@ def test_train_writes_checkpoint_log_metrics_and_baseline(trained, kind):
     state = load_checkpoint(out / "checkpoints" / "last.pt")
     assert {"step", "model", "optimizer", "config"} <= set(state) and state["step"] == 3
     assert state["config"]["type"] == kind and state["config"]["steps"] == 4
-    assert (out / f"loss_{kind}.png").is_file()
+    assert (out / "losses.png").is_file()
     assert [int(r["step"]) for r in loss_rows(out)] == [0, 2, 3]  # every --log_freq and the last
     assert metrics(out)["train_images"] == 16
     base = load_checkpoint(out / "mean_shape" / "checkpoints" / "last.pt")
