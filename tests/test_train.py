@@ -279,6 +279,17 @@ def test_graceful_interrupt_flag_then_keyboard_interrupt(capsys):
     assert signal.getsignal(signal.SIGINT) is before
 
 
+
+def test_sigterm_stops_the_loop_like_ctrl_c(capsys):
+    """SIGTERM (what kill and batch schedulers send) only asks the loop to save and stop."""
+    before = signal.getsignal(signal.SIGTERM)
+    with tr.graceful_interrupt() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert _wait_for(lambda: stop.requested)
+        assert "SIGTERM received: finishing this step and saving a checkpoint" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 # ---------------------------------------------------------------------------------- misc
 def test_choose_device():
     assert tr.choose_device("cpu") == torch.device("cpu")
