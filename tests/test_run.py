@@ -190,3 +190,38 @@ def test_long_file_names_and_full_disk_are_one_line(tmp_path, capsys, monkeypatc
         run_cli(full, [])
     assert ei.value.code == 2
     assert capsys.readouterr().err == f"error: No space left on device: {tmp_path / 'metrics.json'}\n"
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import sys, time
+    from l3d.run import atomic_write
+    def slow(f):
+        f.write(b"half")
+        f.flush()
+        print("writing", flush=True)
+        time.sleep(30)
+    atomic_write(sys.argv[1], slow)
+""")
+
+
+def test_sigkill_during_a_save_leaves_the_old_file_and_the_next_run_cleans_up(tmp_path):
+    """A writer killed by SIGKILL mid-save leaves the previous file intact and a temp file behind;
+    the next run into the folder removes the temp file."""
+    target = tmp_path / "metrics.json"
+    target.write_text('{"good": 1}')
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)], stdout=subprocess.PIPE, env=env)
+    try:
+        assert child.stdout.readline().strip() == b"writing"
+        child.kill()
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert target.read_text() == '{"good": 1}'
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".metrics.json.tmp-")]
+    assert len(leftovers) == 1
+    with RunDir(tmp_path, fresh=False):
+        pass
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert target.read_text() == '{"good": 1}'
