@@ -8,6 +8,9 @@
 * :func:`sh_vs_dc` compares spherical-harmonics colours with the view-independent (DC) ones on
   the same frames: they must differ (view dependence is there), but their mean colour must stay
   close (the SH evaluation neither washes the object out nor darkens it).
+* :func:`paired_frames` compares SH and DC frames pair by pair (silhouette IoU: the same camera;
+  colour difference), :func:`view_dependent_fraction` how much of the SH colour change moves
+  with the view.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from l3d.cameras import PerspectiveCameras
 
 from .model import Gaussians
 from .rasterize import means_2d
+from .sh import eval_sh
 
 
 def projected_centres(g: Gaussians, camera: PerspectiveCameras, image_size: int, min_opacity: float = 0.5) -> torch.Tensor:
@@ -83,3 +87,36 @@ def sh_vs_dc(sh_images: torch.Tensor, dc_images: torch.Tensor, masks: torch.Tens
     mean_sh, mean_dc = a.mean(0), b.mean(0)
     return {"mean_abs_difference": float((a - b).abs().mean()), "mean_colour_gap": float((mean_sh - mean_dc).abs().max()),
             "mean_sh": [float(x) for x in mean_sh], "mean_dc": [float(x) for x in mean_dc]}
+
+
+def paired_frames(sh_images: torch.Tensor, dc_images: torch.Tensor, sh_masks: torch.Tensor,
+                  dc_masks: torch.Tensor) -> Dict[str, list]:
+    """Per frame of (V, S, S, 3) SH / DC renders and their (V, S, S) masks: ``silhouette_iou``
+    (IoU of the two silhouettes, mask >= 0.5: 1 when both frames come from the same camera) and
+    ``mean_abs_difference`` (mean |SH - DC| per pixel and channel inside the SH silhouette)."""
+    a, b = sh_masks >= 0.5, dc_masks >= 0.5
+    inter = (a & b).flatten(1).sum(1).float()
+    union = (a | b).flatten(1).sum(1).float().clamp(min=1)
+    diff = (sh_images.float() - dc_images.float()).abs().mean(-1)  # (V, S, S)
+    mad = (diff * a).flatten(1).sum(1) / a.flatten(1).sum(1).clamp(min=1)
+    return {"silhouette_iou": [float(x) for x in inter / union], "mean_abs_difference": [float(x) for x in mad]}
+
+
+def view_dependent_fraction(g: Gaussians, cameras: PerspectiveCameras) -> Dict[str, float]:
+    """How much of the SH - DC colour change of the Gaussians varies with the view, over V cameras.
+
+    With ``delta_v`` = SH colour seen from camera v minus the clamped DC colour (N, 3), the mean
+    over the views is a per-Gaussian offset (view independent) and ``delta_v - mean`` the
+    view-dependent part: returns ``mean_abs_delta`` and ``view_dependent_fraction`` =
+    mean |delta_v - mean_v delta| / mean |delta_v| (0: SH only shift colours, 1: pure view
+    dependence)."""
+    with torch.no_grad():
+        centres = cameras.get_camera_center().to(g.means.dtype)  # (V, 3)
+        dirs = torch.nn.functional.normalize(g.means[None] - centres[:, None], dim=-1)  # (V, N, 3)
+        v, n = dirs.shape[:2]
+        cols = eval_sh(g.sh.detach().repeat(v, 1), dirs.reshape(v * n, 3), g.sh_degree).view(v, n, 3)
+        delta = cols - g.dc_colours().detach().clamp_min(0)[None]
+        varying = delta - delta.mean(0, keepdim=True)
+        total = float(delta.abs().mean())
+        return {"mean_abs_delta": total,
+                "view_dependent_fraction": float(varying.abs().mean()) / total if total > 0 else 0.0}
