@@ -18,6 +18,14 @@ accuracy falls under large rotations and never rises much above the upright one,
 number-of-points sweep stays above a floor), and example GIFs of object --index (--i): rotated by each of
 --example_angles and with the fewest points (cls: caption truth/prediction; seg: ground truth |
 prediction).
+
+Beside the overall accuracies, every setting gets its breakdown: the classifier's accuracy per class
+(``per_class[setting][class]`` in ``metrics.json``, with the class counts in ``class_counts``, and a
+table in ``robustness.md``) and the segmentation accuracy of every test object
+(``seg_per_object[setting]``, the example objects' values tabulated). ``seg_examples.png`` is a grid
+of front views: one row per setting of --grid_angles and --grid_points (those in the sweeps), ground
+truth and prediction of each --grid_objects test object side by side, each prediction labelled with
+its accuracy in a banner above it. Settings are named ``rot_<angle>`` and ``points_<n>``.
 """
 
 from __future__ import annotations
@@ -57,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_flag("index", default=0, help="test object shown in the example GIFs (course spelling: --i)")
     ap.add_argument("--example_angles", type=finite_float, nargs="*", default=[30, 90],
                     help="rotations shown in example GIFs (the fewest-points example is always written)")
+    ap.add_argument("--grid_objects", type=int, nargs="+", default=None,
+                    help="test objects shown in seg_examples.png (default: --index and the next one)")
+    ap.add_argument("--grid_angles", type=finite_float, nargs="*", default=[0, 30, 90],
+                    help="rotations (of --angles) that get a row in seg_examples.png")
+    ap.add_argument("--grid_points", type=positive_int, nargs="*", default=[1000, 100],
+                    help="points per cloud (of --num_points_list) that get a row in seg_examples.png")
     add_vis_flags(ap)
     add_data_flags(ap, sizes_from_checkpoint=True)
     return ap
@@ -72,6 +86,68 @@ def accuracy(model, x: torch.Tensor, y: torch.Tensor, num_points: int, angle: fl
     gt = y if y.dim() == 1 else take_subsets(y, idx)
     pred = predict(model, pts, batch_size, device)
     return float((pred == gt).double().mean()), pts, gt, pred
+
+
+def per_class_accuracy(pred: torch.Tensor, gt: torch.Tensor, num_classes: int) -> tuple:
+    """(accuracy per class (C,) float64, NaN for a class without test objects; objects per class (C,))."""
+    counts = torch.bincount(gt.reshape(-1), minlength=num_classes)
+    correct = torch.bincount(gt.reshape(-1)[(pred == gt).reshape(-1)], minlength=num_classes)
+    acc = torch.where(counts > 0, correct.double() / counts.clamp(min=1), torch.full((num_classes,), float("nan"),
+                                                                                    dtype=torch.float64))
+    return acc, counts
+
+
+def per_object_accuracy(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """(N,) fraction of correctly labelled points of every cloud, from (N, P) part labels."""
+    return (pred == gt).double().mean(1)
+
+
+#: width in pixels of the setting labels left of the grid rows
+GRID_LABEL_WIDTH = 96
+
+
+def _setting_label(setting: str, axis: str) -> str:
+    kind, value = setting.split("_", 1)
+    return f"rotated {value} deg about {axis}" if kind == "rot" else f"{value} points"
+
+
+def _seg_grid(path: Path, rows: List[tuple], objects: List[int], args: argparse.Namespace, source: str) -> Path:
+    """seg_examples.png: per row (setting, points (K, n, 3), labels (K, n), predictions (K, n) of the
+    K test objects ``objects``) the front view of ground truth and prediction of every object, captions in banners
+    above the renderings, the setting in a margin on the left, the colour key below."""
+    import numpy as np
+    from PIL import Image
+
+    from l3d.media import to_uint8
+    from l3d.run import atomic_path
+
+    from .common import PANEL_GAP, caption_banner, legend_strip, render_turntable
+
+    view = argparse.Namespace(**{**vars(args), "num_frames": 1})  # the GIFs' first frame: the front view
+    S = args.image_size
+    size = max(10, round(S / 15))
+    blocks = []
+    for setting, pts, gt, pred in rows:
+        panels = []
+        for k, i in enumerate(objects):  # row k of pts / gt / pred is test object i
+            acc_i = float((pred[k] == gt[k]).double().mean())
+            for labels, text in ((gt[k], f"object {i}\nground truth"), (pred[k], f"prediction\n{acc_i:.1%} correct")):
+                img = to_uint8(render_turntable(pts[k].float(), seg_colors(labels).float(), view))[0]
+                banner = caption_banner(text, S, min_lines=2, font_size=size)
+                panels.append(np.concatenate([banner, img], axis=0))
+        h = max(p.shape[0] for p in panels)
+        panels = [np.pad(p, ((0, h - p.shape[0]), (0, 0), (0, 0)), constant_values=31) for p in panels]
+        label = caption_banner(_setting_label(setting, args.axis), GRID_LABEL_WIDTH, font_size=size)
+        label = np.pad(label[:h], ((0, max(0, h - label.shape[0])), (0, 0), (0, 0)), constant_values=31)
+        gap = np.full((h, PANEL_GAP, 3), 200, dtype=np.uint8)
+        blocks.append(np.concatenate([label] + [x for p in panels for x in (gap, p)], axis=1))
+    width = blocks[0].shape[1]
+    hgap = np.full((PANEL_GAP, width, 3), 200, dtype=np.uint8)
+    key = legend_strip(seg_legend(source), width, font_size=size)
+    grid = np.concatenate([x for b in blocks for x in (b, hgap)] + [key], axis=0)
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid).save(tmp, format="png")
+    return path
 
 
 def _plot(results: Dict[str, dict], args: argparse.Namespace, path: Path) -> Path:
@@ -118,6 +194,12 @@ def main(argv: Optional[List[str]] = None):
     written: List[Path] = []
     labels: List[tuple] = []  # (source, metrics.json "data" label) per task
     pictures: List[tuple] = []  # (task, name, (points, labels, predictions, caption), data source), written at the end
+    per_class: Dict[str, Dict[str, Optional[float]]] = {}  # cls: setting -> class -> accuracy
+    class_counts: Dict[str, int] = {}  # cls: test objects per class
+    seg_per_object: Dict[str, List[float]] = {}  # seg: setting -> accuracy of every test object
+    grid_rows: Dict[str, tuple] = {}  # seg: setting -> (points, labels, predictions) of the grid objects
+    grid_objects: List[int] = []
+    seg_source = "synthetic"
     t0 = time.perf_counter()
     for task in tasks:
         model, cfg, state = load_trained(args.cls_checkpoint if task == "cls" else args.seg_checkpoint, device, task=task)
@@ -127,11 +209,34 @@ def main(argv: Optional[List[str]] = None):
         res = {"model": cfg.arch, "num_objects": len(x), "rotation": [], "num_points": []}
         labels.append((spec.source, spec.label(task)))
         examples = {}
+        if task == "seg":
+            grid_objects = (args.grid_objects if args.grid_objects is not None
+                            else [args.index] + ([args.index + 1] if args.index + 1 < len(x) else []))
+            for i in grid_objects:
+                check_index(i, len(x))
+            grid_objects = list(dict.fromkeys(grid_objects))
+            seg_source = spec.source
+
+        def breakdown(setting, pts, gt, pred):
+            """the per-class (cls) or per-object (seg) accuracies of one setting, and its grid row"""
+            if task == "cls":
+                acc_c, counts = per_class_accuracy(pred, gt, len(CLASS_NAMES))
+                per_class[setting] = {c: (None if a != a else float(a)) for c, a in zip(CLASS_NAMES, acc_c.tolist())}
+                class_counts.update({c: int(n) for c, n in zip(CLASS_NAMES, counts.tolist())})
+            else:
+                seg_per_object[setting] = per_object_accuracy(pred, gt).tolist()
+                grid_row = (setting in [f"rot_{a:g}" for a in args.grid_angles]
+                            or setting in [f"points_{n}" for n in args.grid_points])
+                if grid_row:
+                    keep = torch.tensor(grid_objects)
+                    grid_rows[setting] = (pts[keep], gt[keep], pred[keep])
+
         for angle in args.angles:
             acc, pts, gt, pred = accuracy(model, x, y, args.rotation_points, angle, args.axis, args.seed,
                                           args.batch_size, device)
             res["rotation"].append({"angle": angle, "accuracy": acc})
             metrics[f"{task}_rot_{angle:g}"] = acc
+            breakdown(f"rot_{angle:g}", pts, gt, pred)
             if angle in args.example_angles:
                 examples[f"{task}_rot{angle:g}"] = (pts[args.index], gt[args.index], pred[args.index],
                                                     f"rotated {angle:g} deg about {args.axis}")
@@ -139,11 +244,12 @@ def main(argv: Optional[List[str]] = None):
             acc, pts, gt, pred = accuracy(model, x, y, n, 0.0, args.axis, args.seed, args.batch_size, device)
             res["num_points"].append({"num_points": min(n, x.shape[1]), "accuracy": acc})
             metrics[f"{task}_points_{n}"] = acc
+            breakdown(f"points_{n}", pts, gt, pred)
             if n == min(args.num_points_list):
                 examples[f"{task}_points{n}"] = (pts[args.index], gt[args.index], pred[args.index], f"{pts.shape[1]} points")
         results[task] = res
         pictures += [(task, name, ex, spec.source) for name, ex in examples.items()]
-    clear_pictures(out, tuple(f"{t}_{kind}" for t in ("cls", "seg") for kind in ("rot", "points")))
+    clear_pictures(out, tuple(f"{t}_{kind}" for t in ("cls", "seg") for kind in ("rot", "points")) + ("seg_examples",))
     for task, name, (pts, gt, pred, what), source in pictures:
         if task == "cls":
             color = torch.tensor(CLS_COLOR).expand(pts.shape[0], 3)
@@ -169,7 +275,39 @@ def main(argv: Optional[List[str]] = None):
               "|---" * (len(tasks) + 1) + "|"]
     for k, n in enumerate(args.num_points_list):
         lines.append(f"| {n} | " + " | ".join(f"{results[t]['num_points'][k]['accuracy']:.4f}" for t in tasks) + " |")
+    # the breakdown tables are written without padding spaces ("|a|b|"): the same Markdown, told
+    # apart from the one-row-per-setting tables above by readers that parse those
+    settings = [f"rot_{a:g}" for a in args.angles] + [f"points_{n}" for n in args.num_points_list]
+    if per_class:
+        lines += ["", "Classification accuracy per class (test objects per class: "
+                  + ", ".join(f"{c} {n}" for c, n in class_counts.items()) + "):", "",
+                  "|setting|" + "|".join(CLASS_NAMES) + "|all|", "|---" * (len(CLASS_NAMES) + 2) + "|"]
+        for st in dict.fromkeys(settings):
+            overall = metrics[f"cls_{st}"]
+            lines.append(f"|{_setting_label(st, args.axis)}|"
+                         + "|".join("-" if per_class[st][c] is None else f"{per_class[st][c]:.4f}" for c in CLASS_NAMES)
+                         + f"|{overall:.4f}|")
+    if seg_per_object:
+        lines += ["", "Segmentation accuracy of the example objects (seg_examples.png) and over all test objects:", "",
+                  "|setting|" + "|".join(f"object {i}" for i in grid_objects) + "|all|",
+                  "|---" * (len(grid_objects) + 2) + "|"]
+        for st in dict.fromkeys(settings):
+            lines.append(f"|{_setting_label(st, args.axis)}|"
+                         + "|".join(f"{seg_per_object[st][i]:.4f}" for i in grid_objects)
+                         + f"|{metrics[f'seg_{st}']:.4f}|")
     out.mkdir(parents=True, exist_ok=True)
+    if grid_rows:
+        rows = [(st, *grid_rows[st]) for st in dict.fromkeys(settings) if st in grid_rows]
+        written.append(_seg_grid(out / "seg_examples.png", rows, grid_objects, args, seg_source))
+        metrics["seg_examples"] = {
+            "rows": [st for st, *_ in rows], "objects": grid_objects,
+            "columns": [f"object {i} {what}" for i in grid_objects for what in ("ground truth", "prediction")],
+            "accuracy": {st: {str(i): seg_per_object[st][i] for i in grid_objects} for st, *_ in rows}}
+    if per_class:
+        metrics["per_class"] = per_class
+        metrics["class_counts"] = class_counts
+    if seg_per_object:
+        metrics["seg_per_object"] = seg_per_object
     md = out / "robustness.md"
     atomic_write(md, "\n".join(lines) + "\n")
     png = _plot(results, args, out / "robustness.png")

@@ -231,3 +231,40 @@ def test_non_finite_loss_stops_with_the_step(cache, tmp_path, monkeypatch, capsy
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: training loss (epoch 0) became nan at step 0;"), err
+
+
+def test_robustness_per_class_and_per_object_recombine_and_the_seg_grid(cls_run, seg_run, tmp_path):
+    from a5_pointnet.common import PANEL_GAP
+    from a5_pointnet.robustness import GRID_LABEL_WIDTH
+    from a5_pointnet.synthetic import CLASS_NAMES
+
+    out = tmp_path / "rob"
+    argv = ["--cls_checkpoint", str(cls_run[0]), "--seg_checkpoint", str(seg_run[0]), "--output_dir", str(out),
+            "--num_objects", "24", "--rotation_points", "500", "--example_angles", "--num_frames", "1",
+            "--image_size", "48", "--grid_objects", "3", "5", "--grid_angles", "0", "90", "--grid_points", "100"]
+    assert robustness.main(argv) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    settings = [f"rot_{a}" for a in (0, 10, 20, 30, 60, 90)] + [f"points_{n}" for n in (10000, 5000, 1000, 500, 100)]
+    assert list(m["per_class"]) == settings and list(m["seg_per_object"]) == settings
+    counts = m["class_counts"]
+    assert list(counts) == list(CLASS_NAMES) and sum(counts.values()) == 24 and min(counts.values()) > 0
+    for st in settings:
+        recombined = sum(m["per_class"][st][c] * counts[c] for c in CLASS_NAMES) / 24
+        assert recombined == pytest.approx(m[f"cls_{st}"], abs=1e-12), st
+        assert all(0.0 <= m["per_class"][st][c] <= 1.0 for c in CLASS_NAMES)
+        per_object = m["seg_per_object"][st]  # equal points per cloud: their mean is the overall accuracy
+        assert len(per_object) == 24 and np.mean(per_object) == pytest.approx(m[f"seg_{st}"], abs=1e-12), st
+    assert m["per_class"]["rot_0"] != m["per_class"]["rot_90"]
+    grid = m["seg_examples"]
+    assert grid["rows"] == ["rot_0", "rot_90", "points_100"] and grid["objects"] == [3, 5]
+    assert grid["columns"] == ["object 3 ground truth", "object 3 prediction", "object 5 ground truth",
+                               "object 5 prediction"]
+    for st in grid["rows"]:
+        assert grid["accuracy"][st] == {"3": m["seg_per_object"][st][3], "5": m["seg_per_object"][st][5]}
+    img = iio.imread(out / "seg_examples.png")
+    assert img.shape[1] == GRID_LABEL_WIDTH + 4 * (PANEL_GAP + 48)  # label margin, then 4 panels per row
+    assert img.shape[0] > 3 * 48
+    md = (out / "robustness.md").read_text()
+    assert "|setting|chair|vase|lamp|all|" in md and "|setting|object 3|object 5|all|" in md
+    row = next(line for line in md.splitlines() if line.startswith("|100 points|") and line.count("|") == 6)
+    assert row.split("|")[2] == f"{m['per_class']['points_100']['chair']:.4f}"
