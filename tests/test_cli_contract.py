@@ -56,6 +56,8 @@ def _entry_points() -> list[str]:
 
 
 ENTRY_POINTS = _entry_points()
+# runpy warns that the module was already imported (by its package or an earlier --help): harmless here
+pytestmark = pytest.mark.filterwarnings("ignore:.*found in sys.modules after import of package:RuntimeWarning")
 ARGPARSE_ENTRY_POINTS = [m for m in ENTRY_POINTS if m not in HYDRA_APPS]
 
 
