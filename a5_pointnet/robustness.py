@@ -275,26 +275,24 @@ def main(argv: Optional[List[str]] = None):
               "|---" * (len(tasks) + 1) + "|"]
     for k, n in enumerate(args.num_points_list):
         lines.append(f"| {n} | " + " | ".join(f"{results[t]['num_points'][k]['accuracy']:.4f}" for t in tasks) + " |")
-    # the breakdown tables are written without padding spaces ("|a|b|"): the same Markdown, told
-    # apart from the one-row-per-setting tables above by readers that parse those
     settings = [f"rot_{a:g}" for a in args.angles] + [f"points_{n}" for n in args.num_points_list]
     if per_class:
         lines += ["", "Classification accuracy per class (test objects per class: "
                   + ", ".join(f"{c} {n}" for c, n in class_counts.items()) + "):", "",
-                  "|setting|" + "|".join(CLASS_NAMES) + "|all|", "|---" * (len(CLASS_NAMES) + 2) + "|"]
+                  "| setting | " + " | ".join(CLASS_NAMES) + " | all |", "|---" * (len(CLASS_NAMES) + 2) + "|"]
         for st in dict.fromkeys(settings):
             overall = metrics[f"cls_{st}"]
-            lines.append(f"|{_setting_label(st, args.axis)}|"
-                         + "|".join("-" if per_class[st][c] is None else f"{per_class[st][c]:.4f}" for c in CLASS_NAMES)
-                         + f"|{overall:.4f}|")
+            lines.append(f"| {_setting_label(st, args.axis)} | "
+                         + " | ".join("-" if per_class[st][c] is None else f"{per_class[st][c]:.4f}" for c in CLASS_NAMES)
+                         + f" | {overall:.4f} |")
     if seg_per_object:
         lines += ["", "Segmentation accuracy of the example objects (seg_examples.png) and over all test objects:", "",
-                  "|setting|" + "|".join(f"object {i}" for i in grid_objects) + "|all|",
+                  "| setting | " + " | ".join(f"object {i}" for i in grid_objects) + " | all |",
                   "|---" * (len(grid_objects) + 2) + "|"]
         for st in dict.fromkeys(settings):
-            lines.append(f"|{_setting_label(st, args.axis)}|"
-                         + "|".join(f"{seg_per_object[st][i]:.4f}" for i in grid_objects)
-                         + f"|{metrics[f'seg_{st}']:.4f}|")
+            lines.append(f"| {_setting_label(st, args.axis)} | "
+                         + " | ".join(f"{seg_per_object[st][i]:.4f}" for i in grid_objects)
+                         + f" | {metrics[f'seg_{st}']:.4f} |")
     out.mkdir(parents=True, exist_ok=True)
     if grid_rows:
         rows = [(st, *grid_rows[st]) for st in dict.fromkeys(settings) if st in grid_rows]
