@@ -17,12 +17,12 @@ rasteriser, GIF files read back from disk, analytic values of the shapes):
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 
+from l3d.media import gif_timing, motion_ratio  # re-exported: part of this module's measures
 from l3d.cameras import PerspectiveCameras, Size, as_hw
 from l3d.ops import knn_points, sample_points_from_meshes
 from l3d.structures import Meshes
@@ -118,33 +118,6 @@ def subject_size(pix_to_face: torch.Tensor, subject_faces: torch.Tensor) -> torc
 # ----------------------------------------------------------------------------------------------
 # animations
 # ----------------------------------------------------------------------------------------------
-def motion_ratio(frames: torch.Tensor) -> float:
-    """mean |f[i+2] - f[i]| / mean |f[i+1] - f[i]| over a looping (T, H, W, C) sequence.
-
-    A turntable that turns by small steps gives > 1 (two steps move further than one, about 2
-    for small steps); one that alternates between two poses (a cube in 45-degree steps) gives
-    about 0; a frozen one has no motion at all (returns 0).
-    """
-    f = frames.float()
-    d1 = (torch.roll(f, -1, 0) - f).abs().mean()
-    d2 = (torch.roll(f, -2, 0) - f).abs().mean()
-    return float(d2 / d1) if float(d1) > 0 else 0.0
-
-
-def gif_timing(path) -> Dict[str, float]:
-    """{"frames", "seconds"} of a GIF as a viewer plays it (identical consecutive frames are
-    merged by the writer, so a frozen animation reads back as one frame)."""
-    from PIL import Image
-
-    with Image.open(Path(path)) as im:
-        n = getattr(im, "n_frames", 1)
-        total = 0.0
-        for i in range(n):
-            im.seek(i)
-            total += float(im.info.get("duration", 0))
-    return {"frames": float(n), "seconds": total / 1000.0}
-
-
 # ----------------------------------------------------------------------------------------------
 # distances to a mesh
 # ----------------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from l3d.media import gif_timing, motion_ratio
+
 __all__ = ["ray_box_hits", "dense_march", "iou", "psnr_images", "gif_timing", "motion_ratio", "turntable_checks",
            "reference_path", "reference_image", "reference_frame", "mean_abs_levels", "longest_side", "to_levels"]
 
@@ -117,29 +119,6 @@ def psnr_images(pred: torch.Tensor, target: torch.Tensor) -> float:
 # ----------------------------------------------------------------------------------------------
 # turntable GIFs
 # ----------------------------------------------------------------------------------------------
-def gif_timing(path) -> Dict[str, float]:
-    """``{"frames", "seconds"}`` of a GIF as a viewer plays it (the writer merges identical
-    consecutive frames, so a frozen turntable reads back as few frames)."""
-    from PIL import Image
-
-    with Image.open(Path(path)) as im:
-        n = getattr(im, "n_frames", 1)
-        total = 0.0
-        for i in range(n):
-            im.seek(i)
-            total += float(im.info.get("duration", 0))
-    return {"frames": float(n), "seconds": total / 1000.0}
-
-
-def motion_ratio(frames: torch.Tensor) -> float:
-    """``mean |f[i+2] - f[i]| / mean |f[i+1] - f[i]|`` over a looping (T, H, W, C) sequence:
-    about 2 for a smooth turn, about 0 for one strobing between two poses, 0 when frozen."""
-    f = frames.float()
-    d1 = (torch.roll(f, -1, 0) - f).abs().mean()
-    d2 = (torch.roll(f, -2, 0) - f).abs().mean()
-    return float(d2 / d1) if float(d1) > 0 else 0.0
-
-
 def turntable_checks(frames: torch.Tensor, gif_path, prefix: str = "") -> Dict[str, dict]:
     """``frames_per_turn`` (>= 24), ``turn_seconds`` (>= 2) read back from the GIF and
     ``motion_ratio`` (>= 1.1) of the frames, names prefixed with ``prefix``."""

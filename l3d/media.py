@@ -22,7 +22,7 @@ from .run import atomic_path
 PathLike = Union[str, os.PathLike]
 
 __all__ = ["to_uint8", "save_image", "load_image", "save_gif", "save_mp4", "save_webm",
-           "save_gif_with_png", "label_image"]
+           "save_gif_with_png", "label_image", "gif_timing", "motion_ratio"]
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -310,3 +310,33 @@ def label_image(
     rgb = xf[..., :3] * (1 - mm) + col.astype(xf.dtype) * mm
     out = np.concatenate([rgb, np.maximum(xf[..., 3:], mm)], -1) if xf.shape[-1] == 4 else rgb
     return np.rint(out * 255).astype(np.uint8) if is_uint8 else out
+
+
+# ----------------------------------------------------------------------------------------------
+# what a viewer sees of an animation
+# ----------------------------------------------------------------------------------------------
+def gif_timing(path: PathLike) -> dict:
+    """``{"frames", "seconds"}`` of a GIF as a viewer plays it (the writer merges identical
+    consecutive frames, so a frozen animation reads back as few frames)."""
+    from PIL import Image
+
+    with Image.open(Path(path)) as im:
+        n = getattr(im, "n_frames", 1)
+        total = 0.0
+        for i in range(n):
+            im.seek(i)
+            total += float(im.info.get("duration", 0))
+    return {"frames": float(n), "seconds": total / 1000.0}
+
+
+def motion_ratio(frames: torch.Tensor) -> float:
+    """``mean |f[i+2] - f[i]| / mean |f[i+1] - f[i]|`` over a looping (T, H, W, C) sequence.
+
+    A turntable that turns by small steps gives > 1 (about 2: two steps move further than one);
+    one that alternates between two poses (a cube in 45-degree steps) gives about 0; a frozen one
+    has no motion at all (returns 0).
+    """
+    f = frames.float()
+    d1 = (torch.roll(f, -1, 0) - f).abs().mean()
+    d2 = (torch.roll(f, -2, 0) - f).abs().mean()
+    return float(d2 / d1) if float(d1) > 0 else 0.0
