@@ -97,6 +97,10 @@ VOCABULARY: Dict[str, Flag] = {f.name.lstrip("-"): f for f in (
     Flag("--fps", positive_float, "frames per second of the GIF or video"),
     Flag("--data_path", None, "input data (file or folder); 'synthetic' forces the built-in stand-in"),
     Flag("--index", nonneg_int, "index of the object to visualise", ("--i",)),
+    Flag("--export_mesh", None, "also write mesh.ply and mesh.obj of the field's level set (marching cubes)",
+         action="store_true"),
+    Flag("--mesh_resolution", positive_int, "grid samples per axis of the exported mesh's field"),
+    Flag("--mesh_level", finite_float, "iso-value of the exported mesh (SDF: 0; NeRF density: e.g. 10 or 50)"),
 )}
 
 
