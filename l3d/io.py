@@ -6,8 +6,16 @@ Meshes
 :func:`load_obj` is our own vectorised OBJ parser. It keeps the file's vertex list as it is (the
 cow has V = 2930 positions and T = 3225 separate UV coordinates, like PyTorch3D's loader), whereas
 trimesh would split vertices at UV seams and change vertex counts and vertex normals. Faces come
-back 0-based, polygons fan-triangulated ``(0, i, i + 1)``. Normals (``vn``) are not read: vertex
-normals are always recomputed from the faces (:meth:`l3d.structures.Meshes.verts_normals_packed`).
+back 0-based, polygons fan-triangulated ``(0, i, i + 1)``. Normals (``vn``) are checked and kept in
+:class:`ObjData` but not put on the mesh: vertex normals are always recomputed from the faces
+(:meth:`l3d.structures.Meshes.verts_normals_packed`). Malformed lines are rejected as PyTorch3D
+rejects them (a ``vt`` with fewer than 2 numbers, a ``vn`` with fewer than 3, a face mixing the
+corner forms ``v``, ``v/vt``, ``v//vn``, ``v/vt/vn``, a corner with four fields), but with the file
+and line number in one :class:`~l3d.errors.UserError` line.
+
+Materials follow PyTorch3D's texture atlas: a face whose material has a ``map_Kd`` image shows the
+image, a face whose material has only a diffuse colour ``Kd`` shows that colour, any other face is
+white. :func:`load_mesh` reads any mesh file by its extension (glTF/GLB, OFF and STL through trimesh).
 
 Writers create the parent folders and write atomically (:func:`l3d.run.atomic_path`): an
 interrupted run leaves the old file or the new one, never half a file. Readers turn a file that is
@@ -36,8 +44,8 @@ from .validate import check_shape
 PathLike = Union[str, os.PathLike]
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
-__all__ = ["ObjData", "MtlMaterial", "read_obj", "read_mtl", "load_obj", "save_obj",
-           "load_ply_mesh", "load_ply_points", "save_ply", "wrap_uvs"]
+__all__ = ["ObjData", "MtlMaterial", "read_obj", "read_mtl", "load_obj", "save_obj", "load_mesh",
+           "load_ply_mesh", "load_ply_points", "save_ply", "wrap_uvs", "MESH_SUFFIXES"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -106,6 +114,7 @@ class ObjData:
         face_material: (F,) int64 index into ``material_names``, -1 before any ``usemtl``.
         material_names: the names used by ``usemtl``, in order of first use.
         mtllibs: the MTL files named by ``mtllib`` (resolved next to the OBJ file).
+        normals: (N, 3) float32 ``vn`` vectors as written (not used for shading).
     """
 
     verts: np.ndarray
@@ -115,6 +124,7 @@ class ObjData:
     face_material: np.ndarray
     material_names: List[str] = field(default_factory=list)
     mtllibs: List[Path] = field(default_factory=list)
+    normals: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
 
 
 def _tokenize(raw: bytes) -> Tuple[List[bytes], np.ndarray]:
@@ -205,16 +215,20 @@ def _resolve_index(idx: np.ndarray, count_before: np.ndarray, total: int, what: 
 def read_obj(path: PathLike) -> ObjData:
     """Parse an OBJ file (geometry, UVs, materials) into numpy arrays; see :class:`ObjData`.
 
-    Understood: ``v`` (first 3 numbers), ``vt`` (first 2), ``f`` with corners ``v``, ``v/vt``,
-    ``v/vt/vn``, ``v//vn`` (1-based or negative = relative to the last element defined so far),
-    polygons fan-triangulated, ``usemtl`` and ``mtllib``. Ignored: ``vn``, ``vp``, ``l``, ``p``,
-    ``o``, ``g``, ``s`` and anything unknown; ``#`` starts a comment; line continuation with a
-    backslash is not supported. All parsing is vectorised over the file's bytes.
+    Understood: ``v`` (first 3 numbers), ``vt`` (first 2), ``vn`` (first 3), ``f`` with corners
+    ``v``, ``v/vt``, ``v/vt/vn``, ``v//vn`` (1-based or negative = relative to the last element
+    defined so far; normal indices are not checked), polygons fan-triangulated, ``usemtl`` and
+    ``mtllib``. Ignored: ``vp``, ``l``, ``p``, ``o``, ``g``, ``s`` and anything unknown; ``#``
+    starts a comment; line continuation with a backslash is not supported. All parsing is
+    vectorised over the file's bytes.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        UserError: binary content, a malformed line (named with its line number), a non-finite
-            vertex or an index out of range.
+        UserError: ``path:line: ...`` for binary content, a ``v``/``vn`` with fewer than 3
+            numbers, a ``vt`` with fewer than 2, a face with fewer than 3 corners, a face whose
+            corners mix the forms ``v``, ``v/vt``, ``v//vn``, ``v/vt/vn`` (as PyTorch3D, which
+            calls it "vertex properties are inconsistent"), a corner with more than three
+            fields (``1/2/3/4``), a non-finite vertex or an index out of range.
     """
     path = Path(path)
     raw = path.read_bytes()
@@ -228,7 +242,8 @@ def read_obj(path: PathLike) -> ObjData:
         bad = int(np.flatnonzero(~np.isfinite(verts).all(axis=1))[0])
         line = int(lines.line_no[np.flatnonzero(kws == b"v")[bad]]) + 1
         raise user_error(f"{path}:{line}", "finite vertex coordinates", "nan or inf")
-    verts_uvs = _parse_numbers(lines, b"vt", 2, 1, path).astype(np.float32)  # (T, 2)
+    verts_uvs = _parse_numbers(lines, b"vt", 2, 2, path).astype(np.float32)  # (T, 2)
+    normals = _parse_numbers(lines, b"vn", 3, 3, path).astype(np.float32)  # (N, 3)
     n_v, n_vt = len(verts), len(verts_uvs)
 
     # ---- faces
@@ -242,8 +257,23 @@ def read_obj(path: PathLike) -> ObjData:
     vi = vti = np.zeros(0, dtype=np.int64)
     if len(tok):
         corners = np.array(_take(lines.tokens, tok), dtype=bytes)  # (corners,) like b"12/7/3"
+        fields = np.strings.count(corners, b"/") + 1  # (corners,)
+        if fields.max() > 3:
+            bad = int(np.argmax(fields > 3))
+            raise UserError(f"{path}:{int(lines.tok_line[tok[bad]]) + 1}: face corner "
+                            f"'{corners[bad].decode('utf-8', 'replace')}' has more than 3 fields (v/vt/vn)")
         vi_s, _, rest = np.strings.partition(corners, b"/")
-        vti_s, _, _ = np.strings.partition(rest, b"/")
+        vti_s, _, vni_s = np.strings.partition(rest, b"/")
+        # corner form: 0 = v, 1 = v/vt, 2 = v//vn, 3 = v/vt/vn; one form per face
+        form = (vti_s != b"").astype(np.int8) + 2 * (vni_s != b"").astype(np.int8)  # (corners,)
+        first = np.cumsum(counts) - counts  # (n_flines,) first corner of each face line
+        mixed = np.minimum.reduceat(form, first) != np.maximum.reduceat(form, first)  # (n_flines,)
+        if mixed.any():
+            bad = int(np.argmax(mixed))
+            line = int(lines.line_no[np.flatnonzero(is_f)[bad]]) + 1
+            text = b" ".join(corners[first[bad]: first[bad] + counts[bad]]).decode("utf-8", "replace")
+            raise UserError(f"{path}:{line}: face 'f {text}' mixes corner forms; every corner of a face "
+                            "must be written the same way (v, v/vt, v//vn or v/vt/vn)")
         try:
             vi = vi_s.astype(np.int64)
             vti = np.where(vti_s == b"", b"0", vti_s).astype(np.int64)
@@ -286,7 +316,7 @@ def read_obj(path: PathLike) -> ObjData:
     return ObjData(
         verts=verts, faces=faces.astype(np.int64), verts_uvs=verts_uvs,
         faces_uvs=faces_uvs.astype(np.int64), face_material=face_material.astype(np.int64),
-        material_names=material_names, mtllibs=mtllibs,
+        material_names=material_names, mtllibs=mtllibs, normals=normals,
     )
 
 
@@ -296,7 +326,8 @@ def read_mtl(path: PathLike) -> Dict[str, MtlMaterial]:
     path = Path(path)
     mats: Dict[str, MtlMaterial] = {}
     cur: Optional[MtlMaterial] = None
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():  # MTL files are tiny
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    for no, line in enumerate(lines, 1):  # MTL files are tiny
         parts = line.split("#", 1)[0].split()
         if not parts:
             continue
@@ -304,8 +335,14 @@ def read_mtl(path: PathLike) -> Dict[str, MtlMaterial]:
         if key == "newmtl":
             cur = MtlMaterial(" ".join(parts[1:]))
             mats[cur.name] = cur
-        elif cur is not None and key == "Kd" and len(parts) >= 4:
-            cur.kd = (float(parts[1]), float(parts[2]), float(parts[3]))
+        elif cur is not None and key == "Kd":
+            try:
+                kd = tuple(float(x) for x in parts[1:4])
+            except ValueError:
+                kd = ()
+            if len(kd) != 3 or not np.isfinite(kd).all():
+                raise user_error(f"{path}:{no}", "'Kd r g b' with three finite numbers", repr(line.strip()))
+            cur.kd = kd  # type: ignore[assignment]
         elif cur is not None and key == "map_Kd" and len(parts) >= 2:
             cur.map_kd = path.parent / parts[-1].replace("\\", "/")
     return mats
@@ -331,7 +368,9 @@ def _build_texture(obj: ObjData, materials: Dict[str, MtlMaterial], path: Path):
     """TexturesUV arrays (maps (Ht, Wt, 3), faces_uvs (F, 3), verts_uvs (T', 2)) or None.
 
     Each distinct image is one slot of a side-by-side atlas; materials without an image (or
-    faces without material) get a 3 x 3 patch of their ``Kd`` colour (white when none).
+    faces without material) get a 3 x 3 patch of their ``Kd`` colour (white when none), as in
+    PyTorch3D's texture atlas, where a face starts white, takes its material's ``Kd`` and then
+    its image. None when no face's material has an image or a ``Kd`` (nothing to show).
     Corners without a ``vt`` use uv (0, 0) of their slot (its bottom-left texel).
     """
     used = np.unique(obj.face_material)  # material ids used by faces (-1 = none)
@@ -340,7 +379,7 @@ def _build_texture(obj: ObjData, materials: Dict[str, MtlMaterial], path: Path):
     slot_of_mat = np.zeros(len(obj.material_names) + 1, dtype=np.int64)  # index m + 1 (-1 -> 0)
     is_solid: List[bool] = []
     solid_of_colour: Dict[Tuple[float, ...], int] = {}
-    any_image = False
+    any_image = any_colour = False
     for m in used.tolist():  # a handful of materials
         mat = materials.get(obj.material_names[m]) if m >= 0 else None
         img_path = mat.map_kd if mat is not None else None
@@ -355,13 +394,14 @@ def _build_texture(obj: ObjData, materials: Dict[str, MtlMaterial], path: Path):
                 is_solid.append(False)
             slot_of_mat[m + 1] = images[img_path]
         else:
+            any_colour |= mat is not None and mat.kd is not None
             kd = tuple(mat.kd) if mat is not None and mat.kd is not None else (1.0, 1.0, 1.0)
             if kd not in solid_of_colour:
                 solid_of_colour[kd] = len(slot_imgs)
                 slot_imgs.append(np.broadcast_to(np.asarray(kd, np.float32), (3, 3, 3)).copy())
                 is_solid.append(True)
             slot_of_mat[m + 1] = solid_of_colour[kd]
-    if not any_image:
+    if not (any_image or any_colour):
         return None
 
     uv_local = wrap_uvs(obj.verts_uvs) if len(obj.verts_uvs) else np.zeros((0, 2), np.float32)
@@ -409,12 +449,19 @@ def load_obj(path: PathLike, device: Union[str, torch.device] = "cpu", load_text
         A Meshes with verts (V, 3) float32 exactly as listed by ``v`` lines and faces (F, 3)
         long, 0-based, polygons fan-triangulated. ``textures`` is a
         :class:`~l3d.structures.TexturesUV` with maps (1, Ht, Wt, 3) float32 in [0, 1],
-        faces_uvs [(F, 3)] and verts_uvs [(T, 2)] when a material has a ``map_Kd`` image that
-        exists, else None. UVs are wrapped ("repeat"): coordinates outside [0, 1] keep only
-        their fractional part. When faces use several images, the images are placed side by
-        side in one atlas and the uvs are remapped; faces whose material has no image get a
-        small patch of its ``Kd`` colour (white if none); corners without a ``vt`` get uv (0, 0)
-        of their image (its bottom-left texel).
+        faces_uvs [(F, 3)] and verts_uvs [(T, 2)] when a used material has a ``map_Kd`` image
+        that exists or a diffuse colour ``Kd``, else None. UVs are wrapped ("repeat"):
+        coordinates outside [0, 1] keep only their fractional part. When faces use several
+        images or colours, each is placed side by side in one atlas and the uvs are remapped;
+        faces whose material has no image get a small patch of its ``Kd`` colour (white if
+        none), so a Kd-only material renders in its colour; corners without a ``vt`` get uv
+        (0, 0) of their image (its bottom-left texel).
+
+    Materials: as PyTorch3D, ``usemtl`` selects the material of the faces that follow, and
+    ``usemtl`` without ``mtllib`` (or with a missing MTL file or image) warns, naming the file,
+    and loads without that texture. Beyond PyTorch3D, an MTL file that defines exactly one
+    material while the OBJ has no ``usemtl`` at all gives that material to every face (a
+    common export), instead of ignoring it.
 
     Example: the course cow gives V = 2930, F = 5856, T = 3225 and a 1024 x 1024 map.
     """
@@ -424,14 +471,21 @@ def load_obj(path: PathLike, device: Union[str, torch.device] = "cpu", load_text
         raise user_error(path, "a mesh with at least one face",
                          f"{len(obj.verts)} vertices and no 'f' lines" if len(obj.verts) else "no vertices and no faces")
     textures = None
-    if load_textures and obj.material_names and len(obj.faces):
+    if load_textures and (obj.material_names or obj.mtllibs):
+        if obj.material_names and not obj.mtllibs:
+            warnings.warn(f"{path}: 'usemtl {obj.material_names[0]}' but no 'mtllib' names a material "
+                          "file; loading without texture")
         materials: Dict[str, MtlMaterial] = {}
         for lib in obj.mtllibs:
             if lib.exists():
                 materials.update(read_mtl(lib))
             else:
                 warnings.warn(f"{path}: material library {lib} not found; loading without texture")
-        tex = _build_texture(obj, materials, path)
+        if not obj.material_names and len(materials) == 1:
+            # one material and no 'usemtl': it is the material of every face
+            obj.material_names = list(materials)
+            obj.face_material = np.zeros(len(obj.faces), dtype=np.int64)
+        tex = _build_texture(obj, materials, path) if obj.material_names else None
         if tex is not None:
             maps, fuv, vuv = tex
             textures = TexturesUV(
@@ -651,3 +705,105 @@ def save_ply(
     with atomic_path(path) as tmp:
         PlyData(elements, text=not binary).write(str(tmp))
     return Path(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# any mesh file: OBJ and PLY by our readers, glTF / GLB / OFF / STL through trimesh
+# ----------------------------------------------------------------------------------------------
+MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".off", ".stl")
+
+
+def _trimesh_textures(tm, device: Union[str, torch.device]):
+    """(verts (V, 3), faces (F, 3), textures or None) numpy / Textures of one ``trimesh.Trimesh``.
+
+    Texture visuals with UVs become a TexturesUV of the material's base colour image (PBR
+    ``baseColorTexture`` times ``baseColorFactor``, or a simple material's ``image`` times its
+    ``diffuse``); a material without an image becomes a TexturesVertex of its constant colour.
+    Vertex colours become a TexturesVertex; face colours are given to split copies of each face's
+    corners (a TexturesVertex constant over every face). Alpha is dropped.
+    """
+    from trimesh.visual.material import PBRMaterial
+
+    verts = np.asarray(tm.vertices, dtype=np.float32)
+    faces = np.asarray(tm.faces, dtype=np.int64)
+    visual = tm.visual
+    kind = getattr(visual, "kind", None)
+
+    def constant(rgb: np.ndarray):
+        cols = np.broadcast_to(rgb.astype(np.float32), verts.shape).copy()
+        return TexturesVertex([torch.from_numpy(cols).to(device)])
+
+    if kind == "texture":
+        mat = visual.material
+        if isinstance(mat, PBRMaterial):
+            image, factor = mat.baseColorTexture, mat.baseColorFactor
+        else:
+            image, factor = getattr(mat, "image", None), getattr(mat, "diffuse", None)
+        factor = (np.ones(3, np.float32) if factor is None
+                  else np.asarray(factor, np.float64).reshape(-1)[:3])
+        if factor.max() > 1.0:  # trimesh keeps factors as uint8 0..255
+            factor = factor / 255.0
+        uv = getattr(visual, "uv", None)
+        if image is None or uv is None or len(uv) != len(verts):
+            return verts, faces, constant(factor)
+        img = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0 * factor.astype(np.float32)  # (Ht, Wt, 3)
+        uv = wrap_uvs(np.asarray(uv, dtype=np.float32))  # glTF samplers repeat by default
+        tex = TexturesUV(torch.from_numpy(np.ascontiguousarray(img))[None].to(device),
+                         [torch.from_numpy(faces).to(device)], [torch.from_numpy(uv).to(device)])
+        return verts, faces, tex
+    if kind == "vertex":
+        cols = np.asarray(visual.vertex_colors, dtype=np.float32)[:, :3] / 255.0  # (V, 3)
+        return verts, faces, TexturesVertex([torch.from_numpy(cols).to(device)])
+    if kind == "face":
+        fc = np.asarray(visual.face_colors, dtype=np.float32)[:, :3] / 255.0  # (F, 3)
+        split = verts[faces].reshape(-1, 3)  # (3F, 3): each face gets its own corners
+        cols = np.repeat(fc, 3, axis=0)
+        return split, np.arange(len(split), dtype=np.int64).reshape(-1, 3), TexturesVertex(
+            [torch.from_numpy(cols).to(device)])
+    return verts, faces, None
+
+
+def load_mesh(path: PathLike, device: Union[str, torch.device] = "cpu", load_textures: bool = True) -> Meshes:
+    """Load a mesh file as a :class:`~l3d.structures.Meshes` of one item, by its extension.
+
+    ``.obj`` goes to :func:`load_obj` (UV texture from the MTL), ``.ply`` to
+    :func:`load_ply_mesh` (vertex colours); ``.glb``, ``.gltf``, ``.off`` and ``.stl`` are read
+    by trimesh (``process=False``: vertices are kept as stored, not merged). A glTF scene's
+    meshes are placed by their node transforms and joined into one mesh. Colour comes back as a
+    :class:`~l3d.structures.TexturesUV` when the file has a base-colour texture and UVs (the
+    image multiplied by the base-colour factor), else a :class:`~l3d.structures.TexturesVertex`
+    for vertex colours, face colours or a plain base-colour factor, else None.
+
+    Args:
+        path: the mesh file; one of :data:`MESH_SUFFIXES`.
+        device: where the tensors go.
+        load_textures: read colours and textures (False: textures is None).
+    Raises:
+        FileNotFoundError: the file does not exist.
+        UserError: an unknown extension, a file that does not parse, a mesh without faces or
+            with non-finite vertices (one line naming the file).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in MESH_SUFFIXES:
+        raise user_error(path, "a mesh file ending in " + ", ".join(MESH_SUFFIXES), f"'{path.suffix}'")
+    if suffix == ".obj":
+        return load_obj(path, device, load_textures)
+    if suffix == ".ply":
+        mesh = load_ply_mesh(path, device)
+        return mesh if load_textures else Meshes(mesh.verts_list(), mesh.faces_list())
+    if not path.exists():
+        raise FileNotFoundError(path)
+    import trimesh
+
+    try:
+        tm = trimesh.load(str(path), force="mesh", process=False)
+    except Exception as exc:  # trimesh raises many kinds (ValueError, KeyError, struct.error, ...)
+        raise user_error(path, f"a {suffix[1:].upper()} mesh file", f"a file that does not parse ({exc})") from None
+    if not isinstance(tm, trimesh.Trimesh) or len(tm.faces) == 0:
+        raise user_error(path, "a mesh with at least one triangle", "no faces")
+    verts, faces, tex = _trimesh_textures(tm, device)
+    if not np.isfinite(verts).all():
+        raise user_error(path, "finite vertex positions", f"{int((~np.isfinite(verts).all(1)).sum())} vertices with nan or inf")
+    return Meshes([torch.from_numpy(verts).to(device)], [torch.from_numpy(faces).to(device)],
+                  tex if load_textures else None)

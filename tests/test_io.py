@@ -187,7 +187,7 @@ def test_textured_obj_single_material_and_uv_wrap(tmp_path):
     (tmp_path / "a.obj").write_text(
         "mtllib m.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\n"
         "vt 0.25 0.5\nvt 1.25 -0.5\nvt 1 1\nvt -2.75 3.0\n"
-        "usemtl skin\nf 1/1 2/2 3/3\nf 2/4 4/3 3\n"
+        "usemtl skin\nf 1/1 2/2 3/3\nf 2/4 4/3 3/2\nf 2 4 3\n"
     )
     m = load_obj(tmp_path / "a.obj")
     t = m.textures
@@ -196,10 +196,10 @@ def test_textured_obj_single_material_and_uv_wrap(tmp_path):
     uvs = t.verts_uvs_list()[0].numpy()
     # wrap: 1.25 -> 0.25, -0.5 -> 0.5, -2.75 -> 0.25, 3.0 -> 0.0 ; in-range 1.0 stays 1.0
     np.testing.assert_allclose(uvs[:4], [[0.25, 0.5], [0.25, 0.5], [1.0, 1.0], [0.25, 0.0]], atol=1e-6)
-    # the corner without vt uses (0, 0)
+    # the corners of a face without vt use (0, 0)
     fuv = t.faces_uvs_list()[0].numpy()
-    np.testing.assert_allclose(uvs[fuv[1, 2]], [0.0, 0.0])
-    np.testing.assert_array_equal(fuv[0], [0, 1, 2])
+    np.testing.assert_allclose(uvs[fuv[2]], [[0.0, 0.0]] * 3)
+    np.testing.assert_array_equal(fuv[:2], [[0, 1, 2], [3, 2, 1]])
     assert load_obj(tmp_path / "a.obj", load_textures=False).textures is None
 
 
