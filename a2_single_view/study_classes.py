@@ -1,12 +1,12 @@
 """Q3.3: train on chairs only vs on three classes (chair, car, airplane); compare per category.
 
-    python -m a2_single_view.study_classes --type point [--steps 10000] [--load_feat]
+    python -m a2_single_view.study_classes --type point [--steps 10000] [--load_feat] [--views_per_model 1]
 
 Trains two models with the same settings and number of steps -- one on the chair training set,
 one on the chair + car + airplane training set -- and evaluates both on the test split of every
-class (F1 per category). With ``--init_from`` a trained checkpoint, both runs start from it (the
-demo: both fine-tune the chair-only point model for 50 steps, one on chairs, one on the three
-classes). Writes to --output_dir (default output/a2_single_view/study_classes_<type>): table.md
+class (F1 per category; --views_per_model 0: every view of every test model). With
+``--init_from`` a trained checkpoint, both runs start from it (the demo: both fine-tune the
+chair-only point model for 50 steps, one on chairs, one on the three classes). Writes to --output_dir (default output/a2_single_view/study_classes_<type>): table.md
 (F1@0.05 per training set and test class), f1_curves.png (F1 against the threshold on chairs
 and on cars + airplanes), examples.gif/.png (one test image per class: input | one-class model |
 three-class model | ground truth) and metrics.json; the runs' own outputs are in one_class/ and
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from l3d.checks import check
-from l3d.cli import report, run_cli, script_parser
+from l3d.cli import nonneg_int, report, run_cli, script_parser
 from l3d.media import save_gif_with_png
 from l3d.run import RunDir, atomic_path
 from l3d.train import choose_device
@@ -51,6 +51,9 @@ def main(argv=None):
     ap.add_argument("--load_feat", action="store_true", help="train on precomputed ResNet-18 features")
     ap.add_argument("--init_from", default=None, help="start both runs from this checkpoint (train_model --init_from)")
     ap.add_flag("resume", help="continue both runs of the study from their newest intact checkpoints")
+    ap.add_flag("save_every", default=None, help="steps between each run's checkpoints (default: train_model's)")
+    ap.add_argument("--views_per_model", type=nonneg_int, default=1,
+                    help="test views of each held-out model in the evaluation (0: all listed)")
     ap.add_flag("num_frames", default=36, help="frames of examples.gif, one turn (--quick 24)")
     ap.add_flag("image_size", default=128, help="panel size of examples.gif (--quick 96)")
     add_data_flags(ap)
@@ -64,7 +67,8 @@ def main(argv=None):
 def study(args, run: RunDir) -> dict:
     out = run.path()
     common = pass_through(args, DATA_KEYS)
-    train_flags = pass_through(args, ("steps", "batch_size", "lr", "num_points", "load_feat", "init_from", "resume"))
+    train_flags = pass_through(args, ("steps", "batch_size", "lr", "num_points", "save_every", "load_feat", "init_from",
+                                         "resume"))
     device = choose_device(args.device)
     results = {}
     for name, classes in (("one_class", "chair"), ("three_class", "3c")):
@@ -74,7 +78,8 @@ def study(args, run: RunDir) -> dict:
         for test in ("chair", "car", "airplane"):
             evals[test] = eval_model.run(["--type", args.type, "--load_checkpoint", str(tm["checkpoint"]), "--classes", test,
                                           "--output_dir", str(out / name / f"eval_{test}"), "--vis_count", "0",
-                                          "--baseline_checkpoint", "none", *common])
+                                          "--baseline_checkpoint", "none",
+                                          "--views_per_model", str(args.views_per_model), *common])
         results[name] = {"train": tm, "eval": evals}
     f1 = {n: {c: r["eval"][c]["f1@0.05"] for c in r["eval"]} for n, r in results.items()}
     n_img = {c: results["one_class"]["eval"][c]["examples"] for c in ("chair", "car", "airplane")}

@@ -1,13 +1,15 @@
 """Q2.5: hyper-parameter study -- the weight of the Laplacian smoothing loss of the mesh decoder.
 
     python -m a2_single_view.study_wsmooth [--w_smooth 0.001 0.01 0.1 1 10] [--steps 10000] [--load_feat]
+        [--views_per_model 1]
 
 Trains one mesh model per weight (train_model --type mesh --w_smooth w, otherwise the same
 settings: train_model's defaults, or its --quick ones), evaluates each on the test split
-(eval_model), and measures on the test predictions what the weight is for: the uniform
-Laplacian smoothness of the predicted meshes (mean over the test images of each mesh's mean
-|mean of the neighbours - vertex|). With ``--init_from`` a trained mesh checkpoint, every run
-starts from that model: a fine-tuning sweep (what the demo does, 50 steps per weight).
+(eval_model; --views_per_model 0: every view of every test model), and measures on the test
+predictions what the weight is for: the uniform Laplacian smoothness of the predicted meshes
+(mean over the test images of each mesh's mean |mean of the neighbours - vertex|). With
+``--init_from`` a trained mesh checkpoint, every run starts from that model: a fine-tuning sweep
+(what the demo does, 50 steps per weight).
 
 Writes to --output_dir (default output/a2_single_view/study_wsmooth): table.md (F1@0.05, test
 smoothness, final training chamfer and smoothness losses per weight), f1_curves.png (F1 against
@@ -79,6 +81,9 @@ def main(argv=None):
     ap.add_flag("batch_size", default=None, help="images per step (default: train_model's)")
     ap.add_flag("lr", default=None, help="Adam learning rate (default: train_model's)")
     ap.add_flag("resume", help="continue every run of the study from its newest intact checkpoint")
+    ap.add_flag("save_every", default=None, help="steps between each run's checkpoints (default: train_model's)")
+    ap.add_argument("--views_per_model", type=nonneg_int, default=1,
+                    help="test views of each held-out model in the evaluation (0: all listed)")
     ap.add_argument("--load_feat", action="store_true", help="train on precomputed ResNet-18 features")
     ap.add_argument("--init_from", default=None,
                     help="start every run's decoder from this checkpoint (train_model --init_from): a trained mesh "
@@ -100,13 +105,14 @@ def study(args, run: RunDir) -> dict:
     device = choose_device(args.device)
     rows, curves, models, per_w = [], {}, {}, {}
     ds = None
-    train_flags = pass_through(args, ("steps", "batch_size", "lr", "load_feat", "init_from", "resume"))
+    train_flags = pass_through(args, ("steps", "batch_size", "lr", "save_every", "load_feat", "init_from", "resume"))
     for w in args.w_smooth:
         run = out / f"w_{w:g}"
         tm = train_model.main(["--type", "mesh", "--w_smooth", str(w), "--output_dir", str(run / "train"),
                                "--no-baseline", *train_flags, *common])
         em = eval_model.run(["--type", "mesh", "--load_checkpoint", tm["checkpoint"], "--output_dir", str(run / "eval"),
-                              "--vis_count", "0", "--baseline_checkpoint", "none", *common])
+                              "--vis_count", "0", "--baseline_checkpoint", "none",
+                              "--views_per_model", str(args.views_per_model), *common])
         ds = em["dataset"]
         smooth = test_smoothness(em["model"], ds, device)
         curves[f"w_smooth={w:g}"] = [em[f"f1@{t:.2f}"] for t in THRESHOLDS]
