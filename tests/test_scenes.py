@@ -1,0 +1,253 @@
+"""l3d.scenes: NeRF-synthetic / instant-ngp folders and COLMAP models read into one Scene.
+
+Fixtures are made here: l3d's textured object rendered from 20 views, written as a
+NeRF-synthetic folder (RGBA PNGs with transparent background, OpenGL camera-to-world matrices,
+camera_angle_x) and as COLMAP text and binary models (pycolmap, from the known cameras). The
+loaded cameras must project the object's vertices to the pixels the renderer's cameras did,
+and pycolmap's own projection must agree.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from l3d.errors import UserError
+from l3d.scenes import (Normalization, cameras_from_opencv, detect_format, fit_normalization, opencv_from_cameras,
+                        read_blender, read_colmap, read_scene, render_object_views, write_blender, write_colmap)
+
+H, W = 72, 96
+N = 20
+SPLIT = {"train": list(range(0, 14)), "val": [14, 15], "test": [16, 17, 18, 19]}
+
+
+@pytest.fixture(scope="module")
+def views(one_thread):
+    return render_object_views(N, (H, W))
+
+
+@pytest.fixture(scope="module")
+def blender_dir(views, tmp_path_factory):
+    root = tmp_path_factory.mktemp("blender")
+    write_blender(root, views.rgba[..., :3], views.cameras, SPLIT, alpha=views.rgba[..., 3])
+    return root
+
+
+def _names():
+    return [f"view_{i:03d}.png" for i in range(N)]
+
+
+@pytest.fixture(scope="module")
+def colmap_dirs(views, tmp_path_factory):
+    from l3d.media import save_image
+
+    out = {}
+    pts = views.verts[::7]
+    for kind in ("text", "binary"):
+        root = tmp_path_factory.mktemp(f"colmap_{kind}")
+        (root / "images").mkdir()
+        for i, name in enumerate(_names()):
+            save_image(root / "images" / name, views.rgba[i, ..., :3])
+        write_colmap(root / "sparse" / "0", views.cameras, (H, W), _names(), pts, torch.rand(len(pts), 3),
+                     binary=kind == "binary")
+        out[kind] = root
+    return out
+
+
+def _pixels(cams, points, hw=(H, W)):
+    return cams.transform_points_screen(points.to(cams.dtype), hw)[..., :2]
+
+
+def test_opencv_round_trip_and_axes(views):
+    R, t, K = opencv_from_cameras(views.cameras, (H, W))
+    back = cameras_from_opencv(R, t, K, (H, W))
+    assert torch.allclose(back.R, views.cameras.R, atol=1e-6) and torch.allclose(back.T, views.cameras.T, atol=1e-6)
+    assert torch.allclose(back.focal_length, views.cameras.focal_length, atol=1e-6)
+    # the OpenCV projection u = fx x/z + cx of the same points gives the renderer's pixels
+    X = views.verts[::50]
+    xc = X @ R[0].T + t[0]  # (P, 3) OpenCV camera coordinates
+    uv = torch.stack([K[0, 0, 0] * xc[:, 0] / xc[:, 2] + K[0, 0, 2], K[0, 1, 1] * xc[:, 1] / xc[:, 2] + K[0, 1, 2]], -1)
+    assert (uv - _pixels(views.cameras[0], X)[0]).abs().max() < 1e-3
+
+
+def test_blender_folder_matches_the_renders(views, blender_dir):
+    meta = json.loads((blender_dir / "transforms_train.json").read_text())
+    assert "camera_angle_x" in meta and not meta["frames"][0]["file_path"].endswith(".png")
+    sc = read_blender(blender_dir, normalize="none")
+    assert sc.images.shape == (N, H, W, 3) and sc.split == SPLIT and sc.format == "blender"
+    # the loaded cameras put every vertex on the pixel the renderer's camera did (sub-pixel)
+    order = torch.as_tensor(SPLIT["train"] + SPLIT["val"] + SPLIT["test"])
+    err = (_pixels(sc.cameras, views.verts) - _pixels(views.cameras[order], views.verts)).abs().max()
+    assert err < 1e-3, err
+    # independent reference: the OpenGL formula straight from the JSON (x right, y up, looks down -z)
+    fr = meta["frames"][3]
+    c2w = np.asarray(fr["transform_matrix"])
+    f = 0.5 * W / math.tan(meta["camera_angle_x"] / 2)
+    Xc = (np.linalg.inv(c2w) @ np.c_[views.verts.numpy(), np.ones(len(views.verts))].T).T[:, :3]
+    u = W / 2 + f * Xc[:, 0] / -Xc[:, 2]
+    v = H / 2 - f * Xc[:, 1] / -Xc[:, 2]
+    got = _pixels(sc.cameras[3], views.verts)[0].double().numpy()
+    assert np.abs(got - np.stack([u, v], -1)).max() < 1e-3
+    # RGBA composited on white by default, on black when asked; the magenta under alpha 0 never shows
+    a = views.rgba[order, ..., 3:]
+    want_white = views.rgba[order, ..., :3] * a + (1 - a)
+    assert (sc.images - want_white).abs().max() < 1.5 / 255
+    assert sc.background == (1.0, 1.0, 1.0) and torch.equal(sc.alpha > 0.5, a[..., 0] > 0.5)
+    black = read_blender(blender_dir, background="black", normalize="none")
+    assert (black.images - views.rgba[order, ..., :3] * a).abs().max() < 1.5 / 255
+    corner = sc.images[:, 0, 0]  # background pixels
+    assert torch.allclose(corner, torch.ones_like(corner)) and black.images[:, 0, 0].max() == 0
+
+
+def test_blender_normalised_scene_reprojects_and_maps_back(views, blender_dir):
+    sc = read_blender(blender_dir)  # auto: cameras around the look-at point at a mean distance of 4
+    norm = sc.normalization
+    assert norm.mode == "cameras"
+    d = sc.cameras.get_camera_center().norm(dim=-1)
+    assert abs(float(d.mean()) - 4.0) < 1e-3, d.mean()  # the renders' cameras all look at the origin
+    assert np.allclose(norm.center, 0, atol=1e-4) and abs(norm.scale - 4.0 / 2.7) < 1e-4
+    order = torch.as_tensor(SPLIT["train"] + SPLIT["val"] + SPLIT["test"])
+    err = (_pixels(sc.cameras, norm.apply(views.verts)) - _pixels(views.cameras[order], views.verts)).abs().max()
+    assert err < 1e-3, err
+    assert torch.allclose(norm.invert(norm.apply(views.verts)), views.verts, atol=1e-5)
+    # Blender's world is z-up: rotating it onto +y turns the object's z axis into y
+    rot = read_blender(blender_dir, up=(0.0, 1.0, 0.0)).normalization
+    assert np.allclose(np.asarray([0.0, 0.0, 1.0]) @ np.asarray(rot.rotation), [0, 1, 0], atol=1e-6)
+
+
+def test_blender_resize_and_per_frame_intrinsics(views, blender_dir, tmp_path):
+    small = read_blender(blender_dir, normalize="none", image_size=(36, 48))
+    full = read_blender(blender_dir, normalize="none")
+    # pixel coordinates scale with the image (pixel edges to edges)
+    assert (_pixels(small.cameras, views.verts, (36, 48)) * 2 - _pixels(full.cameras, views.verts)).abs().max() < 1e-3
+    # instant-ngp style: one transforms.json, fl_x/cx/cy/w/h, a per-frame override, paths with extension
+    meta = json.loads((blender_dir / "transforms_train.json").read_text())
+    f = 0.5 * W / math.tan(meta["camera_angle_x"] / 2)
+    frames = [dict(fr, file_path=str(blender_dir / fr["file_path"]) + ".png") for fr in meta["frames"]]
+    frames[2]["fl_x"] = frames[2]["fl_y"] = 2 * f
+    (tmp_path / "transforms.json").write_text(json.dumps(
+        {"fl_x": f, "fl_y": f, "cx": W / 2, "cy": H / 2, "w": W, "h": H, "frames": frames}))
+    ngp = read_scene(tmp_path, normalize="none")
+    assert ngp.format == "blender" and len(ngp.split["test"]) == 2  # frames 0 and 8 held out
+    assert torch.allclose(ngp.cameras.focal_length[0], full.cameras.focal_length[0], atol=1e-5)
+    assert torch.allclose(ngp.cameras.focal_length[2], 2 * full.cameras.focal_length[2], atol=1e-5)
+    # instant-ngp's scale / offset define the box: the default ones keep NeRF-synthetic coordinates
+    (tmp_path / "transforms.json").write_text(json.dumps({"camera_angle_x": meta["camera_angle_x"], "scale": 0.5,
+                                                         "offset": [0.5, 0.25, 0.5], "frames": frames[:3]}))
+    n = read_scene(tmp_path).normalization
+    assert n.mode == "ngp" and abs(n.scale - 1.5) < 1e-9 and np.allclose(n.center, [0, 0.5, 0])
+
+
+@pytest.mark.parametrize("kind", ["text", "binary"])
+def test_colmap_model_matches_the_renders_and_pycolmap(views, colmap_dirs, kind):
+    import pycolmap
+
+    root = colmap_dirs[kind]
+    assert detect_format(root) == "colmap"
+    sc = read_colmap(root, normalize="none")
+    assert sc.images.shape == (N, H, W, 3) and sc.names == _names()
+    assert sc.split["test"] == [0, 8, 16] and len(sc.split["train"]) == N - 3
+    err = (_pixels(sc.cameras, views.verts) - _pixels(views.cameras, views.verts)).abs().max()
+    assert err < 1e-3, err
+    # pycolmap's own projection of the same points (COLMAP pixel convention) agrees
+    rec = pycolmap.Reconstruction(str(root / "sparse" / "0"))
+    im = next(i for i in rec.images.values() if i.name == _names()[5])
+    X = views.verts[::40].double().numpy()
+    uv = np.stack([rec.cameras[im.camera_id].img_from_cam(im.cam_from_world() * x) for x in X])
+    assert np.abs(uv - _pixels(sc.cameras[5], views.verts[::40])[0].double().numpy()).max() < 1e-3
+    # points and colours come through; the normalised scene maps them consistently
+    assert sc.points is not None and sc.points.shape == (len(views.verts[::7]), 3)
+    assert torch.allclose(sc.points, views.verts[::7], atol=1e-5)
+    assert sc.point_colors.min() >= 0 and sc.point_colors.max() <= 1
+    nsc = read_colmap(root, normalize="points", up=(0.0, 0.0, 1.0))
+    unrot = nsc.points.double().numpy() @ np.asarray(nsc.normalization.rotation).T  # the file's axes, scaled
+    lo, hi = np.percentile(unrot, 2, axis=0), np.percentile(unrot, 98, axis=0)
+    assert abs((hi - lo).max() / 2 - 1.5) < 1e-4 and np.abs(hi + lo).max() < 0.05  # the box of the points
+    err = (_pixels(nsc.cameras, nsc.points) - _pixels(sc.cameras, sc.points)).abs().max()
+    assert err < 1e-3
+    # the object's up (+y of the renders) was found from the cameras and turned onto +z
+    up_file = np.asarray([0.0, 1.0, 0.0]) @ np.asarray(nsc.normalization.rotation)
+    assert up_file[2] > 0.95 and abs(float(nsc.up[2]) - 1) < 1e-6
+
+
+def test_colmap_round_trip(views, colmap_dirs, tmp_path):
+    sc = read_colmap(colmap_dirs["text"], normalize="none")
+    write_colmap(tmp_path / "m", sc.cameras, sc.image_size, sc.names, sc.points, sc.point_colors, binary=True)
+    (tmp_path / "images").symlink_to(colmap_dirs["text"] / "images")
+    again = read_colmap(tmp_path / "m", image_dir=tmp_path / "images", normalize="none")
+    assert torch.allclose(again.cameras.R, sc.cameras.R, atol=1e-6)
+    assert torch.allclose(again.cameras.T, sc.cameras.T, atol=1e-5)
+    assert torch.allclose(again.points, sc.points) and torch.allclose(again.point_colors, sc.point_colors)
+    assert torch.equal(again.images, sc.images)
+
+
+def _with_radial(src, root, k):
+    import shutil
+
+    import pycolmap
+
+    shutil.copytree(src / "images", root / "images")
+    rec = pycolmap.Reconstruction(str(src / "sparse" / "0"))
+    for cam in rec.cameras.values():
+        fx, fy, cx, cy = cam.params
+        cam.model = pycolmap.CameraModelId.SIMPLE_RADIAL
+        cam.params = [fx, cx, cy, k]
+    (root / "sparse" / "0").mkdir(parents=True)
+    rec.write_text(str(root / "sparse" / "0"))
+    return rec
+
+
+def test_distorted_colmap_is_rejected_or_undistorted(views, colmap_dirs, tmp_path):
+    import pycolmap
+
+    src = colmap_dirs["text"]
+    # a distortion-free SIMPLE_RADIAL (k = 0) is a pinhole camera: read as it is
+    _with_radial(src, tmp_path / "k0", 0.0)
+    k0 = read_colmap(tmp_path / "k0", undistort="reject", normalize="none")
+    assert (_pixels(k0.cameras, views.verts) - _pixels(views.cameras, views.verts)).abs().max() < 1e-3
+    # k = 0.05: refused with one line, or undistorted through pycolmap into <scene>/undistorted
+    rec = _with_radial(src, tmp_path / "k5", 0.05)
+    with pytest.raises(UserError, match="SIMPLE_RADIAL.*undistort"):
+        read_colmap(tmp_path / "k5", undistort="reject")
+    und = read_colmap(tmp_path / "k5", normalize="none")
+    model = pycolmap.Reconstruction(str(tmp_path / "k5" / "undistorted" / "sparse"))
+    assert {c.model.name for c in model.cameras.values()} == {"PINHOLE"}
+    # an undistorted pixel u' shows what the distorted image shows at distort(u'): pushing our
+    # projection through pycolmap's undistorted and distorted cameras lands on pycolmap's own
+    # projection of the point in the distorted image
+    i = 5
+    im = next(m for m in rec.images.values() if m.name == und.names[i])
+    uim = next(m for m in model.images.values() if m.name == und.names[i])
+    X = views.verts[::40]
+    ours = _pixels(und.cameras[i], X, und.image_size)[0].double().numpy()
+    cam_d, cam_u = rec.cameras[im.camera_id], model.cameras[uim.camera_id]
+    back = np.stack([cam_d.img_from_cam(np.r_[cam_u.cam_from_img(u), 1.0]) for u in ours])
+    direct = np.stack([cam_d.img_from_cam(im.cam_from_world() * x) for x in X.double().numpy()])
+    assert np.abs(back - direct).max() < 1e-3
+
+
+def test_bad_input_is_one_line(tmp_path, blender_dir):
+    with pytest.raises(UserError, match="NeRF-synthetic.*COLMAP"):
+        read_scene(tmp_path)
+    (tmp_path / "transforms.json").write_text("{not json")
+    with pytest.raises(UserError, match="readable JSON"):
+        read_scene(tmp_path)
+    meta = json.loads((blender_dir / "transforms_train.json").read_text())
+    meta["frames"] = [dict(meta["frames"][0], file_path="./nowhere/r_0")]
+    (tmp_path / "transforms.json").write_text(json.dumps(dict(meta, k1=0.1)))
+    with pytest.raises(UserError, match="nowhere"):
+        read_scene(tmp_path)
+    meta["frames"] = [dict(meta["frames"][0], file_path=str(blender_dir / "train" / "r_0"))]
+    (tmp_path / "transforms.json").write_text(json.dumps(dict(meta, k1=0.1)))
+    with pytest.raises(UserError, match="distortion"):
+        read_scene(tmp_path)
+    with pytest.raises(UserError, match="normalize"):
+        fit_normalization(read_scene(blender_dir, normalize="none").cameras, mode="bogus")
+
+
+def test_normalization_cameras_identity():
+    n = Normalization()
+    x = torch.randn(5, 3)
+    assert torch.equal(n.apply(x), x)
