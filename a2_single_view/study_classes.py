@@ -34,7 +34,7 @@ from .common import (add_data_flags, frame_distance, gif_fps, gt_as_kind, kind_p
 from .data import CLASS_SETS, collate
 from .evaluate import THRESHOLDS
 from .models import KINDS
-from .study_wsmooth import pass_through
+from .study_wsmooth import pass_through, stop_if_interrupted
 
 DATA_KEYS = ("data", "data_path", "split_file", "data_preset", "data_seed", "device", "seed", "quick")
 MIN_OTHER_CLASS_GAIN = 10.0
@@ -74,6 +74,7 @@ def study(args, run: RunDir) -> dict:
     for name, classes in (("one_class", "chair"), ("three_class", "3c")):
         tm = train_model.main(["--type", args.type, "--classes", classes, "--output_dir", str(out / name / "train"),
                                "--no-baseline", *train_flags, *common])
+        stop_if_interrupted(tm, f"training of the {name.replace('_', '-')} model")
         evals = {}
         for test in ("chair", "car", "airplane"):
             evals[test] = eval_model.run(["--type", args.type, "--load_checkpoint", str(tm["checkpoint"]), "--classes", test,

@@ -23,6 +23,7 @@ continues every run from its checkpoints.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List
 
@@ -56,6 +57,15 @@ def pass_through(args, keys) -> List[str]:
         elif v is not None:
             argv += [f"--{k}", str(v)]
     return argv
+
+
+def stop_if_interrupted(train_metrics: dict, what: str) -> None:
+    """End the study (exit status 130) when one of its training runs was stopped by Ctrl-C or
+    SIGTERM: its checkpoint is saved, and evaluating a half-trained model would fill the table
+    with a wrong number."""
+    if train_metrics.get("interrupted"):
+        print(f"{what} interrupted; --resume continues the study", file=sys.stderr, flush=True)
+        raise KeyboardInterrupt
 
 
 DATA_KEYS = ("data", "data_path", "split_file", "data_preset", "classes", "data_seed", "device", "seed", "quick")
@@ -110,6 +120,7 @@ def study(args, run: RunDir) -> dict:
         run = out / f"w_{w:g}"
         tm = train_model.main(["--type", "mesh", "--w_smooth", str(w), "--output_dir", str(run / "train"),
                                "--no-baseline", *train_flags, *common])
+        stop_if_interrupted(tm, f"training of w_smooth={w:g}")
         em = eval_model.run(["--type", "mesh", "--load_checkpoint", tm["checkpoint"], "--output_dir", str(run / "eval"),
                               "--vis_count", "0", "--baseline_checkpoint", "none",
                               "--views_per_model", str(args.views_per_model), *common])

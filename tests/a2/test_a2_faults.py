@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from a2_single_view import eval_model, fit_data, train_model
+from a2_single_view import eval_model, fit_data, study_classes, study_wsmooth, train_model
 from a2_single_view.data import SYNSETS, binvox_path, ensure_synthetic, obj_path, read_split, rendering_dir
 from l3d.cli import run_cli
 from l3d.run import OutputLock, load_checkpoint
@@ -199,3 +199,18 @@ def test_quick_preset_gives_way_to_the_users_flags():
     assert args.steps == 10000 and args.schedule == "constant"  # the data preset is not the --quick preset
     args = eval_model.finish_args(eval_model.build_parser().parse_args(["--quick", "--n_points", "10", "--vis_count", "1"]))
     assert (args.num_points, args.vis_count, args.num_frames) == (10, 1, 24)
+
+
+@pytest.mark.parametrize("study", [study_wsmooth, study_classes])
+def test_study_stops_when_a_training_run_is_interrupted(tmp_path, monkeypatch, capsys, study):
+    """A run stopped by Ctrl-C / SIGTERM returns with its checkpoint saved: the study must end
+    there (exit status 130, --resume continues) instead of evaluating a half-trained model."""
+    runs, evals = [], []
+    monkeypatch.setattr(study.train_model, "main",
+                        lambda argv: runs.append(argv) or {"interrupted": True, "checkpoint": str(tmp_path / "x.pt")})
+    monkeypatch.setattr(study.eval_model, "run", lambda argv: evals.append(argv))
+    argv = ["--steps", "3", "--output_dir", str(tmp_path / "study"), "--device", "cpu"]
+    with pytest.raises(SystemExit) as e:
+        run_cli(study.main, argv)
+    assert e.value.code == 130 and len(runs) == 1 and evals == []
+    assert "interrupted; --resume continues the study" in capsys.readouterr().err
