@@ -1,4 +1,5 @@
-"""Cameras: look-at transforms, perspective projection, unprojection and turntable paths.
+"""Cameras: look-at transforms, perspective and orthographic projection, unprojection, OpenCV
+conversion and turntable paths.
 
 Conventions (PyTorch3D's; every other module of l3d refers here)
 ------------------------------------------------------------------
@@ -8,6 +9,7 @@ Conventions (PyTorch3D's; every other module of l3d refers here)
 * **NDC.** ``x_ndc = f_x X / Z + p_x``, ``y_ndc = f_y Y / Z + p_y`` (focal f and principal point p in
   NDC units). +X left, +Y up. The NDC "z" carried along is the view-space depth Z.
   For a FoV camera ``f = 1 / tan(fov / 2)`` (x divided by the aspect ratio) and p = 0.
+  Orthographic cameras drop the division by Z: ``x_ndc = f_x X + p_x`` (``is_perspective()`` is False).
 * **Pixels.** Pixel (0, 0) is the top-left corner. The shorter image side spans [-1, 1] in NDC,
   the longer side proportionally more. With ``s = min(H, W) / 2`` the centre of pixel column i
   sits at ``x_ndc = (W - 2 i - 1) / (2 s)`` and row j at ``y_ndc = (H - 2 j - 1) / (2 s)``; for a
@@ -19,8 +21,12 @@ Conventions (PyTorch3D's; every other module of l3d refers here)
 * **Unprojection** of NDC (x, y) at depth d (view Z): ``X_view = ((x - p_x) d / f_x, (y - p_y) d / f_y, d)``,
   ``X_world = (X_view - T) @ R^T``.
 * **look_at.** Camera position ``C = (d cos e sin a, d sin e, d cos e cos a)``; ``z = normalize(at - C)``,
-  ``x = normalize(up x z)`` (if that is ~0, up is replaced by the world axis least aligned with z),
-  ``y = z x x``; R has columns [x, y, z] and ``T = -R^T C``. azim = 0 puts the camera on +Z.
+  ``x = normalize(up x z)``, ``y = z x x``; R has columns [x, y, z] and ``T = -R^T C``. azim = 0
+  puts the camera on +Z. A camera straight above or below ``at`` keeps PyTorch3D's axes (see
+  :func:`look_at_rotation`).
+* **OpenCV** (x right, y down, z forward, ``x_cam = R X + t``, ``u = f_x x / z + c_x``):
+  :func:`cameras_from_opencv_projection` and :func:`opencv_from_cameras` convert as PyTorch3D does;
+  OpenCV's (u, v) are this module's screen coordinates.
 
 Every camera object holds a batch of C cameras; methods accept points of shape (C, P, 3) or
 (P, 3) (broadcast to all cameras).
@@ -81,19 +87,40 @@ def camera_position_from_spherical_angles(
 def look_at_rotation(camera_position: torch.Tensor, at: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """(B, 3, 3) rotations whose columns are the camera's x, y, z axes in world space.
 
+    ``z = normalize(at - camera_position)``, ``x = normalize(up x z)``, ``y = normalize(z x x)``.
+    When ``up`` is (nearly) parallel to the viewing direction, as for a camera straight above or
+    below ``at``, x keeps the *direction* of ``up x z`` however short that vector is, which is
+    what PyTorch3D's fallback (``x = normalize(y x z)`` with ``y`` built from the unnormalised x)
+    gives: e.g. ``look_at_view_transform(2, 90, 0)`` in float32 has x = +X, y = +Z, z = -Y
+    (cos(90 deg) rounds to a tiny negative number there, which puts the camera just past the
+    pole). Only where ``up x z`` is exactly zero (``eye`` given exactly on the up axis) does this
+    go beyond PyTorch3D (whose result there is not a rotation): ``z`` is tilted by 1e-3 towards
+    ``e = normalize(X x up)`` (``normalize(Y x up)`` if up is along X) before taking the cross
+    product, which reproduces the float32 elev = +-90, azim = 0 result for ``up = +Y``.
+
     Args:
         camera_position, at, up: (B, 3) tensors (broadcast against each other).
     """
     camera_position, at, up = torch.broadcast_tensors(camera_position, at, up)
     z = F.normalize(at - camera_position, dim=-1, eps=1e-5)
-    x = F.normalize(torch.cross(up, z, dim=-1), dim=-1, eps=1e-5)
-    # up parallel to the viewing direction: PyTorch3D's fallback is itself degenerate there, so
-    # take the up vector from the world axis least aligned with z instead
-    degenerate = x.norm(dim=-1, keepdim=True) < 5e-3
-    axis = torch.eye(3, dtype=z.dtype, device=z.device)[z.abs().argmin(dim=-1)]
-    x_alt = F.normalize(torch.cross(axis, z, dim=-1), dim=-1, eps=1e-5)
-    x = torch.where(degenerate, x_alt, x)
+    cross = torch.cross(up, z, dim=-1)  # (B, 3)
+    x = F.normalize(cross, dim=-1, eps=1e-5)
     y = F.normalize(torch.cross(z, x, dim=-1), dim=-1, eps=1e-5)
+    n = cross.norm(dim=-1, keepdim=True)
+    near = n < 5e-3  # (B, 1) up (nearly) parallel to the viewing direction
+    if near.any():
+        tiny = torch.finfo(z.dtype).tiny
+        exact = n <= tiny
+        if exact.any():
+            eye3 = torch.eye(3, dtype=z.dtype, device=z.device)
+            e = torch.cross(eye3[0].expand_as(up), up, dim=-1)
+            e = torch.where(e.norm(dim=-1, keepdim=True) > 1e-6, e, torch.cross(eye3[1].expand_as(up), up, dim=-1))
+            cross = torch.where(exact, torch.cross(up, z + 1e-3 * F.normalize(e, dim=-1), dim=-1), cross)
+            n = cross.norm(dim=-1, keepdim=True)
+        x_dir = cross / n.clamp_min(tiny)  # the direction of up x z, however short
+        y_alt = F.normalize(torch.cross(z, x_dir, dim=-1), dim=-1, eps=1e-12)
+        x_alt = F.normalize(torch.cross(y_alt, z, dim=-1), dim=-1, eps=1e-12)
+        x, y = torch.where(near, x_alt, x), torch.where(near, y_alt, y)
     return torch.stack([x, y, z], dim=-1)
 
 
@@ -134,20 +161,37 @@ def look_at_view_transform(
 # ----------------------------------------------------------------------------------------------
 # cameras
 # ----------------------------------------------------------------------------------------------
-class PerspectiveCameras:
-    """A batch of C pinhole cameras with NDC intrinsics (see the module docstring).
+def _focal(focal_length: Vec, device, dtype) -> torch.Tensor:
+    """(B, 2) focal lengths from the forms PyTorch3D accepts: a float, (B,), (B, 1) or (B, 2)."""
+    f = torch.as_tensor(focal_length, device=device, dtype=dtype)
+    if f.dim() == 0:
+        f = f.expand(1, 2)
+    elif f.dim() == 1:
+        f = f[:, None].expand(-1, 2)  # (B,) one focal length per camera
+    elif f.dim() == 2 and f.shape[1] == 1:
+        f = f.expand(-1, 2)  # (B, 1) square pixels
+    return check_shape(f, ("C", 2), "focal_length")
 
-    Args:
-        focal_length: scalar, (C,) or (C, 2) focal lengths (fx, fy) (NDC units, or pixels if ``in_ndc`` is
-            False).
-        principal_point: (C, 2) principal points (NDC, or pixels if ``in_ndc`` is False).
-        R: (C, 3, 3) rotations; T: (C, 3) translations (``X_view = X_world @ R + T``).
-        in_ndc: False means focal length and principal point are given in pixels (screen space,
-            u right / v down) and ``image_size`` (H, W) is needed to convert them to NDC.
-        image_size: (H, W) of the screen-space intrinsics.
-        znear: optional near plane; the mesh rasteriser clips triangles at ``znear / 2`` as
-            PyTorch3D does. None (the default here) clips only just in front of the camera.
+
+def _ref_device_dtype(R, T, device, dtype):
+    ref = R if torch.is_tensor(R) else T if torch.is_tensor(T) else None
+    device = device if device is not None else (ref.device if ref is not None else "cpu")
+    if dtype is None:
+        dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+    return device, dtype
+
+
+class CamerasBase:
+    """What every camera of l3d shares: a batch of C cameras with extrinsics R (C, 3, 3),
+    T (C, 3) and NDC intrinsics ``focal_length`` (C, 2), ``principal_point`` (C, 2).
+
+    Subclasses say how view space maps to NDC (:meth:`view_to_ndc`) and back
+    (:meth:`unproject_points`); see the module docstring for the spaces. Attribute names follow
+    PyTorch3D, so code that reads ``cameras.R`` or ``cameras.focal_length`` works with any of them.
     """
+
+    #: attributes holding one row per camera (indexed by ``cameras[idx]``, moved by ``.to``)
+    _per_camera: Tuple[str, ...] = ("R", "T", "focal_length", "principal_point")
 
     def __init__(
         self,
@@ -161,9 +205,7 @@ class PerspectiveCameras:
         device=None,
         dtype=None,
     ):
-        ref = R if torch.is_tensor(R) else T if torch.is_tensor(T) else None
-        device = device if device is not None else (ref.device if ref is not None else "cpu")
-        dtype = dtype if dtype is not None else (ref.dtype if ref is not None and ref.is_floating_point() else torch.float32)
+        device, dtype = _ref_device_dtype(R, T, device, dtype)
         R = torch.eye(3, device=device, dtype=dtype)[None] if R is None else torch.as_tensor(R, device=device, dtype=dtype)
         T = torch.zeros(1, 3, device=device, dtype=dtype) if T is None else torch.as_tensor(T, device=device, dtype=dtype)
         if R.dim() == 2:
@@ -172,13 +214,9 @@ class PerspectiveCameras:
             T = T[None]
         check_shape(R, ("C", 3, 3), "R")
         check_shape(T, ("C", 3), "T")
-        f = torch.as_tensor(focal_length, device=device, dtype=dtype)
-        if f.dim() == 0:
-            f = f.expand(1, 2)
-        elif f.dim() == 1:
-            f = f[:, None].expand(-1, 2)  # (C,) one focal length per camera
+        f = _focal(focal_length, device, dtype)
         p = _vec(principal_point, 2, device, dtype)
-        check_shape(f, ("C", 2), "focal_length")
+        check_shape(p, ("C", 2), "principal_point")
         if not in_ndc:
             if image_size is None:
                 raise ValueError("screen-space intrinsics (in_ndc=False) need image_size=(H, W)")
@@ -197,6 +235,15 @@ class PerspectiveCameras:
             ) from None
         self.znear = znear
 
+    # ---- kind
+    def is_perspective(self) -> bool:
+        """True for pinhole cameras (x / Z), False for orthographic ones (as in PyTorch3D)."""
+        raise NotImplementedError
+
+    def in_ndc(self) -> bool:
+        """Intrinsics are always stored in NDC here (screen-space input is converted)."""
+        return True
+
     # ---- batch handling
     def __len__(self) -> int:
         return self.R.shape[0]
@@ -209,28 +256,24 @@ class PerspectiveCameras:
     def dtype(self) -> torch.dtype:
         return self.R.dtype
 
-    def _replace(self, **kw) -> "PerspectiveCameras":
-        out = PerspectiveCameras.__new__(type(self))
+    def _replace(self, **kw) -> "CamerasBase":
+        out = CamerasBase.__new__(type(self))
         out.__dict__.update(self.__dict__)
         out.__dict__.update(kw)
         return out
 
-    def __getitem__(self, idx) -> "PerspectiveCameras":
+    def __getitem__(self, idx) -> "CamerasBase":
         if isinstance(idx, int):
             idx = slice(idx, idx + 1 if idx != -1 else None)
-        return self._replace(
-            R=self.R[idx], T=self.T[idx], focal_length=self.focal_length[idx],
-            principal_point=self.principal_point[idx],
-        )
+        return self._replace(**{k: getattr(self, k)[idx] for k in self._per_camera})
 
-    def to(self, device=None, dtype=None) -> "PerspectiveCameras":
-        cv = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
-        return self._replace(R=cv(self.R), T=cv(self.T), focal_length=cv(self.focal_length),
-                             principal_point=cv(self.principal_point))
+    def to(self, device=None, dtype=None) -> "CamerasBase":
+        return self._replace(**{k: getattr(self, k).to(device=device, dtype=dtype) for k in self._per_camera})
 
     # ---- transforms
     def get_camera_center(self) -> torch.Tensor:
-        """(C, 3) camera centres in world space, ``C = -T @ R^T``."""
+        """(C, 3) camera centres in world space, ``C = -T @ R^T`` (for an orthographic camera: the
+        origin of its view space, which lies on the optical axis)."""
         return -torch.einsum("cij,cj->ci", self.R, self.T)
 
     def _points(self, points: torch.Tensor) -> torch.Tensor:
@@ -251,11 +294,14 @@ class PerspectiveCameras:
         points_view = self._points(points_view)
         return torch.matmul(points_view - self.T[:, None], self.R.transpose(1, 2))
 
+    def _normalised_xy(self, points_view: torch.Tensor) -> torch.Tensor:
+        """(..., 2) view (X, Y) before the intrinsics: (X / Z, Y / Z) or (X, Y)."""
+        raise NotImplementedError
+
     def view_to_ndc(self, points_view: torch.Tensor) -> torch.Tensor:
         """(C, P, 3) NDC (x, y) with the view depth Z kept as the third coordinate."""
-        z = points_view[..., 2:3]
-        xy = points_view[..., :2] / z * self.focal_length[:, None] + self.principal_point[:, None]
-        return torch.cat([xy, z], dim=-1)
+        xy = self._normalised_xy(points_view) * self.focal_length[:, None] + self.principal_point[:, None]
+        return torch.cat([xy, points_view[..., 2:3]], dim=-1)
 
     def transform_points_ndc(self, points: torch.Tensor) -> torch.Tensor:
         """(C, P, 3) NDC coordinates (x, y, view Z) of world points."""
@@ -268,6 +314,10 @@ class PerspectiveCameras:
         s = min(h, w) / 2.0
         return torch.stack([w / 2.0 - s * ndc[..., 0], h / 2.0 - s * ndc[..., 1], ndc[..., 2]], -1)
 
+    def _lift_xy(self, xy: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+        """(..., 2) view (X, Y) of normalised coordinates ``xy`` at view depth ``depth`` (..., 1)."""
+        raise NotImplementedError
+
     def unproject_points(self, xy_depth: torch.Tensor, world_coordinates: bool = True) -> torch.Tensor:
         """Lift NDC points with depth back to 3-D.
 
@@ -279,8 +329,8 @@ class PerspectiveCameras:
         """
         xy_depth = self._points(xy_depth)
         d = xy_depth[..., 2:3]
-        xy = (xy_depth[..., :2] - self.principal_point[:, None]) * d / self.focal_length[:, None]
-        view = torch.cat([xy, d], dim=-1)
+        xy = self._lift_xy((xy_depth[..., :2] - self.principal_point[:, None]) / self.focal_length[:, None], d)
+        view = torch.cat([xy, d.expand_as(xy[..., :1])], dim=-1)
         return self.view_to_world(view) if world_coordinates else view
 
     def focal_length_screen(self, image_size: Size) -> torch.Tensor:
@@ -295,6 +345,32 @@ class PerspectiveCameras:
         return torch.stack([w / 2.0 - s * self.principal_point[:, 0], h / 2.0 - s * self.principal_point[:, 1]], -1)
 
 
+class PerspectiveCameras(CamerasBase):
+    """A batch of C pinhole cameras: ``x_ndc = f_x X / Z + p_x`` (see the module docstring).
+
+    Args:
+        focal_length: float, (C,), (C, 1) or (C, 2) focal lengths (fx, fy) (NDC units, or pixels
+            if ``in_ndc`` is False); a (1, 1) tensor is one focal length for the whole batch.
+        principal_point: (C, 2) principal points (NDC, or pixels if ``in_ndc`` is False).
+        R: (C, 3, 3) rotations; T: (C, 3) translations (``X_view = X_world @ R + T``).
+        in_ndc: False means focal length and principal point are given in pixels (screen space,
+            u right / v down) and ``image_size`` (H, W) is needed to convert them to NDC.
+        image_size: (H, W) of the screen-space intrinsics.
+        znear: optional near plane; the mesh rasteriser clips triangles at ``znear / 2`` as
+            PyTorch3D does and the Gaussian rasteriser drops Gaussians at depth <= znear. None (the
+            default here) clips only just in front of the camera.
+    """
+
+    def is_perspective(self) -> bool:
+        return True
+
+    def _normalised_xy(self, points_view):
+        return points_view[..., :2] / points_view[..., 2:3]
+
+    def _lift_xy(self, xy, depth):
+        return xy * depth
+
+
 class FoVPerspectiveCameras(PerspectiveCameras):
     """PyTorch3D's FoV camera: ``x_ndc = X / (Z tan(fov/2) aspect)``, ``y_ndc = Y / (Z tan(fov/2))``.
 
@@ -305,11 +381,11 @@ class FoVPerspectiveCameras(PerspectiveCameras):
         R, T: as in :class:`PerspectiveCameras`.
     """
 
+    _per_camera = CamerasBase._per_camera + ("fov",)
+
     def __init__(self, znear: float = 1.0, zfar: float = 100.0, aspect_ratio: Vec = 1.0, fov: Vec = 60.0,
                  degrees: bool = True, R=None, T=None, device=None, dtype=None):
-        ref = R if torch.is_tensor(R) else T if torch.is_tensor(T) else None
-        device = device if device is not None else (ref.device if ref is not None else "cpu")
-        dtype = dtype if dtype is not None else (ref.dtype if ref is not None else torch.float32)
+        device, dtype = _ref_device_dtype(R, T, device, dtype)
         fov_t = _scalar_batch(fov, device, dtype)
         half = torch.deg2rad(fov_t / 2) if degrees else fov_t / 2
         fy = 1.0 / torch.tan(half)
@@ -319,10 +395,153 @@ class FoVPerspectiveCameras(PerspectiveCameras):
         self.fov = fov_t.expand(len(self)) if fov_t.numel() == 1 else fov_t
         self.zfar = zfar
 
-    def __getitem__(self, idx) -> "FoVPerspectiveCameras":
-        out = super().__getitem__(idx)
-        out.fov = self.fov[slice(idx, idx + 1 if idx != -1 else None) if isinstance(idx, int) else idx]
-        return out
+
+class OrthographicCameras(CamerasBase):
+    """A batch of C orthographic cameras: ``x_ndc = f_x X + p_x``, ``y_ndc = f_y Y + p_y`` (the view
+    depth Z is carried along, as for the other cameras); PyTorch3D's OrthographicCameras.
+
+    Screen-space intrinsics (``in_ndc=False``, pixels) read ``u = p_x - f_x X``, ``v = p_y - f_y Y``.
+    Rays of an orthographic camera are parallel: all run along the view +Z axis and start on the
+    plane Z = 0 (``unproject_points`` at depth 0), see :func:`l3d.rays.rays_from_ndc`.
+
+    Args:
+        focal_length: float, (C,), (C, 1) or (C, 2) scale from view units to NDC (or to pixels).
+        principal_point, R, T, in_ndc, image_size, znear: as in :class:`PerspectiveCameras`.
+    """
+
+    def is_perspective(self) -> bool:
+        return False
+
+    def _normalised_xy(self, points_view):
+        return points_view[..., :2]
+
+    def _lift_xy(self, xy, depth):
+        return xy
+
+
+class FoVOrthographicCameras(OrthographicCameras):
+    """PyTorch3D's FoVOrthographicCameras: the view box ``[min_x, max_x] x [min_y, max_y]`` maps to
+    NDC [-1, 1]^2 after scaling view coordinates by ``scale_xyz``:
+    ``x_ndc = 2 s_x X / (max_x - min_x) - (max_x + min_x) / (max_x - min_x)`` (likewise y).
+
+    Args:
+        znear, zfar: near / far planes (the rasterisers use znear; there is no far clipping).
+        max_y, min_y, max_x, min_x: scalars or (C,) bounds of the view box (view units).
+        scale_xyz: (C, 3) or (3,) scale of the view coordinates (z is kept for depth tests and
+            is not scaled here: the NDC third coordinate stays the view depth Z).
+        R, T: as in :class:`PerspectiveCameras`.
+    """
+
+    def __init__(self, znear: float = 1.0, zfar: float = 100.0, max_y: Vec = 1.0, min_y: Vec = -1.0,
+                 max_x: Vec = 1.0, min_x: Vec = -1.0, scale_xyz: Vec = ((1.0, 1.0, 1.0),), R=None, T=None,
+                 device=None, dtype=None):
+        device, dtype = _ref_device_dtype(R, T, device, dtype)
+        lo_x, hi_x, lo_y, hi_y = (_scalar_batch(v, device, dtype) for v in (min_x, max_x, min_y, max_y))
+        scale = _vec(scale_xyz, 3, device, dtype)
+        if bool(((hi_x - lo_x) == 0).any() or ((hi_y - lo_y) == 0).any()):
+            raise ValueError("FoVOrthographicCameras needs max_x != min_x and max_y != min_y")
+        fx = 2.0 * scale[:, 0] / (hi_x - lo_x)
+        fy = 2.0 * scale[:, 1] / (hi_y - lo_y)
+        px = -(hi_x + lo_x) / (hi_x - lo_x)
+        py = -(hi_y + lo_y) / (hi_y - lo_y)
+        fx, fy, px, py = torch.broadcast_tensors(fx, fy, px, py)
+        super().__init__(torch.stack([fx, fy], -1), torch.stack([px, py], -1), R, T, znear=znear,
+                         device=device, dtype=dtype)
+        self.zfar = zfar
+
+
+# ----------------------------------------------------------------------------------------------
+# OpenCV conversion
+# ----------------------------------------------------------------------------------------------
+def _batched(x, width: Tuple[int, ...], name: str, device, dtype) -> torch.Tensor:
+    t = torch.as_tensor(x, device=device, dtype=dtype)
+    if t.dim() == len(width):
+        t = t[None]
+    return check_shape(t, ("C",) + width, name)
+
+
+def _image_sizes(image_size, n: int, device, dtype) -> torch.Tensor:
+    """(C, 2) image sizes (H, W) from an int, an (H, W) pair or a (C, 2) array."""
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    hw = torch.as_tensor(image_size, device=device, dtype=dtype)
+    if hw.dim() == 1:
+        hw = hw[None]
+    check_shape(hw, (None, 2), "image_size")
+    if hw.shape[0] not in (1, n):
+        raise ValueError(f"image_size must have 1 or {n} rows (one per camera), got {hw.shape[0]}")
+    if bool((hw <= 0).any()):
+        raise ValueError(f"image_size must be positive, got {hw.tolist()}")
+    return hw.expand(n, 2)
+
+
+def cameras_from_opencv_projection(
+    R: torch.Tensor, tvec: torch.Tensor, camera_matrix: torch.Tensor, image_size,
+) -> PerspectiveCameras:
+    """Cameras of this library from OpenCV's pinhole model (PyTorch3D's conversion).
+
+    OpenCV: camera axes x right, y down, z forward; column vectors ``x_cam = R X + t``; pixel
+    ``u = f_x x / z + c_x``, ``v = f_y y / z + c_y`` (``K = [[f_x, 0, c_x], [0, f_y, c_y], [0, 0, 1]]``).
+    As in PyTorch3D, (u, v) are taken to be the screen coordinates of :mod:`l3d.cameras`
+    (pixel centres at i + 0.5): ``camera.transform_points_screen`` returns exactly K [R | t] X.
+    Data whose K puts pixel centres at integers (strict OpenCV) needs ``c_x + 0.5, c_y + 0.5`` for
+    sub-pixel agreement.
+
+    Args:
+        R: (C, 3, 3) or (3, 3) world-to-camera rotations; tvec: (C, 3) or (3,) translations.
+        camera_matrix: (C, 3, 3) or (3, 3) intrinsics K (no skew).
+        image_size: (H, W), an int, or (C, 2) per-camera (H, W).
+    Returns:
+        :class:`PerspectiveCameras` with NDC intrinsics and ``R_l3d = R^T diag(-1, -1, 1)``,
+        ``T_l3d = (-t_x, -t_y, t_z)`` (the x and y axes flip between the two conventions).
+    """
+    ref = R if torch.is_tensor(R) else None
+    device = ref.device if ref is not None else "cpu"
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+    R = _batched(R, (3, 3), "R", device, dtype)
+    tvec = _batched(tvec, (3,), "tvec", device, dtype)
+    K = _batched(camera_matrix, (3, 3), "camera_matrix", device, dtype)
+    n = max(R.shape[0], tvec.shape[0], K.shape[0])
+    if bool((K[:, 0, 1].abs() > 1e-6 * K[:, 0, 0].abs()).any()):
+        raise ValueError("camera_matrix has a skew term K[0, 1] != 0, which these cameras cannot represent")
+    bottom = torch.tensor([0.0, 0.0, 1.0], device=device, dtype=dtype)
+    if not torch.allclose(K[:, 2], bottom.expand_as(K[:, 2])) or bool((K[:, 1, 0] != 0).any()):
+        raise ValueError("camera_matrix must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]")
+    hw = _image_sizes(image_size, n, device, dtype)
+    wh = hw.flip(-1)  # (C, 2) (W, H)
+    s = hw.min(dim=-1, keepdim=True).values / 2.0  # (C, 1) half the shorter side
+    focal = torch.stack([K[:, 0, 0], K[:, 1, 1]], -1) / s
+    pp = (wh / 2.0 - K[:, :2, 2]) / s
+    flip = torch.tensor([-1.0, -1.0, 1.0], device=device, dtype=dtype)
+    R_l3d = R.transpose(1, 2) * flip  # (C, 3, 3) columns x, y negated
+    T_l3d = tvec * flip
+    return PerspectiveCameras(focal_length=focal, principal_point=pp, R=R_l3d, T=T_l3d, device=device, dtype=dtype)
+
+
+def opencv_from_cameras(cameras: CamerasBase, image_size) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """OpenCV's (R, tvec, K) of perspective cameras: the inverse of :func:`cameras_from_opencv_projection`.
+
+    Args:
+        cameras: C perspective cameras (NDC or screen intrinsics, FoV cameras included).
+        image_size: (H, W), an int, or (C, 2) per-camera (H, W) of the images K is meant for.
+    Returns:
+        R (C, 3, 3), tvec (C, 3), camera_matrix (C, 3, 3).
+    """
+    if not cameras.is_perspective():
+        raise ValueError(f"OpenCV's pinhole model needs perspective cameras, got {type(cameras).__name__}")
+    dev, dt = cameras.device, cameras.dtype
+    flip = torch.tensor([-1.0, -1.0, 1.0], device=dev, dtype=dt)
+    R = (cameras.R * flip).transpose(1, 2)
+    tvec = cameras.T * flip
+    hw = _image_sizes(image_size, len(cameras), dev, dt)
+    s = hw.min(dim=-1, keepdim=True).values / 2.0
+    f = cameras.focal_length * s
+    c = hw.flip(-1) / 2.0 - cameras.principal_point * s
+    K = torch.zeros(len(cameras), 3, 3, device=dev, dtype=dt)
+    K[:, 0, 0], K[:, 1, 1] = f[:, 0], f[:, 1]
+    K[:, :2, 2] = c
+    K[:, 2, 2] = 1.0
+    return R, tvec, K
 
 
 # ----------------------------------------------------------------------------------------------

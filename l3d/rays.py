@@ -10,7 +10,8 @@ needs on top of them:
   +x / left, row 0 is +y / top), rays flattened row-major over (row, column). For square images
   this is exactly :func:`l3d.cameras.ndc_pixel_centers`; for non-square images it is the
   convention of the course's NeRF assignment (the longer side is *not* stretched).
-* A ray's origin is the camera centre and its direction ``normalize(unproject(x, y, depth 1) - origin)``,
+* A ray's origin is the camera centre (orthographic cameras: the pixel's point at view depth 0) and
+  its direction ``normalize(unproject(x, y, depth 1) - origin)``,
   so sample "lengths" are distances along a unit ray and the rendered depth is the expected
   distance (not the view-space z).
 * :func:`stratified_lengths` (optionally jittered), :func:`ray_sphere_bounds` (tight near/far),
@@ -34,7 +35,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple, U
 import torch
 import torch.nn.functional as F
 
-from .cameras import PerspectiveCameras, Size, as_hw
+from .cameras import CamerasBase, Size, as_hw
 from .validate import check_shape
 
 __all__ = [
@@ -165,15 +166,18 @@ def random_pixels(
     return ndc_grid((h, w), device, dtype)[index], index
 
 
-def rays_from_ndc(cameras: PerspectiveCameras, xy: torch.Tensor) -> RayBundle:
-    """Rays from the camera centres through NDC points.
+def rays_from_ndc(cameras: CamerasBase, xy: torch.Tensor) -> RayBundle:
+    """Rays through NDC points: from ``unproject(xy, depth 0)`` towards ``unproject(xy, depth 1)``.
+
+    For perspective cameras the origin is the camera centre; for orthographic ones it is the
+    pixel's point on the view plane Z = 0 and every ray runs along the view +Z axis (parallel).
 
     Args:
-        cameras: C cameras.
+        cameras: C cameras (perspective or orthographic).
         xy: (R, 2) NDC points shared by every camera, or (C, R, 2) per camera.
     Returns:
-        A :class:`RayBundle` of shape (C, R): origins are the camera centres, directions
-        ``normalize(unproject(xy, depth 1) - centre)``, ``xys`` the NDC points.
+        A :class:`RayBundle` of shape (C, R): origins, unit directions
+        ``normalize(unproject(xy, depth 1) - origin)`` and ``xys`` the NDC points.
     """
     if xy.dim() == 2:
         check_shape(xy, ("R", 2), "xy")
@@ -182,12 +186,15 @@ def rays_from_ndc(cameras: PerspectiveCameras, xy: torch.Tensor) -> RayBundle:
     xy = xy.to(cameras.dtype)
     xyd = torch.cat([xy, torch.ones_like(xy[..., :1])], -1)  # (C, R, 3) depth 1
     world = cameras.unproject_points(xyd, world_coordinates=True)  # (C, R, 3)
-    origins = cameras.get_camera_center()[:, None].expand_as(world)  # (C, R, 3)
+    if cameras.is_perspective():
+        origins = cameras.get_camera_center()[:, None].expand_as(world)  # (C, R, 3)
+    else:
+        origins = cameras.unproject_points(xyd * xyd.new_tensor([1.0, 1.0, 0.0]))  # (C, R, 3) depth 0
     directions = F.normalize(world - origins, dim=-1)
     return RayBundle(origins.contiguous(), directions, None, xy)
 
 
-def image_rays(cameras: PerspectiveCameras, image_size: Size) -> RayBundle:
+def image_rays(cameras: CamerasBase, image_size: Size) -> RayBundle:
     """(C, H * W) rays through every pixel centre of each camera (row-major, see :func:`ndc_grid`)."""
     return rays_from_ndc(cameras, ndc_grid(image_size, cameras.device, cameras.dtype))
 

@@ -8,13 +8,17 @@ batch, F composited features, H, W image size, A active tiles, L Gaussians per t
 
 Pipeline (the course's recipe, spec a4 Q1):
 
-1. depth = view-space z of each mean; Gaussians with z <= ``znear`` (default 0) are dropped; the
-   rest are sorted front to back (stable sort).
+1. depth = view-space z of each mean; Gaussians with z <= ``znear`` are dropped (the camera's
+   ``znear`` unless ``RasterSettings.znear`` overrides it; 0 for a camera without one); the rest
+   are sorted front to back (stable sort).
 2. 3-D covariance (from the model): isotropic ``s^2 I``, anisotropic ``R(q) diag(s^2) R(q)^T``.
 3. Jacobian of the projection at the view-space mean t, with ``t_x / t_z`` and ``t_y / t_z``
-   clamped to ``+-1.3 * 0.5 W / f_x`` (resp. H, f_y): ``J = [[f_x/t_z, 0, -f_x t_x/t_z^2],
-   [0, f_y/t_z, -f_y t_y/t_z^2]]`` (the sign of the screen axes does not matter: J and -J give
-   the same covariance).
+   clamped to the image's view frustum widened by 15 % of its width on each side: the image
+   spans ``t_x / t_z`` in ``[(p_x - W) / f_x, p_x / f_x]`` (screen principal point p_x), so the
+   clamp is ``(p_x - W / 2) / f_x +- 1.3 * 0.5 W / f_x`` (resp. H, f_y, p_y). For a centred
+   principal point this is 3DGS's ``+-1.3 tan(fov / 2)``; off-centre (OpenCV) cameras keep it on
+   the image, as gsplat does. ``J = [[f_x/t_z, 0, -f_x t_x/t_z^2], [0, f_y/t_z, -f_y t_y/t_z^2]]``
+   (the sign of the screen axes does not matter: J and -J give the same covariance).
 4. 2-D covariance ``J W Sigma W^T J^T + 0.3 I``, where W rotates world *column* vectors into view
    space. With the row-vector convention that is ``W = R^T`` (``view_rotation="correct"``, the
    default here, checked against a Monte-Carlo projection of 3-D samples in the tests). The
@@ -95,7 +99,8 @@ class RasterSettings:
         pixel_offset: pixel (i, j) is sampled at (i + offset, j + offset); 0.5 = pixel centres
             (l3d's convention), 0.0 = the course's integer coordinates.
         view_rotation: "correct" (W = R^T) or "course" (W = R); see the module docstring.
-        znear: Gaussians whose view-space depth is <= znear are dropped.
+        znear: Gaussians whose view-space depth is <= znear are dropped; None (default) takes the
+            camera's ``znear`` (0 when the camera has none).
     """
 
     image_size: Size = 256
@@ -106,7 +111,7 @@ class RasterSettings:
     chunk: int = 64
     pixel_offset: float = 0.5
     view_rotation: ViewRotation = "correct"
-    znear: float = 0.0
+    znear: Optional[float] = None
 
     def __post_init__(self):
         as_hw(self.image_size)
@@ -212,23 +217,34 @@ def _camera_intrinsics(camera: PerspectiveCameras, image_size: Size) -> Tuple[to
     """(2,) focal lengths and (2,) principal point in pixels of a single camera."""
     if len(camera) != 1:
         raise ValueError(f"the Gaussian rasteriser renders one camera at a time, got {len(camera)}")
+    if not camera.is_perspective():
+        raise ValueError(f"the Gaussian rasteriser needs a perspective camera, got {type(camera).__name__}")
     return camera.focal_length_screen(image_size)[0], camera.principal_point_screen(image_size)[0]
 
 
-def projection_jacobian(view: torch.Tensor, focal: torch.Tensor, image_size: Size) -> torch.Tensor:
+def projection_jacobian(view: torch.Tensor, focal: torch.Tensor, image_size: Size,
+                        principal_point: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(N, 2, 3) Jacobians of the perspective projection at view-space points ``view`` (N, 3).
 
-    ``t_x / t_z`` and ``t_y / t_z`` are clamped to ``+-1.3 * 0.5 W / f_x`` (``H``, ``f_y``) first,
-    as in 3DGS. ``focal`` (2,) holds f_x, f_y in pixels.
+    ``t_x / t_z`` and ``t_y / t_z`` are clamped first to ``(p_x - W / 2) / f_x +- 1.3 * 0.5 W / f_x``
+    (``H``, ``f_y``, ``p_y``): the image's frustum widened by 15 % of its size on each side (3DGS's
+    ``+-1.3 tan(fov / 2)`` when the principal point is centred). ``focal`` (2,) holds f_x, f_y and
+    ``principal_point`` (2,) p_x, p_y in pixels (screen space, u right, v down); None means the
+    image centre.
     """
     check_shape(view, ("N", 3), "view")
     h, w = as_hw(image_size)
     fx, fy = focal[0], focal[1]
     tz = view[:, 2]
-    lim_x = JACOBIAN_CLAMP * 0.5 * w / fx
-    lim_y = JACOBIAN_CLAMP * 0.5 * h / fy
-    tx = torch.maximum(torch.minimum(view[:, 0] / tz, lim_x), -lim_x) * tz
-    ty = torch.maximum(torch.minimum(view[:, 1] / tz, lim_y), -lim_y) * tz
+    half_x = JACOBIAN_CLAMP * 0.5 * w / fx
+    half_y = JACOBIAN_CLAMP * 0.5 * h / fy
+    if principal_point is None:
+        mid_x = mid_y = torch.zeros((), device=view.device, dtype=view.dtype)
+    else:  # u = p_x - f_x X / Z: the image centre u = W / 2 sits at X / Z = (p_x - W / 2) / f_x
+        mid_x = (principal_point[0] - 0.5 * w) / fx
+        mid_y = (principal_point[1] - 0.5 * h) / fy
+    tx = torch.maximum(torch.minimum(view[:, 0] / tz, mid_x + half_x), mid_x - half_x) * tz
+    ty = torch.maximum(torch.minimum(view[:, 1] / tz, mid_y + half_y), mid_y - half_y) * tz
     zero = torch.zeros_like(tz)
     row0 = torch.stack([fx / tz, zero, -fx * tx / (tz * tz)], -1)
     row1 = torch.stack([zero, fy / tz, -fy * ty / (tz * tz)], -1)
@@ -252,15 +268,15 @@ def covariance_2d(
     """
     check_shape(means, ("N", 3), "means")
     check_shape(cov3d, (means.shape[0], 3, 3), "cov3d")
-    focal, _ = _camera_intrinsics(camera, image_size)
+    focal, pp = _camera_intrinsics(camera, image_size)
     view = camera.world_to_view(means)[0]
-    return _cov2d_from_view(view, cov3d, camera.R[0], focal, image_size, view_rotation)
+    return _cov2d_from_view(view, cov3d, camera.R[0], focal, pp, image_size, view_rotation)
 
 
-def _cov2d_from_view(view, cov3d, R, focal, image_size, view_rotation):
+def _cov2d_from_view(view, cov3d, R, focal, pp, image_size, view_rotation):
     if view_rotation not in ("correct", "course"):
         raise ValueError(f"view_rotation must be 'correct' or 'course', got {view_rotation!r}")
-    J = projection_jacobian(view, focal.to(view.dtype), image_size)  # (N, 2, 3)
+    J = projection_jacobian(view, focal.to(view.dtype), image_size, pp.to(view.dtype))  # (N, 2, 3)
     Wm = (R.transpose(0, 1) if view_rotation == "correct" else R).to(view.dtype)  # (3, 3)
     JW = J @ Wm  # (N, 2, 3)
     cov = JW @ cov3d @ JW.transpose(1, 2)  # (N, 2, 2)
@@ -329,7 +345,7 @@ def project_gaussians(
     Args:
         means: (N, 3) world means; cov3d: (N, 3, 3) world covariances; opacities: (N,) in [0, 1];
         colours: (N, C) colours (any C >= 1; usually 3).
-        camera: one camera; settings: image size, view rotation, znear.
+        camera: one camera; settings: image size, view rotation, znear (None: the camera's).
     Returns:
         :class:`Projected` with features = [colours, depth] (M, C + 1).
     """
@@ -342,17 +358,27 @@ def project_gaussians(
     cam = camera.to(dtype=means.dtype)
     view = cam.world_to_view(means)[0]  # (N, 3)
     depth = view[:, 2]
+    znear = near_plane(camera, settings)
     with torch.no_grad():
-        keep = torch.nonzero(depth > settings.znear).flatten()
+        keep = torch.nonzero(depth > znear).flatten()
         order = torch.argsort(depth[keep], stable=True)
         index = keep[order]  # (M,)
     view = view.index_select(0, index)
     depth = view[:, 2]
-    cov2d = _cov2d_from_view(view, cov3d.index_select(0, index), cam.R[0], focal, settings.image_size,
+    cov2d = _cov2d_from_view(view, cov3d.index_select(0, index), cam.R[0], focal, pp, settings.image_size,
                              settings.view_rotation)
     mu = _project_view(view, focal, pp)  # (M, 2)
     features = torch.cat([colours.index_select(0, index), depth[:, None]], -1)  # (M, C + 1)
     return Projected(index, mu, cov2d, invert_cov2d(cov2d), depth, opacities.index_select(0, index), features)
+
+
+def near_plane(camera: PerspectiveCameras, settings: RasterSettings) -> float:
+    """The depth at and below which Gaussians are dropped: ``settings.znear`` when given, else the
+    camera's ``znear``, else 0."""
+    if settings.znear is not None:
+        return float(settings.znear)
+    znear = getattr(camera, "znear", None)
+    return 0.0 if znear is None else float(znear)
 
 
 def _pixel_grid(h, w, offset, device, dtype):
