@@ -20,7 +20,7 @@ from l3d.cli import VOCABULARY, nonneg_float, positive_float, positive_int
 from l3d.errors import user_error
 from l3d.run import atomic_write, check_same_config
 
-from .sds import DEFAULT_MODEL, StableDiffusion
+from .sds import DEFAULT_MODEL, MemoryOptions, StableDiffusion
 from .tiny import PIPELINE_LABEL, is_tiny
 from .views import view_prompts
 
@@ -60,13 +60,7 @@ def add_sds_flags(ap: argparse.ArgumentParser, default_guidance: float = 100.0, 
     ap.add_argument("--t_range", type=nonneg_float, nargs=2, default=(0.02, 0.98), metavar=("MIN", "MAX"),
                     help="timesteps t ~ U{int(T MIN) .. int(T MAX)} of the T = 1000 training steps "
                          "(0 <= MIN <= MAX <= 1)")
-    ap.add_argument("--precision", choices=["auto", "fp32", "fp16"], default="auto",
-                    help="weights of the diffusion model: auto = fp16 on CUDA, fp32 on CPU")
-    ap.add_argument("--attention_slicing", action="store_true",
-                    help="compute the UNet's attention in slices (less peak memory, slower)")
-    ap.add_argument("--cpu_offload", action="store_true",
-                    help="keep the diffusion weights in CPU memory and stream them to the GPU per sub-module "
-                         "(lowest GPU memory, slowest; CUDA only)")
+    add_memory_flags(ap)
     ap.add_argument("--postfix", default="", help="appended to the run's folder name")
     shared_flag(ap, "resume", help="continue from the newest intact checkpoint of the run's folder (the same "
                                    "prompt, model and settings)")
@@ -75,6 +69,43 @@ def add_sds_flags(ap: argparse.ArgumentParser, default_guidance: float = 100.0, 
     ap.add_argument("--probe_every", type=positive_int, default=10,
                     help="measure every this many iterations how the step moved the latent relative to the SDS "
                          "direction; the mean goes into metrics.json's checks")
+
+
+def add_memory_flags(ap) -> None:
+    """Precision and memory flags of Stable Diffusion (README: "Stable Diffusion on an 8 GB card")."""
+    g = ap.add_argument_group("precision and memory (for small GPUs; see MemoryOptions in sds.py)")
+    g.add_argument("--precision", choices=["auto", "fp32", "fp16"], default="auto",
+                   help="weights of the diffusion model: auto = fp16 on CUDA, fp32 on CPU (fp16 on a CPU device "
+                        "is refused: there it is slower and saves nothing that matters)")
+    g.add_argument("--fp16", action="store_true",
+                   help="the same as --precision fp16: half-precision weights (half the weights' memory; CUDA only)")
+    g.add_argument("--attention_slicing", action="store_true",
+                   help="compute the UNet's attention in slices of half the head size (less peak memory, slower)")
+    g.add_argument("--vae_slicing", action="store_true",
+                   help="VAE encodes / decodes a batch one image at a time (helps only with --batch_size > 1)")
+    g.add_argument("--vae_tiling", action="store_true",
+                   help="VAE encodes / decodes in overlapping tiles of half the image size (less activation memory "
+                        "for the encoder's backward; the latents change slightly at the seams)")
+    g.add_argument("--cpu_offload", nargs="?", const="sequential", default="none",
+                   choices=["none", "model", "sequential"],
+                   help="keep the diffusion weights in CPU memory: 'sequential' (the flag alone) streams every "
+                        "sub-module's weights to the GPU for its own forward (lowest GPU memory, slowest); 'model' "
+                        "moves whole models (text encoder, UNet, VAE) in turn")
+
+
+def memory_options(args: argparse.Namespace) -> MemoryOptions:
+    """The :class:`MemoryOptions` of the parsed flags."""
+    return MemoryOptions(bool(args.attention_slicing), bool(args.vae_slicing), bool(args.vae_tiling),
+                         str(args.cpu_offload))
+
+
+def precision_of(args: argparse.Namespace) -> str:
+    """``--precision``, with ``--fp16`` as its shortcut (a contradiction is a UserError)."""
+    if getattr(args, "fp16", False):
+        if args.precision == "fp32":
+            raise user_error("--fp16", "not together with --precision fp32", "both")
+        return "fp16"
+    return args.precision
 
 
 def check_sds_flags(args: argparse.Namespace) -> None:
@@ -126,10 +157,19 @@ def run_folder(args: argparse.Namespace, suffix: str = "") -> Path:
 
 
 def load_guidance(args: argparse.Namespace, device: torch.device) -> StableDiffusion:
-    """The diffusion model named by ``--model`` with the memory flags applied."""
+    """The diffusion model named by ``--model`` with the precision and memory flags applied.
+
+    On CUDA the peak-memory counter is reset first, so that ``peak_memory_mb`` in metrics.json is
+    this run's own peak (several runs may share one process, e.g. the sweep)."""
     check_sds_flags(args)
-    return StableDiffusion.from_pretrained(args.model, device, args.precision, args.attention_slicing,
-                                           args.cpu_offload, tuple(args.t_range))
+    precision = precision_of(args)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    mem = memory_options(args)
+    return StableDiffusion.from_pretrained(args.model, device, precision, mem.attention_slicing, mem.cpu_offload,
+                                           tuple(args.t_range), vae_slicing=mem.vae_slicing,
+                                           vae_tiling=mem.vae_tiling)
 
 
 def pipeline_label(sd: StableDiffusion, model: str) -> str:
@@ -332,11 +372,20 @@ def peak_rss_mb() -> float:
     return kb / 1024.0 if sys.platform != "darwin" else kb / 2 ** 20
 
 
-def memory_metrics(device: torch.device, rss_before_loop: float) -> Dict[str, Any]:
-    """Peak process memory (and peak CUDA memory on a GPU) for metrics.json."""
+def memory_metrics(device: torch.device, rss_before_loop: float,
+                   sd: Optional[StableDiffusion] = None) -> Dict[str, Any]:
+    """Peak memory for metrics.json: ``peak_memory_mb`` is the peak CUDA memory allocated by
+    tensors since the model was loaded (``torch.cuda.max_memory_allocated``) on a GPU, else the
+    process's peak resident set size (``ru_maxrss``: the whole process, since it started);
+    ``peak_memory_kind`` says which. With ``sd`` also the precision and memory options used."""
     out: Dict[str, Any] = {"peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_loop_mb": round(rss_before_loop, 1)}
     if device.type == "cuda":
         out["peak_cuda_allocated_mb"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
+        out["peak_memory_mb"], out["peak_memory_kind"] = out["peak_cuda_allocated_mb"], "cuda_max_memory_allocated"
+    else:
+        out["peak_memory_mb"], out["peak_memory_kind"] = out["peak_rss_mb"], "process_peak_rss"
+    if sd is not None:
+        out["memory_options"] = {"dtype": str(sd.dtype).replace("torch.", ""), **sd.memory.as_dict()}
     return out
 
 

@@ -172,7 +172,7 @@ def main(argv=None):
             "iterations": args.steps, **finish_note(stopped_at, args.steps),
             "final_sds_loss": loss_value if math.isfinite(loss_value) else None,
             **timer.metrics(), "image_size": sd.image_size, "latent_size": sd.latent_size,
-            "device": str(device), "dtype": str(sd.dtype).replace("torch.", ""), **memory_metrics(device, rss0),
+            "device": str(device), "dtype": str(sd.dtype).replace("torch.", ""), **memory_metrics(device, rss0, sd),
             "checks": {"latents_follow_sds": check(
                 follow, min=MIN_FOLLOW, what="cosine between the latent's total displacement and the summed SDS "
                                              "directions (toward the UNet's denoised estimates)")},

@@ -270,7 +270,7 @@ def main(argv=None):
             "final_sds_loss": loss_value if math.isfinite(loss_value) else None, **timer.metrics(),
             "render_size": sd.image_size, "num_verts": int(mesh.verts_packed().shape[0]),
             "num_faces": int(mesh.faces_packed().shape[0]), "device": str(device),
-            "dtype": str(sd.dtype).replace("torch.", ""), **memory_metrics(device, rss0),
+            "dtype": str(sd.dtype).replace("torch.", ""), **memory_metrics(device, rss0, sd),
             "checks": {
                 "texture_changed": check(change, min=MIN_TEXTURE_CHANGE,
                                          what="mean |final - initial vertex colour| of the colour field (0..1)"),

@@ -383,7 +383,7 @@ def main(argv=None):
             **{k: (v if math.isfinite(v) else None) for k, v in final.items()},
             **timer.metrics(), "video_frames": args.num_frames, "video_size": video_size,
             "video_depth_range": [float(depth.min()), float(depth.max())],
-            "device": str(device), "dtype": str(sd.dtype).replace("torch.", ""), **memory_metrics(device, rss0),
+            "device": str(device), "dtype": str(sd.dtype).replace("torch.", ""), **memory_metrics(device, rss0, sd),
             "checks": checks,
         }
         if not can_probe:

@@ -43,7 +43,8 @@ from l3d.errors import UserError, user_error
 from l3d.validate import check_shape
 
 __all__ = [
-    "DEFAULT_MODEL", "MODEL_COMPONENTS", "SDSOutput", "StableDiffusion", "resolve_model", "classifier_free_guidance",
+    "DEFAULT_MODEL", "MODEL_COMPONENTS", "MemoryOptions", "SDSOutput", "StableDiffusion", "apply_memory_options",
+    "resolve_model", "classifier_free_guidance",
     "sds_weight", "sds_surrogate", "epsilon_from_prediction", "timestep_range",
 ]
 
@@ -53,6 +54,7 @@ DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
 MODEL_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 Precision = Literal["auto", "fp32", "fp16"]
+Offload = Literal["none", "model", "sequential"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,14 +198,97 @@ def resolve_model(model: Union[str, os.PathLike]) -> Path:
 
 
 def choose_dtype(device: torch.device, precision: Precision = "auto") -> torch.dtype:
-    """float16 on CUDA and float32 on CPU for ``auto``; ``fp16`` / ``fp32`` force one."""
+    """float16 on CUDA and float32 on CPU for ``auto``; ``fp16`` / ``fp32`` force one.
+
+    fp16 on a CPU device is refused (a :class:`UserError`) rather than silently changed: the
+    memory flags are for CUDA cards, and on the CPU half precision only costs time (one SDS step
+    of the tiny pipeline took 3.7x as long in fp16 as in float32 on this project's CPU) while
+    RAM is rarely what limits a CPU run.
+    """
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if precision == "fp16":
+        if device.type != "cuda":
+            raise UserError(f"--fp16 (--precision fp16) needs a CUDA device, found --device {device}: half-precision "
+                            f"weights on the CPU are several times slower than float32 and save no memory that "
+                            f"matters there; drop --fp16 (the CPU runs in float32) or run with --device cuda")
         return torch.float16
     if precision == "fp32":
         return torch.float32
     raise ValueError(f"precision must be auto, fp32 or fp16, got {precision!r}")
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """How to fit Stable Diffusion into a small GPU (each trades speed for peak memory).
+
+    Attributes:
+        attention_slicing: the UNet's attention in slices of half the head size (diffusers'
+            ``set_attention_slice("auto")``, what ``pipe.enable_attention_slicing()`` calls):
+            the attention processors become ``SlicedAttnProcessor``.
+        vae_slicing: the VAE encodes / decodes a batch one image at a time
+            (``AutoencoderKL.enable_slicing``); only a batch of more than one image changes.
+        vae_tiling: the VAE encodes / decodes in overlapping tiles of half the model's image
+            size (256 px for Stable Diffusion 2.1-base), blended where they overlap
+            (``AutoencoderKL.enable_tiling`` with the tile size set so that the model's own
+            image size is tiled); the latents differ slightly from an untiled encoding.
+        cpu_offload: ``none``; ``model`` = each of text encoder, UNet and VAE moves to the GPU
+            when called and the previous one back to the CPU (accelerate's
+            ``cpu_offload_with_hook`` chained in that order, what ``pipe.enable_model_cpu_offload()``
+            does); ``sequential`` = every sub-module's weights stream to the GPU only for its
+            own forward (accelerate's ``cpu_offload``, what ``pipe.enable_sequential_cpu_offload()``
+            does): the lowest GPU memory, the slowest steps. On a CPU device the hooks run and
+            change nothing.
+    """
+
+    attention_slicing: bool = False
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+    cpu_offload: Offload = "none"
+
+    def as_dict(self) -> dict:
+        return {"attention_slicing": self.attention_slicing, "vae_slicing": self.vae_slicing,
+                "vae_tiling": self.vae_tiling, "cpu_offload": self.cpu_offload}
+
+
+def apply_memory_options(text_encoder, unet, vae, device: torch.device, options: MemoryOptions,
+                         image_size: Optional[int] = None) -> None:
+    """Apply ``options`` to the loaded (frozen) modules and place them on ``device``.
+
+    Args:
+        text_encoder, unet, vae: the checkpoint's modules (``text_encoder`` may be None).
+        device: the execution device; image_size: the model's image side in pixels (the VAE's
+            tile size becomes half of it with ``vae_tiling``; default: the VAE's own ``sample_size``).
+    """
+    if options.cpu_offload not in ("none", "model", "sequential"):
+        raise ValueError(f"cpu_offload must be none, model or sequential, got {options.cpu_offload!r}")
+    if options.attention_slicing:
+        unet.set_attention_slice("auto")
+    if options.vae_slicing:
+        vae.enable_slicing()
+    if options.vae_tiling:
+        vae.enable_tiling()
+        size = int(image_size or vae.config.sample_size)
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        # diffusers tiles only images larger than a tile: a tile of half the image size makes the
+        # model's own images (512 px) split into overlapping 256 px tiles
+        vae.tile_sample_min_size = max(size // 2, factor)
+        vae.tile_latent_min_size = max(size // 2 // factor, 1)
+    modules = [m for m in (text_encoder, unet, vae) if m is not None]
+    if options.cpu_offload == "sequential":
+        from accelerate import cpu_offload as offload
+
+        for m in modules:
+            offload(m, execution_device=device)
+    elif options.cpu_offload == "model":
+        from accelerate import cpu_offload_with_hook
+
+        hook = None
+        for m in modules:  # text encoder -> UNet -> VAE: calling one sends the previous one back to the CPU
+            _, hook = cpu_offload_with_hook(m, execution_device=device, prev_module_hook=hook)
+    else:
+        for m in modules:
+            m.to(device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,7 +304,7 @@ class StableDiffusion:
         tokenizer, text_encoder, unet, vae, scheduler: the diffusers / transformers objects.
         device: where the inputs go; dtype: the weights' dtype (fp16 on CUDA by default).
         t_min, t_max: the inclusive timestep range sampled by :meth:`sds_loss`.
-        folder: the checkpoint folder it was loaded from.
+        folder: the checkpoint folder it was loaded from; memory: the :class:`MemoryOptions` applied.
     """
 
     def __init__(self, tokenizer, text_encoder, unet, vae, scheduler, device: torch.device,
@@ -239,6 +324,7 @@ class StableDiffusion:
         self.latent_size = int(unet.config.sample_size)
         self.image_size = self.latent_size * self.vae_scale_factor
         self.embedding_dim = int(unet.config.cross_attention_dim)
+        self.memory = MemoryOptions()  # set by from_pretrained
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -248,24 +334,27 @@ class StableDiffusion:
         device: Union[str, torch.device] = "cpu",
         precision: Precision = "auto",
         attention_slicing: bool = False,
-        cpu_offload: bool = False,
+        cpu_offload: Union[bool, Offload] = False,
         t_range: Sequence[float] = (0.02, 0.98),
+        vae_slicing: bool = False,
+        vae_tiling: bool = False,
     ) -> "StableDiffusion":
         """Load a checkpoint from a local folder or the local Hugging Face cache (never the network).
 
         Args:
             model: folder or hub id (see :func:`resolve_model`).
             device: where to run; precision: ``auto`` = fp16 weights on CUDA, fp32 on CPU.
-            attention_slicing: compute the UNet's attention in slices (``set_attention_slice``),
-                trading speed for peak memory.
-            cpu_offload: keep the weights in CPU memory and stream each sub-module to the device
-                when it runs (accelerate's sequential offload, on CUDA only): the lowest GPU
-                memory, the slowest steps (on a CPU device it changes nothing but runs the same hooks).
+            attention_slicing, vae_slicing, vae_tiling, cpu_offload: see :class:`MemoryOptions`
+                (``cpu_offload`` True means ``"sequential"``, False ``"none"``).
+        The options applied are in the result's ``memory`` attribute.
         """
         _quiet_libraries()
         device = torch.device(device)
         folder = resolve_model(model)
         dtype = choose_dtype(device, precision)
+        offload = {True: "sequential", False: "none", None: "none"}.get(cpu_offload, cpu_offload) \
+            if isinstance(cpu_offload, (bool, type(None))) else str(cpu_offload)
+        memory = MemoryOptions(bool(attention_slicing), bool(vae_slicing), bool(vae_tiling), offload)
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -290,17 +379,11 @@ class StableDiffusion:
         for m in (text_encoder, unet, vae):
             m.eval()
             m.requires_grad_(False)
-        if attention_slicing:
-            unet.set_attention_slice("auto")
-        if cpu_offload:
-            from accelerate import cpu_offload as offload
-
-            for m in (text_encoder, unet, vae):
-                offload(m, execution_device=device)
-        else:
-            for m in (text_encoder, unet, vae):
-                m.to(device)
-        return cls(tokenizer, text_encoder, unet, vae, scheduler, device, dtype, t_range, folder)
+        image_size = int(unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1)
+        apply_memory_options(text_encoder, unet, vae, device, memory, image_size)
+        sd = cls(tokenizer, text_encoder, unet, vae, scheduler, device, dtype, t_range, folder)
+        sd.memory = memory
+        return sd
 
     # -- text ----------------------------------------------------------------------------------
     @torch.no_grad()
