@@ -1,16 +1,26 @@
-"""Lights, materials, Phong shading, point compositing and the two high-level renderers.
+"""Lights, materials, Phong / Gouraud / flat shading, point compositing and the two high-level
+renderers.
 
-Shading follows PyTorch3D's hard Phong shader (see spec conventions): per pixel, in world space,
-with interpolated vertex normals,
+The lighting model is PyTorch3D's (see spec conventions), in world space:
 ``colour = (ambient + diffuse * max(0, n.l)) * texel + specular`` where
 ``specular = ks * max(0, v.r) ** shininess`` only where ``n.l > 0`` and r is the reflection of the
-light direction l about n. Camera conventions: :mod:`l3d.cameras`.
+light direction l about n. The three shaders differ in where it is evaluated, as PyTorch3D's
+``HardPhongShader``, ``HardGouraudShader`` and ``HardFlatShader``:
+
+* ``"phong"``: per pixel, at the interpolated surface point with interpolated vertex normals;
+* ``"gouraud"``: per vertex, with the vertex normals, then the lit colours are interpolated
+  with the barycentrics (highlights smaller than a face are missed or smeared);
+* ``"flat"``: once per face, at its centroid with the face normal (constant over a face
+  of constant colour);
+* ``"unlit"``: the texture colour only.
+
+Camera conventions: :mod:`l3d.cameras`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence, Union
+from typing import Literal, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +83,28 @@ def phong_shading(
     Returns:
         (Q, C) colours.
     """
+    lit, specular = apply_lighting(points, normals, camera_center, lights, materials, light_location)
+    return lit * texels + specular
+
+
+def apply_lighting(
+    points: torch.Tensor,
+    normals: torch.Tensor,
+    camera_center: torch.Tensor,
+    lights: PointLights,
+    materials: Materials,
+    light_location: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The two terms of the lighting model at surface points (any leading shape ``...``).
+
+    Args:
+        points: (..., 3) world positions; normals: (..., 3) (normalised here);
+            camera_center: (..., 3) eye position per point.
+        light_location: (..., 3) light position per point (defaults to ``lights.location``).
+    Returns:
+        lit: (..., 3) ``ambient + diffuse * max(0, n.l)``, the factor of the texel colour;
+        specular: (..., 3) the specular colour added on top.
+    """
     loc = _colour(lights.location, points) if light_location is None else light_location
     n = F.normalize(normals, dim=-1, eps=1e-6)
     l = F.normalize(loc - points, dim=-1, eps=1e-6)  # noqa: E741
@@ -86,7 +118,50 @@ def phong_shading(
         _colour(materials.specular_color, points) * _colour(lights.specular_color, points)
         * spec_angle.pow(materials.shininess)
     )
-    return (ambient + diffuse) * texels + specular
+    return ambient + diffuse, specular
+
+
+def gouraud_shading(
+    meshes: Meshes,
+    pix_to_face: torch.Tensor,
+    bary: torch.Tensor,
+    camera_center: torch.Tensor,
+    lights: PointLights,
+    materials: Materials,
+    light_location: Optional[torch.Tensor] = None,
+    texels: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Gouraud colour of surface points: lighting at the three corners of each point's face,
+    with the vertex normals, interpolated with the barycentrics.
+
+    Evaluating the corners per point (rather than once per vertex) gives the same numbers and
+    lets every image have its own camera and light. With :class:`TexturesVertex` the corner
+    colours are lit and then interpolated, as PyTorch3D's ``gouraud_shading``; with
+    :class:`TexturesUV` (which PyTorch3D's Gouraud shader does not take) the interpolated
+    lighting terms multiply the texel sampled at the point: ``lerp(lit) * texel + lerp(specular)``.
+
+    Args:
+        meshes: the meshes (vertex normals from :meth:`Meshes.verts_normals_packed`).
+        pix_to_face: (Q,) long packed face index of each point (all >= 0).
+        bary: (Q, 3) barycentric coordinates of each point in its face.
+        camera_center: (Q, 3) eye position per point; light_location: (Q, 3) or None.
+        texels: (Q, C) texture colour at the points; needed for TexturesUV, ignored otherwise.
+    Returns:
+        (Q, C) colours.
+    """
+    faces = gather_rows(meshes.faces_packed(), pix_to_face)  # (Q, 3)
+    pts = gather_rows(meshes.verts_packed(), faces)  # (Q, 3 corners, 3)
+    nrm = gather_rows(meshes.verts_normals_packed(), faces)  # (Q, 3, 3)
+    cam = camera_center[:, None].expand_as(pts)
+    loc = None if light_location is None else light_location[:, None].expand_as(pts)
+    lit, spec = apply_lighting(pts, nrm, cam, lights, materials, loc)  # (Q, 3, 3) each
+    w = bary[..., None]  # (Q, 3, 1)
+    if isinstance(meshes.textures, TexturesVertex):
+        corner_colours = gather_rows(meshes.textures.verts_features_packed(), faces)  # (Q, 3, C)
+        return (w * (lit * corner_colours + spec)).sum(1)
+    if texels is None:
+        raise ValueError("gouraud_shading needs texels for a TexturesUV")
+    return (w * lit).sum(1) * texels + (w * spec).sum(1)
 
 
 def _per_image(x: Colour, like: torch.Tensor, n: int) -> torch.Tensor:
@@ -94,7 +169,8 @@ def _per_image(x: Colour, like: torch.Tensor, n: int) -> torch.Tensor:
     return t.expand(n, -1) if t.shape[0] == 1 else t
 
 
-ShaderName = Literal["phong", "flat", "unlit"]
+ShaderName = Literal["phong", "gouraud", "flat", "unlit"]
+SHADERS = ("phong", "gouraud", "flat", "unlit")
 
 
 def shade_fragments(
@@ -108,9 +184,12 @@ def shade_fragments(
 ) -> torch.Tensor:
     """Colour rasterised fragments; returns (N, H, W, C + 1) with alpha = 1 where a face was hit.
 
-    ``shader``: "phong" (interpolated vertex normals), "flat" (face normals) or "unlit"
-    (texture colour only). Only covered pixels are shaded.
+    ``shader``: "phong" (lit per pixel, interpolated vertex normals), "gouraud" (lit per vertex,
+    colours interpolated), "flat" (lit once per face, at its centroid with the face normal) or
+    "unlit" (texture colour only); see the module docstring. Only covered pixels are shaded.
     """
+    if shader not in SHADERS:
+        raise ValueError(f"unknown shader {shader!r}; expected one of {', '.join(SHADERS)}")
     if meshes.textures is None:
         raise ValueError("meshes have no textures; give them TexturesVertex or TexturesUV")
     lights = lights if lights is not None else PointLights()
@@ -124,18 +203,21 @@ def shade_fragments(
     if shader == "unlit":
         colours = texels
     else:
-        img = torch.div(fg, h * w, rounding_mode="floor")
-        pts = interpolate_face_attributes(p2f, bary, meshes.faces_verts_packed())
-        if shader == "phong":
-            nrm = interpolate_face_attributes(p2f, bary, gather_rows(meshes.verts_normals_packed(), meshes.faces_packed()))
-        elif shader == "flat":
-            nrm = gather_rows(meshes.faces_normals_packed(), p2f)
-        else:
-            raise ValueError(f"unknown shader {shader!r}; expected 'phong', 'flat' or 'unlit'")
+        img = torch.div(fg, h * w, rounding_mode="floor")  # (Q,) image of each covered pixel
         cam_idx = img if len(cameras) == n else torch.zeros_like(img)
-        centers = gather_rows(cameras.get_camera_center(), cam_idx)
-        loc = gather_rows(_per_image(lights.location, pts, n), img)
-        colours = phong_shading(pts, nrm, texels, centers, lights, materials, light_location=loc)
+        centers = gather_rows(cameras.get_camera_center(), cam_idx)  # (Q, 3)
+        loc = gather_rows(_per_image(lights.location, texels, n), img)  # (Q, 3)
+        if shader == "gouraud":
+            colours = gouraud_shading(meshes, p2f, bary, centers, lights, materials, loc, texels)
+        else:
+            if shader == "phong":
+                pts = interpolate_face_attributes(p2f, bary, meshes.faces_verts_packed())
+                nrm = interpolate_face_attributes(
+                    p2f, bary, gather_rows(meshes.verts_normals_packed(), meshes.faces_packed()))
+            else:  # flat: the face's centroid and normal, so the lighting is constant per face
+                pts = gather_rows(meshes.faces_verts_packed().mean(1), p2f)
+                nrm = gather_rows(meshes.faces_normals_packed(), p2f)
+            colours = phong_shading(pts, nrm, texels, centers, lights, materials, light_location=loc)
     c = colours.shape[-1]
     bg = _per_image(background, colours, n)  # (N, C)
     out = bg[:, None, None, :].expand(n, h, w, c).reshape(-1, c)
@@ -272,6 +354,7 @@ def _slice_points(pc: Pointclouds, sl: slice) -> Pointclouds:
 
 
 __all__ = [
-    "PointLights", "Materials", "phong_shading", "shade_fragments", "render_mesh",
+    "PointLights", "Materials", "phong_shading", "apply_lighting", "gouraud_shading", "shade_fragments",
+    "render_mesh", "SHADERS",
     "alpha_composite", "render_points",
 ]

@@ -1,15 +1,18 @@
-"""Phong shading, texture sampling, compositing and gradients of the renderers."""
+"""Phong, Gouraud and flat shading, texture sampling, compositing and gradients of the renderers."""
 
 import math
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from l3d.cameras import FoVPerspectiveCameras, look_at_view_transform
 from l3d.raster import PointFragments, rasterize_meshes
 from l3d.shading import Materials, PointLights, alpha_composite, phong_shading, render_mesh, render_points
 from l3d.structures import Meshes, Pointclouds, TexturesUV, TexturesVertex
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def quad(z=0.0, size=1.0):
@@ -148,3 +151,150 @@ def test_sphere_points_cover_disc():
     # the silhouette disc grows by the splat radius (0.02 NDC = 1.28 px)
     r_pix = math.tan(math.asin(1 / 3)) / math.tan(math.radians(30)) * 64 + 0.02 * 64
     assert covered / (math.pi * r_pix**2) == pytest.approx(1.0, abs=0.02)
+
+
+# ----------------------------------------------------------------------------------------------
+# Phong, Gouraud and flat shading on a sphere
+# ----------------------------------------------------------------------------------------------
+def coloured_sphere(level, colours=None):
+    from l3d.ops import ico_sphere
+
+    s = ico_sphere(level)
+    v, f = s.verts_packed(), s.faces_packed()
+    colours = torch.full_like(v, 0.6) if colours is None else colours
+    return Meshes([v], [f], TexturesVertex([colours]))
+
+
+def hand_fragments(p2f, bary):
+    """Fragments of one image of 1 x Q pixels showing the given faces at the given barycentrics."""
+    from l3d.raster import Fragments
+
+    q = len(p2f)
+    return Fragments(p2f.view(1, 1, q), torch.ones(1, 1, q), bary.view(1, 1, q, 3))
+
+
+def shade(mesh, frags, cam, lights, materials, shader):
+    from l3d.shading import shade_fragments
+
+    return shade_fragments(mesh, frags, cam, lights, materials, (0.0, 0.0, 0.0), shader)[0, 0, :, :3]
+
+
+def test_gouraud_agrees_with_phong_at_vertices_and_misses_a_sharp_highlight_inside_a_face():
+    gen = torch.Generator().manual_seed(0)
+    mesh = coloured_sphere(2, torch.rand(162, 3, generator=gen) * 0.5 + 0.25)
+    f = mesh.faces_packed()
+    n_faces = len(f)
+    # camera and light on the axis through the centroid of face 7: its centre is the highlight
+    d = F.normalize(mesh.verts_packed()[f[7]].mean(0), dim=0)
+    cam = FoVPerspectiveCameras(R=torch.eye(3)[None], T=(-3 * d)[None])  # centre = -R T = 3 d
+    assert torch.allclose(cam.get_camera_center()[0], 3 * d, atol=1e-6)
+    lights = PointLights(location=(3 * d)[None])
+    mats = Materials(shininess=400.0)
+    # at each corner (one-hot barycentrics) both shaders light the vertex with its vertex normal
+    for k in range(3):
+        bary = F.one_hot(torch.full((n_faces,), k), 3).float()
+        frags = hand_fragments(torch.arange(n_faces), bary)
+        torch.testing.assert_close(shade(mesh, frags, cam, lights, mats, "gouraud"),
+                                   shade(mesh, frags, cam, lights, mats, "phong"), atol=1e-6, rtol=0)
+    # at face 7's centroid, Phong shows the highlight (specular ~ 0.2 on top), Gouraud cannot:
+    # its corners are ~0.15 rad off the mirror direction, where 0.2 cos(0.3)^400 < 1e-7
+    frags = hand_fragments(torch.tensor([7]), torch.full((1, 3), 1 / 3))
+    phong, gouraud = shade(mesh, frags, cam, lights, mats, "phong"), shade(mesh, frags, cam, lights, mats, "gouraud")
+    assert torch.all(phong - gouraud > 0.15), (phong, gouraud)
+    # Gouraud is PyTorch3D's: light every vertex, then interpolate the lit colours
+    v, nrm, cols = mesh.verts_packed(), mesh.verts_normals_packed(), mesh.textures.verts_features_packed()
+    lit = phong_shading(v, nrm, cols, (3 * d).expand_as(v), lights, mats)  # (V, 3) every vertex lit once
+    p2f = torch.randint(0, n_faces, (300,), generator=gen)
+    bary = torch.distributions.Dirichlet(torch.ones(3)).sample((300,))
+    want = (bary[..., None] * lit[f[p2f]]).sum(1)
+    torch.testing.assert_close(shade(mesh, hand_fragments(p2f, bary), cam, lights, mats, "gouraud"), want,
+                               atol=1e-6, rtol=0)
+
+
+def test_rendered_gouraud_stays_between_its_corner_colours_phong_does_not():
+    mesh = coloured_sphere(2)
+    cam = front_camera(3.0, fov=40.0)
+    lights = PointLights(location=((0.7, 0.4, -3.0),))  # the highlight falls inside a face
+    mats = Materials(shininess=200.0)
+    frags = rasterize_meshes(mesh, cam, 96)
+    hit = frags.mask[0]
+    p2f = frags.pix_to_face[0][hit]
+    v, nrm = mesh.verts_packed(), mesh.verts_normals_packed()
+    lit = phong_shading(v, nrm, mesh.textures.verts_features_packed(), cam.get_camera_center().expand_as(v), lights, mats)
+    corners = lit[mesh.faces_packed()[p2f]]  # (Q, 3 corners, 3)
+    lo, hi = corners.min(1).values, corners.max(1).values
+    imgs = {s: render_mesh(mesh, cam, 96, lights=lights, materials=mats, shader=s)[0, ..., :3][hit]
+            for s in ("gouraud", "phong")}
+    assert torch.all(imgs["gouraud"] >= lo - 1e-6) and torch.all(imgs["gouraud"] <= hi + 1e-6)
+    above = (imgs["phong"] > hi + 0.02).any(-1)  # Phong's highlight peaks inside faces
+    assert above.sum() > 10
+    assert (imgs["phong"] - imgs["gouraud"]).abs().max() > 0.1
+
+
+def test_flat_is_lit_once_per_face():
+    mesh = coloured_sphere(2)
+    cam = front_camera(3.0, fov=40.0)
+    lights = PointLights(location=((0.5, 0.5, -2.2),))  # close: l and v change across every face
+    frags = rasterize_meshes(mesh, cam, 128)
+    hit = frags.mask[0]
+    p2f = frags.pix_to_face[0][hit]
+    n_faces = len(mesh.faces_packed())
+    pix_per_face = torch.bincount(p2f, minlength=n_faces)
+    assert (pix_per_face >= 20).sum() > 80
+
+    def spread(img):  # (F, 3) max - min over the pixels of each face
+        hi = torch.full((n_faces, 3), -1.0).scatter_reduce(0, p2f[:, None].expand(-1, 3), img, "amax")
+        lo = torch.full((n_faces, 3), 2.0).scatter_reduce(0, p2f[:, None].expand(-1, 3), img, "amin")
+        return (hi - lo)[pix_per_face >= 2]
+
+    flat = render_mesh(mesh, cam, 128, lights=lights, shader="flat")[0, ..., :3][hit]
+    phong = render_mesh(mesh, cam, 128, lights=lights, shader="phong")[0, ..., :3][hit]
+    assert spread(flat).max() < 1e-6
+    assert spread(phong).max() > 1e-2  # the same faces vary under per-pixel lighting
+
+
+def test_each_shader_matches_the_analytic_lambertian_value():
+    """Diffuse only (no ambient, no specular), albedo 0.6, a point light: at the pixel whose
+    analytic n.l is nearest 0.5, Phong and Gouraud match the sphere's Lambertian value
+    ``0.6 * max(0, n.l)`` (n the true sphere normal at the surface point) and flat matches the
+    facet's (face normal, light direction from the face centroid)."""
+    mesh = coloured_sphere(4)  # 5120 faces, edges ~0.07 rad
+    cam = front_camera(3.0, fov=40.0)
+    light = torch.tensor([2.0, 2.0, -3.0])
+    lights = PointLights(location=light[None], ambient_color=(0.0, 0.0, 0.0), diffuse_color=(1.0, 1.0, 1.0),
+                         specular_color=(0.0, 0.0, 0.0))
+    frags = rasterize_meshes(mesh, cam, 128)
+    hit = frags.mask[0].reshape(-1)
+    p2f = frags.pix_to_face[0].reshape(-1)
+    bary = frags.bary_coords[0].reshape(-1, 3)
+    pts = (bary[:, :, None] * mesh.verts_packed()[mesh.faces_packed()[p2f.clamp(min=0)]]).sum(1)  # (HW, 3)
+    cos = (F.normalize(pts, dim=-1) * F.normalize(light - pts, dim=-1)).sum(-1)
+    pix = int(torch.argmin(torch.where(hit, (cos - 0.5).abs(), torch.tensor(9.0))))
+    assert abs(float(cos[pix]) - 0.5) < 0.01
+    smooth = 0.6 * float(cos[pix])
+    face = int(p2f[pix])
+    centroid = mesh.verts_packed()[mesh.faces_packed()[face]].mean(0)
+    facet = 0.6 * float((mesh.faces_normals_packed()[face] * F.normalize(light - centroid, dim=0)).sum())
+    from l3d.shading import shade_fragments
+
+    got = {s: shade_fragments(mesh, frags, cam, lights, shader=s)[0, ..., :3].reshape(-1, 3)[pix]
+           for s in ("phong", "gouraud", "flat")}
+    # normal interpolation on a sphere errs by O(edge^2) ~ 1e-3 rad; Gouraud's interpolated cos likewise
+    assert torch.allclose(got["phong"], torch.full((3,), smooth), atol=2e-3), (got["phong"], smooth)
+    assert torch.allclose(got["gouraud"], torch.full((3,), smooth), atol=4e-3), (got["gouraud"], smooth)
+    assert torch.allclose(got["flat"], torch.full((3,), facet), atol=1e-5), (got["flat"], facet)
+    # the facet value differs from the smooth one by O(edge) (a face normal is off by up to ~0.04 rad)
+    assert abs(facet - smooth) < 0.03
+
+
+def test_gouraud_with_a_uv_texture_and_shader_names():
+    """A constant UV texture shades exactly as the same constant vertex colours; unknown names fail."""
+    mesh = coloured_sphere(1)
+    v, f = mesh.verts_packed(), mesh.faces_packed()
+    uv_mesh = Meshes([v], [f], TexturesUV(torch.full((1, 4, 4, 3), 0.6), [f], [torch.rand(len(v), 2)]))
+    cam = front_camera(3.0, fov=40.0)
+    a = render_mesh(mesh, cam, 48, shader="gouraud")
+    b = render_mesh(uv_mesh, cam, 48, shader="gouraud")
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="unknown shader 'toon'; expected one of phong, gouraud, flat, unlit"):
+        render_mesh(mesh, cam, 8, shader="toon")
