@@ -742,7 +742,7 @@ class ObjectViews:
 
 def render_object_views(num_views: int = 24, image_size: Sequence[int] = (96, 128), focal_ndc: float = 2.4,
                         dist: float = 2.7, elev_range: Tuple[float, float] = (10.0, 50.0), texture: str = "mesh",
-                        seed: int = 0) -> ObjectViews:
+                        ground: bool = False, seed: int = 0) -> ObjectViews:
     """Render l3d's procedural textured object (:func:`l3d.data.procedural_textured_mesh`, y-up,
     inside [-1, 1]^3) from ``num_views`` cameras on a golden-angle spiral around it, with the
     principal point at the image centre.
@@ -752,6 +752,7 @@ def render_object_views(num_views: int = 24, image_size: Sequence[int] = (96, 12
         elev_range: elevations (degrees) of the first and last camera.
         texture: ``mesh`` (the object's own texture) or ``noise`` (random colour blocks at three
             scales: corners enough for SIFT to match the views).
+        ground: with ``noise``, also a 6 x 6 textured floor under the object.
     Returns:
         :class:`ObjectViews` with straight-alpha RGBA renders (alpha 1 on the object).
     """
@@ -764,11 +765,24 @@ def render_object_views(num_views: int = 24, image_size: Sequence[int] = (96, 12
     mesh = procedural_textured_mesh()
     if texture == "noise":
         gen = torch.Generator().manual_seed(seed)
-        tex = sum(F.interpolate(torch.rand(1, 3, n, n, generator=gen), size=(512, 512), mode="nearest")
-                  for n in (16, 48, 128)) / 3  # (1, 3, 512, 512)
-        tex = ((tex - 0.5) * 2.2 + 0.5).clamp(0, 1)[0].permute(1, 2, 0)  # more contrast
+        def blocks(size: int) -> torch.Tensor:  # (size, size, 3) random colour blocks at three scales
+            t = sum(F.interpolate(torch.rand(1, 3, n, n, generator=gen), size=(size, size), mode="nearest")
+                    for n in (8, 20, 48)) / 3
+            return ((t - 0.5) * 2.2 + 0.5).clamp(0, 1)[0].permute(1, 2, 0)  # more contrast
+
+        # an atlas: the object's texture on the left half, the floor's (another draw) on the right
+        tex = torch.cat([blocks(512), blocks(512)], 1)  # (512, 1024, 3)
         t = mesh.textures
-        mesh = Meshes(mesh.verts_list(), mesh.faces_list(), TexturesUV(tex[None], t._faces, t._uvs))
+        v, f, fu, vu = mesh.verts_packed(), mesh.faces_packed(), t._faces[0], t._uvs[0]
+        vu = vu * torch.tensor([0.5, 1.0]) * 0.998  # inside the left half (off the seam)
+        if ground:  # a textured 6 x 6 floor under the object
+            g = torch.tensor([[-3.0, 0.0, -3.0], [3.0, 0.0, -3.0], [3.0, 0.0, 3.0], [-3.0, 0.0, 3.0]])
+            g[:, 1] = float(v[:, 1].min())
+            uv = torch.tensor([[0.502, 0.0], [1.0, 0.0], [1.0, 1.0], [0.502, 1.0]])
+            quad = torch.tensor([[0, 2, 1], [0, 3, 2]])
+            v, f = torch.cat([v, g]), torch.cat([f, quad + len(mesh.verts_packed())])
+            fu, vu = torch.cat([fu, quad + len(vu)]), torch.cat([vu, uv])
+        mesh = Meshes([v], [f], TexturesUV(tex[None], [fu], [vu]))
     elif texture != "mesh":
         raise ValueError(f"texture must be 'mesh' or 'noise', got {texture!r}")
     i = torch.arange(num_views, dtype=torch.float64)
