@@ -651,13 +651,55 @@ def flip_faces(faces: torch.Tensor) -> torch.Tensor:
     return faces[:, [0, 2, 1]]
 
 
+def _weld(verts: np.ndarray, faces: np.ndarray, tol: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Merge vertices that coincide (same position rounded to ``tol``), drop the faces that
+    become degenerate (a repeated corner, or zero area) and the vertices no face uses any more.
+
+    Vertices keep the order of their first appearance; faces keep their winding.
+
+    Args:
+        verts: (V, 3) float positions; faces: (F, 3) int vertex indices.
+        tol: the rounding step (positions within about ``tol`` of each other merge).
+    Returns:
+        verts: (V', 3), faces: (F', 3) int64.
+    """
+    if len(verts) == 0:
+        return verts, faces
+    key = np.round(verts.astype(np.float64) / tol).astype(np.int64)  # (V, 3) quantised positions
+    _, first, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # groups in order of first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    new_id = rank[inv.reshape(-1)]  # (V,) welded index of every vertex
+    verts = verts[first[order]]
+    faces = new_id[faces]  # (F, 3)
+    a, b, c = faces[:, 0], faces[:, 1], faces[:, 2]
+    faces = faces[(a != b) & (b != c) & (a != c)]
+    fv = verts[faces].astype(np.float64)  # (F', 3 corners, 3)
+    twice_area = np.linalg.norm(np.cross(fv[:, 1] - fv[:, 0], fv[:, 2] - fv[:, 0]), axis=-1)
+    faces = faces[twice_area > tol * tol]
+    used = np.zeros(len(verts), dtype=bool)
+    used[faces.reshape(-1)] = True
+    remap = np.cumsum(used) - 1
+    return verts[used], remap[faces].astype(np.int64)
+
+
 def marching_cubes(
     volume: Union[torch.Tensor, np.ndarray],
     isovalue: float = 0.0,
     smooth: bool = False,
     inside: Optional[Literal["below", "above"]] = None,
+    weld: bool = True,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Triangle mesh of the ``isovalue`` level set of a scalar volume, through PyMCubes.
+
+    Where the level hits grid samples exactly (an integer-valued field with an integer level, a
+    binary grid, an exact distance field), PyMCubes emits one vertex per cube edge that ends at
+    the sample, so several vertices coincide and the triangles between them have zero area.
+    With ``weld=True`` (default) coincident vertices are merged (positions equal to 1e-6 of a
+    voxel), faces left with a repeated corner or zero area are dropped, and the winding is
+    kept: a closed level set gives a closed, edge-manifold mesh (every edge shared by exactly
+    two faces) without duplicate vertices.
 
     Winding: with ``inside=None`` the faces keep PyMCubes' winding, whose normals
     ``(v1 - v0) x (v2 - v0)`` point towards *decreasing* field values. That is outward for an
@@ -673,6 +715,7 @@ def marching_cubes(
             zero level of ``mcubes.smooth`` of that mask instead (smooth surfaces from voxel
             grids); the smoothed field grows with the volume, so the winding rules hold.
         inside: None (PyMCubes' winding, see above), "below" or "above".
+        weld: merge coincident vertices and drop degenerate faces (False: PyMCubes' raw output).
 
     Returns:
         verts: (V, 3) float32 tensor, positions in index coordinates of the volume axes, in the
@@ -704,8 +747,12 @@ def marching_cubes(
     else:
         level = float(isovalue)
     v, f = mcubes.marching_cubes(vol, level)
-    verts = torch.as_tensor(np.asarray(v, dtype=np.float32).reshape(-1, 3), device=device)
-    faces = torch.as_tensor(np.asarray(f, dtype=np.int64).reshape(-1, 3), device=device)
+    v = np.asarray(v, dtype=np.float32).reshape(-1, 3)  # weld what is returned (float32)
+    f = np.asarray(f, dtype=np.int64).reshape(-1, 3)
+    if weld:
+        v, f = _weld(v, f, 1e-6)
+    verts = torch.as_tensor(v, device=device)
+    faces = torch.as_tensor(f, device=device)
     if inside == "below":
         faces = flip_faces(faces)
     return verts, faces
