@@ -12,6 +12,11 @@
   the neighbours' relative positions (+ features); a final level groups everything. Segmentation
   adds feature propagation levels (three-nearest-neighbour interpolation + per-point MLP) back to
   every input point. This is the model with locality of Q4.
+* Transformers (Q4, :mod:`a5_pointnet.transformer`): ``transformer`` = global self-attention over
+  every point (the course's model), ``point_transformer`` = vector attention over k-nearest
+  neighbourhoods with relative-position encodings, farthest-point downsampling and feature
+  propagation (Point Transformer). Both return log-probabilities; PointNet and PointNet++ return
+  logits; ``train``'s cross-entropy and every ``argmax`` treat the two alike.
 
 Build models with :func:`build_model` from a :class:`ModelConfig` (saved in every checkpoint).
 """
@@ -31,7 +36,7 @@ from .pointops import ball_query, farthest_point_sample, gather_points, group_po
 __all__ = ["ModelConfig", "build_model", "PointNetCls", "PointNetSeg", "PointNet2Cls", "PointNet2Seg",
            "ARCHS", "model_from_checkpoint"]
 
-ARCHS = ("pointnet", "pointnet2")
+ARCHS = ("pointnet", "pointnet2", "transformer", "point_transformer")
 
 
 @dataclass
@@ -40,23 +45,32 @@ class ModelConfig:
 
     Attributes:
         task: "cls" (one label per cloud) or "seg" (one label per point).
-        arch: "pointnet" or "pointnet2" (PointNet++, the model with locality).
+        arch: "pointnet", "pointnet2" (PointNet++, the model with locality), "transformer" (global
+            self-attention) or "point_transformer" (local vector attention over kNN).
         num_classes: 3 for the course's cls, 6 for seg.
         width: channel multiplier (1.0 = the papers' widths; smaller for CPU runs).
         dropout: dropout probability before the last layer(s).
-        sa_points: PointNet++ centroids per set abstraction level (the last level groups all).
+        sa_points: PointNet++ centroids per set abstraction level (the last level groups all);
+            for point_transformer the tokens per level (the first: the farthest-point sampled
+            token budget of the input cloud).
         sa_radius: ball radii per level (in the data's units; the clouds span about 1-2).
         sa_samples: neighbours per ball per level.
+        depth: transformer encoder layers (transformer only).
+        heads: attention heads (transformer only).
+        neighbors: K of the k-nearest-neighbour attention and downsampling (point_transformer only).
     """
 
     task: Literal["cls", "seg"] = "cls"
-    arch: Literal["pointnet", "pointnet2"] = "pointnet"
+    arch: Literal["pointnet", "pointnet2", "transformer", "point_transformer"] = "pointnet"
     num_classes: int = 3
     width: float = 1.0
     dropout: float = 0.3
     sa_points: Tuple[int, ...] = (512, 128)
     sa_radius: Tuple[float, ...] = (0.2, 0.4)
     sa_samples: Tuple[int, ...] = (32, 64)
+    depth: int = 4
+    heads: int = 4
+    neighbors: int = 16
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -294,6 +308,14 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         if not (len(cfg.sa_points) == len(cfg.sa_radius) == len(cfg.sa_samples)):
             raise ValueError("sa_points, sa_radius and sa_samples must have the same length")
         return PointNet2Cls(cfg) if cfg.task == "cls" else PointNet2Seg(cfg)
+    from .transformer import PointTransformerCls, PointTransformerSeg, TransformerCls, TransformerSeg
+
+    if cfg.arch == "transformer":
+        cls = TransformerCls if cfg.task == "cls" else TransformerSeg
+        return cls(cfg.num_classes, cfg.width, cfg.dropout, depth=cfg.depth, heads=cfg.heads)
+    if cfg.arch == "point_transformer":
+        cls = PointTransformerCls if cfg.task == "cls" else PointTransformerSeg
+        return cls(cfg.num_classes, cfg.width, cfg.dropout, tokens=cfg.sa_points, neighbors=cfg.neighbors)
     raise ValueError(f"unknown model {cfg.arch!r}; known: {', '.join(ARCHS)}")
 
 

@@ -1,7 +1,9 @@
-"""Train PointNet (or PointNet++, the model with locality) for classification or part segmentation.
+"""Train PointNet (or PointNet++, or a Transformer) for classification or part segmentation.
 
     python -m a5_pointnet.train --task cls                       # course settings: 250 epochs, batch 32, lr 1e-3
     python -m a5_pointnet.train --task seg --model pointnet2
+    python -m a5_pointnet.train --task cls --model transformer           # global self-attention (Q4)
+    python -m a5_pointnet.train --task seg --model point_transformer     # kNN vector attention (Q4)
     python -m a5_pointnet.train --task cls --quick               # a few CPU minutes: half width, 512 points, 4 epochs
     python -m a5_pointnet.train --task cls --resume              # continue from the newest intact checkpoint
 
@@ -9,7 +11,7 @@ Data: the course's ``a5/{cls,seg}/*.npy`` under the data root (or --data_path) w
 the procedural chairs/vases/lamps (generated once into --cache_dir). Each training step uses a
 fresh random subset of ``--num_points`` points of every cloud; after every epoch the test accuracy
 is measured on ``--eval_points`` points per cloud. Writes into --output_dir (default
-output/a5_pointnet/<task>, or <task>_pointnet2): ``checkpoints/`` (ckpt_<epoch>.pt every
+output/a5_pointnet/<task>, or <task>_<model>): ``checkpoints/`` (ckpt_<epoch>.pt every
 --save_every epochs, best.pt = best test accuracy, last.pt), ``losses.csv`` and ``curves.png``
 (loss and accuracies per epoch), and ``metrics.json`` with ``test_accuracy`` = the best
 checkpoint's accuracy on the whole test split at ``--final_points`` points per cloud (the course's
@@ -20,6 +22,11 @@ checkpoint is written (the previous ones move to ``.previous/``); a run that sto
 (bad data, a loss that became NaN) leaves them as they were. A second run into a folder in use
 stops with one line. Ctrl-C (or SIGTERM) saves a checkpoint after the current batch; --resume
 then continues with the next epoch (the same --task, --model and model settings).
+
+The global Transformer keeps the attention probabilities of every layer for the backward pass
+(clouds x heads x points^2 numbers), so its own defaults train on 1024 points per cloud for 100
+epochs (the course's run); it evaluates at 10000 points in bounded memory (see
+:mod:`a5_pointnet.transformer`).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from .baseline import fit_bbox_baseline
 from .common import load_trained, predict, random_subsets, retain_freed_memory, take_subsets
 from .data import NUM_CLASSES, QUICK_SIZES, add_data_flags, load_split, resolve_data
 from .models import ARCHS, ModelConfig, build_model
+from .transformer import embedding_width
 from .targets import accuracy_check
 
 #: the course's settings (the parser's defaults)
@@ -50,18 +58,29 @@ FULL = {"num_epochs": 250, "batch_size": 32, "num_points": 10000, "eval_points":
         "schedule": "constant", "sa_points": [512, 128], "sa_samples": [32, 64]}
 _QUICK_PN = {"num_points": 512, "eval_points": 512, "width": 0.5, "schedule": "cosine"}
 _QUICK_PN2 = {**_QUICK_PN, "sa_points": [128, 32], "sa_samples": [16, 16]}
+_QUICK_PT = {**_QUICK_PN, "sa_points": [256, 64, 16]}
+#: defaults of a model that differ from FULL (the global Transformer's training memory grows as points^2)
+MODEL_DEFAULTS = {"transformer": {"num_points": 1024, "num_epochs": 100},
+                  "point_transformer": {"sa_points": [512, 128, 32]}}
 #: the --quick preset of each (task, model); flags the user gives win
 QUICK = {
     ("cls", "pointnet"): {**_QUICK_PN, "num_epochs": 4},
     ("seg", "pointnet"): {**_QUICK_PN, "num_epochs": 6, "batch_size": 8},
     ("cls", "pointnet2"): {**_QUICK_PN2, "num_epochs": 4},
     ("seg", "pointnet2"): {**_QUICK_PN2, "num_epochs": 6, "batch_size": 8},
+    ("cls", "transformer"): {**_QUICK_PN, "num_epochs": 4},
+    ("seg", "transformer"): {**_QUICK_PN, "num_epochs": 6, "batch_size": 8},
+    ("cls", "point_transformer"): {**_QUICK_PT, "num_epochs": 4},
+    ("seg", "point_transformer"): {**_QUICK_PT, "num_epochs": 6, "batch_size": 8},
 }
 for (_task, _model), _preset in QUICK.items():  # the smaller procedural data set of the quick runs
     _preset["num_train"], _preset["num_test"] = QUICK_SIZES[_task]
 #: the model settings a resumed run must share with its checkpoint (PointNet has no set abstraction)
-CONFIG_KEYS = {"pointnet": ("task", "arch", "num_classes", "width", "dropout"),
-               "pointnet2": ("task", "arch", "num_classes", "width", "dropout", "sa_points", "sa_radius", "sa_samples")}
+_BASE_KEYS = ("task", "arch", "num_classes", "width", "dropout")
+CONFIG_KEYS = {"pointnet": _BASE_KEYS,
+               "pointnet2": (*_BASE_KEYS, "sa_points", "sa_radius", "sa_samples"),
+               "transformer": (*_BASE_KEYS, "depth", "heads"),
+               "point_transformer": (*_BASE_KEYS, "sa_points", "neighbors")}
 
 
 def default_output_dir(task: str, model: str) -> str:
@@ -77,14 +96,16 @@ def build_parser(task: Optional[str] = None, model: Optional[str] = None) -> Scr
     ap.add_argument("--task", choices=["cls", "seg"], default="cls",
                     help="classification (3 classes) or segmentation (6 parts)")
     ap.add_argument("--model", choices=ARCHS, default="pointnet",
-                    help="pointnet, or pointnet2 = PointNet++ with farthest-point sampling and ball query (locality)")
-    ap.add_flag("num_epochs", default=FULL["num_epochs"], help="epochs (--quick: cls 4, seg 6)")
+                    help="pointnet; pointnet2 = PointNet++ with farthest-point sampling and ball query (locality); "
+                         "transformer = global self-attention over all points; point_transformer = vector attention "
+                         "over k-nearest neighbourhoods with farthest-point downsampling")
+    ap.add_flag("num_epochs", default=FULL["num_epochs"], help="epochs (transformer: 100; --quick: cls 4, seg 6)")
     ap.add_flag("batch_size", default=FULL["batch_size"], help="clouds per step (--quick seg: 8)")
     ap.add_flag("lr", default=1e-3, help="Adam learning rate")
     ap.add_argument("--schedule", choices=["constant", "cosine"], default=FULL["schedule"],
                     help="learning-rate schedule over the epochs (--quick: cosine)")
     ap.add_flag("num_points", default=FULL["num_points"],
-                help="points per cloud in each training step, a fresh random subset (--quick: 512)")
+                help="points per cloud in each training step, a fresh random subset (transformer: 1024; --quick: 512)")
     ap.add_argument("--eval_points", type=positive_int, default=FULL["eval_points"],
                     help="points per cloud for the per-epoch test accuracy (--quick: 512)")
     ap.add_argument("--final_points", type=positive_int, default=10000,
@@ -102,10 +123,18 @@ def build_parser(task: Optional[str] = None, model: Optional[str] = None) -> Scr
     g.add_argument("--width", type=positive_float, default=FULL["width"], help="channel multiplier (--quick: 0.5)")
     g.add_argument("--dropout", type=float, default=0.3, help="dropout before the output layer, in [0, 1)")
     g.add_argument("--sa_points", type=positive_int, nargs="+", default=FULL["sa_points"],
-                   help="PointNet++ centroids per level (--quick: 128 32)")
+                   help="PointNet++ centroids per level (--quick: 128 32); point_transformer: tokens per level, "
+                        "the first = farthest-point samples of the cloud (default 512 128 32, --quick: 256 64 16)")
     g.add_argument("--sa_radius", type=positive_float, nargs="+", default=[0.2, 0.4], help="PointNet++ ball radii per level")
     g.add_argument("--sa_samples", type=positive_int, nargs="+", default=FULL["sa_samples"],
                    help="PointNet++ neighbours per ball (--quick: 16 16)")
+    g.add_argument("--depth", type=positive_int, default=4, help="transformer: encoder layers")
+    g.add_argument("--heads", type=positive_int, default=4,
+                   help="transformer: attention heads (must divide the embedding width 128 x --width)")
+    g.add_argument("--neighbors", type=positive_int, default=16,
+                   help="point_transformer: K of the k-nearest-neighbour attention and downsampling")
+    if model in MODEL_DEFAULTS:
+        ap.set_defaults(**MODEL_DEFAULTS[model])
     add_data_flags(ap)
     return ap
 
@@ -120,6 +149,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.model == "pointnet2" and not len(args.sa_points) == len(args.sa_radius) == len(args.sa_samples):
         raise user_error(f"--sa_points {len(args.sa_points)} values, --sa_radius {len(args.sa_radius)}, "
                          f"--sa_samples {len(args.sa_samples)}", "one value per PointNet++ level in each")
+    if args.model == "transformer" and embedding_width(args.width) % args.heads:
+        raise user_error(f"--heads {args.heads}", f"a divisor of the embedding width {embedding_width(args.width)} "
+                         f"(128 x --width {args.width:g})")
     return args
 
 
@@ -163,7 +195,8 @@ def evaluate(model, points: torch.Tensor, labels: torch.Tensor, num_points: int,
 def model_config(args: argparse.Namespace) -> ModelConfig:
     return ModelConfig(task=args.task, arch=args.model, num_classes=NUM_CLASSES[args.task], width=args.width,
                        dropout=args.dropout, sa_points=tuple(args.sa_points), sa_radius=tuple(args.sa_radius),
-                       sa_samples=tuple(args.sa_samples))
+                       sa_samples=tuple(args.sa_samples), depth=args.depth, heads=args.heads,
+                       neighbors=args.neighbors)
 
 
 def main(argv=None):

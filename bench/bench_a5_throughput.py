@@ -2,18 +2,30 @@
 model's achieved FLOP/s as a fraction of a plain float32 matmul's FLOP/s measured in the same run.
 
     python bench/bench_a5_throughput.py [--device cpu|cuda] [--batch_size 4] [--num_points 10000]
+    python bench/bench_a5_throughput.py --peak_memory [--quick_models] [--models cls:transformer ...]
 
 For each model (PointNet cls and seg, PointNet++ cls and seg, the papers' widths) one training step
 (forward, cross-entropy, backward, Adam) is timed after a warm-up; its FLOPs are counted with
 ``torch.utils.flop_counter.FlopCounterMode`` (matmuls/convolutions: 2 per multiply-add; the
 point ops of PointNet++ -- farthest-point sampling, ball query, top-k -- are not counted, so its
 fraction understates the work done). Writes output/bench/a5_throughput.json.
+
+``--peak_memory``: instead, the peak memory of one evaluation forward pass (eval mode, no
+gradients) of one cloud of --num_points points per model, each in a fresh child process: on the
+CPU the growth of the process's peak resident set size (``getrusage`` maxrss, which sees torch's
+allocations, unlike ``tracemalloc``) from just before the pass to just after; on CUDA
+``torch.cuda.max_memory_allocated`` above the memory held before the pass. ``--quick_models``
+builds the models of the ``--quick`` presets of ``a5_pointnet.train`` (half width) instead of the
+papers' widths. For the global Transformer it is also measured with the query blocks of its
+attention disabled (``transformer_unbounded``). Writes output/bench/a5_peak_memory.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -71,15 +83,92 @@ def bench_model(task, arch, device, batch, points, reps):
             "clouds_per_s": batch / dt, "gflop_per_step": flops / 1e9, "gflop_per_s": flops / dt / 1e9}
 
 
+def model_config(task: str, arch: str, quick: bool) -> ModelConfig:
+    """The model of ``train --task task --model arch`` (with ``--quick`` when ``quick``)."""
+    from a5_pointnet.train import build_parser
+
+    k = 3 if task == "cls" else 6
+    args = build_parser(task, arch).parse_args(["--task", task, "--model", arch] + (["--quick"] if quick else []))
+    return ModelConfig(task=task, arch=arch, num_classes=k, width=args.width, sa_points=tuple(args.sa_points),
+                       sa_samples=tuple(args.sa_samples), sa_radius=tuple(args.sa_radius), depth=args.depth,
+                       heads=args.heads, neighbors=args.neighbors)
+
+
+def forward_peak(spec: str, device_name: str, points: int, quick: bool) -> dict:
+    """Child process: peak memory of one no-grad forward pass of one cloud (see the module doc)."""
+    task, arch = spec.split(":")
+    unbounded = arch == "transformer_unbounded"
+    arch = "transformer" if unbounded else arch
+    device = choose_device(device_name)
+    torch.manual_seed(0)
+    model = build_model(model_config(task, arch, quick)).to(device).eval()
+    if unbounded:
+        model.encoder.set_budget(1 << 62)
+    x = torch.rand(1, points, 3, device=device) * 2 - 1
+    with torch.no_grad():
+        model(x[:, :64])  # warm-up on a few points: lazy initialisation is not the pass's memory
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    t = time.perf_counter()
+    with torch.no_grad():
+        model(x)
+    _sync(device)
+    dt = time.perf_counter() - t
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) - before
+    else:
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) * 1024
+    return {"task": task, "model": spec.split(":")[1], "num_points": points, "device": str(device),
+            "peak_bytes": int(peak), "forward_s": dt, "parameters": sum(p.numel() for p in model.parameters()),
+            "quick_models": quick}
+
+
+def peak_memory(args) -> int:
+    rows = []
+    for spec in args.models:
+        cmd = [sys.executable, __file__, "--forward_child", spec, "--device", args.device,
+               "--num_points", str(args.num_points)] + (["--quick_models"] if args.quick_models else [])
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        r = rows[-1]
+        print(f"{r['task']:3s} {r['model']:21s}: peak {r['peak_bytes'] / 2**20:8.1f} MiB for one forward pass at "
+              f"{r['num_points']} points ({r['forward_s']:.2f} s, {r['device']})", flush=True)
+    out = Path(args.output if args.output != DEFAULT_OUTPUT else "output/bench/a5_peak_memory.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"threads": torch.get_num_threads(), "models": rows}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+DEFAULT_OUTPUT = "output/bench/a5_throughput.json"
+ALL_MODELS = ["cls:pointnet", "seg:pointnet", "cls:pointnet2", "seg:pointnet2", "cls:transformer", "seg:transformer",
+              "cls:point_transformer", "seg:point_transformer"]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch_size", type=int, default=None, help="clouds per step (default: 4 on CPU, 32 on CUDA)")
     ap.add_argument("--num_points", type=int, default=10000)
     ap.add_argument("--reps", type=int, default=2, help="timed steps per model")
-    ap.add_argument("--models", nargs="+", default=["cls:pointnet", "seg:pointnet", "cls:pointnet2", "seg:pointnet2"])
-    ap.add_argument("--output", default="output/bench/a5_throughput.json")
+    ap.add_argument("--models", nargs="+", default=None,
+                    help="task:model pairs (default: PointNet and PointNet++; --peak_memory: all four models and "
+                         "cls:transformer_unbounded)")
+    ap.add_argument("--output", default=DEFAULT_OUTPUT)
+    ap.add_argument("--peak_memory", action="store_true", help="measure the peak memory of one forward pass instead")
+    ap.add_argument("--quick_models", action="store_true", help="--peak_memory: the --quick presets' models")
+    ap.add_argument("--forward_child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.forward_child:
+        print(json.dumps(forward_peak(args.forward_child, args.device, args.num_points, args.quick_models)))
+        return 0
+    if args.peak_memory:
+        args.models = args.models or [*ALL_MODELS, "cls:transformer_unbounded"]
+        return peak_memory(args)
+    args.models = args.models or ALL_MODELS[:4]
     device = choose_device(args.device)
     batch = args.batch_size or (32 if device.type == "cuda" else 4)
     mm_n = 4096 if device.type == "cuda" else 1024
