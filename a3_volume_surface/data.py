@@ -21,6 +21,16 @@ or ``python -m l3d.data download a3_nerf``). When they are absent,
 
 A run says which one it used in ``metrics.json["data"]`` (:func:`scene_data_label`).
 
+Scenes in other formats (``configs/a3/nerf_blender.yaml``, ``configs/a3/nerf_colmap.yaml``):
+``data.format=blender|colmap`` with ``data.path=<scene folder>`` reads a NeRF-synthetic /
+instant-ngp folder or a COLMAP scene through :func:`l3d.scenes.read_scene` (RGBA composited on
+``data.background``), resized to ``data.image_size`` and normalised into the frame these configs
+expect (``data.normalize``: by default cameras around the origin at a mean distance of 4, world
+up turned onto +z, as the built-in scenes). The configs pass the choice on as
+``data.source: ${data.format}:${data.background}:${data.normalize}`` and
+``data.dataset_name: ${data.path}``; the scene's format, normalisation (to map outputs back to
+the file's frame) and background are in :attr:`NerfScene.scene_info`.
+
 Cameras: 100 training views on a golden-angle spiral over the upper hemisphere (elevation 8 .. 72
 degrees), 10 validation and 20 test views at other positions, all at distance 4 looking at the
 origin, z up, NDC focal length 2 (spec convention 6 uses the same radius and focal length for
@@ -49,13 +59,50 @@ from .cameras import look_at_cameras
 __all__ = [
     "NerfScene", "load_nerf_scene", "read_nerf_files", "write_nerf_files", "builtin_scene",
     "builtin_scene_mesh", "scene_cameras", "load_box_images", "load_bunny", "BUILTIN_SCENES", "standin_kind",
-    "scene_data_label", "box_data_label", "points_data_label",
+    "scene_data_label", "box_data_label", "points_data_label", "load_scene_folder", "parse_scene_source", "SCENE_FORMATS",
 ]
 
 # the course's NeRF scenes are registered as dataset 'a3_nerf' in l3d.data; the built-in scene
 # that stands in for each of them when its files are absent
 BUILTIN_SCENES = ("cow", "glossy_spheres")
 STANDIN_WORDS = {"cow": "cow", "glossy_spheres": "glossy-spheres"}
+
+
+#: data.format values read through l3d.scenes
+SCENE_FORMATS = ("blender", "colmap")
+
+
+def parse_scene_source(source: str) -> Optional[Dict[str, str]]:
+    """``"blender:white:auto"`` (format, background, normalisation; the last two optional) ->
+    a dict of them; None for the course's sources (auto, file, builtin)."""
+    parts = str(source).split(":")
+    if parts[0] not in SCENE_FORMATS:
+        return None
+    keys = ("format", "background", "normalize")
+    out = dict(zip(keys, parts[:3]))
+    return {k: v for k, v in out.items() if v not in ("", "None", "null")}
+
+
+def load_scene_folder(path: Optional[str], fmt: str, image_size: Sequence[int], background: Optional[str] = None,
+                      normalize: str = "auto") -> NerfScene:
+    """A NeRF-synthetic / instant-ngp folder or COLMAP scene as a :class:`NerfScene` at
+    ``image_size`` (H, W), normalised into this assignment's frame (cameras at a mean distance of
+    4 around the origin, up +z). ``scene_info`` holds the format, the normalisation and the
+    background."""
+    from l3d.scenes import read_scene
+
+    if path in (None, "", "???"):
+        raise user_error("data.path", f"the folder of the {fmt} scene (data.format={fmt})", "none")
+    if not Path(path).exists():
+        raise user_error(f"data.path {path}", f"a {fmt} scene folder", "no such folder")
+    sc = read_scene(path, fmt, background, normalize, radius=4.0, up=(0.0, 0.0, 1.0), image_size=tuple(image_size))
+    split = (list(sc.split["train"]), list(sc.split["val"]), list(sc.split["test"]))
+    if not split[0] or not split[2]:
+        raise user_error(f"data.path {path}", "a scene with training and test views", f"{len(split[0])} train, "
+                         f"{len(split[2])} test")
+    out = NerfScene(sc.images, sc.cameras, split, f"{fmt}:{Path(path)}")
+    out.scene_info = sc.info()
+    return out
 
 
 def standin_kind(name: str) -> str:
@@ -79,6 +126,10 @@ def scene_data_label(source: str, name: str) -> str:
 
     if source.startswith("file:"):
         return data_label(course_file=_course_rel(Path(source[len("file:"):])))
+    fmt = source.split(":", 1)[0]
+    if fmt in SCENE_FORMATS:
+        words = {"blender": "NeRF-synthetic / instant-ngp folder", "colmap": "COLMAP scene"}[fmt]
+        return f"scene: {words} {source.split(':', 1)[1]}"
     kind = source.split(":", 1)[-1]
     files = f"{name}.pth/{name}.png"
     have = get_path(f"a3/{name}.pth", required=False) is not None
@@ -115,13 +166,15 @@ class NerfScene:
         images: (N, H, W, 3) float in [0, 1].
         cameras: N cameras (NDC intrinsics).
         split: (train, val, test) lists of view indices.
-        source: "file:<path>" or "builtin:<kind>" (``cow`` or ``glossy_spheres``).
+        source: "file:<path>", "builtin:<kind>" (``cow`` or ``glossy_spheres``), or
+            "blender:<path>" / "colmap:<path>" (:func:`load_scene_folder`).
     """
 
     images: torch.Tensor
     cameras: PerspectiveCameras
     split: Tuple[List[int], List[int], List[int]]
     source: str
+    scene_info: Optional[Dict] = None  # scenes of other formats: format, normalisation, background
 
     def subset(self, which: str) -> Tuple[torch.Tensor, PerspectiveCameras]:
         idx = {"train": 0, "val": 1, "test": 2}[which]
@@ -332,11 +385,16 @@ def load_nerf_scene(name: str, image_size: Sequence[int], source: str = "auto",
     Args:
         name: scene name (files ``<data root>/a3/<name>.pth`` and ``.png``).
         source: "auto" (the files when present, else the built-in scene), "file" (files required),
-            or "builtin".
+            "builtin", or ``"<format>[:<background>[:<normalize>]]"`` with format blender or colmap:
+            then ``name`` is the scene folder (:func:`load_scene_folder`).
         cache_dir: where built-in scenes are written (in the same format) and re-read; None
             renders them afresh each time.
         n_train, n_val, n_test, supersample: views and antialiasing of the built-in scene.
     """
+    folder = parse_scene_source(source)
+    if folder is not None:  # data.format=blender|colmap: `name` is the scene folder (data.path)
+        return load_scene_folder(name, folder["format"], as_hw(tuple(image_size)), folder.get("background"),
+                                 folder.get("normalize", "auto"))
     if source not in ("auto", "file", "builtin"):
         raise user_error("data.source", "auto, file or builtin", repr(source))
     h, w = as_hw(tuple(image_size))

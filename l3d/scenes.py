@@ -794,3 +794,72 @@ def render_object_views(num_views: int = 24, image_size: Sequence[int] = (96, 12
         rgba = render_mesh(mesh, cams, (h, w), lights=PointLights(location=(2.0, 3.0, 2.0)), batch_size=8,
                            background=(1.0, 0.0, 1.0))  # magenta: must never show through the alpha
     return ObjectViews(rgba.clamp(0, 1), cams, mesh, mesh.verts_packed())
+
+
+def sample_surface_colors(mesh, num: int, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(P, 3) points sampled uniformly by area on a textured mesh and their (P, 3) texture colours."""
+    gen = torch.Generator().manual_seed(seed)
+    faces = mesh.faces_packed()
+    face = torch.multinomial(mesh.faces_areas_packed(), num, replacement=True, generator=gen)  # (P,)
+    u, v = torch.rand(num, generator=gen).sqrt(), torch.rand(num, generator=gen)
+    bary = torch.stack([1 - u, u * (1 - v), u * v], -1)  # (P, 3)
+    points = (mesh.verts_packed()[faces[face]] * bary[..., None]).sum(1)
+    return points, mesh.textures.sample(mesh, face, bary).clamp(0, 1)
+
+
+def write_rendered_scene(out: PathLike, num_views: int = 100, image_size: int = 128, num_test: int = 15,
+                         num_points: int = 5000, texture: str = "mesh", ground: bool = False, seed: int = 0
+                         ) -> Dict[str, Path]:
+    """Render the textured object (:func:`render_object_views`) and write it three ways:
+    ``<out>/blender`` (NeRF-synthetic: RGBA PNGs, transforms_{train,val,test}.json; the last
+    ``num_test`` views are the test split, the 5 before them val), ``<out>/colmap`` (images on
+    white, a text model with PINHOLE cameras and ``num_points`` surface points with their
+    texture colours) and ``<out>/photos`` (the same images, no poses: input for
+    ``python -m l3d.prepare``)."""
+    from .media import save_image
+
+    root = Path(out)
+    v = render_object_views(num_views, (image_size, image_size), texture=texture, ground=ground, seed=seed)
+    rgb, a = v.rgba[..., :3], v.rgba[..., 3]
+    n_train = num_views - num_test - 5
+    if n_train < 1:
+        raise user_error("--num_views", f"more than --num_test + 5 = {num_test + 5}", num_views)
+    split = {"train": list(range(n_train)), "val": list(range(n_train, n_train + 5)),
+             "test": list(range(n_train + 5, num_views))}
+    write_blender(root / "blender", rgb, v.cameras, split, alpha=a)
+    white = rgb * a[..., None] + (1 - a[..., None])
+    names = [f"view_{i:03d}.png" for i in range(num_views)]
+    for sub in ("colmap/images", "photos"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        for i, name in enumerate(names):
+            save_image(root / sub / name, white[i])
+    pts, cols = sample_surface_colors(v.mesh, num_points, seed)
+    write_colmap(root / "colmap" / "sparse" / "0", v.cameras, (image_size, image_size), names, pts, cols)
+    return {"blender": root / "blender", "colmap": root / "colmap", "photos": root / "photos"}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """``python -m l3d.scenes``: write a rendered test scene in the NeRF-synthetic and COLMAP formats."""
+    from .cli import positive_int, report, script_parser
+
+    ap = script_parser("Render l3d's textured object from a spiral of cameras and write it as a NeRF-synthetic "
+                       "folder (blender/), a COLMAP scene with known cameras and coloured surface points (colmap/) "
+                       "and a plain folder of photos for python -m l3d.prepare (photos/).", "scenes/rendered")
+    ap.add_argument("--num_views", type=positive_int, default=100, help="cameras on the spiral")
+    ap.add_flag("image_size", default=128)
+    ap.add_argument("--num_test", type=positive_int, default=15, help="held-out test views (the last ones)")
+    ap.add_flag("num_points", default=5000, help="surface points of the COLMAP model")
+    ap.add_argument("--texture", choices=["mesh", "noise"], default="mesh",
+                    help="mesh: the object's texture; noise: random colour blocks (SIFT finds many features)")
+    ap.add_argument("--ground", action="store_true", help="with --texture noise: a textured floor under the object")
+    args = ap.parse_args(argv)
+    paths = write_rendered_scene(args.output_dir, args.num_views, args.image_size, args.num_test, args.num_points,
+                                 args.texture, args.ground, args.seed)
+    report(args.output_dir, {"views": args.num_views, "image_size": args.image_size, "test_views": args.num_test},
+           list(paths.values()))
+
+
+if __name__ == "__main__":
+    from .cli import run_cli
+
+    run_cli(main)

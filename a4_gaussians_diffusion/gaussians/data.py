@@ -28,6 +28,15 @@ World frame. The course's scenes come from COLMAP: y points down (:data:`COURSE_
 ``scene.json`` records another up vector (the built-in scene is y-up), so the turntable of a
 trained model can stand the object upright.
 
+Other formats. A NeRF-synthetic / instant-ngp folder (``transforms_{train,val,test}.json`` or
+``transforms.json``) or a COLMAP scene (``sparse/0`` + ``images/``, e.g. made from photos by
+``python -m l3d.prepare``) is read through :func:`l3d.scenes.read_scene` (:func:`load_scene`
+tells the formats apart): cameras normalised around the origin at a mean distance of 4 (the
+similarity is in ``Scene.normalization``), the format's own split (NeRF-synthetic: its test
+json; COLMAP: every 8th image), RGBA composited on the format's background (NeRF-synthetic:
+white; COLMAP: black), and for COLMAP the sparse points with their colours, which initialise
+the Gaussians' means and colours.
+
 The built-in scene (:func:`make_builtin_scene`) renders the course cow (or the procedural
 stand-in mesh when the cow is missing) with :func:`l3d.shading.render_mesh` from 100 cameras on
 a spiral over the upper part of a sphere, at 128 x 128, on white, into exactly this format, with
@@ -85,6 +94,9 @@ class Scene:
         background: RGB in [0, 1] behind the object in the frames (the course's: black).
         up: the world's up vector (the course's: (0, -1, 0), COLMAP's y down).
         data: what the frames are, for metrics.json (``"course: a4/truck"``, ``"stand-in: ..."``).
+        point_colors: (P, 3) colours of ``points`` in [0, 1] (COLMAP scenes), or None.
+        normalization: for NeRF-synthetic / COLMAP scenes, the similarity from the file's frame
+            (:meth:`l3d.scenes.Normalization.to_dict`).
     """
 
     images: torch.Tensor
@@ -97,6 +109,8 @@ class Scene:
     background: Tuple[float, float, float] = COURSE_BACKGROUND
     up: Tuple[float, float, float] = COURSE_UP
     data: str = ""
+    point_colors: Optional[torch.Tensor] = None  # (P, 3) in [0, 1] (COLMAP points), or None
+    normalization: Optional[Dict[str, Any]] = None  # scenes of other formats: file frame -> this frame
 
     @property
     def image_size(self) -> Tuple[int, int]:
@@ -105,7 +119,8 @@ class Scene:
     def to(self, device) -> "Scene":
         return Scene(self.images.to(device), self.cameras.to(device),
                      None if self.points is None else self.points.to(device),
-                     self.train_idx, self.test_idx, self.names, self.path, self.background, self.up, self.data)
+                     self.train_idx, self.test_idx, self.names, self.path, self.background, self.up, self.data,
+                     None if self.point_colors is None else self.point_colors.to(device), self.normalization)
 
 
 def split_indices(num_frames: int) -> Tuple[List[int], List[int]]:
@@ -239,16 +254,46 @@ def _load_npy(path: Path, expected: str) -> np.ndarray:
 MIN_FRAME_SIDE = 7
 
 
-def load_scene(path: PathLike, device="cpu") -> Scene:
-    """Read a scene folder of the course format (module docstring).
+def load_other_format(path: PathLike, fmt: str, device="cpu", image_size: Optional[int] = None) -> Scene:
+    """A NeRF-synthetic / instant-ngp folder or a COLMAP scene (module docstring) as a :class:`Scene`;
+    ``image_size`` resamples the views so that their longer side has that many pixels."""
+    from l3d.scenes import read_scene
+
+    sc = read_scene(path, fmt, normalize="auto", radius=4.0)
+    if image_size is not None:
+        h, w = sc.image_size
+        k = image_size / max(h, w)
+        sc = sc.resized((max(1, round(h * k)), max(1, round(w * k))))
+    if min(sc.image_size) < MIN_FRAME_SIDE:
+        raise user_error(path, f"frames of at least {MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} pixels (the SSIM window)",
+                         f"{sc.image_size[1]}x{sc.image_size[0]}")
+    if not sc.split["train"] or not sc.split["test"]:
+        raise user_error(path, "a scene with training and test views", f"{len(sc.split['train'])} train, "
+                         f"{len(sc.split['test'])} test")
+    words = {"blender": "NeRF-synthetic / instant-ngp folder", "colmap": "COLMAP scene"}[sc.format]
+    to = lambda t: None if t is None else t.to(device=device, dtype=torch.float32)  # noqa: E731
+    return Scene(sc.images.to(device), sc.cameras.to(device), to(sc.points), list(sc.split["train"]),
+                 list(sc.split["test"]), list(sc.names), Path(path), tuple(sc.background), tuple(sc.up),
+                 f"scene: {words} {Path(path).as_posix()}", to(sc.point_colors), sc.normalization.to_dict())
+
+
+def load_scene(path: PathLike, device="cpu", image_size: Optional[int] = None) -> Scene:
+    """Read a scene folder: the course format (module docstring), or a NeRF-synthetic /
+    instant-ngp folder or COLMAP scene (:func:`load_other_format`, which ``image_size`` resizes).
 
     Raises:
         UserError: naming the file or folder: a missing folder, ``imgs`` or ``poses``, fewer
             than 7 frames, a frame without a pose, a damaged image or array, images of
             different sizes, malformed or non-finite poses and points, a bad ``scene.json``.
     """
+    from l3d.scenes import detect_format
+
     root = Path(path)
     imgs_dir, poses_dir = root / "imgs", root / "poses"
+    if not poses_dir.is_dir():
+        fmt = detect_format(root)
+        if fmt is not None:
+            return load_other_format(root, fmt, device, image_size)
     for d in (root, imgs_dir, poses_dir):
         if not d.is_dir():
             raise user_error(d, f"a folder (a scene has imgs/, poses/ and points/ in {root})", "none")
@@ -440,7 +485,8 @@ def resolve_scene_path(data_path: Optional[str], cfg: BuiltinSceneConfig = Built
     * ``synthetic`` (or ``builtin``): the built-in cow scene;
     * None: the course scene ``<data root>/a4/truck`` when present, else (with a one-line note)
       the built-in scene;
-    * anything else: that folder (it must exist).
+    * anything else: that folder (it must exist): a course-format scene, a NeRF-synthetic /
+      instant-ngp folder or a COLMAP scene.
     """
     if data_path in ("synthetic", "builtin"):
         return builtin_scene_path(cfg, cache_dir=cache_dir)
@@ -452,5 +498,6 @@ def resolve_scene_path(data_path: Optional[str], cfg: BuiltinSceneConfig = Built
         return builtin_scene_path(cfg, cache_dir=cache_dir)
     p = Path(data_path)
     if not p.is_dir():
-        raise user_error(f"--data_path {p}", "a scene folder (imgs/, poses/, points/) or 'synthetic'", "no such folder")
+        raise user_error(f"--data_path {p}", "a scene folder (imgs/ + poses/, transforms*.json, or a COLMAP "
+                                             "sparse/0 + images/) or 'synthetic'", "no such folder")
     return p

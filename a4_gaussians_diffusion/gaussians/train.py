@@ -3,7 +3,11 @@
     python -m a4_gaussians_diffusion.gaussians.train --data_path <scene> --steps 1000
 
 <scene> is a folder in the course's format (imgs/frameNNNNNN.jpg, poses/frameNNNNNN.npy,
-points/points_N.npy; see a4_gaussians_diffusion/gaussians/data.py). Without --data_path the
+points/points_N.npy; see a4_gaussians_diffusion/gaussians/data.py), a NeRF-synthetic /
+instant-ngp folder (transforms_{train,val,test}.json or transforms.json: its test frames are
+the held-out views, RGBA is composited on white) or a COLMAP scene (sparse/0 + images/, e.g.
+made from photos by `python -m l3d.prepare`: every 8th image is held out, and its points with
+their colours initialise the Gaussians); --image_size shrinks the views of those two. Without --data_path the
 course's scene under <data root>/a4/truck is used when present, else the built-in cow scene
 (rendered once into output/.cache/a4_gaussians/); --data_path synthetic forces the built-in one.
 
@@ -70,7 +74,12 @@ HARDER_MIN_PSNR, HARDER_MIN_SSIM = 17.5, 0.78
 def build_parser() -> ScriptParser:
     ap = script_parser(__doc__, "a4_gaussians_diffusion/gaussians/train", presets={"quick": QUICK, "harder": HARDER})
     d = TrainConfig()
-    ap.add_flag("data_path", help="scene folder (course format), or 'synthetic' for the built-in cow scene")
+    ap.add_flag("data_path", help="scene folder: the course format, a NeRF-synthetic / instant-ngp folder "
+                                  "(transforms*.json) or a COLMAP scene (sparse/0 + images/, e.g. from python -m "
+                                  "l3d.prepare); or 'synthetic' for the built-in cow scene")
+    ap.add_flag("image_size", default=None,
+                help="NeRF-synthetic / COLMAP scenes: resample the views so that their longer side has this many "
+                     "pixels (default: as stored)")
     ap.add_flag("steps", default=d.steps, help="training iterations (one view each)")
     ap.add_flag("save_every", default=d.save_every)
     ap.add_flag("resume")
@@ -142,7 +151,7 @@ def main(argv=None):
 def train_and_check(args, cfg: TrainConfig, run: RunDir, device) -> dict:
     """Load the scene, train into ``run``, write metrics.json with the checks; returns the metrics."""
     harder = args.preset == "harder"
-    scene = load_scene(resolve_scene_path(args.data_path))
+    scene = load_scene(resolve_scene_path(args.data_path), image_size=getattr(args, "image_size", None))
     bg = cfg.background if cfg.background is not None else scene.background
     print(f"scene {scene.path}: {len(scene.names)} frames of {scene.image_size[1]}x{scene.image_size[0]}, "
           f"{len(scene.train_idx)} train / {len(scene.test_idx)} test, background {tuple(bg)}"

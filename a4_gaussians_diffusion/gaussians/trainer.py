@@ -38,6 +38,7 @@ from .data import Scene
 from .losses import evaluate_images, l1, ssim
 from .model import Gaussians
 from .ply import save_gaussians_ply
+from .sh import rgb_to_sh_dc
 from .rasterize import RasterSettings
 from .strategy import DensifySettings, DensifyStats, DensifyStrategy, densify_and_prune, replace_rows, \
     reset_opacities  # noqa: F401  (re-exported: the densification helpers lived here)
@@ -97,9 +98,15 @@ def init_gaussians(cfg: TrainConfig, scene: Scene, device) -> Gaussians:
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     if cfg.init == "points":
         if scene.points is None:
-            raise UserError(f"{scene.path} has no points/points_N.npy; use --init random")
+            raise UserError(f"{scene.path} has no points (points/points_N.npy, or a COLMAP model's points3D); "
+                            f"use --init random")
         g = Gaussians.from_points(scene.points.cpu(), isotropic=not cfg.anisotropic, with_sh=cfg.sh,
                                   generator=gen, sh_degree=cfg.sh_degree)
+        if scene.point_colors is not None:  # COLMAP points carry their colours: start from them
+            with torch.no_grad():
+                g.colours.copy_(scene.point_colors.cpu().to(g.colours.dtype))
+                if g.sh is not None:
+                    g.sh[:, :3] = rgb_to_sh_dc(g.colours)
     elif cfg.init == "random":
         g = Gaussians.random(cfg.num_random, isotropic=not cfg.anisotropic, with_sh=cfg.sh, generator=gen,
                              sh_degree=cfg.sh_degree)
@@ -331,4 +338,6 @@ def train(cfg: TrainConfig, scene: Scene, out: Union[Path, str, RunDir], device,
         "image_size": list(scene.image_size), "scene": str(scene.path), "background": list(bg),
         "scene_background": list(scene.background), "data": scene.data,
     })
+    if scene.normalization is not None:  # a NeRF-synthetic / COLMAP scene: how to map back to its frame
+        metrics["scene_normalization"] = scene.normalization
     return TrainResult(g, metrics, written)
