@@ -185,6 +185,8 @@ class _Lines:
 def _parse_numbers(lines: _Lines, keyword: bytes, ncols: int, need: int, path: Path) -> np.ndarray:
     """(n_lines, ncols) float64 of the first ``ncols`` numbers of each ``keyword`` line (0-padded)."""
     n_lines = int((lines.keywords == keyword).sum())
+    if n_lines == 0:
+        return np.zeros((0, ncols), dtype=np.float64)
     tok, line, pos = lines.data(keyword)
     counts = np.bincount(line, minlength=n_lines)
     if n_lines and counts.min() < need:
