@@ -198,6 +198,14 @@ def test_glb_textured_box_renders_its_texture(tmp_path):
     want = torch.from_numpy(colours[side[face.numpy()]] / 255.0).float()
     # every covered pixel shows its side's block colour (uvs stay inside the blocks: exact)
     np.testing.assert_allclose(img[hit].numpy(), want.numpy(), atol=2e-6)
+    # the same scene as text glTF with its buffers in separate files renders the same image
+    import trimesh
+
+    (tmp_path / "gltf").mkdir()
+    for name, data in trimesh.load(tmp_path / "box.glb").export(file_type="gltf").items():
+        (tmp_path / "gltf" / name).write_bytes(data)
+    again = load_mesh(tmp_path / "gltf" / "model.gltf")
+    torch.testing.assert_close(render_mesh(again, cam, 64, shader="unlit")[0, ..., :3], img, atol=1e-6, rtol=0)
 
 
 def test_glb_vertex_colours_render_interpolated(tmp_path):

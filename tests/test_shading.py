@@ -287,6 +287,20 @@ def test_each_shader_matches_the_analytic_lambertian_value():
     assert abs(facet - smooth) < 0.03
 
 
+@pytest.mark.parametrize("shader", ["gouraud", "flat"])
+def test_batched_cameras_and_lights_match_one_image_at_a_time(shader):
+    mesh = coloured_sphere(2)
+    R, T = look_at_view_transform(3.0, torch.tensor([0.0, 30.0, -20.0]), torch.tensor([0.0, 60.0, 200.0]))
+    cams = FoVPerspectiveCameras(fov=40.0, R=R, T=T)
+    locs = torch.tensor([[0.0, 0.0, -3.0], [2.0, 1.0, 1.0], [-1.0, 2.0, -2.0]])
+    mats = Materials(shininess=30.0)
+    batch = render_mesh(mesh, cams, 32, lights=PointLights(location=locs), materials=mats, shader=shader)
+    for i in range(3):
+        one = render_mesh(mesh, cams[i], 32, lights=PointLights(location=locs[i:i + 1]), materials=mats, shader=shader)
+        torch.testing.assert_close(batch[i:i + 1], one, atol=1e-6, rtol=0)
+    assert (batch[0] - batch[1]).abs().max() > 0.1
+
+
 def test_gouraud_with_a_uv_texture_and_shader_names():
     """A constant UV texture shades exactly as the same constant vertex colours; unknown names fail."""
     mesh = coloured_sphere(1)
