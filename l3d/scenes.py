@@ -26,7 +26,8 @@ COLMAP (``read_colmap``)
     distorted models (SIMPLE_RADIAL, RADIAL, OPENCV, ...) are undistorted through pycolmap into
     ``<scene>/undistorted`` on first use (``undistort="auto"``) or refused with one line
     (``undistort="reject"``). COLMAP's pixel convention (the top-left pixel's centre at (0.5,
-    0.5), camera axes x right, y down, z forward) is converted by :func:`cameras_from_opencv`.
+    0.5), camera axes x right, y down, z forward) is the screen convention of
+    :func:`l3d.cameras.cameras_from_opencv_projection`, which converts it.
     Every 8th image (sorted by name) is a test image, the rest train.
 
 Normalisation (:func:`fit_normalization`): ``X_norm = scale * (X - center) @ rotation``.
@@ -45,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -54,12 +56,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cameras import PerspectiveCameras, as_hw
+from .cameras import PerspectiveCameras, as_hw, cameras_from_opencv_projection, opencv_from_cameras
 from .errors import user_error
 
 __all__ = [
     "Scene", "Normalization", "read_scene", "read_blender", "read_colmap", "detect_format",
-    "fit_normalization", "cameras_from_opencv", "opencv_from_cameras", "composite_rgba",
+    "fit_normalization", "composite_rgba",
     "write_blender", "write_colmap", "BACKGROUNDS", "render_object_views", "ObjectViews", "parse_background",
 ]
 
@@ -78,43 +80,6 @@ _GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenGL camera axes -> OpenCV came
 # ----------------------------------------------------------------------------------------------
 # camera conversion
 # ----------------------------------------------------------------------------------------------
-def cameras_from_opencv(R: torch.Tensor, tvec: torch.Tensor, K: torch.Tensor,
-                        image_size: Sequence[int]) -> PerspectiveCameras:
-    """Cameras of the l3d convention from OpenCV / COLMAP extrinsics and intrinsics.
-
-    Args:
-        R: (N, 3, 3) world-to-camera rotations and tvec: (N, 3) translations,
-            ``x_cam = R x_world + t`` (column vectors; camera x right, y down, z forward).
-        K: (N, 3, 3) calibration matrices [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] in pixels with
-            COLMAP's pixel convention (the centre of the top-left pixel at (0.5, 0.5); add 0.5
-            to cx, cy of OpenCV's integer-centre convention first).
-        image_size: (H, W) of the images K refers to.
-    Returns:
-        N cameras: view axes flipped by D = diag(-1, -1, 1), ``R_l3d = R^T D``, ``T_l3d = D t``;
-        focal length (fx, fy) and principal point (cx, cy) in screen space.
-    """
-    h, w = as_hw(tuple(image_size))
-    d = torch.tensor([-1.0, -1.0, 1.0], dtype=R.dtype, device=R.device)
-    R_l3d = R.transpose(1, 2) * d  # (N, 3, 3): columns scaled by D
-    T_l3d = tvec * d  # (N, 3)
-    f = torch.stack([K[:, 0, 0], K[:, 1, 1]], -1)
-    p = torch.stack([K[:, 0, 2], K[:, 1, 2]], -1)
-    return PerspectiveCameras(focal_length=f, principal_point=p, R=R_l3d, T=T_l3d, in_ndc=False, image_size=(h, w))
-
-
-def opencv_from_cameras(cameras: PerspectiveCameras, image_size: Sequence[int]
-                        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Inverse of :func:`cameras_from_opencv`: (R (N, 3, 3), tvec (N, 3), K (N, 3, 3))."""
-    d = torch.tensor([-1.0, -1.0, 1.0], dtype=cameras.dtype, device=cameras.device)
-    R = (cameras.R * d).transpose(1, 2)
-    t = cameras.T * d
-    f = cameras.focal_length_screen(image_size)
-    p = cameras.principal_point_screen(image_size)
-    K = torch.zeros(len(cameras), 3, 3, dtype=cameras.dtype, device=cameras.device)
-    K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = f[:, 0], f[:, 1], p[:, 0], p[:, 1], 1.0
-    return R, t, K
-
-
 # ----------------------------------------------------------------------------------------------
 # normalisation
 # ----------------------------------------------------------------------------------------------
@@ -313,23 +278,30 @@ def composite_rgba(img: torch.Tensor, background: Sequence[float]) -> Tuple[torc
     return img[..., :3], None
 
 
-def parse_background(value: Union[str, Sequence[float], None], what: str = "background") -> Optional[RGB]:
-    """``white`` / ``black`` / ``"r,g,b"`` / three numbers in [0, 1] -> an RGB triple (None stays None)."""
+def parse_background(value: Union[str, Sequence[Any], None], what: str = "--background") -> Optional[RGB]:
+    """A background colour -> an RGB triple in [0, 1] (None stays None: the scene's own).
+
+    Accepts ``black``, ``white``, ``"r,g,b"`` (one string) or three numbers / strings, each in
+    [0, 1].
+
+    Raises:
+        UserError: anything else, naming ``what`` (the flag, or the file and key it came from)
+            and the accepted forms.
+    """
     if value is None:
         return None
-    if isinstance(value, str):
-        word = value.strip().lower()
+    parts: List[str] = [value] if isinstance(value, str) else [str(v) for v in value]
+    if len(parts) == 1:
+        word = parts[0].strip().lower()
         if word in BACKGROUNDS:
             return BACKGROUNDS[word]
-        parts: Sequence[Any] = [p for p in word.replace(",", " ").split() if p]
-    else:
-        parts = list(value)
+        parts = [p for p in re.split(r"[,\s]+", word) if p]
     try:
         rgb = tuple(float(p) for p in parts)
-    except (TypeError, ValueError):
+    except ValueError:
         rgb = ()
-    if len(rgb) != 3 or not all(0.0 <= v <= 1.0 for v in rgb):
-        raise user_error(what, "white, black or r,g,b with each value in [0, 1]", repr(value))
+    if len(rgb) != 3 or not all(0.0 <= c <= 1.0 for c in rgb):
+        raise user_error(what, "black, white or r,g,b with each value in [0, 1]", repr(" ".join(parts)))
     return rgb  # type: ignore[return-value]
 
 
@@ -475,7 +447,7 @@ def read_blender(path: PathLike, background: Union[str, Sequence[float], None] =
     K = np.zeros((len(c2w), 3, 3))
     K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = intr[:, 0], intr[:, 1], intr[:, 2], intr[:, 3], 1
     as_t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
-    cams = cameras_from_opencv(as_t(w2c[:, :3, :3]), as_t(w2c[:, :3, 3]), as_t(K), hw)
+    cams = cameras_from_opencv_projection(as_t(w2c[:, :3, :3]), as_t(w2c[:, :3, 3]), as_t(K), hw)
     if not split["val"] and "all" not in jsons:
         split["val"] = list(split["test"])
     scene = Scene(images, cams, names, split, alpha=alpha, background=bg, format="blender", path=root)
@@ -663,7 +635,7 @@ def read_colmap(path: PathLike, image_dir: Optional[PathLike] = None, undistort:
         K[:, 0] *= w / cw
         K[:, 1] *= h / ch
     as_t = lambda a: torch.as_tensor(np.stack(a) if isinstance(a, list) else a, dtype=torch.float64)  # noqa: E731
-    cams = cameras_from_opencv(as_t(Rs), as_t(ts), as_t(K), (h, w))
+    cams = cameras_from_opencv_projection(as_t(Rs), as_t(ts), as_t(K), (h, w))
     pts = cols = None
     if rec.num_points3D() > 0:
         p3 = [rec.points3D[k] for k in sorted(rec.points3D.keys())]

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from l3d.errors import UserError
-from l3d.scenes import (Normalization, cameras_from_opencv, detect_format, fit_normalization, opencv_from_cameras,
+from l3d.cameras import cameras_from_opencv_projection as cameras_from_opencv, opencv_from_cameras
+from l3d.scenes import (Normalization, detect_format, fit_normalization,
                         read_blender, read_colmap, read_scene, render_object_views, write_blender, write_colmap)
 
 H, W = 72, 96

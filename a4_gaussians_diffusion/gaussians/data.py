@@ -64,6 +64,7 @@ from l3d.media import load_image
 from l3d.checks import data_label
 from l3d.errors import user_error
 from l3d.run import atomic_folder
+from l3d.scenes import parse_background  # noqa: F401  (--background, scene.json; part of this module's API)
 
 PathLike = Union[str, os.PathLike]
 
@@ -163,40 +164,6 @@ def camera_to_pose(camera: PerspectiveCameras, image_size: Tuple[int, int]) -> n
     f = camera.focal_length.detach().double().cpu().numpy()
     p = camera.principal_point.detach().double().cpu().numpy()
     return np.concatenate([R, T, f, p], 1)
-
-
-def parse_background(value: Union[str, Sequence[Any], None], what: str = "--background"
-                     ) -> Optional[Tuple[float, float, float]]:
-    """``--background`` -> an RGB triple in [0, 1] (None stays None: the scene's own).
-
-    Accepts ``black``, ``white``, ``"r,g,b"`` (one string) or three numbers / strings, each in
-    [0, 1].
-
-    Raises:
-        UserError: anything else, naming ``what`` (the flag, or the file and key it came from)
-            and the accepted forms.
-    """
-    if value is None:
-        return None
-    parts: List[str]
-    if isinstance(value, str):
-        parts = [value]
-    else:
-        parts = [str(v) for v in value]
-    if len(parts) == 1:
-        word = parts[0].strip().lower()
-        if word == "black":
-            return (0.0, 0.0, 0.0)
-        if word == "white":
-            return (1.0, 1.0, 1.0)
-        parts = [p for p in re.split(r"[,\s]+", word) if p]
-    try:
-        rgb = tuple(float(p) for p in parts)
-    except ValueError:
-        rgb = ()
-    if len(rgb) != 3 or not all(0.0 <= c <= 1.0 for c in rgb):
-        raise user_error(what, "black, white or r,g,b with each value in [0, 1]", repr(" ".join(parts)))
-    return rgb  # type: ignore[return-value]
 
 
 def read_scene_meta(folder: PathLike) -> Dict[str, Any]:
