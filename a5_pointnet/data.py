@@ -43,7 +43,7 @@ from l3d.data import data_root
 from l3d.errors import user_error
 from l3d.run import atomic_path
 
-from .datasets import LAYOUT_HELP, VIEW_META, describe, find_release, write_view
+from .datasets import LAYOUT_HELP, RELEASE_HELP, VIEW_META, describe, find_release, write_view
 from .synthetic import CHAIR_PARTS, CLASS_NAMES, GENERATOR_VERSION, generate_split
 
 __all__ = [
@@ -231,10 +231,10 @@ def resolve_data(task: str, data: str = "auto", data_dir: Optional[str] = None, 
             return _release_spec(release, task, cache_dir, num_train, num_test, 0 if seed is None else seed, quiet,
                                  cloud_points, point_pick, normals)
         if data != "auto":
-            raise user_error(f"--data_path {folder}", f"the {data} release: {LAYOUT_HELP}", "none of its files")
+            raise user_error(f"--data_path {folder}", f"the {data} release: {RELEASE_HELP[data]}", "none of its files")
         if not ((folder / "cls").is_dir() or (folder / "seg").is_dir()):
             raise user_error(f"--data_path {folder}", f"the course layout ({task}/{{data,label}}_{{train,test}}.npy) "
-                             f"or a release: {LAYOUT_HELP}", "neither")
+                             f"or a release: {LAYOUT_HELP}", "none of them")
     course_root = Path(data_dir) if data_dir else data_root() / "a5"
     if data != "synthetic":
         if _course_present(course_root, task):
@@ -350,26 +350,26 @@ def load_split(root: str | Path, task: str, split: str) -> Tuple[np.ndarray, np.
     return np.ascontiguousarray(data, dtype=np.float32), labels.astype(np.int64)  # writable (np.load reads into memory)
 
 
-def load_categories(root: str | Path, split: str, num_shapes: Optional[int] = None
+def load_categories(root: str | Path, split: str, limit: Optional[int] = None
                     ) -> Tuple[np.ndarray, List[List[int]], Tuple[str, ...]]:
-    """``(category (N,) int64, parts of every category, category names)`` of a seg split.
+    """``(category (N,) int64, parts of every category, category names)`` of a seg split (its
+    first ``limit`` shapes; None: all).
 
     For ShapeNet-part, the category of every shape and the (contiguous) part ids of every
     category, as written with the converted data; for the course's and the procedural data (one
-    kind of object, the chairs), category 0 for every shape and all parts in it. ``num_shapes``
-    (the course layout has no category file to count from) is the number of shapes to return for
-    those; a release's file gives all of its shapes.
+    kind of object, the chairs), category 0 for every shape and all parts in it.
     """
     meta = view_meta(root)
     if meta is None or "category_parts" not in meta:
-        n = len(_load_array(Path(root) / "seg" / f"label_{split}.npy")) if num_shapes is None else num_shapes
+        n = len(_load_array(Path(root) / "seg" / f"label_{split}.npy"))
+        n = n if limit is None else min(n, limit)
         return np.zeros(n, dtype=np.int64), [list(range(NUM_CLASSES["seg"]))], ("chair",)
     path = Path(root) / "seg" / f"category_{split}.npy"
     cats = _load_array(path).astype(np.int64)
     if cats.ndim != 1 or (cats.size and (cats.min() < 0 or cats.max() >= len(meta["category_parts"]))):
         raise user_error(path, f"category ids 0..{len(meta['category_parts']) - 1}, one per shape",
                          f"shape {cats.shape}")
-    return cats, [list(p) for p in meta["category_parts"]], tuple(meta["class_names"])
+    return cats[:limit], [list(p) for p in meta["category_parts"]], tuple(meta["class_names"])
 
 
 def load_normals(root: str | Path, task: str, split: str) -> Optional[np.ndarray]:

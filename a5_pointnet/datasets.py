@@ -55,7 +55,7 @@ from l3d.train import progress
 
 __all__ = [
     "LAYOUTS", "RELEASE_FOLDERS", "Release", "Split", "find_release", "read_split", "pick_points",
-    "write_view", "VIEW_META", "LAYOUT_HELP", "category_parts_of", "describe",
+    "write_view", "VIEW_META", "LAYOUT_HELP", "RELEASE_HELP", "category_parts_of", "describe",
 ]
 
 #: the layouts :func:`find_release` recognises, and what ``--data`` calls them
@@ -65,12 +65,18 @@ RELEASE_FOLDERS = ("modelnet40_ply_hdf5_2048", "modelnet40_normal_resampled",
                    "shapenetcore_partanno_segmentation_benchmark_v0_normal", "hdf5_data")
 #: the file each converted folder carries beside ``<task>/``: what it was made from, names and counts
 VIEW_META = "dataset.json"
-#: one line on what a release folder holds, for error messages
-LAYOUT_HELP = ("modelnet40_ply_hdf5_2048 (shape_names.txt, train_files.txt, ply_data_*.h5), "
-               "modelnet40_normal_resampled (modelnet40_shape_names.txt or modelnet10_shape_names.txt, "
-               "modelnet40_train.txt, <class>/<class>_0001.txt), ShapeNet-part text "
-               "(synsetoffset2category.txt, train_test_split/) or ShapeNet-part hdf5_data "
-               "(all_object_categories.txt, train_hdf5_file_list.txt)")
+#: what each release folder holds (its telling files), for error messages
+RELEASE_HELP = {
+    "modelnet40_h5": "modelnet40_ply_hdf5_2048 (shape_names.txt, train_files.txt, ply_data_*.h5)",
+    "modelnet40_txt": "modelnet40_normal_resampled (modelnet40_shape_names.txt, modelnet40_train.txt, "
+                      "<class>/<class>_0001.txt)",
+    "modelnet10_txt": "modelnet40_normal_resampled with ModelNet10's lists (modelnet10_shape_names.txt, "
+                      "modelnet10_train.txt)",
+    "shapenet_part": "ShapeNet-part as shapenetcore_partanno_segmentation_benchmark_v0_normal "
+                     "(synsetoffset2category.txt, train_test_split/) or hdf5_data (all_object_categories.txt, "
+                     "train_hdf5_file_list.txt)",
+}
+LAYOUT_HELP = "; ".join(v for k, v in RELEASE_HELP.items() if k != "modelnet10_txt")
 #: bump when the parse cache's contents change
 PARSE_VERSION = 1
 #: points per cloud of the view when the clouds of a release differ in size (as many as PointNet's HDF5 copies)
@@ -422,8 +428,8 @@ def read_split(release: Release, split: str, cache_dir: Optional[str | Path] = N
         return _parse_text_split(release, split, quiet)
     folder = Path(cache_dir) / "a5_datasets" / "parsed" / f"{release.layout}_{split}_{_cache_key(release, split)}"
     if (folder / "done.json").is_file():
-        return Split(*[np.load(folder / f"{k}.npy") if (folder / f"{k}.npy").is_file() else None
-                       for k in _SPLIT_FIELDS])
+        return Split(*[np.load(folder / f"{k}.npy", mmap_mode="r") if (folder / f"{k}.npy").is_file() else None
+                       for k in _SPLIT_FIELDS])  # mapped: only what the view takes is read
     t = time.perf_counter()
     sp = _parse_text_split(release, split, quiet)
     with atomic_folder(folder) as tmp:

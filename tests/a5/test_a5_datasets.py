@@ -246,13 +246,19 @@ def test_shapenet_part_h5_full_table(tmp_path):
     cats, parts, names = load_categories(spec.root, "test")
     assert len(parts) == 16 and parts[4] == [12, 13, 14, 15] and parts[8] == [24, 25, 26, 27]
     assert cats.tolist() == truth["test"][2].tolist() and names[4] == "Chair"
+    assert load_categories(spec.root, "test", limit=1)[0].tolist() == truth["test"][2][:1].tolist()
+    # the course layout: one kind of object holding all six parts
+    (tmp_path / "course" / "seg").mkdir(parents=True)
+    np.save(tmp_path / "course" / "seg" / "label_test.npy", np.zeros((3, 5), np.int64))
+    cats, parts, names = load_categories(tmp_path / "course", "test", limit=2)
+    assert cats.tolist() == [0, 0] and parts == [[0, 1, 2, 3, 4, 5]] and names == ("chair",)
 
 
 def test_errors_are_one_line_and_name_the_file(tmp_path):
     cache = str(tmp_path / "cache")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(UserError, match=r"empty: expected the course layout .* or a release: modelnet40_ply_hdf5_2048"):
+    with pytest.raises(UserError, match=r"empty: expected the course layout .* or a release: modelnet40_ply_hdf5_2048.*found none of them"):
         resolve_data("cls", "auto", str(empty), cache_dir=cache)
     with pytest.raises(UserError, match="no such folder"):
         resolve_data("cls", "auto", str(tmp_path / "nowhere"), cache_dir=cache)
@@ -291,7 +297,7 @@ def _train(tmp_path, data_dir, name):
     out = tmp_path / name
     t = time.perf_counter()
     assert train.main(["--task", "cls", "--quick", "--data_dir", str(data_dir), "--cache_dir", str(tmp_path / "cache"),
-                       "--output_dir", str(out), "--num_epochs", "3", "--num_points", "256", "--eval_points", "256",
+                       "--output_dir", str(out), "--num_epochs", "2", "--num_points", "256", "--eval_points", "256",
                        "--final_points", "256", "--batch_size", "12", "--bn_batches", "2", "--width", "0.25",
                        "--device", "cpu", "--no-baseline"]) == 0
     return json.loads((out / "metrics.json").read_text()), time.perf_counter() - t
@@ -300,11 +306,11 @@ def _train(tmp_path, data_dir, name):
 @pytest.mark.parametrize("layout", ["h5", "txt"])
 def test_train_pointnet_on_modelnet_fixture_beats_chance(tmp_path, layout):
     if layout == "h5":
-        write_modelnet_h5(tmp_path / "data", n_train=24, n_test=16, points=256)
+        write_modelnet_h5(tmp_path / "data", n_train=16, n_test=12, points=256)
     else:
-        write_modelnet_txt(tmp_path / "data", n_train=24, n_test=16, points=256)
+        write_modelnet_txt(tmp_path / "data", n_train=16, n_test=12, points=256)
     m, secs = _train(tmp_path, tmp_path / "data", layout)
     assert m["data_source"] == f"modelnet40_{layout}" and m["data"].startswith("dataset: ModelNet40")
-    assert m["num_train"] == 72 and m["num_test"] == 48  # three balanced classes: chance is 1/3
+    assert m["num_train"] == 48 and m["num_test"] == 36  # three balanced classes: chance is 1/3
     assert m["test_accuracy"] > 0.6, m["test_accuracy"]
     print(f"{layout}: held-out accuracy {m['test_accuracy']:.3f}, run {secs:.1f} s, training {m['train_time_s']:.1f} s")
