@@ -80,7 +80,8 @@ def add_memory_flags(ap) -> None:
     g.add_argument("--fp16", action="store_true",
                    help="the same as --precision fp16: half-precision weights (half the weights' memory; CUDA only)")
     g.add_argument("--attention_slicing", action="store_true",
-                   help="compute the UNet's attention in slices of half the head size (less peak memory, slower)")
+                   help="compute the UNet's attention in slices of half the head size instead of PyTorch's fused "
+                        "attention (which already keeps no attention maps): for setups without fused attention")
     g.add_argument("--vae_slicing", action="store_true",
                    help="VAE encodes / decodes a batch one image at a time (helps only with --batch_size > 1)")
     g.add_argument("--vae_tiling", action="store_true",

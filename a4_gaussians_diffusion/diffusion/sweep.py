@@ -1,7 +1,7 @@
 """The whole A4 Q2 section in one command: every prompt of configs/a4/sds_prompts.yaml, every variant.
 
     python -m a4_gaussians_diffusion.diffusion.sweep                                   # Stable Diffusion 2.1-base
-    python -m a4_gaussians_diffusion.diffusion.sweep --model /path/to/sd21base --fp16 --attention_slicing
+    python -m a4_gaussians_diffusion.diffusion.sweep --model /path/to/sd21base --fp16 --vae_tiling
     python -m a4_gaussians_diffusion.diffusion.sweep --only mesh                       # one part
     python -m a4_gaussians_diffusion.diffusion.sweep --model tiny --quick              # no weights: tiny random model
 
@@ -16,10 +16,10 @@ Parts and variants (the prompts and any extra flags per part come from ``--confi
 Every run is the part's own ``main`` called in this process with its flags (``command.txt`` in its
 folder is the command that reproduces it alone), writing into ``<output_dir>/<part>/<run folder>``.
 ``sweep_state.json`` records each run's flags and status: a run that finished with the same flags
-is skipped on the next sweep (``--rerun`` runs it again), a run that was stopped (Ctrl-C / SIGTERM
-save a checkpoint and stop the sweep) or failed after its first checkpoint continues with
-``--resume``. A run that fails is reported and the sweep goes on with the next one; the exit status
-is 1 when any run failed.
+is skipped on the next sweep (``--rerun`` runs it again); a run that was stopped (Ctrl-C / SIGTERM
+save its checkpoint and stop the sweep) continues from that checkpoint (``--resume``) on the next
+sweep. A run that fails with an input error is reported in the table and the sweep goes on with
+the next one (it starts afresh on the next sweep); the exit status is 1 when any run failed.
 
 Summary, rewritten after every run: ``results.md`` (one table row per run: part, prompt and where it
 comes from, variant, status, iterations, wall time, seconds per iteration, final SDS loss, peak
@@ -53,8 +53,9 @@ from l3d.run import atomic_write, read_metrics
 
 from .sds import DEFAULT_MODEL, resolve_model
 
-#: The prompt list shipped with the project (``--config`` default).
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "a4" / "sds_prompts.yaml"
+#: The prompt list shipped with the project (``--config`` default), relative to the repository root.
+CONFIG_NAME = "configs/a4/sds_prompts.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / CONFIG_NAME
 PARTS = ("image", "mesh", "nerf")
 SOURCES = ("course", "project")
 MODULES = {p: f"a4_gaussians_diffusion.diffusion.{m}" for p, m in
@@ -206,8 +207,8 @@ def finished(entry: Optional[dict], run: Run) -> bool:
 
 
 def resumable(entry: Optional[dict], run: Run) -> bool:
-    """Whether ``entry`` is a stopped or failed run with ``run``'s flags that left a checkpoint."""
-    if not entry or entry.get("status") not in ("stopped", "failed", "started") or entry.get("argv") != run.argv:
+    """Whether ``entry`` is a stopped run with ``run``'s flags that left a checkpoint."""
+    if not entry or entry.get("status") != "stopped" or entry.get("argv") != run.argv:
         return False
     folder = entry.get("folder")
     return bool(folder) and any((Path(folder) / "checkpoints").glob("*.pt"))
@@ -299,7 +300,8 @@ def write_results_md(root: Path, rows: Sequence[Dict[str, Any]], model: str, gri
         folder = Path(r["folder"]).relative_to(root).as_posix() if r["folder"] and _inside(r["folder"], root) \
             else (r["folder"] or "-")
         lines.append(f"| {r['part']} | {r['prompt']} | {r['source']} | {r['variant']} | {status.replace('|', '/')} | "
-                     f"{_fmt(r['iterations'], 'd')} | {_fmt(r['wall_s'], '.1f')} | {_fmt(r['time_per_iter_s'], '.4f')} | "
+                     f"{_fmt(r['iterations'], 'd')} | {_fmt(r['wall_s'], '.1f')} | "
+                     f"{_fmt(r['time_per_iter_s'], '.4f')} | "
                      f"{_fmt(r['final_sds_loss'])} | {_fmt(r['peak_memory_mb'], '.0f')} | {checks} | `{folder}` |")
     if grids:
         lines += ["", "Grids: " + ", ".join(f"`{g.name}`" for g in grids) + "."]
@@ -396,7 +398,9 @@ def write_summary(root: Path, runs: Sequence[Run], state: Dict[str, Any], model:
 # ----------------------------------------------------------------------------------------------
 def build_parser():
     ap = script_parser(__doc__, "a4_gaussians_diffusion/diffusion_sweep")
-    ap.add_argument("--config", default=str(DEFAULT_CONFIG),
+    ap._option_string_actions["--quick"].help = ("handed to every run: each script's quick preset (small sizes, "
+                                                 "few steps); the prompt file's args win")
+    ap.add_argument("--config", default=CONFIG_NAME,
                     help="YAML prompt file: per part (image, mesh, nerf) its prompts with their source and extra "
                          "flags")
     ap.add_argument("--only", choices=PARTS, default=None, help="run one part only")
@@ -411,7 +415,8 @@ def build_parser():
     g.add_argument("--vae_slicing", action="store_true", help="the VAE one image of a batch at a time")
     g.add_argument("--vae_tiling", action="store_true", help="the VAE in overlapping tiles")
     g.add_argument("--cpu_offload", nargs="?", const="sequential", default="none",
-                   choices=["none", "model", "sequential"], help="weights kept in CPU memory (the flag alone: sequential)")
+                   choices=["none", "model", "sequential"],
+                   help="weights kept in CPU memory (the flag alone: sequential)")
     return ap
 
 
@@ -436,6 +441,8 @@ def _resolve_weights(model: str, root: Path) -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     config_path = Path(args.config)
+    if args.config == CONFIG_NAME and not config_path.is_file():
+        config_path = DEFAULT_CONFIG  # run from another folder: the file shipped with the project
     config = load_prompt_config(config_path)
     if args.only and args.only not in config:
         raise user_error("--only", f"a part that {config_path} lists ({', '.join(config)})", args.only)

@@ -95,6 +95,15 @@ def test_sweep_runs_every_prompt_and_variant_then_skips_them(tmp_path, monkeypat
     monkeypatch.setattr(sweep, "run_one", lambda run, resume: calls.append(run.key) or real(run, resume))
     assert sweep.main(argv) == 0 and calls == []
     assert json.loads((out / "metrics.json").read_text())["runs_skipped"] == 10
+    # a run marked stopped (Ctrl-C) continues from its checkpoint
+    state = json.loads((out / "sweep_state.json").read_text())
+    state["image | a hamburger | guidance"]["status"] = "stopped"
+    (out / "sweep_state.json").write_text(json.dumps(state))
+    resumed = []
+    monkeypatch.setattr(sweep, "run_one", lambda run, resume: resumed.append((run.key, resume)) or real(run, resume))
+    assert sweep.main(argv) == 0 and resumed == [("image | a hamburger | guidance", True)]
+    assert "--resume" in (out / "image/a_hamburger_guidance/command.txt").read_text()
+    monkeypatch.setattr(sweep, "run_one", lambda run, resume: calls.append(run.key) or real(run, resume))
     assert sweep.main(argv + ["--only", "mesh", "--seed", "1"]) == 0
     assert calls == ["mesh | a cow with tiger stripes | texture", "mesh | a zebra-striped cow | texture"]
     table = (out / "results.md").read_text()
@@ -192,3 +201,36 @@ def test_script_flags_are_recorded_and_fp16_on_cpu_is_refused(tiny_dir, tmp_path
     with pytest.raises(UserError, match="not together with --precision fp32"):
         image_optimization.main(["--fp16", "--precision", "fp32", "--device", "cpu", "--model", str(tiny_dir),
                                  "--output_dir", str(tmp_path / "both")])
+
+
+def test_a_stopped_run_stops_the_sweep_and_a_failed_one_does_not(tmp_path, monkeypatch):
+    """Ctrl-C inside a run (its metrics say stopped_at_step) ends the sweep after that run; an input
+    error in a run is listed as failed and the sweep goes on (exit status 1)."""
+    cfg = tmp_path / "prompts.yaml"
+    cfg.write_text("image:\n  prompts: [{prompt: a, source: course}, {prompt: b, source: project}]\n")
+    monkeypatch.setattr(sweep, "_resolve_weights", lambda model, root: model)
+    seen = []
+
+    def fake(run, resume, stop_first=True):
+        seen.append(run.key)
+        folder = tmp_path / "out" / run.part / run.key.replace(" | ", "_").replace(" ", "_")
+        folder.mkdir(parents=True)
+        stopped = 3 if stop_first and len(seen) == 1 else None
+        (folder / "metrics.json").write_text(json.dumps({"stopped_at_step": stopped, "iterations": 10}))
+        return folder, 0.5
+
+    monkeypatch.setattr(sweep, "run_one", fake)
+    argv = ["--config", str(cfg), "--model", "m", "--output_dir", str(tmp_path / "out")]
+    assert sweep.main(argv) == 0 and seen == ["image | a | guidance"]
+    state = json.loads((tmp_path / "out" / "sweep_state.json").read_text())
+    assert state["image | a | guidance"]["status"] == "stopped" and "image | a | no guidance" not in state
+
+    def failing(run, resume):
+        seen.append(run.key)
+        raise UserError(f"bad thing in {run.prompt.text}")
+
+    seen.clear()
+    monkeypatch.setattr(sweep, "run_one", failing)
+    assert sweep.main(argv + ["--rerun"]) == 1 and len(seen) == 4
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert table.count("| failed: bad thing in") == 4
