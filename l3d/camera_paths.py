@@ -16,8 +16,8 @@ interpolation between training views. Each returns a batch of C :class:`~l3d.cam
   the 90th percentile of the training centres' offsets in the average frame (LLFF's rule).
 * :func:`interpolate_views` - through chosen training cameras in order: rotations by spherical
   linear interpolation of their quaternions (scipy ``Slerp``), centres by a natural cubic spline
-  (``"spline"``, three or more keys) or piecewise linearly, focal length and principal point
-  linearly. The path starts exactly at the first key camera and ends exactly at the last.
+  (``"spline"``, three or more keys), piecewise linearly, or ``"spherical"``ly about the point the
+  keys look at (for object-centric captures), focal length and principal point linearly. The path starts exactly at the first key camera and ends exactly at the last.
 """
 
 from __future__ import annotations
@@ -159,18 +159,67 @@ def camera_quaternions(cameras: PerspectiveCameras) -> torch.Tensor:
     return torch.from_numpy(np.roll(xyzw, 1, axis=-1))
 
 
+def _spherical_centres(C: np.ndarray, focus: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(N, 3) centres at parameters t in [0, K - 1] between the K key centres C (K, 3): directions
+    from ``focus`` slerped, distances interpolated linearly, segment by segment."""
+    off = C - focus  # (K, 3)
+    dist = np.linalg.norm(off, axis=-1)  # (K,)
+    if float(dist.min()) <= 0:
+        raise ValueError("a key camera sits on the focus point; use centers='spline' or 'linear'")
+    u = off / dist[:, None]
+    seg = np.clip(np.floor(t).astype(np.int64), 0, len(C) - 2)  # (N,)
+    s = (t - seg)[:, None]  # (N, 1) position inside the segment
+    a, b = u[seg], u[seg + 1]  # (N, 3)
+    omega = np.arccos(np.clip((a * b).sum(-1, keepdims=True), -1.0, 1.0))  # (N, 1)
+    small = omega < 1e-6
+    sin_o = np.where(small, 1.0, np.sin(omega))
+    wa = np.where(small, 1.0 - s, np.sin((1.0 - s) * omega) / sin_o)
+    wb = np.where(small, s, np.sin(s * omega) / sin_o)
+    r = (1.0 - s) * dist[seg][:, None] + s * dist[seg + 1][:, None]
+    return focus + r * (wa * a + wb * b)
+
+
+def _aim_between_keys(rot: np.ndarray, cen: np.ndarray, focus: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Turn each slerped rotation (N, 3, 3) so its viewing axis points from its centre at ``focus``,
+    by the smallest rotation. When the keys themselves look at ``focus`` (within 1e-3 rad, as in an
+    object-centric capture) every frame is turned fully; otherwise with weight ``sin(pi s)^2``
+    (s: position in the key segment), none at the keys (they stay exact), all of it half-way,
+    where slerp between far-apart views drifts most."""
+    z = rot[:, :, 2]  # (N, 3) viewing axes
+    target = focus - cen
+    target = target / np.linalg.norm(target, axis=-1, keepdims=True)
+    axis = np.cross(z, target)  # (N, 3)
+    sin_a = np.linalg.norm(axis, axis=-1)
+    full = np.arctan2(sin_a, (z * target).sum(-1))  # (N,)
+    on_key = np.abs(t - np.round(t)) < 1e-9
+    keys_aimed = not on_key.any() or float(full[on_key].max()) < 1e-3
+    angle = full if keys_aimed else full * np.sin(np.pi * (t - np.floor(t))) ** 2
+    k = axis / np.maximum(sin_a, 1e-12)[:, None]
+    K = np.zeros((len(t), 3, 3))
+    K[:, 0, 1], K[:, 0, 2], K[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
+    K = K - K.transpose(0, 2, 1)  # (N, 3, 3) cross-product matrices
+    sa, ca = np.sin(angle)[:, None, None], np.cos(angle)[:, None, None]
+    Q = np.eye(3) + sa * K + (1 - ca) * (K @ K)  # Rodrigues
+    return Q @ rot  # the columns (camera axes in world space) turned by Q
+
+
 def interpolate_views(
     cameras: PerspectiveCameras,
     num_frames: int,
     indices: Optional[Sequence[int]] = None,
-    centers: Literal["spline", "linear"] = "spline",
+    centers: Literal["spline", "linear", "spherical"] = "spline",
     loop: bool = False,
 ) -> PerspectiveCameras:
     """``num_frames`` cameras through the key cameras ``cameras[indices]`` (all, in order, by default).
 
     Args:
         cameras: the training cameras; indices: which of them are keys, in path order (>= 2).
-        centers: "spline" (natural cubic through the key centres; linear with 2 keys) or "linear".
+        centers: "spline" (natural cubic through the key centres; linear with 2 keys), "linear", or
+            "spherical": around the point the key cameras look at (:func:`focus_point`), the direction
+            of each centre from it by slerp and its distance linearly, so a path between views of
+            an object-centric capture keeps its distance instead of cutting across towards the object;
+            the slerped rotations are also turned (smallest rotation) to look at that point
+            (see :func:`_aim_between_keys`).
         loop: return to the first key at the end (the last frame is then just before it, so the
             video loops without a repeated frame).
     Returns:
@@ -201,8 +250,12 @@ def interpolate_views(
         cen = CubicSpline(key_t, C, axis=0, bc_type="periodic" if loop and k >= 4 else "natural")(t)
     elif centers in ("spline", "linear"):
         cen = np.stack([np.interp(t, key_t, C[:, j]) for j in range(3)], -1)
+    elif centers == "spherical":
+        focus = focus_point(keys).cpu().numpy()
+        cen = _spherical_centres(C, focus, t)
+        rot = _aim_between_keys(rot, cen, focus, t)
     else:
-        raise ValueError(f"centers must be 'spline' or 'linear', got {centers!r}")
+        raise ValueError(f"centers must be 'spline', 'linear' or 'spherical', got {centers!r}")
     foc = np.stack([np.interp(t, key_t, f[:, j]) for j in range(2)], -1)
     pp = np.stack([np.interp(t, key_t, p[:, j]) for j in range(2)], -1)
     Rt = torch.from_numpy(rot)

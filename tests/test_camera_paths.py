@@ -112,6 +112,26 @@ def test_spline_through_several_keys_and_loop():
     assert float((looped.get_camera_center()[-1] - key_c[0]).norm()) < float((key_c[7] - key_c[0]).norm())
 
 
+def test_spherical_centres_keep_their_distance_from_the_focus():
+    at = torch.tensor([0.2, 0.1, -0.3])
+    R, T = look_at_view_transform(torch.tensor([3.0, 5.0, 4.0]), torch.tensor([0.0, 30.0, -10.0]),
+                                  torch.tensor([0.0, 120.0, 250.0]), at=(at.tolist(),))
+    keys = PerspectiveCameras(focal_length=1.5, R=R, T=T)
+    cams = interpolate_views(keys, 41, centers="spherical")
+    d = (cams.get_camera_center().double() - at.double()).norm(dim=-1)
+    t = torch.linspace(0, 2, 41, dtype=torch.float64)
+    expected = torch.where(t <= 1, 3 + 2 * t, 5 - (t - 1))  # linear in each segment
+    torch.testing.assert_close(d, expected, atol=1e-4, rtol=0)
+    for frame, key in ((0, 0), (20, 1), (40, 2)):
+        torch.testing.assert_close(cams.get_camera_center()[frame], keys.get_camera_center()[key], atol=1e-4, rtol=0)
+    # between the keys the slerped rotations are re-aimed: every frame looks at the focus
+    assert float(look_error(cams, at).max()) < 1e-4
+    assert_rotations(cams.R)
+    lin = interpolate_views(keys, 41, centers="linear")  # the chord cuts towards the object
+    d_lin = (lin.get_camera_center().double() - at.double()).norm(dim=-1)
+    assert float(d_lin[30]) < float(expected[30]) - 0.3
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="radius"):
         orbit(4, radius=0.0)
