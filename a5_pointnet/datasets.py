@@ -389,11 +389,12 @@ def _parse_text_split(release: Release, split: str, quiet: bool) -> Split:
         cols = 7 if shapenet else 6
         if a.shape[0] == 0 or a.shape[1] not in ((7,) if shapenet else (3, 6)):
             raise user_error(path, f"{cols} numbers per line" + ("" if shapenet else " (or 3)"), f"shape {a.shape}")
+        if not np.isfinite(a).all():
+            raise user_error(path, "finite numbers", "NaN or infinity")
         arrays.append(a)
     lengths = np.array([len(a) for a in arrays], dtype=np.int64)
     allp = np.concatenate(arrays)
     del arrays
-    _check_points(listing, allp[:, :6] if allp.shape[1] >= 6 else allp)
     labels = np.array([lab for _, lab in entries], dtype=np.int64)
     parts = None
     if shapenet:
@@ -449,7 +450,7 @@ def read_split(release: Release, split: str, cache_dir: Optional[str | Path] = N
 def pick_points(offsets: np.ndarray, count: int, how: str = "first", seed: int = 0) -> np.ndarray:
     """(N, count) indices into the concatenated points: ``count`` points of every cloud.
 
-    ``how="first"``: the first ``count`` points (the releases store their points in random order);
+    ``how="first"``: the first ``count`` points (as the releases' own loaders take them);
     ``"random"``: a seeded random subset. A cloud with fewer points repeats them (cycling through
     the same order), so every point is used before any is used twice.
     """
