@@ -714,7 +714,7 @@ class ObjectViews:
 
 def render_object_views(num_views: int = 24, image_size: Sequence[int] = (96, 128), focal_ndc: float = 2.4,
                         dist: float = 2.7, elev_range: Tuple[float, float] = (10.0, 50.0), texture: str = "mesh",
-                        ground: bool = False, seed: int = 0) -> ObjectViews:
+                        ground: bool = False, ground_size: float = 3.0, seed: int = 0) -> ObjectViews:
     """Render l3d's procedural textured object (:func:`l3d.data.procedural_textured_mesh`, y-up,
     inside [-1, 1]^3) from ``num_views`` cameras on a golden-angle spiral around it, with the
     principal point at the image centre.
@@ -724,7 +724,7 @@ def render_object_views(num_views: int = 24, image_size: Sequence[int] = (96, 12
         elev_range: elevations (degrees) of the first and last camera.
         texture: ``mesh`` (the object's own texture) or ``noise`` (random colour blocks at three
             scales: corners enough for SIFT to match the views).
-        ground: with ``noise``, also a 6 x 6 textured floor under the object.
+        ground: with ``noise``, also a textured floor under the object, ``2 ground_size`` on a side.
     Returns:
         :class:`ObjectViews` with straight-alpha RGBA renders (alpha 1 on the object).
     """
@@ -747,8 +747,8 @@ def render_object_views(num_views: int = 24, image_size: Sequence[int] = (96, 12
         t = mesh.textures
         v, f, fu, vu = mesh.verts_packed(), mesh.faces_packed(), t._faces[0], t._uvs[0]
         vu = vu * torch.tensor([0.5, 1.0]) * 0.998  # inside the left half (off the seam)
-        if ground:  # a textured 6 x 6 floor under the object
-            g = torch.tensor([[-3.0, 0.0, -3.0], [3.0, 0.0, -3.0], [3.0, 0.0, 3.0], [-3.0, 0.0, 3.0]])
+        if ground:  # a textured floor under the object
+            g = torch.tensor([[-1.0, 0.0, -1.0], [1.0, 0.0, -1.0], [1.0, 0.0, 1.0], [-1.0, 0.0, 1.0]]) * ground_size
             g[:, 1] = float(v[:, 1].min())
             uv = torch.tensor([[0.502, 0.0], [1.0, 0.0], [1.0, 1.0], [0.502, 1.0]])
             quad = torch.tensor([[0, 2, 1], [0, 3, 2]])
@@ -780,8 +780,8 @@ def sample_surface_colors(mesh, num: int, seed: int = 0) -> Tuple[torch.Tensor, 
 
 
 def write_rendered_scene(out: PathLike, num_views: int = 100, image_size: int = 128, num_test: int = 15,
-                         num_points: int = 5000, texture: str = "mesh", ground: bool = False, seed: int = 0
-                         ) -> Dict[str, Path]:
+                         num_points: int = 5000, texture: str = "mesh", ground: bool = False,
+                         ground_size: float = 3.0, seed: int = 0) -> Dict[str, Path]:
     """Render the textured object (:func:`render_object_views`) and write it three ways:
     ``<out>/blender`` (NeRF-synthetic: RGBA PNGs, transforms_{train,val,test}.json; the last
     ``num_test`` views are the test split, the 5 before them val), ``<out>/colmap`` (images on
@@ -791,7 +791,8 @@ def write_rendered_scene(out: PathLike, num_views: int = 100, image_size: int = 
     from .media import save_image
 
     root = Path(out)
-    v = render_object_views(num_views, (image_size, image_size), texture=texture, ground=ground, seed=seed)
+    v = render_object_views(num_views, (image_size, image_size), texture=texture, ground=ground,
+                            ground_size=ground_size, seed=seed)
     rgb, a = v.rgba[..., :3], v.rgba[..., 3]
     n_train = num_views - num_test - 5
     if n_train < 1:
@@ -824,9 +825,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap.add_argument("--texture", choices=["mesh", "noise"], default="mesh",
                     help="mesh: the object's texture; noise: random colour blocks (SIFT finds many features)")
     ap.add_argument("--ground", action="store_true", help="with --texture noise: a textured floor under the object")
+    ap.add_argument("--ground_size", type=float, default=3.0, help="half the side of the floor (the object spans [-1, 1])")
     args = ap.parse_args(argv)
     paths = write_rendered_scene(args.output_dir, args.num_views, args.image_size, args.num_test, args.num_points,
-                                 args.texture, args.ground, args.seed)
+                                 args.texture, args.ground, args.ground_size, args.seed)
     report(args.output_dir, {"views": args.num_views, "image_size": args.image_size, "test_views": args.num_test},
            list(paths.values()))
 

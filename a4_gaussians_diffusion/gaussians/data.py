@@ -34,8 +34,8 @@ Other formats. A NeRF-synthetic / instant-ngp folder (``transforms_{train,val,te
 tells the formats apart): cameras normalised around the origin at a mean distance of 4 (the
 similarity is in ``Scene.normalization``), the format's own split (NeRF-synthetic: its test
 json; COLMAP: every 8th image), RGBA composited on the format's background (NeRF-synthetic:
-white; COLMAP: black), and for COLMAP the sparse points with their colours, which initialise
-the Gaussians' means and colours.
+white; COLMAP: black), a near plane at depth 0.2 (:data:`OTHER_FORMAT_ZNEAR`), and for COLMAP
+the sparse points with their colours, which initialise the Gaussians' means and colours.
 
 The built-in scene (:func:`make_builtin_scene`) renders the course cow (or the procedural
 stand-in mesh when the cow is missing) with :func:`l3d.shading.render_mesh` from 100 cameras on
@@ -221,6 +221,12 @@ def _load_npy(path: Path, expected: str) -> np.ndarray:
 MIN_FRAME_SIDE = 7
 
 
+#: Near plane of NeRF-synthetic / COLMAP scenes (cameras normalised to a mean distance of 4): the
+#: rasteriser drops Gaussians nearer than this, as 3DGS culls at depth 0.2, so sparse points
+#: beside a camera do not splat over its whole view.
+OTHER_FORMAT_ZNEAR = 0.2
+
+
 def load_other_format(path: PathLike, fmt: str, device="cpu", image_size: Optional[int] = None) -> Scene:
     """A NeRF-synthetic / instant-ngp folder or a COLMAP scene (module docstring) as a :class:`Scene`;
     ``image_size`` resamples the views so that their longer side has that many pixels."""
@@ -239,7 +245,9 @@ def load_other_format(path: PathLike, fmt: str, device="cpu", image_size: Option
                          f"{len(sc.split['test'])} test")
     words = {"blender": "NeRF-synthetic / instant-ngp folder", "colmap": "COLMAP scene"}[sc.format]
     to = lambda t: None if t is None else t.to(device=device, dtype=torch.float32)  # noqa: E731
-    return Scene(sc.images.to(device), sc.cameras.to(device), to(sc.points), list(sc.split["train"]),
+    cams = sc.cameras.to(device)
+    cams.znear = OTHER_FORMAT_ZNEAR  # real scenes have points next to (and behind) the cameras
+    return Scene(sc.images.to(device), cams, to(sc.points), list(sc.split["train"]),
                  list(sc.split["test"]), list(sc.names), Path(path), tuple(sc.background), tuple(sc.up),
                  f"scene: {words} {Path(path).as_posix()}", to(sc.point_colors), sc.normalization.to_dict())
 
