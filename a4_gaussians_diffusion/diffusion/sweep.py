@@ -427,7 +427,7 @@ def _resolve_weights(model: str, root: Path) -> str:
         from .tiny import build_tiny_pipeline, is_tiny
 
         folder = root / ".tiny_sd_checkpoint"
-        if not is_tiny(folder):
+        if not is_tiny(folder):  # (creates the output folder too)
             build_tiny_pipeline(folder)
         return str(folder.resolve())
     try:
@@ -446,12 +446,18 @@ def main(argv=None) -> int:
     config = load_prompt_config(config_path)
     if args.only and args.only not in config:
         raise user_error("--only", f"a part that {config_path} lists ({', '.join(config)})", args.only)
+    if args.fp16:  # every run would refuse it: say so once, before anything is built
+        from l3d.train import choose_device
+
+        from .sds import choose_dtype
+
+        choose_dtype(choose_device(args.device), "fp16")
     root = Path(args.output_dir)
     if args.dry_run:
         model = args.model
     else:
-        root.mkdir(parents=True, exist_ok=True)
         model = _resolve_weights(args.model, root)
+        root.mkdir(parents=True, exist_ok=True)
     common = ["--model", model, "--device", args.device, "--seed", str(args.seed)]
     common += [f"--{k}" for k in PASS_SWITCHES if getattr(args, k)]
     if args.cpu_offload != "none":

@@ -119,6 +119,7 @@ def test_sweep_without_weights_is_one_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
     assert "hf download stabilityai/stable-diffusion-2-1-base" in err[0] and "--model tiny" in err[0]
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 @pytest.mark.parametrize("text, says", [
@@ -198,6 +199,9 @@ def test_script_flags_are_recorded_and_fp16_on_cpu_is_refused(tiny_dir, tmp_path
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "needs a CUDA device" in err[0] and "drop --fp16" in err[0]
     assert not (tmp_path / "fp16").exists()
+    with pytest.raises(UserError, match="needs a CUDA device"):  # the sweep says it once, before any run
+        sweep.main(["--fp16", "--device", "cpu", "--model", "tiny", "--output_dir", str(tmp_path / "sw")])
+    assert not (tmp_path / "sw").exists()
     with pytest.raises(UserError, match="not together with --precision fp32"):
         image_optimization.main(["--fp16", "--precision", "fp32", "--device", "cpu", "--model", str(tiny_dir),
                                  "--output_dir", str(tmp_path / "both")])
