@@ -23,7 +23,7 @@ SURFACE_CFG = {
     "implicit_function": {"type": "neural_surface", "n_harmonic_functions_xyz": 2, "n_layers_distance": 3,
                           "n_hidden_neurons_distance": 32, "n_layers_color": 1, "n_hidden_neurons_color": 16},
     "renderer": {"type": "volume_sdf", "density": "volsdf", "alpha": ALPHA, "beta": 0.05},
-    "sampler": {"type": "stratified", "n_pts_per_ray": 8, "min_depth": 2.0, "max_depth": 6.0},
+    "sampler": {"type": "stratified", "n_pts_per_ray": 32, "min_depth": 1.0, "max_depth": 6.0, "bound_radius": 1.25},
     "geometry": {"scale": 1.25, "grid_size": 32, "thresh": 0.0},
 }
 NERF_CFG = {
@@ -51,6 +51,9 @@ def sdf_run(tmp_path_factory):
     assert loss < 1e-3
     run = tmp_path_factory.mktemp("a3_run")
     save_checkpoint(run / "checkpoints" / "ckpt_0.pt", {"model": model.state_dict(), "config": SURFACE_CFG, "step": 0})
+    from omegaconf import OmegaConf
+
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(SURFACE_CFG)))  # as a run writes it
     return run, model
 
 
@@ -123,3 +126,20 @@ def test_not_an_a3_run_is_one_line(tmp_path):
     save_checkpoint(tmp_path / "other.pt", {"weights": torch.zeros(2)})
     with pytest.raises(UserError, match="A3 training run"):
         export.main(["--load_checkpoint", str(tmp_path / "other.pt")])
+
+
+def test_render_path_orbits_a_trained_run(sdf_run, tmp_path):
+    import imageio.v3 as iio
+
+    from l3d.render_path import main
+
+    run, _ = sdf_run
+    out = tmp_path / "orbit"
+    m = main(["--scene", str(run), "--num_frames", "3", "--image_size", "16", "--radius", "3",
+              "--focal_length", "1.5", "--output_dir", str(out), "--device", "cpu"])
+    assert m["frames"] == 3 and m["data"].startswith("A3 part_7")
+    frames = iio.imread(out / "orbit.gif")[..., :3].astype(float)
+    assert frames.shape[1:] == (16, 16, 3)
+    # the sphere of radius 0.8 seen from 3 units with focal 1.5 covers about pi (0.4 * 8)^2 / 256 of the image
+    lit = (frames.sum(-1) > 30).mean(axis=(1, 2))
+    assert bool((lit > 0.15).all()) and bool((lit < 0.7).all())
