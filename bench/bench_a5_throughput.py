@@ -12,17 +12,22 @@ fraction understates the work done). Writes output/bench/a5_throughput.json.
 
 ``--peak_memory``: instead, the peak memory of one evaluation forward pass (eval mode, no
 gradients) of one cloud of --num_points points per model, each in a fresh child process: on the
-CPU the growth of the process's peak resident set size (``getrusage`` maxrss, which sees torch's
-allocations, unlike ``tracemalloc``) from just before the pass to just after; on CUDA
+CPU the process's peak resident set size during the pass minus its resident size just before
+(Linux: the peak, ``VmHWM``, is reset through ``/proc/self/clear_refs`` before the pass; it sees
+torch's allocations, unlike ``tracemalloc``; elsewhere the growth of ``getrusage`` maxrss); on CUDA
 ``torch.cuda.max_memory_allocated`` above the memory held before the pass. ``--quick_models``
 builds the models of the ``--quick`` presets of ``a5_pointnet.train`` (half width) instead of the
 papers' widths. For the global Transformer it is also measured with the query blocks of its
-attention disabled (``transformer_unbounded``). Writes output/bench/a5_peak_memory.json.
+attention disabled (``transformer_unbounded``), and with PyTorch's plain "math" attention kernel,
+which forms the score matrix, with and without the blocks (``transformer_math``,
+``transformer_math_unbounded``; the fused kernel that PyTorch picks on a CPU never forms it).
+Writes output/bench/a5_peak_memory.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -32,6 +37,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -94,11 +100,36 @@ def model_config(task: str, arch: str, quick: bool) -> ModelConfig:
                        heads=args.heads, neighbors=args.neighbors)
 
 
+def _proc_status(key: str) -> int:
+    """A memory line of /proc/self/status in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def _reset_peak_rss() -> int:
+    """Reset the peak resident set size where Linux allows it; return the baseline to subtract."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # 5: reset VmHWM to the current VmRSS
+        return _proc_status("VmRSS")
+    except (OSError, KeyError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _peak_rss() -> int:
+    try:
+        return _proc_status("VmHWM")
+    except (OSError, KeyError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def forward_peak(spec: str, device_name: str, points: int, quick: bool) -> dict:
     """Child process: peak memory of one no-grad forward pass of one cloud (see the module doc)."""
     task, arch = spec.split(":")
-    unbounded = arch == "transformer_unbounded"
-    arch = "transformer" if unbounded else arch
+    unbounded, math_kernel = arch.endswith("_unbounded"), "_math" in arch
+    if arch.startswith("transformer_"):
+        arch = "transformer"
     device = choose_device(device_name)
     torch.manual_seed(0)
     model = build_model(model_config(task, arch, quick)).to(device).eval()
@@ -111,16 +142,17 @@ def forward_peak(spec: str, device_name: str, points: int, quick: bool) -> dict:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    rss0 = _reset_peak_rss()
     t = time.perf_counter()
-    with torch.no_grad():
+    kernel = sdpa_kernel(SDPBackend.MATH) if math_kernel else contextlib.nullcontext()
+    with torch.no_grad(), kernel:
         model(x)
     _sync(device)
     dt = time.perf_counter() - t
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - before
     else:
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) * 1024
+        peak = _peak_rss() - rss0
     return {"task": task, "model": spec.split(":")[1], "num_points": points, "device": str(device),
             "peak_bytes": int(peak), "forward_s": dt, "parameters": sum(p.numel() for p in model.parameters()),
             "quick_models": quick}
@@ -156,7 +188,7 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=2, help="timed steps per model")
     ap.add_argument("--models", nargs="+", default=None,
                     help="task:model pairs (default: PointNet and PointNet++; --peak_memory: all four models and "
-                         "cls:transformer_unbounded)")
+                         "the cls Transformer's variants transformer_unbounded, _math, _math_unbounded)")
     ap.add_argument("--output", default=DEFAULT_OUTPUT)
     ap.add_argument("--peak_memory", action="store_true", help="measure the peak memory of one forward pass instead")
     ap.add_argument("--quick_models", action="store_true", help="--peak_memory: the --quick presets' models")
@@ -166,7 +198,8 @@ def main(argv=None):
         print(json.dumps(forward_peak(args.forward_child, args.device, args.num_points, args.quick_models)))
         return 0
     if args.peak_memory:
-        args.models = args.models or [*ALL_MODELS, "cls:transformer_unbounded"]
+        args.models = args.models or [*ALL_MODELS, *(f"cls:transformer_{v}" for v in ("unbounded", "math",
+                                                                                     "math_unbounded"))]
         return peak_memory(args)
     args.models = args.models or ALL_MODELS[:4]
     device = choose_device(args.device)
