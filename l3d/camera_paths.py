@@ -122,6 +122,7 @@ def spiral(
     z_rate: float = 0.5,
     focus: Optional[Vec3] = None,
     percentile: float = 90.0,
+    up: Optional[Vec3] = None,
 ) -> PerspectiveCameras:
     """A spiral of ``num_frames`` cameras around the average of the training ``cameras``.
 
@@ -131,6 +132,8 @@ def spiral(
         radii: (3,) half-axes along the average pose's x, y, z; default: the ``percentile`` of the
             absolute offsets of the training centres from their mean, in the average frame.
         focus: (3,) point every camera looks at; default :func:`focus_point` of the cameras.
+        up: (3,) world up of the path's cameras (keeps the horizon level when the scene's up is
+            known, e.g. for captures all around an object); default the average pose's y axis.
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -146,7 +149,8 @@ def spiral(
     t = 2 * math.pi * rotations * torch.arange(num_frames, dtype=torch.float64, device=centre.device) / num_frames
     local_path = torch.stack([rad[0] * torch.cos(t), rad[1] * torch.sin(t), rad[2] * torch.sin(z_rate * t)], -1)
     eyes = centre + local_path @ axes.T  # (C, 3)
-    cams = _cameras(eyes, at.to(eyes), axes[:, 1], cameras.focal_length[:1].double(),
+    up_t = axes[:, 1] if up is None else F.normalize(torch.as_tensor(up, dtype=torch.float64).reshape(3), dim=0)
+    cams = _cameras(eyes, at.to(eyes), up_t.to(eyes), cameras.focal_length[:1].double(),
                     cameras.principal_point[:1].double())
     return cams.to(device=cameras.device, dtype=cameras.dtype)
 

@@ -16,7 +16,8 @@ The core library imports none of them by name.
 Paths (:mod:`l3d.camera_paths`):
 * orbit: around --center (default: the scene's centre) at --radius (default: the scene's camera
   distance) and --elevation degrees, about the scene's up vector;
-* spiral: --rotations turns around the mean of the training cameras, looking where they look;
+* spiral: --rotations turns around the mean of the training cameras, looking where they look,
+  upright about the scene's up vector;
 * interp: through the training cameras --keys (default: 4 spread over the training set), rotations
   by slerp, centres by --centers (default: around the point the keys look at, keeping their
   distance; spline and linear cut across towards the object between far-apart views).
@@ -116,7 +117,7 @@ def path_cameras(scene: PathScene, args) -> PerspectiveCameras:
     if train is None or len(train) < 2:
         raise user_error("--path", f"orbit for {args.scene} ({scene.missing_views})", args.path)
     if args.path == "spiral":
-        return spiral(train, n, rotations=args.rotations)
+        return spiral(train, n, rotations=args.rotations, up=scene.up)
     keys = args.keys
     if keys is None:
         keys = torch.linspace(0, len(train) - 1, min(4, len(train))).round().long().tolist()

@@ -74,6 +74,10 @@ def test_spiral_circles_the_mean_pose_and_looks_at_the_focus():
     assert bool((local.abs() <= rad + 1e-6).all())
     torch.testing.assert_close(local.mean(0), torch.zeros(3, dtype=torch.float64), atol=1e-6, rtol=0)
     assert cams.principal_point[0].tolist() == pytest.approx([0.05, -0.02])
+    # with the world's up given, every camera's x axis is horizontal (a level horizon)
+    level = spiral(train, 40, up=(0.0, 1.0, 0.0))
+    assert float(level.R[:, 1, 0].abs().max()) < 1e-5
+    assert float(look_error(level, at).max()) < 1e-4
 
 
 def test_interpolation_hits_its_keys_and_stays_a_rotation():
