@@ -62,7 +62,7 @@ from .errors import user_error
 __all__ = [
     "Scene", "Normalization", "read_scene", "read_blender", "read_colmap", "detect_format",
     "fit_normalization", "composite_rgba",
-    "write_blender", "write_colmap", "BACKGROUNDS", "render_object_views", "ObjectViews", "parse_background",
+    "write_blender", "write_colmap", "BACKGROUNDS", "render_object_views", "ObjectViews", "parse_background", "outlier_mask",
 ]
 
 PathLike = Union[str, Path]
@@ -676,6 +676,20 @@ def write_colmap(path: PathLike, cameras: PerspectiveCameras, image_size: Sequen
             rec.add_point3D(p, pycolmap.Track(), c)
     (rec.write_binary if binary else rec.write_text)(str(out))
     return out
+
+
+def outlier_mask(points: torch.Tensor, k: int = 8, std_ratio: float = 3.0) -> torch.Tensor:
+    """(P,) bool, True for the points to keep: statistical outlier removal, dropping points whose
+    mean distance to their ``k`` nearest neighbours exceeds the mean of that distance over all
+    points by more than ``std_ratio`` standard deviations (stray structure-from-motion points far
+    from the rest would otherwise become huge Gaussians)."""
+    from .ops import knn_points
+
+    if len(points) <= k + 1:
+        return torch.ones(len(points), dtype=torch.bool, device=points.device)
+    p = points.detach().float()[None]
+    d = knn_points(p, p, K=k + 1).dists[0, :, 1:].clamp(min=0).sqrt().mean(-1)  # (P,) without the point itself
+    return d <= d.mean() + std_ratio * d.std()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -301,9 +301,13 @@ def test_a4_gaussians_read_both_formats(blender_dir, colmap_dirs, tmp_path):
 
     col = load_scene(colmap_dirs["binary"])
     assert col.data.startswith("scene: COLMAP scene") and col.test_idx == [0, 8, 16] and len(col.train_idx) == N - 3
-    assert col.points.shape == col.point_colors.shape == (len(range(0, 3122, 7)), 3)
+    n_pts = len(range(0, 3122, 7))  # stray points (none here, but a few of the densest-spread vertices) dropped
+    assert col.points.shape == col.point_colors.shape and 0.97 * n_pts <= len(col.points) <= n_pts
     g = init_gaussians(TrainConfig(), col, "cpu")  # COLMAP points start the Gaussians: positions and colours
     assert torch.equal(g.means.detach(), col.points) and torch.allclose(g.colours.detach(), col.point_colors)
+    # sparse points: 3DGS's initial scale, the root of the mean squared distance to the 3 nearest points
+    d2 = torch.cdist(col.points, col.points).pow(2).sort(dim=1).values[:, 1:4].mean(1)
+    assert torch.allclose(g.log_scales.detach()[:, 0], 0.5 * torch.log(d2), atol=1e-4)
     g_sh = init_gaussians(TrainConfig(sh=True), col, "cpu")
     assert torch.allclose(g_sh.sh.detach()[:, :3], rgb_to_sh_dc(col.point_colors), atol=1e-6)
     bl = load_scene(blender_dir, image_size=48)
@@ -315,3 +319,12 @@ def test_a4_gaussians_read_both_formats(blender_dir, colmap_dirs, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["iterations"] == 3 and m["data"].startswith("scene: COLMAP") and m["scene_normalization"]["mode"] == "cameras"
     assert m["num_gaussians"] == len(col.points) and np.isfinite(m["psnr"])
+
+
+def test_outlier_mask_drops_stray_points():
+    from l3d.scenes import outlier_mask
+
+    gen = torch.Generator().manual_seed(0)
+    pts = torch.cat([torch.rand(500, 3, generator=gen), torch.tensor([[30.0, 0.0, 0.0], [0.5, -40.0, 0.5]])])
+    keep = outlier_mask(pts)
+    assert not keep[-2:].any() and keep[:-2].float().mean() > 0.97

@@ -35,7 +35,8 @@ tells the formats apart): cameras normalised around the origin at a mean distanc
 similarity is in ``Scene.normalization``), the format's own split (NeRF-synthetic: its test
 json; COLMAP: every 8th image), RGBA composited on the format's background (NeRF-synthetic:
 white; COLMAP: black), a near plane at depth 0.2 (:data:`OTHER_FORMAT_ZNEAR`), and for COLMAP
-the sparse points with their colours, which initialise the Gaussians' means and colours.
+the sparse points with their colours (statistical outliers dropped,
+:func:`l3d.scenes.outlier_mask`), which initialise the Gaussians' means and colours.
 
 The built-in scene (:func:`make_builtin_scene`) renders the course cow (or the procedural
 stand-in mesh when the cow is missing) with :func:`l3d.shading.render_mesh` from 100 cameras on
@@ -51,7 +52,7 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -230,7 +231,7 @@ OTHER_FORMAT_ZNEAR = 0.2
 def load_other_format(path: PathLike, fmt: str, device="cpu", image_size: Optional[int] = None) -> Scene:
     """A NeRF-synthetic / instant-ngp folder or a COLMAP scene (module docstring) as a :class:`Scene`;
     ``image_size`` resamples the views so that their longer side has that many pixels."""
-    from l3d.scenes import read_scene
+    from l3d.scenes import outlier_mask, read_scene
 
     sc = read_scene(path, fmt, normalize="auto", radius=4.0)
     if image_size is not None:
@@ -245,6 +246,12 @@ def load_other_format(path: PathLike, fmt: str, device="cpu", image_size: Option
                          f"{len(sc.split['test'])} test")
     words = {"blender": "NeRF-synthetic / instant-ngp folder", "colmap": "COLMAP scene"}[sc.format]
     to = lambda t: None if t is None else t.to(device=device, dtype=torch.float32)  # noqa: E731
+    if sc.points is not None:  # stray SfM points would start as huge Gaussians (their neighbours are far)
+        keep = outlier_mask(sc.points)
+        if not bool(keep.all()):
+            print(f"{path}: {int((~keep).sum())} of {len(keep)} sparse points dropped as outliers "
+                  f"(mean distance to their 8 nearest neighbours > mean + 3 std)", file=sys.stderr)
+            sc = replace(sc, points=sc.points[keep], point_colors=sc.point_colors[keep])
     cams = sc.cameras.to(device)
     cams.znear = OTHER_FORMAT_ZNEAR  # real scenes have points next to (and behind) the cameras
     return Scene(sc.images.to(device), cams, to(sc.points), list(sc.split["train"]),

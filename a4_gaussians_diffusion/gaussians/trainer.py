@@ -28,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import torch
 
 from l3d.errors import NonFiniteError, UserError, user_error
+from l3d.ops import knn_points
 from l3d.media import save_gif_with_png
 from l3d.run import LOSS_LOG, LOSS_PLOT, CheckpointManager, LossLog, RunDir, check_finite, check_finite_params, \
     check_same_config
@@ -102,6 +103,11 @@ def init_gaussians(cfg: TrainConfig, scene: Scene, device) -> Gaussians:
                             f"use --init random")
         g = Gaussians.from_points(scene.points.cpu(), isotropic=not cfg.anisotropic, with_sh=cfg.sh,
                                   generator=gen, sh_degree=cfg.sh_degree)
+        if scene.normalization is not None:  # sparse SfM points: 3DGS's scale, sqrt(mean sq. distance to 3 NN)
+            with torch.no_grad():
+                pts = scene.points.cpu()[None].to(g.log_scales.dtype)
+                d2 = knn_points(pts, pts, K=min(4, len(scene.points))).dists[0, :, 1:].mean(-1)  # (P,) without itself
+                g.log_scales.copy_((0.5 * torch.log(d2.clamp(min=1e-12)))[:, None].expand_as(g.log_scales))
         if scene.point_colors is not None:  # COLMAP points carry their colours: start from them
             with torch.no_grad():
                 g.colours.copy_(scene.point_colors.cpu().to(g.colours.dtype))
