@@ -305,9 +305,11 @@ def test_a4_gaussians_read_both_formats(blender_dir, colmap_dirs, tmp_path):
     assert col.points.shape == col.point_colors.shape and 0.97 * n_pts <= len(col.points) <= n_pts
     g = init_gaussians(TrainConfig(), col, "cpu")  # COLMAP points start the Gaussians: positions and colours
     assert torch.equal(g.means.detach(), col.points) and torch.allclose(g.colours.detach(), col.point_colors)
-    # sparse points: 3DGS's initial scale, the root of the mean squared distance to the 3 nearest points
-    d2 = torch.cdist(col.points, col.points).pow(2).sort(dim=1).values[:, 1:4].mean(1)
-    assert torch.allclose(g.log_scales.detach()[:, 0], 0.5 * torch.log(d2), atol=1e-4)
+    # sparse points: the course's initial scale (mean squared distance to 50 neighbours), capped at
+    # 3DGS's (the root of the mean squared distance to the 3 nearest points)
+    sq = torch.cdist(col.points, col.points).pow(2).sort(dim=1).values
+    course, cap = torch.log(sq[:, :50].mean(1)), 0.5 * torch.log(sq[:, 1:4].mean(1))
+    assert torch.allclose(g.log_scales.detach()[:, 0], torch.minimum(course, cap), atol=1e-4)
     g_sh = init_gaussians(TrainConfig(sh=True), col, "cpu")
     assert torch.allclose(g_sh.sh.detach()[:, :3], rgb_to_sh_dc(col.point_colors), atol=1e-6)
     bl = load_scene(blender_dir, image_size=48)

@@ -103,11 +103,15 @@ def init_gaussians(cfg: TrainConfig, scene: Scene, device) -> Gaussians:
                             f"use --init random")
         g = Gaussians.from_points(scene.points.cpu(), isotropic=not cfg.anisotropic, with_sh=cfg.sh,
                                   generator=gen, sh_degree=cfg.sh_degree)
-        if scene.normalization is not None:  # sparse SfM points: 3DGS's scale, sqrt(mean sq. distance to 3 NN)
+        if scene.normalization is not None:
+            # sparse SfM points: the course's rule (mean squared distance to 50 neighbours) makes
+            # isolated points huge, splats that cover whole views; cap it at 3DGS's initial scale,
+            # the root mean squared distance to the 3 nearest points
             with torch.no_grad():
                 pts = scene.points.cpu()[None].to(g.log_scales.dtype)
                 d2 = knn_points(pts, pts, K=min(4, len(scene.points))).dists[0, :, 1:].mean(-1)  # (P,) without itself
-                g.log_scales.copy_((0.5 * torch.log(d2.clamp(min=1e-12)))[:, None].expand_as(g.log_scales))
+                cap = (0.5 * torch.log(d2.clamp(min=1e-12)))[:, None]
+                g.log_scales.copy_(torch.minimum(g.log_scales, cap))
         if scene.point_colors is not None:  # COLMAP points carry their colours: start from them
             with torch.no_grad():
                 g.colours.copy_(scene.point_colors.cpu().to(g.colours.dtype))
