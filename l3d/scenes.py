@@ -797,7 +797,8 @@ def write_rendered_scene(out: PathLike, num_views: int = 100, image_size: int = 
                          num_points: int = 5000, texture: str = "mesh", ground: bool = False,
                          ground_size: float = 3.0, seed: int = 0) -> Dict[str, Path]:
     """Render the textured object (:func:`render_object_views`) and write it three ways:
-    ``<out>/blender`` (NeRF-synthetic: RGBA PNGs, transforms_{train,val,test}.json; the last
+    ``<out>/blender`` (NeRF-synthetic, z-up as Blender's world: RGBA PNGs,
+    transforms_{train,val,test}.json; the last
     ``num_test`` views are the test split, the 5 before them val), ``<out>/colmap`` (images on
     white, a text model with PINHOLE cameras and ``num_points`` surface points with their
     texture colours) and ``<out>/photos`` (the same images, no poses: input for
@@ -808,12 +809,16 @@ def write_rendered_scene(out: PathLike, num_views: int = 100, image_size: int = 
     v = render_object_views(num_views, (image_size, image_size), texture=texture, ground=ground,
                             ground_size=ground_size, seed=seed)
     rgb, a = v.rgba[..., :3], v.rgba[..., 3]
+    # the renders are y-up; NeRF-synthetic scenes are z-up (Blender's world): turn +y onto +z
+    to_z = Normalization(rotation=tuple(tuple(float(x) for x in r) for r in
+                                        _rotation_between(np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0]))))
+    cameras = to_z.apply_cameras(v.cameras)
     n_train = num_views - num_test - 5
     if n_train < 1:
         raise user_error("--num_views", f"more than --num_test + 5 = {num_test + 5}", num_views)
     split = {"train": list(range(n_train)), "val": list(range(n_train, n_train + 5)),
              "test": list(range(n_train + 5, num_views))}
-    write_blender(root / "blender", rgb, v.cameras, split, alpha=a)
+    write_blender(root / "blender", rgb, cameras, split, alpha=a)
     white = rgb * a[..., None] + (1 - a[..., None])
     names = [f"view_{i:03d}.png" for i in range(num_views)]
     for sub in ("colmap/images", "photos"):
@@ -821,7 +826,7 @@ def write_rendered_scene(out: PathLike, num_views: int = 100, image_size: int = 
         for i, name in enumerate(names):
             save_image(root / sub / name, white[i])
     pts, cols = sample_surface_colors(v.mesh, num_points, seed)
-    write_colmap(root / "colmap" / "sparse" / "0", v.cameras, (image_size, image_size), names, pts, cols)
+    write_colmap(root / "colmap" / "sparse" / "0", cameras, (image_size, image_size), names, to_z.apply(pts), cols)
     return {"blender": root / "blender", "colmap": root / "colmap", "photos": root / "photos"}
 
 
