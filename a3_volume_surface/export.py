@@ -34,7 +34,7 @@ from l3d.export import add_mesh_flags, export_mesh
 from l3d.run import load_checkpoint, load_latest_intact, write_metrics
 from l3d.train import choose_device
 
-__all__ = ["load_run", "field_functions", "default_bound", "main"]
+__all__ = ["load_run", "field_functions", "default_bound", "export_model_mesh", "main"]
 
 #: --mesh_level when none is given, per field.
 DEFAULT_LEVEL = {"sdf": 0.0, "density": 10.0}
@@ -162,37 +162,55 @@ def build_parser():
     return ap
 
 
-def run_export(args) -> Dict[str, Any]:
-    device = choose_device(args.device)
-    model, cfg, folder = load_run(args.load_checkpoint, device)
-    field, values, color = field_functions(model, args.field)
-    level = DEFAULT_LEVEL[field] if args.mesh_level is None else float(args.mesh_level)
-    bound, bound_from = (args.bound, "--bound") if args.bound is not None else default_bound(cfg)
-    out = Path(args.output_dir) if args.output_dir else folder
+def export_model_mesh(model, cfg: Mapping[str, Any], output_dir: Any, field: str = "auto",
+                      resolution: int = 256, level: Optional[float] = None, bound: Optional[float] = None,
+                      color: bool = True, chunk: int = 65536, device: Any = None) -> Dict[str, Any]:
+    """mesh.ply / mesh.obj of a trained A3 ``model`` (with its run ``cfg``) into ``output_dir``, and
+    ``"mesh_export"`` (counts, timings, file sizes) merged into that folder's metrics.json.
+
+    This is the whole export; a training run calls it after training as
+    ``export_model_mesh(model, cfg, out_dir, resolution=..., level=...)``.
+
+    Raises:
+        UserError: the field has no such kind, or the level set does not cross the box.
+    """
+    field, values, colour_fn = field_functions(model, field)
+    level = DEFAULT_LEVEL[field] if level is None else float(level)
+    bound, bound_from = (float(bound), "--bound") if bound is not None else default_bound(cfg)
+    out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise user_error("--output_dir", "a folder", f"a file ({out})")
     t0 = time.perf_counter()
     try:
-        mesh, written = export_mesh(values, out, bound, args.mesh_resolution, level,
-                                    inside="below" if field == "sdf" else "above",
-                                    color_fn=None if args.no_color else color, chunk=args.chunk_size, device=device)
+        mesh, written = export_mesh(values, out, bound, resolution, level, inside="below" if field == "sdf" else "above",
+                                    color_fn=colour_fn if color else None, chunk=chunk, device=device)
     except UserError as exc:
-        raise UserError(f"{args.load_checkpoint}: {exc} (--field {field}, --bound {bound:g})") from None
+        raise UserError(f"{exc} (--field {field}, --bound {bound:g})") from None
     total = time.perf_counter() - t0
     metrics = {
-        "field": field, "level": level, "bound": bound, "bound_from": bound_from, "resolution": args.mesh_resolution,
+        "field": field, "level": level, "bound": bound, "bound_from": bound_from, "resolution": resolution,
         "vertices": len(mesh.verts), "faces": len(mesh.faces), "field_min": mesh.field_range[0],
         "field_max": mesh.field_range[1], "grid_time_s": mesh.grid_time_s, "marching_cubes_time_s": mesh.mc_time_s,
         "total_time_s": total, "device": str(device), "checkpoint_config": cfg.get("part") or cfg.get("type"),
         "files": {p.name: p.stat().st_size for p in written},
     }
     write_metrics(out / "metrics.json", {"mesh_export": metrics})
-    print(f"{field} level {level:g} on a {args.mesh_resolution}^3 grid over [-{bound:g}, {bound:g}]^3 "
+    print(f"{field} level {level:g} on a {resolution}^3 grid over [-{bound:g}, {bound:g}]^3 "
           f"({bound_from}): {len(mesh.verts)} vertices, {len(mesh.faces)} faces in {total:.1f} s "
           f"(field {mesh.grid_time_s:.1f} s, marching cubes {mesh.mc_time_s:.1f} s)")
     for p in written:
         print(f"wrote {p} ({p.stat().st_size / 1e6:.1f} MB)")
     return metrics
+
+
+def run_export(args) -> Dict[str, Any]:
+    device = choose_device(args.device)
+    model, cfg, folder = load_run(args.load_checkpoint, device)
+    try:
+        return export_model_mesh(model, cfg, args.output_dir or folder, args.field, args.mesh_resolution,
+                                 args.mesh_level, args.bound, not args.no_color, args.chunk_size, device)
+    except UserError as exc:
+        raise UserError(f"{args.load_checkpoint}: {exc}") from None
 
 
 def main(argv=None):
