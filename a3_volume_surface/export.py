@@ -30,7 +30,7 @@ import torch
 
 from l3d.cli import positive_float, positive_int, run_cli, script_parser
 from l3d.errors import UserError, user_error
-from l3d.export import add_mesh_flags, export_mesh
+from l3d.export import export_mesh
 from l3d.run import load_checkpoint, load_latest_intact, write_metrics
 from l3d.train import choose_device
 
@@ -146,12 +146,8 @@ def build_parser():
             action.help = "folder for mesh.ply and mesh.obj (default: the run folder of --load_checkpoint)"
     ap.add_flag("load_checkpoint", required=True,
                 help="the A3 run folder (its newest intact checkpoint) or one checkpoint file")
-    add_mesh_flags(ap, default_level=None)
-    for action in ap._actions:
-        if action.dest == "export_mesh":
-            action.help = "accepted for symmetry with the training scripts; this script always exports"
-        elif action.dest == "mesh_level":
-            action.help = "iso-value (default: 0 for --field sdf, 10 for --field density)"
+    ap.add_flag("mesh_resolution", default=256)
+    ap.add_flag("mesh_level", default=None, help="iso-value (default: 0 for --field sdf, 10 for --field density)")
     ap.add_argument("--field", choices=FIELDS, default="auto",
                     help="the field to mesh: sdf (zero level, inside negative) or density (inside above the level); "
                          "auto: sdf when the model has one, else density")
