@@ -15,7 +15,11 @@ gradients) of one cloud of --num_points points per model, each in a fresh child 
 CPU the process's peak resident set size during the pass minus its resident size just before
 (Linux: the peak, ``VmHWM``, is reset through ``/proc/self/clear_refs`` before the pass; it sees
 torch's allocations, unlike ``tracemalloc``; elsewhere the growth of ``getrusage`` maxrss); on CUDA
-``torch.cuda.max_memory_allocated`` above the memory held before the pass. ``--quick_models``
+``torch.cuda.max_memory_allocated`` above the memory held before the pass. The CPU child pins
+glibc's mmap threshold at 1 MiB (``mallopt``), so that every large tensor is mapped and unmapped
+on its own: with glibc's default sliding threshold, freed blocks of the Transformer's repeated
+16 MiB attention blocks stayed resident without being reused (1.5 GB instead of tens of MiB at
+10000 points), which measures the allocator rather than the model. ``--quick_models``
 builds the models of the ``--quick`` presets of ``a5_pointnet.train`` (half width) instead of the
 papers' widths. For the global Transformer it is also measured with the query blocks of its
 attention disabled (``transformer_unbounded``), and with PyTorch's plain "math" attention kernel,
@@ -124,8 +128,19 @@ def _peak_rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _pin_mmap_threshold(nbytes: int = 1 << 20) -> bool:
+    """glibc: serve every allocation of ``nbytes`` or more by its own mmap (see the module doc)."""
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, nbytes))  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def forward_peak(spec: str, device_name: str, points: int, quick: bool) -> dict:
     """Child process: peak memory of one no-grad forward pass of one cloud (see the module doc)."""
+    pinned = _pin_mmap_threshold()
     task, arch = spec.split(":")
     unbounded, math_kernel = arch.endswith("_unbounded"), "_math" in arch
     if arch.startswith("transformer_"):
@@ -155,7 +170,7 @@ def forward_peak(spec: str, device_name: str, points: int, quick: bool) -> dict:
         peak = _peak_rss() - rss0
     return {"task": task, "model": spec.split(":")[1], "num_points": points, "device": str(device),
             "peak_bytes": int(peak), "forward_s": dt, "parameters": sum(p.numel() for p in model.parameters()),
-            "quick_models": quick}
+            "quick_models": quick, "mmap_threshold_pinned": pinned}
 
 
 def peak_memory(args) -> int:
