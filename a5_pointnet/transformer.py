@@ -19,20 +19,21 @@ Global Transformer (``arch="transformer"``)
 
     No positional order exists between points, so the model is invariant (cls) / equivariant (seg)
     to their order. **Memory:** self-attention's score matrix has B H P^2 entries (1.6 GB of
-    float32 for one cloud of 10000 points and 4 heads, per layer). :func:`chunked_attention` calls ``torch.nn.functional.scaled_dot_product_attention``
-    on blocks of queries sized so that a block's scores never exceed :data:`ATTN_BUDGET` entries
-    (16 MiB of float32), whichever kernel the backend picks (a fused flash / memory-efficient kernel
-    never forms the block at all; the plain math kernel forms at most that much). Without gradients
-    (evaluation) the peak is therefore bounded at any number of points; under autograd the math
+    float32 for one cloud of 10000 points and 4 heads, per layer). :func:`chunked_attention`
+    calls ``torch.nn.functional.scaled_dot_product_attention`` on blocks of queries sized so that
+    a block's scores never exceed :data:`ATTN_BUDGET` entries (16 MiB of float32), whichever
+    kernel the backend picks (a fused flash / memory-efficient kernel never forms the block at
+    all; the plain math kernel forms at most that much). Without gradients (evaluation) the
+    attention's memory is therefore bounded at any number of points; under autograd the math
     kernel keeps every block's probabilities for the backward pass (B H P^2 in all), so training
-    runs at a few hundred to a few thousand points per cloud, as the course's training does on CPUs.
+    runs on subsets of a few hundred to a few thousand points per cloud.
 
 Local Transformer (``arch="point_transformer"``)
     1. Tokens: farthest-point sampling (:func:`a5_pointnet.pointops.farthest_point_sample`) picks
        ``sa_points[0]`` points of the cloud (the token budget), embedded by a per-point MLP of xyz.
     2. Point Transformer blocks at every level: for token i with its K nearest tokens j (itself
        included), vector attention
-       ``y_i = sum_j softmax_j(gamma(q_i - k_j + delta_ij)) * (v_j + delta_ij)``
+       ``y_i = sum_j softmax_j(gamma(q_i - k_j + delta_ij) / sqrt(C)) * (v_j + delta_ij)``
        with ``delta_ij = theta(p_i - p_j)`` an MLP of the relative position and ``gamma`` an MLP,
        the softmax taken over the K neighbours separately for every channel. A token sees nothing
        outside its K neighbours (the test checks that moving a far point leaves it unchanged).
