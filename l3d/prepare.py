@@ -28,10 +28,12 @@ from .errors import UserError, user_error
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 CAMERA_MODELS = ("SIMPLE_RADIAL", "SIMPLE_PINHOLE", "PINHOLE", "RADIAL", "OPENCV")
+#: --quick: SIFT on smaller photos with fewer features (a few seconds per stage for tens of photos)
+QUICK = dict(max_image_size=800, max_features=2048)
 
 
 def build_parser() -> ScriptParser:
-    ap = script_parser(__doc__, "scene")
+    ap = script_parser(__doc__, "scene", presets={"quick": QUICK})
     ap.add_flag("data_path", aliases=("--images",), help="the folder of photos (JPEG/PNG, one scene)")
     ap.add_argument("--matcher", choices=["exhaustive", "sequential"], default="exhaustive",
                     help="exhaustive: every pair of images; sequential: each image with its --overlap successors "

@@ -836,7 +836,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     ap = script_parser("Render l3d's textured object from a spiral of cameras and write it as a NeRF-synthetic "
                        "folder (blender/), a COLMAP scene with known cameras and coloured surface points (colmap/) "
-                       "and a plain folder of photos for python -m l3d.prepare (photos/).", "scenes/rendered")
+                       "and a plain folder of photos for python -m l3d.prepare (photos/).", "scenes/rendered",
+                       presets={"quick": {"num_views": 30, "image_size": 64, "num_test": 5}})
     ap.add_argument("--num_views", type=positive_int, default=100, help="cameras on the spiral")
     ap.add_flag("image_size", default=128)
     ap.add_argument("--num_test", type=positive_int, default=15, help="held-out test views (the last ones)")
