@@ -224,6 +224,7 @@ def rasterize_meshes(
     item = item.to(meshes.device)
     if z_clip is None:
         z_clip = cameras.znear / 2 if getattr(cameras, "znear", None) else 1e-5
+    persp = cameras.is_perspective()
     verts, faces = meshes.verts_packed(), meshes.faces_packed()
     nf = meshes.num_faces_per_mesh()[item]  # faces per image
     f_first = meshes.mesh_to_faces_packed_first_idx()[item]
@@ -240,7 +241,7 @@ def rasterize_meshes(
         fl = cameras.focal_length.index_select(0, cam).index_select(0, t_img)[:, None]
         pp = cameras.principal_point.index_select(0, cam).index_select(0, t_img)[:, None]
         z = tri[..., 2]  # (M', 3)
-        pix = _ndc_to_pix(tri[..., :2] / z[..., None] * fl + pp, h, w)  # (M', 3, 2) (col, row)
+        pix = _ndc_to_pix((tri[..., :2] / z[..., None] if persp else tri[..., :2]) * fl + pp, h, w)  # (M', 3, 2)
         # pixel-space barycentric planes: bary_k = A[k, 0] col + A[k, 1] row + A[k, 2]
         x, y = pix[..., 0], pix[..., 1]
         area = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (x[:, 2] - x[:, 0]) * (y[:, 1] - y[:, 0])
@@ -259,7 +260,10 @@ def rasterize_meshes(
             inside = torch.nonzero((b >= 0).all(1)).squeeze(1)
             prim, b = prim.index_select(0, inside), b.index_select(0, inside)
             pix_id = t_img.index_select(0, prim) * (h * w) + row.index_select(0, inside) * w + col.index_select(0, inside)
-            zp = 1.0 / (b * inv_z.index_select(0, prim)).sum(1)  # perspective-correct depth
+            if persp:
+                zp = 1.0 / (b * inv_z.index_select(0, prim)).sum(1)  # perspective-correct depth
+            else:
+                zp = (b * z.index_select(0, prim)).sum(1)  # orthographic: depth is affine in screen space
             best.scatter_reduce_(0, pix_id, (_float_key(zp) << 32) | prim, reduce="amin")
         hit_pix = torch.nonzero(best != big).squeeze(1)
         win = best.index_select(0, hit_pix) & 0xFFFFFFFF  # winning clipped-triangle index
@@ -271,13 +275,16 @@ def rasterize_meshes(
     R, T = cameras.R.index_select(0, wcam), cameras.T.index_select(0, wcam)
     fv = torch.bmm(gather_rows(verts, gather_rows(faces, win_face)), R) + T[:, None]  # (Q, 3, 3)
     tv = maps.index_select(0, win) @ fv  # corners of the (possibly clipped) winning triangles
-    ndc = tv[..., :2] / tv[..., 2:3] * cameras.focal_length.index_select(0, wcam)[:, None] \
+    ndc = (tv[..., :2] / tv[..., 2:3] if persp else tv[..., :2]) * cameras.focal_length.index_select(0, wcam)[:, None] \
         + cameras.principal_point.index_select(0, wcam)[:, None]  # (Q, 3, 2)
     grid = ndc_pixel_centers((h, w), device=verts.device, dtype=verts.dtype).reshape(-1, 2)
     b2 = _bary_2d(grid.index_select(0, hit_pix % (h * w)), ndc)  # screen-space barycentrics (Q, 3)
-    bz = b2 / tv[..., 2]
-    zq = 1.0 / bz.sum(1)
-    bary_new = bz * zq[:, None]  # perspective-correct in the clipped triangle
+    if persp:
+        bz = b2 / tv[..., 2]
+        zq = 1.0 / bz.sum(1)
+        bary_new = bz * zq[:, None]  # perspective-correct in the clipped triangle
+    else:
+        bary_new, zq = b2, (b2 * tv[..., 2]).sum(1)
     bary = (bary_new[:, None, :] @ maps.index_select(0, win))[:, 0]  # weights of the face's corners
 
     pix_to_face = torch.full((n * h * w,), -1, dtype=torch.long, device=verts.device).index_copy(0, hit_pix, win_face)
@@ -322,7 +329,8 @@ def rasterize_points(
         R, T = cameras.R[cam][img_of], cameras.T[cam][img_of]
         pv = torch.einsum("mi,mij->mj", pts[pt_of], R) + T  # (M, 3) view space
         z = pv[:, 2]
-        ndc = pv[:, :2] / z[:, None] * cameras.focal_length[cam][img_of] + cameras.principal_point[cam][img_of]
+        xy = pv[:, :2] / z[:, None] if cameras.is_perspective() else pv[:, :2]
+        ndc = xy * cameras.focal_length[cam][img_of] + cameras.principal_point[cam][img_of]
         pix = _ndc_to_pix(ndc, h, w)
         rp = radius * s
         lo, hi = pix - rp, pix + rp
@@ -354,7 +362,8 @@ def rasterize_points(
     gp = pt_of[prim]
     im = img_of[prim]
     pv = torch.einsum("mi,mij->mj", pts[gp], cameras.R[cam][im]) + cameras.T[cam][im]
-    ndc = pv[:, :2] / pv[:, 2:3] * cameras.focal_length[cam][im] + cameras.principal_point[cam][im]
+    xy = pv[:, :2] / pv[:, 2:3] if cameras.is_perspective() else pv[:, :2]
+    ndc = xy * cameras.focal_length[cam][im] + cameras.principal_point[cam][im]
     grid = ndc_pixel_centers((h, w), device=pts.device, dtype=pts.dtype).reshape(-1, 2)
     pix_flat = torch.nonzero(valid)[:, 0] % (h * w)
     d2 = ((grid[pix_flat] - ndc) ** 2).sum(1)

@@ -203,6 +203,20 @@ def test_ray_cast_unit_sphere_covers_pi_r2_pixels(cam_kind):
     assert radius.max().item() == pytest.approx(S / 4, rel=1e-4)
 
 
+def test_mesh_rasteriser_projects_orthographically():
+    """An orthographic camera through rasterize_meshes: the unit sphere is a disc of pi r^2 pixels and the
+    depth at the centre is the view-space distance to the front of the sphere (affine, not 1/z)."""
+    from l3d.raster import rasterize_meshes
+    S = 160
+    R, T = look_at_view_transform(5.0, 35.0, 120.0)
+    cam = OrthographicCameras(focal_length=0.5, R=R, T=T)
+    frags = rasterize_meshes(ico_sphere(4), cam, S)
+    covered = (frags.pix_to_face[0] >= 0).sum().item()
+    expected = math.pi * (S / 4.0) ** 2
+    assert abs(covered - expected) / expected < 0.01
+    assert frags.zbuf[0, S // 2, S // 2].item() == pytest.approx(4.0, abs=0.01)
+
+
 # ---------------------------------------------------------------------------------------------
 # PyTorch3D's input forms
 # ---------------------------------------------------------------------------------------------
