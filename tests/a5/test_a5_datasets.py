@@ -51,16 +51,25 @@ def lamp_parts(pts):
 MN_H5_CLASSES = ("chair", "lamp", "vase")  # ModelNet40's names, in its (alphabetical) order
 
 
-def write_modelnet_h5(root: Path, n_train=60, n_test=30, points=2048, seed=0) -> dict:
+def write_modelnet_h5(root: Path, n_train=60, n_test=30, points=2048, seed=0, all_names: bool = False) -> dict:
+    """With ``all_names``, shape_names.txt lists 40 classes and the three shapes carry the label ids of
+    chair, lamp and vase among them (ModelNet40's ids 8, 19 and 37), as in the full release."""
     d = root / "modelnet40_ply_hdf5_2048"
     d.mkdir(parents=True)
-    (d / "shape_names.txt").write_text("".join(f"{c}\n" for c in MN_H5_CLASSES))
+    names_list = list(MN_H5_CLASSES)
+    ids = np.arange(3)
+    if all_names:
+        names_list = [f"class_{k:02d}" for k in range(40)]
+        ids = np.array([8, 19, 37])
+        for i, c in zip(ids, MN_H5_CLASSES):
+            names_list[i] = c
+    (d / "shape_names.txt").write_text("".join(f"{c}\n" for c in names_list))
     out = {}
     for split, n, files in (("train", n_train, 2), ("test", n_test, 1)):
         per = [shapes(c, n, points, seed + 10 * k + (split == "test")) for k, c in enumerate(MN_H5_CLASSES)]
         data = np.concatenate([p[0] for p in per])
         normal = np.concatenate([p[1] for p in per])
-        label = np.repeat(np.arange(3), n).astype(np.uint8)[:, None]  # (N, 1) uint8 as released
+        label = np.repeat(ids, n).astype(np.uint8)[:, None]  # (N, 1) uint8 as released
         order = np.random.default_rng(seed).permutation(len(data))  # the release's files are shuffled
         data, normal, label = data[order], normal[order], label[order]
         names = []
@@ -291,13 +300,13 @@ def test_pick_points_first_random_and_repeats():
     assert set(rnd[0].tolist()) == {0, 1, 2} and rnd[0, 3] == rnd[0, 0]  # cycles through the same order
 
 
-def _train(tmp_path, data_dir, name):
+def _train(tmp_path, data_dir, name, epochs: int = 2):
     from a5_pointnet import train
 
     out = tmp_path / name
     t = time.perf_counter()
     assert train.main(["--task", "cls", "--quick", "--data_dir", str(data_dir), "--cache_dir", str(tmp_path / "cache"),
-                       "--output_dir", str(out), "--num_epochs", "2", "--num_points", "256", "--eval_points", "256",
+                       "--output_dir", str(out), "--num_epochs", str(epochs), "--num_points", "256", "--eval_points", "256",
                        "--final_points", "256", "--batch_size", "12", "--bn_batches", "2", "--width", "0.25",
                        "--device", "cpu", "--no-baseline"]) == 0
     return json.loads((out / "metrics.json").read_text()), time.perf_counter() - t
@@ -314,3 +323,18 @@ def test_train_pointnet_on_modelnet_fixture_beats_chance(tmp_path, layout):
     assert m["num_train"] == 48 and m["num_test"] == 36  # three balanced classes: chance is 1/3
     assert m["test_accuracy"] > 0.6, m["test_accuracy"]
     print(f"{layout}: held-out accuracy {m['test_accuracy']:.3f}, run {secs:.1f} s, training {m['train_time_s']:.1f} s")
+
+
+def test_train_sizes_the_model_from_a_40_class_release(tmp_path):
+    """A release that lists 40 classes trains a 40-way model (labels 8, 19, 37 are in range) and reports
+    per-class accuracy only for the classes that have test clouds."""
+    import torch
+
+    write_modelnet_h5(tmp_path / "data", n_train=16, n_test=12, points=256, all_names=True)
+    m, _ = _train(tmp_path, tmp_path / "data", "h5_40", epochs=5)  # 37 unused outputs: a little longer
+    state = torch.load(tmp_path / "h5_40" / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
+    saved = state.get("config", state.get("model_config"))
+    assert saved["num_classes"] == 40
+    assert sorted(k for k in m if k.startswith("test_accuracy_")) == [
+        "test_accuracy_chair", "test_accuracy_lamp", "test_accuracy_vase"]
+    assert m["test_accuracy"] > 0.6, m["test_accuracy"]
