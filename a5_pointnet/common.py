@@ -430,8 +430,8 @@ def save_turntable_gif(path: Path, panels: Sequence[Tuple[torch.Tensor, torch.Te
 
 
 def seg_colors(labels: torch.Tensor) -> torch.Tensor:
-    """(P, 3) course colours of part labels (P,)."""
-    return SEG_COLORS[labels.long().cpu()]
+    """(P, 3) course colours of part labels (P,); past the course's six parts the colours repeat."""
+    return SEG_COLORS[labels.long().cpu() % len(SEG_COLORS)]
 
 
 def part_names() -> Tuple[str, ...]:

@@ -107,6 +107,9 @@ def test_eval_seg_reproduces_the_accuracy_and_uses_the_course_colours(seg_run, t
     e = json.loads((out / "metrics.json").read_text())
     assert e["test_accuracy"] == pytest.approx(m["test_accuracy"], abs=1e-12)
     assert 0 <= e["mean_iou"] <= 1 and e["object_accuracy_min"] <= e["test_accuracy"]
+    # one category (chairs): instance and class mIoU agree, and the category's own entry is the same number
+    assert e["instance_miou"] == pytest.approx(e["class_miou"]) and 0.5 < e["instance_miou"] <= 1
+    assert [k for k in e if k.startswith("miou_")] == ["miou_chair"] and e["miou_chair"] == pytest.approx(e["instance_miou"])
     assert e["checks"]["test_accuracy"]["value"] == e["test_accuracy"] and e["checks"]["test_accuracy"]["min"] == 0.80
     assert e["data"].startswith("stand-in: ")
     for name in ("gt_0", "pred_0", "good_0", "bad_0"):
