@@ -42,9 +42,14 @@ _WHAT = {"cls": "classification accuracy (correct objects / objects)",
          "seg": "segmentation accuracy (correct points / points)"}
 
 
+#: how checks and tables name each --model
+MODEL_NAMES = {"pointnet": "PointNet", "pointnet2": "PointNet++", "transformer": "Transformer",
+               "point_transformer": "local (kNN) Transformer"}
+
+
 def accuracy_check(task: str, accuracy: float, num_objects: int, num_points: int, model: str = "pointnet") -> dict:
     """The Q1/Q2/Q4 check: test ``accuracy`` of ``task`` against :data:`MIN_ACCURACY`."""
-    name = "PointNet++" if model == "pointnet2" else "PointNet"
+    name = MODEL_NAMES.get(model, model)
     return check(accuracy, min=MIN_ACCURACY[task],
                  what=f"{name} {_WHAT[task]} of {num_objects} held-out clouds at {num_points} points each")
 

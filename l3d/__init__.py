@@ -2,7 +2,8 @@
 
 Modules
 -------
-cameras     look-at transforms, FoV / NDC / screen perspective cameras, projection, unprojection
+cameras     look-at transforms, FoV / NDC / screen perspective and orthographic cameras, OpenCV
+            conversion both ways, projection, unprojection
 structures  batched ``Meshes`` and ``Pointclouds`` (padded tensors + lengths), normals, textures
 raster      mesh z-buffer rasteriser and point rasteriser (fully vectorised, differentiable
             with respect to vertex attributes, textures and vertex positions through the
