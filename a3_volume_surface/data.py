@@ -26,10 +26,8 @@ Scenes in other formats (``configs/a3/nerf_blender.yaml``, ``configs/a3/nerf_col
 instant-ngp folder or a COLMAP scene through :func:`l3d.scenes.read_scene` (RGBA composited on
 ``data.background``), resized to ``data.image_size`` and normalised into the frame these configs
 expect (``data.normalize``: by default cameras around the origin at a mean distance of 4, world
-up turned onto +z, as the built-in scenes). The configs pass the choice on as
-``data.source: ${data.format}:${data.background}:${data.normalize}`` and
-``data.dataset_name: ${data.path}``; the scene's format, normalisation (to map outputs back to
-the file's frame) and background are in :attr:`NerfScene.scene_info`.
+up turned onto +z, as the built-in scenes). The scene's format, normalisation (to map outputs
+back to the file's frame) and background are in :attr:`NerfScene.scene_info`.
 
 Cameras: 100 training views on a golden-angle spiral over the upper hemisphere (elevation 8 .. 72
 degrees), 10 validation and 20 test views at other positions, all at distance 4 looking at the
@@ -59,7 +57,7 @@ from .cameras import look_at_cameras
 __all__ = [
     "NerfScene", "load_nerf_scene", "read_nerf_files", "write_nerf_files", "builtin_scene",
     "builtin_scene_mesh", "scene_cameras", "load_box_images", "load_bunny", "BUILTIN_SCENES", "standin_kind",
-    "scene_data_label", "box_data_label", "points_data_label", "load_scene_folder", "parse_scene_source", "SCENE_FORMATS",
+    "scene_data_label", "box_data_label", "points_data_label", "load_scene_folder", "SCENE_FORMATS",
 ]
 
 # the course's NeRF scenes are registered as dataset 'a3_nerf' in l3d.data; the built-in scene
@@ -70,17 +68,6 @@ STANDIN_WORDS = {"cow": "cow", "glossy_spheres": "glossy-spheres"}
 
 #: data.format values read through l3d.scenes
 SCENE_FORMATS = ("blender", "colmap")
-
-
-def parse_scene_source(source: str) -> Optional[Dict[str, str]]:
-    """``"blender:white:auto"`` (format, background, normalisation; the last two optional) ->
-    a dict of them; None for the course's sources (auto, file, builtin)."""
-    parts = str(source).split(":")
-    if parts[0] not in SCENE_FORMATS:
-        return None
-    keys = ("format", "background", "normalize")
-    out = dict(zip(keys, parts[:3]))
-    return {k: v for k, v in out.items() if v not in ("", "None", "null")}
 
 
 def load_scene_folder(path: Optional[str], fmt: str, image_size: Sequence[int], background: Optional[str] = None,
@@ -385,16 +372,11 @@ def load_nerf_scene(name: str, image_size: Sequence[int], source: str = "auto",
     Args:
         name: scene name (files ``<data root>/a3/<name>.pth`` and ``.png``).
         source: "auto" (the files when present, else the built-in scene), "file" (files required),
-            "builtin", or ``"<format>[:<background>[:<normalize>]]"`` with format blender or colmap:
-            then ``name`` is the scene folder (:func:`load_scene_folder`).
+            or "builtin" (a scene of another format: :func:`load_scene_folder`).
         cache_dir: where built-in scenes are written (in the same format) and re-read; None
             renders them afresh each time.
         n_train, n_val, n_test, supersample: views and antialiasing of the built-in scene.
     """
-    folder = parse_scene_source(source)
-    if folder is not None:  # data.format=blender|colmap: `name` is the scene folder (data.path)
-        return load_scene_folder(name, folder["format"], as_hw(tuple(image_size)), folder.get("background"),
-                                 folder.get("normalize", "auto"))
     if source not in ("auto", "file", "builtin"):
         raise user_error("data.source", "auto, file or builtin", repr(source))
     h, w = as_hw(tuple(image_size))

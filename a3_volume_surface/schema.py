@@ -27,7 +27,7 @@ class Data:
     image_size: List[int] = MISSING  # [W, H]
     eyes: Any = MISSING
     focal_length: float = MISSING
-    dataset_name: Optional[str] = MISSING  # null only for data.format scenes without data.path (an error at load)
+    dataset_name: Optional[str] = MISSING
     source: str = MISSING
     cache_dir: Optional[str] = MISSING
     n_train_views: int = MISSING
@@ -245,8 +245,7 @@ RANGES: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "data.supersample": (_pos, "a positive integer"),
     "data.max_train_views": (_opt(_pos), "null or a positive integer"),
     "data.subsample": (_pos, "a positive integer"),
-    "data.source": (lambda x: x in ("auto", "file", "builtin") or str(x).split(":")[0] in ("blender", "colmap"),
-                    "auto, file or builtin (or ${data.format}:${data.background}:${data.normalize})"),
+    "data.source": (lambda x: x in ("auto", "file", "builtin"), "auto, file or builtin"),
     "data.format": (lambda x: x in ("blender", "colmap"), "blender or colmap"),
     "data.normalize": (lambda x: x in ("auto", "cameras", "points", "ngp", "none"), "auto, cameras, points, ngp or none"),
     "cameras.n_poses": (_pos, "a positive integer"),

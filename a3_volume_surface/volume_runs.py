@@ -27,7 +27,7 @@ from .cameras import look_at_cameras, surround_cameras
 from l3d.checks import check
 
 from .common import Job, comparison_panel, finish, lookup_pixels, psnr, save_gif, train_loop, wh_to_hw
-from .data import box_data_label, load_box_images, load_nerf_scene, scene_data_label
+from .data import SCENE_FORMATS, box_data_label, load_box_images, load_nerf_scene, load_scene_folder, scene_data_label
 from .measure import (
     mean_abs_levels, ray_box_hits, reference_frame, reference_image, reference_path, to_levels, turntable_checks,
 )
@@ -304,6 +304,9 @@ def run_train_box(cfg: Mapping[str, Any], device: torch.device, out: Job) -> Dic
 # ----------------------------------------------------------------------------------------------
 def load_scene(cfg: Mapping[str, Any]):
     d = cfg["data"]
+    if d.get("format") in SCENE_FORMATS:  # a scene of the user's: data.format=blender|colmap, data.path=<folder>
+        return load_scene_folder(d.get("path"), d["format"], wh_to_hw(d["image_size"]), d.get("background"),
+                                 d.get("normalize", "auto"))
     return load_nerf_scene(
         d.get("dataset_name", "lego"), wh_to_hw(d["image_size"]), d.get("source", "auto"), d.get("cache_dir"),
         n_train=int(d.get("n_train_views", 100)), n_val=int(d.get("n_val_views", 10)),

@@ -270,11 +270,12 @@ def _run_a3(config, out, *overrides):
 
 @pytest.mark.parametrize("fmt", ["blender", "colmap"])
 def test_a3_nerf_configs_read_the_scene(fmt, blender_dir, colmap_dirs, tmp_path):
-    from a3_volume_surface.data import load_nerf_scene
+    from a3_volume_surface.volume_runs import load_scene
 
     path = blender_dir if fmt == "blender" else colmap_dirs["binary"]
-    # what the config's derived keys hand the loader: the folder, and format:background:normalize
-    sc = load_nerf_scene(str(path), (24, 32), f"{fmt}:white:auto")
+    # what the config hands the loader: data.format / data.path / data.background / data.normalize
+    sc = load_scene({"data": {"format": fmt, "path": str(path), "image_size": [32, 24], "background": "white",
+                              "normalize": "auto"}})
     assert sc.images.shape[1:] == (24, 32, 3) and sc.source == f"{fmt}:{path}"
     assert abs(float(sc.cameras.get_camera_center().norm(dim=-1).mean()) - 4.0) < 1e-3
     want = (SPLIT["train"], SPLIT["val"], SPLIT["test"]) if fmt == "blender" else None
