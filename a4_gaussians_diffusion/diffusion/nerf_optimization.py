@@ -31,7 +31,9 @@ plays, ``rgb.png`` / ``depth.png`` (a strip of orbit frames), ``iters/iter_XXXX.
 renders every ``--snapshot_every`` steps), ``losses.csv`` / ``losses.png``, checkpoints (every
 ``--save_every`` steps, at the end and on Ctrl-C / SIGTERM; ``--resume`` continues from the newest
 intact one, with the same prompt, model and field) and ``metrics.json`` into
-``<output_dir>/<prompt><_view_dep><postfix>/`` (locked while the run writes it; a fresh run
+``<output_dir>/<prompt><_view_dep><postfix>/``, with ``--export_mesh`` also ``mesh.ply`` (albedo vertex
+colours) and ``mesh.obj`` of the EMA field's density level set ``--mesh_level`` (default 10) on a
+``--mesh_resolution`` grid over the scene's bounding cube (vertex / face counts in metrics.json) (locked while the run writes it; a fresh run
 replaces the folder's results only once it has saved its first checkpoint).
 
 Checks in metrics.json: ``sds_reaches_nerf``: every ``--probe_every`` iterations, with the
@@ -62,6 +64,7 @@ from l3d.checks import check
 from l3d.cli import finite_float, nonneg_float, nonneg_int, positive_float, positive_int, report, run_cli, \
     script_parser
 from l3d.errors import user_error
+from l3d.export import add_mesh_flags, export_mesh
 from l3d.media import save_image, save_mp4, save_webm
 from l3d.run import LOSS_LOG, LOSS_PLOT, CheckpointManager, LossLog, RunDir, check_finite, check_finite_params
 from l3d.train import choose_device, graceful_interrupt, progress, seed_everything
@@ -75,6 +78,9 @@ from .views import CameraSampler, orbit_cameras, view_dependent_embedding
 #: Check thresholds: the SDS gradient check (ratio, 1 = exact); relative front/back guidance difference.
 MIN_GRAD_CHECK, MAX_GRAD_CHECK = 0.75, 1.25
 MIN_VIEW_TEXT_EFFECT = 0.01
+#: Default density level of ``--export_mesh``: the blob prior alone (log-density 5 at the centre,
+#: radius 0.2) crosses it at r = 0.25, so even a short run has a surface to mesh.
+MESH_LEVEL = 10.0
 
 
 def choose_shading(step: int, iters: int, args, rng: random.Random):
@@ -184,6 +190,7 @@ def build_parser():
                    help="side of the orbit videos in pixels (default: --render_height)")
     shared_flag(o, "fps", default=25.0, help="video frame rate (capped at num_frames / 2: >= 2 s per turn)")
     o.add_argument("--chunk_rays", type=positive_int, default=4096, help="rays per chunk when rendering videos")
+    add_mesh_flags(ap, default_level=MESH_LEVEL, default_resolution=128)
     return ap
 
 
@@ -355,6 +362,17 @@ def main(argv=None):
         if log.rows():
             files.append(log.plot(run.path(LOSS_PLOT),
                                   groups=[["loss/total", "loss/sds"], ["loss/entropy"], ["loss/orient"]]))
+        mesh_metrics = {}
+        if args.export_mesh:  # the EMA field (the one the videos show): density level set, albedo colours
+            field = ema.module()
+            with torch.no_grad():
+                mesh, written = export_mesh(field.density, run.path(), args.bound, args.mesh_resolution,
+                                            args.mesh_level, inside="above", color_fn=lambda x: field(x)[1],
+                                            chunk=args.chunk_rays * 16, device=device)
+            files += written
+            mesh_metrics = {"mesh": {"vertices": int(len(mesh.verts)), "faces": int(len(mesh.faces)),
+                                     "level": args.mesh_level, "resolution": args.mesh_resolution,
+                                     "field_range": list(mesh.field_range)}}
         note = write_tiny_note(run.path(), label)
         final = {k.replace("loss/", "final_"): v for k, v in last_losses.items()}
         checks = {}
@@ -384,7 +402,7 @@ def main(argv=None):
             **timer.metrics(), "video_frames": args.num_frames, "video_size": video_size,
             "video_depth_range": [float(depth.min()), float(depth.max())],
             "device": str(device), "dtype": str(sd.dtype).replace("torch.", ""), **memory_metrics(device, rss0, sd),
-            "checks": checks,
+            **mesh_metrics, "checks": checks,
         }
         if not can_probe:
             metrics["gradient_check_note"] = "not measured with fp16 weights (use --precision fp32)"
