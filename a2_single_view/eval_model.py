@@ -17,7 +17,10 @@ against the threshold, model and baseline), metrics.json (mean F1 / precision / 
 threshold, the baseline's F1, the margin and its check, count of empty predictions),
 per_example.json (F1 of every test image), and --vis_count examples example_<k>.gif (+ .png):
 input image | prediction | ground truth in the prediction's representation (voxels for vox and
-implicit, points for point, the mesh for mesh), turning from the input view.
+implicit, points for point, the mesh for mesh), turning from the input view. With --export_mesh
+(vox and implicit), example_<k>_mesh.ply / .obj: the predicted surface at --mesh_level through
+marching cubes on a --mesh_resolution^3 grid (the implicit decoder is queried at every grid point,
+so the mesh is finer than its 32^3 training grid), in the mesh frame of the data set.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import torch
 from l3d.checks import check
 from l3d.cli import nonneg_int, positive_int, report, run_cli, script_parser
 from l3d.errors import user_error
+from l3d.export import add_mesh_flags, export_mesh
 from l3d.media import save_gif_with_png
 from l3d.run import atomic_path, load_checkpoint
 from l3d.train import choose_device, progress
@@ -186,7 +190,43 @@ def example_frames(model: SingleViewTo3D, ds: R2N2, idx: int, device, num_frames
                       gt_title=f"ground truth ({'voxels' if model.kind in ('vox', 'implicit') else model.kind})")
 
 
+@torch.no_grad()
+def example_field(model: SingleViewTo3D, ds: R2N2, idx: int, device, chunk: int = 65536):
+    """points (P, 3) in the mesh frame -> occupancy probability (P,) of item ``idx``'s prediction:
+    the implicit decoder queried at the points (any resolution), or the voxel grid read
+    trilinearly (cell centres at ``(i + 0.5) / D - 0.5``, as :func:`grid_query_points`)."""
+    import torch.nn.functional as F
+
+    from .voxelize import to_voxel_frame
+
+    batch = to_device(collate([ds[idx]]), device)
+    grid = None if model.kind == "implicit" else predict(model, batch)  # (1, 1, D, D, D) [Z, Y, X]
+
+    @torch.no_grad()
+    def field(points: torch.Tensor) -> torch.Tensor:
+        q = to_voxel_frame(points.to(device=device, dtype=torch.float32))
+        if grid is not None:  # grid_sample's (x, y, z) in [-1, 1] address X, Y, Z; outside the cube: empty
+            v = F.grid_sample(grid, (2.0 * q).view(1, -1, 1, 1, 3), mode="bilinear", padding_mode="zeros",
+                              align_corners=False)
+            return v.view(-1)
+        return torch.cat([torch.sigmoid(forward(model, batch, queries=q[None, s:s + chunk]))[0]
+                          for s in range(0, len(q), chunk)])
+
+    return field
+
+
 QUICK = {"num_frames": 24, "image_size": 128, "vis_count": 2, "data_preset": "quick"}
+
+
+def export_example(model: SingleViewTo3D, ds: R2N2, idx: int, device, out: Path, name: str, args) -> list:
+    """``--export_mesh``: ``<name>.ply`` / ``.obj`` of item ``idx``'s predicted surface (occupancy
+    ``--mesh_level`` on a ``--mesh_resolution``^3 grid over the unit cube, mesh frame)."""
+    if model.kind not in ("vox", "implicit"):
+        raise user_error("--export_mesh", "--type vox or implicit (a point cloud or mesh prediction is no field)",
+                         f"--type {model.kind}")
+    _, paths = export_mesh(example_field(model, ds, idx, device), out, bbox=0.5, resolution=args.mesh_resolution,
+                           level=args.mesh_level, inside="above", device=device, name=name)
+    return paths
 
 
 def build_parser(doc: str = __doc__) -> argparse.ArgumentParser:
@@ -209,6 +249,7 @@ def build_parser(doc: str = __doc__) -> argparse.ArgumentParser:
                     help="the course's way: an example GIF of every N-th test image (instead of --vis_count)")
     ap.add_flag("num_frames", default=36, help="frames of each example GIF, one turn (--quick 24)")
     ap.add_flag("image_size", default=160, help="size of each panel of the example GIFs (--quick 128)")
+    add_mesh_flags(ap, default_level=0.5, default_resolution=128)
     add_data_flags(ap)
     return ap
 
@@ -272,6 +313,8 @@ def evaluate_checkpoint(args) -> dict:
         frames = example_frames(model, ds, idx, device, args.num_frames, args.image_size,
                                 f"{args.type}: F1@0.05={float(res['f1'][idx, -1]):.0f}", args.seed)
         written.extend(save_gif_with_png(out / f"example_{k}.gif", frames, fps=gif_fps(args.num_frames), which="first"))
+        if args.export_mesh:
+            written.extend(export_example(model, ds, idx, device, out, f"example_{k}_mesh", args))
     empty = int((~res["valid"]).sum())
     metrics = {
         "type": args.type, "checkpoint": str(ckpt), "examples": len(ds), "split": args.split,

@@ -34,7 +34,7 @@ from l3d.export import export_mesh
 from l3d.run import load_checkpoint, load_latest_intact, write_metrics
 from l3d.train import choose_device
 
-__all__ = ["load_run", "field_functions", "default_bound", "export_model_mesh", "main"]
+__all__ = ["load_run", "field_functions", "default_bound", "export_model_mesh", "export_after_training", "main"]
 
 #: --mesh_level when none is given, per field.
 DEFAULT_LEVEL = {"sdf": 0.0, "density": 10.0}
@@ -136,6 +136,24 @@ def default_bound(cfg: Mapping[str, Any]) -> Tuple[float, str]:
         if r > 0:
             return r, "gif.radius - sampler.min_depth"
     return 3.0, "default"
+
+
+def export_after_training(model, cfg: Mapping[str, Any], job: Any, device: Any = None) -> list:
+    """The mesh of a run that was started with ``export_mesh=true`` (config keys ``mesh_resolution``,
+    ``mesh_level``, ``mesh_field``), written into the run's folder ``job`` (an
+    :class:`a3_volume_surface.common.Job`) before it commits; returns the paths written (none when
+    ``export_mesh`` is false)."""
+    if not cfg.get("export_mesh", False):
+        return []
+    was_training = model.training
+    model.eval()
+    try:
+        metrics = export_model_mesh(model, cfg, job / ".", field=str(cfg.get("mesh_field", "auto")),
+                                    resolution=int(cfg.get("mesh_resolution", 256)), level=cfg.get("mesh_level"),
+                                    device=device)
+    finally:
+        model.train(was_training)
+    return [job / name for name in metrics["files"]]
 
 
 def build_parser():

@@ -170,6 +170,10 @@ class A3Config:
     renderer: Renderer = MISSING
     sampler: Sampler = MISSING
     implicit_function: ImplicitFunction = MISSING
+    export_mesh: bool = False  # after training: mesh.ply / mesh.obj of the surface (a3_volume_surface.export)
+    mesh_resolution: int = 256
+    mesh_level: Optional[float] = None  # null: 0 for an SDF, 10 for a density
+    mesh_field: str = "auto"  # auto | sdf | density
 
 
 def register() -> None:
@@ -246,6 +250,9 @@ RANGES: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "data.max_train_views": (_opt(_pos), "null or a positive integer"),
     "data.subsample": (_pos, "a positive integer"),
     "data.source": (lambda x: x in ("auto", "file", "builtin"), "auto, file or builtin"),
+    "mesh_resolution": (lambda x: _pos(x) and x >= 2, "an integer of at least 2"),
+    "mesh_level": (_opt(_num), "null or a number"),
+    "mesh_field": (lambda x: x in ("auto", "sdf", "density"), "auto, sdf or density"),
     "data.format": (lambda x: x in ("blender", "colmap"), "blender or colmap"),
     "data.normalize": (lambda x: x in ("auto", "cameras", "points", "ngp", "none"), "auto, cameras, points, ngp or none"),
     "cameras.n_poses": (_pos, "a positive integer"),

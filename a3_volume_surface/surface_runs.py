@@ -16,6 +16,7 @@ from l3d.rays import image_rays
 
 from .cameras import surround_cameras
 from .common import Job, finish, save_gif, train_loop, wh_to_hw
+from .export import export_after_training
 from .data import builtin_scene_mesh, load_bunny, points_data_label, scene_data_label
 from .geometry import implicit_to_mesh, mesh_chamfer, render_geometry, render_point_cloud
 from .losses import eikonal_loss, inter_loss, point_loss, pretrain_sphere, random_points
@@ -181,6 +182,7 @@ def run_train_points(cfg: Mapping[str, Any], device: torch.device, out: Job) -> 
                "train_cpu_time_s": info["cpu_time_s"], **{k.replace("/", "_"): v for k, v in info["last"].items()},
                "mesh_faces": 0 if mesh is None else int(mesh.num_faces_per_mesh()[0]),
                "mesh_to_points": dist, "object_size": size, "checks": checks}
+    written += export_after_training(model, cfg, out, device)
     finish(out, metrics, written)
     return metrics
 
@@ -278,5 +280,6 @@ def run_train_images(cfg: Mapping[str, Any], device: torch.device, out: Job) -> 
     else:  # the course's scene: no true mesh to compare with, but the geometry must not be empty
         checks["geometry_faces"] = check(metrics["mesh_faces"], min=100,
                                          what="faces of the marching-cubes mesh of the SDF's zero level set")
+    written += export_after_training(model, cfg, out, device)
     finish(out, metrics, written)
     return metrics

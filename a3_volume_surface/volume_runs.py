@@ -27,6 +27,7 @@ from .cameras import look_at_cameras, surround_cameras
 from l3d.checks import check
 
 from .common import Job, comparison_panel, finish, lookup_pixels, psnr, save_gif, train_loop, wh_to_hw
+from .export import export_after_training
 from .data import SCENE_FORMATS, box_data_label, load_box_images, load_nerf_scene, load_scene_folder, scene_data_label
 from .measure import (
     mean_abs_levels, ray_box_hits, reference_frame, reference_image, reference_path, to_levels, turntable_checks,
@@ -444,5 +445,6 @@ def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Job) -> Di
     occ = getattr(model.sampler, "occupancy", None)
     if occ is not None:
         metrics["occupied_fraction"] = occ.occupancy_fraction
+    written += export_after_training(model, cfg, out, device)
     finish(out, metrics, written)
     return metrics

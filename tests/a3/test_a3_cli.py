@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from a3_volume_surface import surface_rendering_main, volume_rendering_main
@@ -171,16 +172,28 @@ def test_quick_nerf_converges(tmp_path, scene_cache):
     """The quick NeRF with 200 of its 300 steps already renders the held-out views well (the demo's
     check is 24 dB after 300 steps; ~30 dB measured)."""
     m = run("nerf_lego", tmp_path, f"data.cache_dir={scene_cache}", "training.num_epochs=8", "gif.n_poses=3",
-            "data.n_test_views=3")
+            "data.n_test_views=3", "export_mesh=true", "mesh_resolution=48", "mesh_level=3")
     assert m["steps"] == 200 and m["test_psnr"] > 24.0, m["test_psnr"]
+    # export_mesh=true: the density's level set, written with the run (opens in trimesh)
+    import trimesh
+
+    mesh = trimesh.load(tmp_path / "mesh.ply", process=False)
+    assert m["mesh_export"]["field"] == "density" and m["mesh_export"]["faces"] == len(mesh.faces) > 500
+    assert (tmp_path / "mesh.obj").exists() and np.abs(mesh.vertices).max() < m["mesh_export"]["bound"] + 1e-6
 
 
 def test_quick_volsdf_finds_the_surface(tmp_path, scene_cache):
     """The quick VolSDF with 125 of its 300 steps already has a zero level set close to the true
     object (the demo's check is 5 % of its size after 300 steps)."""
     m = run("volsdf_surface", tmp_path, f"data.cache_dir={scene_cache}", "training.num_epochs=5", "gif.n_poses=3",
-            "data.n_test_views=3")
+            "data.n_test_views=3", "export_mesh=true", "mesh_resolution=64")
     assert m["steps"] == 125 and m["mesh_faces"] > 1000 and m["test_psnr"] > 20.0, (m["mesh_faces"], m["test_psnr"])
+    # export_mesh=true: the SDF's zero level, a closed surface, in the run folder (opens in trimesh)
+    import trimesh
+
+    mesh = trimesh.load(tmp_path / "mesh.ply", process=False)
+    assert m["mesh_export"]["field"] == "sdf" and m["mesh_export"]["faces"] == len(mesh.faces) > 1000
+    assert mesh.is_watertight and {"red", "green", "blue"} <= set(mesh.metadata["_ply_raw"]["vertex"]["data"].dtype.names)
     if m["scene"].startswith("builtin:"):
         assert m["checks"]["geometry_chamfer"]["value"] < 0.05, m["checks"]["geometry_chamfer"]
 
