@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
 from .errors import UserError, os_error_line
-from .run import command_line, write_command, write_metrics
+from .run import command_line, set_tensorboard, write_command, write_metrics
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -101,6 +101,8 @@ VOCABULARY: Dict[str, Flag] = {f.name.lstrip("-"): f for f in (
          action="store_true"),
     Flag("--mesh_resolution", positive_int, "grid samples per axis of the exported mesh's field"),
     Flag("--mesh_level", finite_float, "iso-value of the exported mesh (SDF: 0; NeRF density: e.g. 10 or 50)"),
+    Flag("--no_tensorboard", None, "do not write TensorBoard logs of the losses (<output_dir>/tensorboard/; "
+         "the CSV and PNG curves are written either way; scripts that log no losses ignore it)", action="store_true"),
 )}
 
 
@@ -157,6 +159,8 @@ class ScriptParser(argparse.ArgumentParser):
                 if dest not in given:
                     setattr(ns, dest, value)
         ns.given = given
+        if hasattr(ns, "no_tensorboard"):  # every LossLog this script opens follows the flag
+            set_tensorboard(False if ns.no_tensorboard else None)
         return ns
 
 
@@ -164,9 +168,11 @@ def script_parser(doc: Optional[str], default_output: str, output_file: Optional
                   presets: Optional[Mapping[str, Mapping[str, Any]]] = None) -> ScriptParser:
     """A :class:`ScriptParser` with the flags every script shares.
 
-    Adds ``--device``, ``--quick``, ``--seed`` and ``--output_dir`` (default
-    ``output/<default_output>``); with ``output_file`` also ``--output_file`` (a path; default
-    inside the output folder); with more presets than ``quick``, ``--preset NAME``.
+    Adds ``--device``, ``--quick``, ``--seed``, ``--output_dir`` (default
+    ``output/<default_output>``) and ``--no_tensorboard`` (parsing it turns off the TensorBoard
+    files of every :class:`~l3d.run.LossLog` the script then opens: one switch for every trainer);
+    with ``output_file`` also ``--output_file`` (a path; default inside the output folder); with
+    more presets than ``quick``, ``--preset NAME``.
     """
     ap = ScriptParser(description=doc, presets=presets)
     ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:<i>")
@@ -182,6 +188,7 @@ def script_parser(doc: Optional[str], default_output: str, output_file: Optional
     ap.add_argument("--output_dir", default=f"output/{default_output}", help="folder for everything the script writes")
     if output_file is not None:
         ap.add_argument("--output_file", default=None, help=f"output path (default: <output_dir>/{output_file})")
+    ap.add_flag("no_tensorboard", default=False)
     return ap
 
 

@@ -15,7 +15,10 @@ One module for what every training or rendering run needs around its maths:
   one-line notice. The schema is ``{"model", "optimizer", "config", "step", ...}``.
 * :func:`check_finite` (loss) and :func:`check_finite_params` (every parameter): training stops
   with :class:`~l3d.errors.NonFiniteError` naming the step and the tensor.
-* :class:`LossLog`: ``losses.csv`` and its plot ``losses.png``.
+* :class:`LossLog`: ``losses.csv`` and its plot ``losses.png``, and the same scalars (plus the
+  time per step and the memory in use) as TensorBoard event files in ``tensorboard/`` beside the
+  CSV (``tensorboard --logdir <run folder>``); :func:`set_tensorboard` / ``--no_tensorboard`` /
+  ``L3D_TENSORBOARD=0`` turn them off.
 * ``metrics.json`` (:func:`write_metrics`, :func:`read_metrics`) and ``command.txt``
   (:func:`write_command`).
 """
@@ -32,6 +35,7 @@ import shutil
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Sequence, Union
 
@@ -44,12 +48,14 @@ PathLike = Union[str, os.PathLike]
 __all__ = [
     "atomic_path", "atomic_write", "clean_stale_temps", "RunDir", "OutputLock",
     "save_checkpoint", "load_checkpoint", "find_latest_checkpoint", "CheckpointManager", "check_same_config",
-    "check_finite", "check_finite_params", "LossLog", "LOSS_LOG", "LOSS_PLOT",
+    "check_finite", "check_finite_params", "LossLog", "LOSS_LOG", "LOSS_PLOT", "TENSORBOARD_DIR", "set_tensorboard",
+    "tensorboard_enabled",
     "write_metrics", "read_metrics", "command_line", "write_command",
 ]
 
 LOSS_LOG = "losses.csv"  # the loss log of every trainer
 LOSS_PLOT = "losses.png"  # and its plot
+TENSORBOARD_DIR = "tensorboard"  # TensorBoard event files of a LossLog, beside its CSV
 TEMP_MARK = ".tmp-"  # every temporary file of this module is ".<name>.tmp-<random><suffix>"
 MAX_LOSS = 1e12  # a loss above this is not a loss any more: stop as for NaN
 
@@ -425,6 +431,10 @@ class RunDir:
         """Make the run's files the folder's results (idempotent). See the class docstring."""
         if self.committed:
             return
+        for obj in self._tracked:  # writers that append by path (TensorBoard) reopen after the move
+            release = getattr(obj, "release_files", None)
+            if callable(release):
+                release()
         previous = self.root / PREVIOUS_NAME
         shutil.rmtree(previous, ignore_errors=True)
         old = self.previous_results()
@@ -446,6 +456,11 @@ class RunDir:
 
     def close(self, success: bool) -> None:
         """End the run: commit when it succeeded, else drop its uncommitted files; unlock."""
+        for obj in self._tracked:  # flush and close what tracked logs hold open
+            release = getattr(obj, "release_files", None)
+            if callable(release):
+                with contextlib.suppress(Exception):
+                    release()
         try:
             if not self.committed:
                 if success:
@@ -792,26 +807,108 @@ def _scalar(v: Any) -> Union[float, str]:
     return str(v)
 
 
+_TENSORBOARD: Optional[bool] = None  # set by set_tensorboard(); None: the environment decides
+
+
+def set_tensorboard(enabled: Optional[bool]) -> None:
+    """Whether new :class:`LossLog` s write TensorBoard event files (``None``: back to the default,
+    on unless the environment variable ``L3D_TENSORBOARD`` is ``0``/``false``/``off``). Scripts
+    call it through ``--no_tensorboard`` (:mod:`l3d.cli`)."""
+    global _TENSORBOARD
+    _TENSORBOARD = None if enabled is None else bool(enabled)
+
+
+def tensorboard_enabled() -> bool:
+    """The default of :class:`LossLog`'s ``tensorboard`` argument (see :func:`set_tensorboard`)."""
+    if _TENSORBOARD is not None:
+        return _TENSORBOARD
+    return os.environ.get("L3D_TENSORBOARD", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _rss_mb() -> Optional[float]:
+    """Resident memory of this process in MiB (Linux ``/proc``; else the peak from ``resource``)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    except (OSError, ValueError, IndexError, AttributeError):
+        try:
+            import resource
+
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            return peak / (2 ** 20 if sys.platform == "darwin" else 2 ** 10)
+        except (ImportError, OSError):
+            return None
+
+
+def _close_writer(writer: Any) -> None:
+    with contextlib.suppress(Exception):
+        writer.close()
+
+
+def _image_hwc(image: Any) -> np.ndarray:
+    """An (H, W, 3) uint8 array from an (H, W), (H, W, C) or (C, H, W) image, float in [0, 1] or uint8."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.is_tensor(image):
+        image = image.detach().cpu().float().numpy() if image.is_floating_point() else image.detach().cpu().numpy()
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3:
+        raise ValueError(f"expected an (H, W), (H, W, C) or (C, H, W) image, got shape {a.shape}")
+    if a.shape[0] in (1, 3, 4) and a.shape[2] not in (1, 3, 4):
+        a = np.moveaxis(a, 0, -1)
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    a = a[..., :3]
+    if a.dtype != np.uint8:
+        a = (np.clip(np.nan_to_num(a.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(a)
+
+
 class LossLog:
-    """Append-only CSV of per-step scalars: ``step,<name1>,<name2>,...`` (:data:`LOSS_LOG`).
+    """Append-only CSV of per-step scalars: ``step,<name1>,<name2>,...`` (:data:`LOSS_LOG`), and the
+    same scalars as TensorBoard event files in ``tensorboard/`` beside the CSV.
 
     The header comes from the first row written; each row is flushed to disk as it is written, so
     a crashed run keeps its log. A new instance on an existing file appends (resume); a row with a
     name the header lacks rewrites the file once with the wider header. ``append=False`` starts
-    a fresh file.
+    a fresh file (and removes the old ``tensorboard/`` folder).
+
+    TensorBoard (``tensorboard=None``: :func:`tensorboard_enabled`, on by default): every row's
+    numbers under their own names, plus ``system/step_time_s`` (wall seconds per step between two
+    rows), ``system/cpu_rss_mb`` and, where CUDA is in use, ``system/cuda_peak_mb``; and the images
+    given to :meth:`image`. The writer is created on the first row (torch and tensorboard are
+    imported only then), flushed every two seconds and when the run's folder commits or closes
+    (:meth:`release_files`, which a :class:`RunDir` calls on the logs it tracks, so no event file
+    is left half-written in a pending folder). :meth:`rewind` makes the next writer purge the
+    steps after the checkpoint (TensorBoard's ``purge_step``), so a resumed run's curves do not
+    show the re-run steps twice. Without the tensorboard package the CSV is still written and a
+    one-line note says why the event files are missing.
     """
 
-    def __init__(self, path_csv: PathLike, append: bool = True):
+    def __init__(self, path_csv: PathLike, append: bool = True, tensorboard: Optional[bool] = None):
         self.path = Path(path_csv)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tensorboard = tensorboard_enabled() if tensorboard is None else bool(tensorboard)
+        self._writer: Any = None
+        self._finalizer: Any = None
+        self._purge_step: Optional[int] = None
+        self._last: Optional[tuple] = None  # (step, perf_counter) of the previous row
         if not append and self.path.exists():
             self.path.unlink()
+        if not append and self.tensorboard_dir.is_dir():
+            shutil.rmtree(self.tensorboard_dir, ignore_errors=True)
         self.columns: Optional[List[str]] = None
         if self.path.is_file() and self.path.stat().st_size > 0:
             with open(self.path, newline="") as f:
                 header = next(csv.reader(f), None)
             if header:
                 self.columns = header
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """The folder of the TensorBoard event files (``tensorboard/`` beside the CSV)."""
+        return self.path.parent / TENSORBOARD_DIR
 
     def append(self, step: int, scalars: Mapping[str, Any]) -> None:
         """Write one row. Values may be floats, ints or (scalar) tensors."""
@@ -824,6 +921,67 @@ class LossLog:
             self._rewrite(self.columns + [k for k in row if k not in self.columns], self.rows())
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.columns, restval="").writerow(row)
+        if self.tensorboard:
+            self._tb_row(row)
+
+    # -- TensorBoard
+    def _tb(self) -> Any:
+        """The open SummaryWriter (created on first use), or None when TensorBoard is off/missing."""
+        if self._writer is not None or not self.tensorboard:
+            return self._writer
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            print(f"note: no TensorBoard logs ({exc}); losses go to {self.path.name} only", file=sys.stderr)
+            self.tensorboard = False
+            return None
+        self._writer = SummaryWriter(log_dir=str(self.tensorboard_dir), purge_step=self._purge_step, flush_secs=2)
+        self._finalizer = weakref.finalize(self, _close_writer, self._writer)
+        self._purge_step = None
+        return self._writer
+
+    def _tb_row(self, row: Mapping[str, Any]) -> None:
+        w = self._tb()
+        if w is None:
+            return
+        step = row["step"]
+        for k, v in row.items():
+            if k != "step" and isinstance(v, float):
+                w.add_scalar(k, v, step)
+        now = time.perf_counter()
+        if self._last is not None and step > self._last[0]:
+            w.add_scalar("system/step_time_s", (now - self._last[1]) / (step - self._last[0]), step)
+        self._last = (step, now)
+        rss = _rss_mb()
+        if rss is not None:
+            w.add_scalar("system/cpu_rss_mb", rss, step)
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_initialized():
+            w.add_scalar("system/cuda_peak_mb", torch.cuda.max_memory_allocated() / 2 ** 20, step)
+
+    def image(self, step: int, tag: str, image: Any) -> None:
+        """Log an image to TensorBoard under ``tag`` (e.g. a fixed validation view every N steps):
+        (H, W), (H, W, C) or (C, H, W), float in [0, 1] or uint8, numpy or torch. A no-op when
+        TensorBoard is off."""
+        w = self._tb() if self.tensorboard else None
+        if w is not None:
+            w.add_image(tag, _image_hwc(image), int(step), dataformats="HWC")
+
+    def flush(self) -> None:
+        """Write what the TensorBoard writer holds to its event file."""
+        if self._writer is not None:
+            self._writer.flush()
+
+    def release_files(self) -> None:
+        """Flush and close the TensorBoard writer (the next row opens a new event file, wherever
+        :attr:`path` then points)."""
+        if self._writer is not None:
+            if self._finalizer is not None:
+                self._finalizer.detach()
+            _close_writer(self._writer)
+            self._writer = self._finalizer = None
+
+    close = release_files
 
     def rows(self) -> List[Dict[str, Any]]:
         """Every row in the file, numbers as floats (``step`` as int); empty cells are omitted."""
@@ -847,7 +1005,10 @@ class LossLog:
 
     def rewind(self, step: int) -> None:
         """Drop rows logged after ``step`` (call after resuming from the checkpoint of ``step``,
-        so steps re-run after the checkpoint are not logged twice)."""
+        so steps re-run after the checkpoint are not logged twice). TensorBoard: the next event
+        file starts with ``purge_step = step + 1``, which hides the old events after ``step``."""
+        self.release_files()
+        self._purge_step, self._last = int(step) + 1, None
         if self.columns is None:
             return
         kept = [r for r in self.rows() if r["step"] <= step]

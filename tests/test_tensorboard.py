@@ -1,0 +1,144 @@
+"""TensorBoard logs of :class:`l3d.run.LossLog`, read back with TensorBoard's own reader."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from l3d import run as runmod
+from l3d.cli import script_parser
+from l3d.run import LOSS_LOG, TENSORBOARD_DIR, LossLog, RunDir
+
+event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+
+
+def _read(folder: Path):
+    acc = event_accumulator.EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def _scalars(acc, tag):
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def _f32(x):
+    return float(np.float32(x))
+
+
+@pytest.fixture(autouse=True)
+def _default_tensorboard():
+    runmod.set_tensorboard(None)
+    yield
+    runmod.set_tensorboard(None)
+
+
+def test_scalars_read_back_equal_what_the_log_got(tmp_path, monkeypatch):
+    monkeypatch.delenv("L3D_TENSORBOARD", raising=False)
+    rng = np.random.default_rng(0)
+    values = rng.uniform(0.01, 3.0, size=12)
+    log = LossLog(tmp_path / LOSS_LOG)
+    for i, v in enumerate(values):
+        log.append(i, {"loss": float(v), "loss/rgb": float(v) / 2, "num_gaussians": 100 + i, "note": "text"})
+    log.close()
+    acc = _read(tmp_path / TENSORBOARD_DIR)
+    tags = set(acc.Tags()["scalars"])
+    assert {"loss", "loss/rgb", "num_gaussians", "system/step_time_s", "system/cpu_rss_mb"} <= tags
+    assert "note" not in tags  # text cells stay in the CSV only
+    assert _scalars(acc, "loss") == [(i, _f32(v)) for i, v in enumerate(values)]
+    assert _scalars(acc, "loss/rgb") == [(i, _f32(v / 2)) for i, v in enumerate(values)]
+    assert _scalars(acc, "num_gaussians") == [(i, 100.0 + i) for i in range(12)]
+    # the CSV holds the same numbers
+    assert [r["loss"] for r in log.rows()] == pytest.approx(values, rel=1e-12)
+    times = [v for _, v in _scalars(acc, "system/step_time_s")]
+    assert len(times) == 11 and all(0 <= t < 5 for t in times)
+    rss = [v for _, v in _scalars(acc, "system/cpu_rss_mb")]
+    assert all(10 < r < 1e6 for r in rss)  # this process holds at least numpy: tens of MiB
+
+
+def test_resume_rewinds_with_purge_step(tmp_path):
+    log = LossLog(tmp_path / LOSS_LOG, tensorboard=True)
+    for i in range(10):
+        log.append(i, {"loss": 10.0 + i})
+    log.close()
+    # a resumed run from the checkpoint of step 4 re-runs steps 5.. with other values
+    log2 = LossLog(tmp_path / LOSS_LOG, append=True, tensorboard=True)
+    log2.rewind(4)
+    for i in range(5, 8):
+        log2.append(i, {"loss": 100.0 + i})
+    log2.close()
+    acc = _read(tmp_path / TENSORBOARD_DIR)
+    want = [(i, 10.0 + i) for i in range(5)] + [(i, 100.0 + i) for i in range(5, 8)]
+    assert _scalars(acc, "loss") == want
+    assert [(r["step"], r["loss"]) for r in log2.rows()] == want
+    # a fresh log starts a fresh TensorBoard folder too
+    log3 = LossLog(tmp_path / LOSS_LOG, append=False, tensorboard=True)
+    assert not (tmp_path / TENSORBOARD_DIR).exists()
+    log3.append(0, {"loss": 1.5})
+    log3.close()
+    assert _scalars(_read(tmp_path / TENSORBOARD_DIR), "loss") == [(0, 1.5)]
+
+
+def test_run_dir_commit_moves_event_files_whole(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old.txt").write_text("previous results")
+    with RunDir(out, fresh=True) as run:
+        log = run.track(LossLog(run.path(LOSS_LOG), tensorboard=True))
+        log.append(0, {"loss": 3.0})
+        log.append(1, {"loss": 2.0})
+        assert not (out / TENSORBOARD_DIR).exists()  # still pending
+        run.commit()
+        log.append(2, {"loss": 1.0})
+        log.image(2, "val/view0", np.linspace(0, 1, 8 * 6 * 3).reshape(8, 6, 3))
+    assert not list(out.glob(".pending-*"))
+    acc = _read(out / TENSORBOARD_DIR)
+    assert _scalars(acc, "loss") == [(0, 3.0), (1, 2.0), (2, 1.0)]
+    img = acc.Images("val/view0")
+    assert [(e.step, e.width, e.height) for e in img] == [(2, 6, 8)]
+    assert (out / ".previous" / "old.txt").read_text() == "previous results"
+
+
+def test_failed_fresh_run_leaves_no_event_files(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old.txt").write_text("previous results")
+    with pytest.raises(RuntimeError):
+        with RunDir(out, fresh=True) as run:
+            log = run.track(LossLog(run.path(LOSS_LOG), tensorboard=True))
+            log.append(0, {"loss": 3.0})
+            raise RuntimeError("diverged")
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["old.txt"]
+    assert not list(out.glob(".pending-*"))
+
+
+def test_no_tensorboard_flag_and_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("L3D_TENSORBOARD", raising=False)
+    ap = script_parser("doc", "x")
+    assert "--no_tensorboard" in ap.format_help()
+    ap.parse_args(["--no_tensorboard"])
+    log = LossLog(tmp_path / "a" / LOSS_LOG)
+    log.append(0, {"loss": 1.0})
+    log.close()
+    assert (tmp_path / "a" / LOSS_LOG).is_file() and not (tmp_path / "a" / TENSORBOARD_DIR).exists()
+    ap.parse_args([])  # a later script without the flag logs again
+    log = LossLog(tmp_path / "b" / LOSS_LOG)
+    log.append(0, {"loss": 1.0})
+    log.close()
+    assert (tmp_path / "b" / TENSORBOARD_DIR).is_dir()
+    monkeypatch.setenv("L3D_TENSORBOARD", "0")
+    ap.parse_args([])
+    log = LossLog(tmp_path / "c" / LOSS_LOG)
+    log.append(0, {"loss": 1.0})
+    assert not (tmp_path / "c" / TENSORBOARD_DIR).exists()
+
+
+def test_run_module_imports_neither_torch_nor_tensorboard():
+    code = "import sys, l3d.run; print(sorted(m for m in ('torch', 'tensorboard') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "[]"
