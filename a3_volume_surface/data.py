@@ -41,7 +41,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -89,6 +89,7 @@ def load_scene_folder(path: Optional[str], fmt: str, image_size: Sequence[int], 
                          f"{len(split[2])} test")
     out = NerfScene(sc.images, sc.cameras, split, f"{fmt}:{Path(path)}")
     out.scene_info = sc.info()
+    out.normalization = sc.normalization
     return out
 
 
@@ -162,6 +163,7 @@ class NerfScene:
     split: Tuple[List[int], List[int], List[int]]
     source: str
     scene_info: Optional[Dict] = None  # scenes of other formats: format, normalisation, background
+    normalization: Any = None  # their l3d.scenes.Normalization (file frame -> scene frame)
 
     def subset(self, which: str) -> Tuple[torch.Tensor, PerspectiveCameras]:
         idx = {"train": 0, "val": 1, "test": 2}[which]

@@ -31,7 +31,7 @@ import torch
 from l3d.cli import positive_float, positive_int, run_cli, script_parser
 from l3d.errors import UserError, user_error
 from l3d.export import export_mesh
-from l3d.run import load_checkpoint, load_latest_intact, write_metrics
+from l3d.run import atomic_path, load_checkpoint, load_latest_intact, write_metrics
 from l3d.train import choose_device
 
 __all__ = ["load_run", "field_functions", "default_bound", "export_model_mesh", "export_after_training", "main"]
@@ -138,11 +138,17 @@ def default_bound(cfg: Mapping[str, Any]) -> Tuple[float, str]:
     return 3.0, "default"
 
 
-def export_after_training(model, cfg: Mapping[str, Any], job: Any, device: Any = None) -> list:
+def export_after_training(model, cfg: Mapping[str, Any], job: Any, device: Any = None,
+                          normalization: Any = None) -> list:
     """The mesh of a run that was started with ``export_mesh=true`` (config keys ``mesh_resolution``,
     ``mesh_level``, ``mesh_field``), written into the run's folder ``job`` (an
     :class:`a3_volume_surface.common.Job`) before it commits; returns the paths written (none when
-    ``export_mesh`` is false)."""
+    ``export_mesh`` is false).
+
+    ``normalization``: the :class:`l3d.scenes.Normalization` of a scene read from a user's folder;
+    then ``mesh_file_frame.ply`` / ``.obj`` hold the same mesh in the file's own frame (where its
+    COLMAP points or other tools' outputs lie), beside ``mesh.ply`` in the frame the model was
+    trained in."""
     if not cfg.get("export_mesh", False):
         return []
     was_training = model.training
@@ -153,7 +159,20 @@ def export_after_training(model, cfg: Mapping[str, Any], job: Any, device: Any =
                                     device=device)
     finally:
         model.train(was_training)
-    return [job / name for name in metrics["files"]]
+    written = [job / name for name in metrics["files"]]
+    if normalization is not None and normalization.mode != "none":
+        import trimesh
+
+        mesh = trimesh.load(job / "mesh.ply", process=False)
+        verts = torch.as_tensor(mesh.vertices, dtype=torch.float64)
+        mesh.vertices = normalization.invert(verts).numpy()
+        for ext in ("ply", "obj"):
+            path = job / f"mesh_file_frame.{ext}"
+            with atomic_path(path) as tmp:
+                mesh.export(str(tmp), file_type=ext)
+            written.append(path)
+        write_metrics(job / "metrics.json", {"mesh_export": {"file_frame": normalization.to_dict()}})
+    return written
 
 
 def build_parser():

@@ -182,7 +182,7 @@ def run_train_points(cfg: Mapping[str, Any], device: torch.device, out: Job) -> 
                "train_cpu_time_s": info["cpu_time_s"], **{k.replace("/", "_"): v for k, v in info["last"].items()},
                "mesh_faces": 0 if mesh is None else int(mesh.num_faces_per_mesh()[0]),
                "mesh_to_points": dist, "object_size": size, "checks": checks}
-    written += export_after_training(model, cfg, out, device)
+    written += export_after_training(model, cfg, out, device, scene.normalization)
     finish(out, metrics, written)
     return metrics
 
@@ -250,7 +250,8 @@ def run_train_images(cfg: Mapping[str, Any], device: torch.device, out: Job) -> 
     }
     metrics: Dict[str, Any] = {
         "data": scene_data_label(scene.source, cfg["data"].get("dataset_name", "lego")), "checks": checks,
-        "scene": scene.source, "image_size": list(cfg["data"]["image_size"]), "train_views": len(images),
+        "scene": scene.source, **({"scene_info": scene.scene_info} if scene.scene_info else {}),
+        "image_size": list(cfg["data"]["image_size"]), "train_views": len(images),
         "density": cfg["renderer"].get("density", "volsdf"), "alpha": cfg["renderer"].get("alpha"),
         "beta": cfg["renderer"].get("beta"), "s": cfg["renderer"].get("s"),
         "pretrain_loss": pre, "test_psnr": ev["psnr"], "test_views": ev["n_views"],
@@ -280,6 +281,6 @@ def run_train_images(cfg: Mapping[str, Any], device: torch.device, out: Job) -> 
     else:  # the course's scene: no true mesh to compare with, but the geometry must not be empty
         checks["geometry_faces"] = check(metrics["mesh_faces"], min=100,
                                          what="faces of the marching-cubes mesh of the SDF's zero level set")
-    written += export_after_training(model, cfg, out, device)
+    written += export_after_training(model, cfg, out, device, scene.normalization)
     finish(out, metrics, written)
     return metrics

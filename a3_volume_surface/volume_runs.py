@@ -434,7 +434,8 @@ def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Job) -> Di
               **turntable_checks(frames, gif[0])}
     metrics = {
         "data": scene_data_label(scene.source, cfg["data"].get("dataset_name", "lego")), "checks": checks,
-        "scene": scene.source, "image_size": list(cfg["data"]["image_size"]), "train_views": len(images),
+        "scene": scene.source, **({"scene_info": scene.scene_info} if scene.scene_info else {}),
+        "image_size": list(cfg["data"]["image_size"]), "train_views": len(images),
         "test_psnr": ev["psnr"], "test_views": ev["n_views"], "final_train_loss": info["last"].get("loss"),
         "final_train_psnr": info["last"].get("train_psnr"), "epochs": info["end_epoch"],
         "start_epoch": info["start_epoch"], "steps": (info["end_epoch"] - info["start_epoch"]) * steps,
@@ -445,6 +446,6 @@ def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Job) -> Di
     occ = getattr(model.sampler, "occupancy", None)
     if occ is not None:
         metrics["occupied_fraction"] = occ.occupancy_fraction
-    written += export_after_training(model, cfg, out, device)
+    written += export_after_training(model, cfg, out, device, scene.normalization)
     finish(out, metrics, written)
     return metrics

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import math
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -31,7 +32,7 @@ from l3d.errors import UserError, user_error
 from l3d.run import load_checkpoint, nonfinite_tensors
 from l3d.validate import check_shape
 
-from .data import DataSpec, load_split, resolve_data
+from .data import RELEASE_SOURCES, DataSpec, load_split, resolve_data
 from .models import ModelConfig, model_from_checkpoint
 from .synthetic import CHAIR_PARTS, CLASS_NAMES
 
@@ -131,6 +132,27 @@ def load_trained(path: str, device: torch.device, task: Optional[str] = None) ->
     return model, cfg, state
 
 
+def _reconvert_release(saved: dict, task: str) -> DataSpec:
+    """The same view of a public release as a checkpoint was trained on, converted again from the
+    release's folder (``saved["origin"]``) with the settings its cache folder's name records."""
+    root, origin = Path(saved["root"]), saved.get("origin")
+    if not origin or not Path(origin).is_dir():
+        raise user_error(root, f"the converted {saved['source']} data the checkpoint was trained on, or the release "
+                         f"folder it came from ({origin})", "neither is there",
+                         "pass --data_path <the release's folder> (and --data)")
+    m = re.fullmatch(r"(cls|seg)_p(\d+|all)_(\w+?)_(\d+|all)-(\d+|all)_s(-?\d+)(_normals)?", root.name)
+    if m is None:
+        raise user_error(root, "a converted release folder (<task>_p<points>_<pick>_<train>-<test>_s<seed>)",
+                         "another name", "pass --data_path <the release's folder> (and --data)")
+    opt = lambda v: None if v == "all" else int(v)  # noqa: E731
+    spec = resolve_data(task, saved["source"], origin, str(root.parents[2]), opt(m[4]), opt(m[5]), int(m[6]),
+                        cloud_points=opt(m[2]), point_pick=m[3], normals=bool(m[7]))
+    if spec.class_names and saved.get("class_names") and tuple(spec.class_names) != tuple(saved["class_names"]):
+        raise user_error(origin, f"the release the checkpoint was trained on ({len(saved['class_names'])} classes)",
+                         f"other classes now ({len(spec.class_names)})")
+    return spec
+
+
 def data_for_eval(args: argparse.Namespace, task: str, state: Optional[dict]) -> DataSpec:
     """The data an evaluation uses: the checkpoint's training data when no data flag is given
     (its folder when it still exists; the procedural set is regenerated from its seed and sizes
@@ -140,9 +162,11 @@ def data_for_eval(args: argparse.Namespace, task: str, state: Optional[dict]) ->
     if saved and all(f is None for f in flags):
         root = Path(saved["root"])
         if all((root / task / f"{k}_{s}.npy").is_file() for k in ("data", "label") for s in ("train", "test")):
-            return DataSpec(**saved)
+            return DataSpec(**{k: tuple(v) if k == "class_names" and v else v for k, v in saved.items()})
         if saved.get("source") == "course":
             return resolve_data(task, "course", saved["root"])
+        if saved.get("source") in RELEASE_SOURCES:  # its converted copy is gone: convert the release again
+            return _reconvert_release(saved, task)
         return resolve_data(task, "synthetic", None, args.cache_dir, saved.get("num_train"), saved.get("num_test"),
                             saved.get("seed"), num_points=saved.get("num_points") or 10000)
     synth = saved.get("source") == "synthetic"

@@ -45,7 +45,6 @@ from .common import (CLS_COLOR, VIS_QUICK, add_vis_flags, check_index, check_vis
                      data_for_eval, load_test, load_trained, predict, random_subsets, retain_freed_memory,
                      rotate_points, save_turntable_gif, seg_colors, seg_legend, take_subsets)
 from .data import add_data_flags
-from .synthetic import CLASS_NAMES
 from .targets import robustness_checks
 
 
@@ -200,6 +199,7 @@ def main(argv: Optional[List[str]] = None):
     grid_rows: Dict[str, tuple] = {}  # seg: setting -> (points, labels, predictions) of the grid objects
     grid_objects: List[int] = []
     seg_source = "synthetic"
+    cls_names: tuple = ()  # the classification data's own class names (spec.names)
     t0 = time.perf_counter()
     for task in tasks:
         model, cfg, state = load_trained(args.cls_checkpoint if task == "cls" else args.seg_checkpoint, device, task=task)
@@ -216,13 +216,16 @@ def main(argv: Optional[List[str]] = None):
                 check_index(i, len(x))
             grid_objects = list(dict.fromkeys(grid_objects))
             seg_source = spec.source
+        else:
+            cls_names = spec.names("cls")
 
         def breakdown(setting, pts, gt, pred):
             """the per-class (cls) or per-object (seg) accuracies of one setting, and its grid row"""
             if task == "cls":
-                acc_c, counts = per_class_accuracy(pred, gt, len(CLASS_NAMES))
-                per_class[setting] = {c: (None if a != a else float(a)) for c, a in zip(CLASS_NAMES, acc_c.tolist())}
-                class_counts.update({c: int(n) for c, n in zip(CLASS_NAMES, counts.tolist())})
+                acc_c, counts = per_class_accuracy(pred, gt, len(cls_names))
+                # classes with test objects only (a 40-class release's subset may lack some)
+                per_class[setting] = {c: float(a) for c, a, k in zip(cls_names, acc_c.tolist(), counts.tolist()) if k > 0}
+                class_counts.update({c: int(k) for c, k in zip(cls_names, counts.tolist()) if k > 0})
             else:
                 seg_per_object[setting] = per_object_accuracy(pred, gt).tolist()
                 grid_row = (setting in [f"rot_{a:g}" for a in args.grid_angles]
@@ -253,7 +256,7 @@ def main(argv: Optional[List[str]] = None):
     for task, name, (pts, gt, pred, what), source in pictures:
         if task == "cls":
             color = torch.tensor(CLS_COLOR).expand(pts.shape[0], 3)
-            text = f"{what}\ntruth: {CLASS_NAMES[int(gt)]}, predicted: {CLASS_NAMES[int(pred)]}"
+            text = f"{what}\ntruth: {cls_names[int(gt)]}, predicted: {cls_names[int(pred)]}"
             written += save_turntable_gif(out / f"{name}.gif", [(pts, color, text)], args,
                                           text_color=(120, 255, 120) if int(gt) == int(pred) else (255, 110, 110))
         else:
@@ -279,11 +282,11 @@ def main(argv: Optional[List[str]] = None):
     if per_class:
         lines += ["", "Classification accuracy per class (test objects per class: "
                   + ", ".join(f"{c} {n}" for c, n in class_counts.items()) + "):", "",
-                  "| setting | " + " | ".join(CLASS_NAMES) + " | all |", "|---" * (len(CLASS_NAMES) + 2) + "|"]
+                  "| setting | " + " | ".join(class_counts) + " | all |", "|---" * (len(class_counts) + 2) + "|"]
         for st in dict.fromkeys(settings):
             overall = metrics[f"cls_{st}"]
             lines.append(f"| {_setting_label(st, args.axis)} | "
-                         + " | ".join("-" if per_class[st][c] is None else f"{per_class[st][c]:.4f}" for c in CLASS_NAMES)
+                         + " | ".join(f"{per_class[st][c]:.4f}" for c in class_counts)
                          + f" | {overall:.4f} |")
     if seg_per_object:
         lines += ["", "Segmentation accuracy of the example objects (seg_examples.png) and over all test objects:", "",

@@ -254,15 +254,15 @@ def test_normalization_cameras_identity():
     assert torch.equal(n.apply(x), x)
 
 
-def _run_a3(config, out, *overrides):
-    from a3_volume_surface import volume_rendering_main
+def _run_a3(config, out, *overrides, surface=False):
+    from a3_volume_surface import surface_rendering_main, volume_rendering_main
 
     import sys
 
     old = sys.argv
     sys.argv = ["prog", f"--config-name={config}", "quick=true", f"output_dir={out}", "device=cpu", *overrides]
     try:
-        volume_rendering_main.main()
+        (surface_rendering_main if surface else volume_rendering_main).main()
     finally:
         sys.argv = old
     return json.loads((out / "metrics.json").read_text())
@@ -285,6 +285,28 @@ def test_a3_nerf_configs_read_the_scene(fmt, blender_dir, colmap_dirs, tmp_path)
     assert m["data"].startswith("scene: ") and str(path) in m["data"] and m["image_size"] == [32, 24]
     assert m["train_views"] == len(sc.split[0]) and m["test_views"] == len(sc.split[2])
     assert np.isfinite(m["test_psnr"])
+
+
+def test_a3_volsdf_on_a_scene_folder_exports_in_both_frames(blender_dir, tmp_path):
+    """The README's VolSDF command on a NeRF-synthetic folder, with export_mesh=true: mesh.ply in
+    the normalised frame the model trained in, mesh_file_frame.ply the same mesh in the file's frame."""
+    import trimesh
+
+    from l3d.scenes import Normalization
+
+    out = tmp_path / "volsdf"
+    m = _run_a3("volsdf_surface", out, "data.format=blender", f"data.path={blender_dir}", "data.image_size=[32,24]",
+                "renderer.white_background=true", "training.num_epochs=1", "training.steps_per_epoch=3",
+                "gif.n_poses=2", "data.n_test_views=2", "export_mesh=true", "mesh_resolution=24", surface=True)
+    assert m["data"].startswith("scene: NeRF-synthetic") and m["scene_info"]["format"] == "blender"
+    norm = m["scene_info"]["normalization"]
+    assert norm["mode"] != "none" and m["mesh_export"]["file_frame"] == norm
+    scene = trimesh.load(out / "mesh.ply", process=False)
+    file_frame = trimesh.load(out / "mesh_file_frame.ply", process=False)
+    assert len(scene.faces) == len(file_frame.faces) > 100 and (out / "mesh_file_frame.obj").is_file()
+    n = Normalization(tuple(norm["center"]), norm["scale"], tuple(map(tuple, norm["rotation"])), norm["mode"])
+    back = n.apply(torch.as_tensor(file_frame.vertices, dtype=torch.float64))
+    assert torch.allclose(back, torch.as_tensor(scene.vertices, dtype=torch.float64), atol=1e-5)
 
 
 def test_a3_config_without_path_is_one_line(tmp_path, capsys):
