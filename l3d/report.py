@@ -1,7 +1,8 @@
 """The gallery of every part's outputs (``output/index.html``) and the ``--check`` of their numbers.
 
 ``python -m l3d.report [--output_dir output]`` writes ``<output_dir>/index.html``: one
-self-contained page (inline CSS, relative links, no network, no JavaScript) with one card per part
+self-contained page (inline CSS, relative links, no network; JavaScript only for the small 3-D
+previews, inline) with one card per part
 of the course, in the course's order (the parts are listed by each assignment's ``parts.py``, see
 :mod:`l3d.checks`). A card is titled by its question ("A1 1.2 Dolly zoom") and shows:
 
@@ -11,7 +12,14 @@ of the course, in the course's order (the parts are listed by each assignment's 
 * a pass/fail badge and the table of its checks (value against threshold); failing and missing
   parts have a red badge and border; a run on a built-in stand-in is labelled as such;
 * its command (``command.txt``), and collapsed: every number of its ``metrics.json`` (nested keys
-  flattened, floats to 4 significant digits), its Markdown notes, further images, file links.
+  flattened, floats to 4 significant digits), its Markdown notes, further images, file links;
+* when the part wrote 3-D files (a mesh, point cloud or Gaussians: .ply .obj .glb .npz .npy), the
+  command that opens them in the 3-D viewer (``python -m l3d.view <folder>``) and a small preview
+  of the main one: a few thousand coloured points inlined in the page (no network), drawn on a
+  canvas by a few lines of plain JavaScript; drag to turn it.
+
+TensorBoard logs (``tensorboard/`` folders) and checkpoints are not gallery material: the former
+are skipped, the latter listed as files.
 
 Folders that belong to no part (benchmarks, quality runs) are listed, collapsed, under "Other
 outputs". MP4 (H.264) files are links only: browsers such as Chromium play WebM/VP9, which the
@@ -48,6 +56,10 @@ __all__ = ["Group", "collect", "render_gallery", "write_gallery", "check_outputs
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg"}
 VIDEO_EXTS = {".mp4", ".webm"}
 INDEX_NAME = "index.html"
+SKIP_DIRS = {"__pycache__", "tensorboard"}  # TensorBoard's event files: `tensorboard --logdir`, not the page
+VIEW_EXTS = (".ply", ".obj", ".glb", ".gltf", ".npz", ".npy")  # files `python -m l3d.view` shows in 3-D
+PREVIEW_POINTS = 4000  # points of an embedded 3-D preview (about 48 KB of the page each)
+PREVIEW_PX = 256
 
 
 @dataclass
@@ -195,7 +207,7 @@ def collect(output_dir: str | os.PathLike) -> list[Group]:
         raise FileNotFoundError(f"output directory not found: {root} (run a script or `make demo` first)")
     groups: list[Group] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted((d for d in dirnames if not d.startswith(".") and d != "__pycache__"), key=_natural_key)
+        dirnames[:] = sorted((d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS), key=_natural_key)
         here = Path(dirpath)
         rel_dir = here.relative_to(root).as_posix()
         parts = [] if rel_dir == "." else rel_dir.split("/")
@@ -412,6 +424,7 @@ figure img.pixel { image-rendering:pixelated; }
 figure.ref img { border-color:#b59b3a; }
 figcaption { font-size:11px; color:var(--muted); max-width:300px; margin:auto; word-break:break-all; }
 figure.ref figcaption { color:#8a6d0b; }
+canvas.l3d-3d { display:block; border:1px solid var(--line); border-radius:3px; background:#fff; cursor:grab; touch-action:none; }
 table { border-collapse:collapse; margin:4px 0; font-size:13px; max-width:100%; }
 th, td { border:1px solid var(--line); padding:2px 7px; text-align:left; vertical-align:top; overflow-wrap:anywhere; }
 th { background:#f0f2f5; }
@@ -506,6 +519,8 @@ def _group_html(g: Group, root: Path) -> str:
     out = [f'<article id="{_anchor(g.assignment, g.part)}"><h3>{html.escape(title)}</h3>']
     if g.command:
         out.append(f'<div class="cmd"><span class="label">command</span><code>{html.escape(g.command)}</code></div>')
+    viewer_cmd, _ = _viewer_html("/".join(p for p in (g.assignment, g.part) if p), g.others, root, preview=False)
+    out.extend([viewer_cmd] if viewer_cmd else [])
     shown, twins = _without_png_twins(g.images)
     webm, downloads = _playable(g.videos)
     if shown or webm:
@@ -611,6 +626,93 @@ def _command_of(part: Part, groups: list[Group]) -> str:
     return recorded or part.command
 
 
+def _preview_rank(rel: str) -> tuple:
+    """Which 3-D file of a card to preview first: meshes, then Gaussians, other .ply, arrays."""
+    name = rel.rsplit("/", 1)[-1].lower()
+    order = ["mesh.ply", "mesh.obj"]
+    if name in order:
+        return (0, order.index(name), rel)
+    ext = Path(name).suffix
+    return (1 if ext in (".obj", ".glb", ".gltf") else 2 if name == "gaussians.ply" else 3 if ext == ".ply" else 4, 0, rel)
+
+
+def preview_canvas(path: Path, caption: str) -> str | None:
+    """A ``<figure>`` with a canvas holding an inlined 3-D preview of ``path`` (base64 of int16
+    positions and uint8 colours), or None when the file cannot be previewed."""
+    import base64
+
+    from .errors import UserError
+
+    try:
+        from .view import preview_points
+
+        pts, cols, note = preview_points(path, PREVIEW_POINTS)
+    except (UserError, OSError, ValueError, ImportError, KeyError) as exc:
+        print(f"note: no 3-D preview of {path}: {exc}", file=sys.stderr)
+        return None
+    import numpy as np
+
+    q = np.clip(np.round(pts * 32767), -32767, 32767).astype("<i2")
+    payload = base64.b64encode(q.tobytes() + cols.astype(np.uint8).tobytes()).decode("ascii")
+    return (f'<figure class="view3d"><canvas class="l3d-3d" width="{PREVIEW_PX}" height="{PREVIEW_PX}" '
+            f'data-pts="{payload}" title="drag to turn"></canvas>'
+            f"<figcaption>{html.escape(caption)} ({html.escape(note)}; drag to turn)</figcaption></figure>")
+
+
+def _viewer_html(folder: str, files: list[str], root: Path, preview: bool) -> tuple[str, str]:
+    """(the 3-D viewer command of a folder with 3-D files, with ``preview`` an embedded preview
+    figure of its main one); empty strings when the folder has none."""
+    three_d = sorted((f for f in files if Path(f).suffix.lower() in VIEW_EXTS and "/checkpoints/" not in f"/{f}"),
+                     key=_preview_rank)
+    if not three_d:
+        return "", ""
+    target = root / folder if folder else root
+    cmd = (f'<div class="cmd"><span class="label">3-D viewer</span>'
+           f'<code>{html.escape(shlex.join(["python", "-m", "l3d.view", str(target)]))}</code></div>')
+    fig = preview_canvas(root / three_d[0], three_d[0][len(folder) + 1:] if folder else three_d[0]) if preview else None
+    return cmd, fig or ""
+
+
+#: The previews' viewer: orthographic points, painter's order, drag to turn (no libraries).
+_VIEW_JS = """
+(function () {
+  function bytes(b64) { var s = atob(b64), a = new Uint8Array(s.length);
+    for (var i = 0; i < s.length; i++) a[i] = s.charCodeAt(i); return a; }
+  document.querySelectorAll('canvas.l3d-3d').forEach(function (cv) {
+    var raw = bytes(cv.dataset.pts), n = raw.length / 9, dv = new DataView(raw.buffer);
+    var P = new Float32Array(3 * n), fill = [], order = new Array(n), depth = new Float32Array(n);
+    var X = new Float32Array(n), Y = new Float32Array(n);
+    for (var i = 0; i < n; i++) {
+      for (var k = 0; k < 3; k++) P[3 * i + k] = dv.getInt16(6 * i + 2 * k, true) / 32767;
+      var c = 6 * n + 3 * i; fill.push('rgb(' + raw[c] + ',' + raw[c + 1] + ',' + raw[c + 2] + ')'); order[i] = i;
+    }
+    var g = cv.getContext('2d'), W = cv.width, H = cv.height, s = 0.46 * Math.min(W, H);
+    var r = Math.max(2, W / 110), yaw = 0.6, pitch = 0.35, last = null;
+    function draw() {
+      var cy = Math.cos(yaw), sy = Math.sin(yaw), cp = Math.cos(pitch), sp = Math.sin(pitch);
+      for (var i = 0; i < n; i++) {
+        var x = P[3 * i], y = P[3 * i + 1], z = P[3 * i + 2];
+        var x1 = cy * x + sy * z, z1 = -sy * x + cy * z;
+        var y2 = cp * y - sp * z1, z2 = sp * y + cp * z1;
+        X[i] = W / 2 + s * x1; Y[i] = H / 2 - s * y2; depth[i] = z2;
+      }
+      order.sort(function (a, b) { return depth[a] - depth[b]; });
+      g.fillStyle = '#fff'; g.fillRect(0, 0, W, H);
+      for (var j = 0; j < n; j++) { var p = order[j]; g.fillStyle = fill[p]; g.fillRect(X[p] - r / 2, Y[p] - r / 2, r, r); }
+    }
+    cv.addEventListener('pointerdown', function (e) { last = [e.clientX, e.clientY]; cv.setPointerCapture(e.pointerId); });
+    cv.addEventListener('pointerup', function () { last = null; });
+    cv.addEventListener('pointermove', function (e) {
+      if (!last) return;
+      yaw += 0.01 * (e.clientX - last[0]); pitch = Math.max(-1.5, Math.min(1.5, pitch + 0.01 * (e.clientY - last[1])));
+      last = [e.clientX, e.clientY]; draw();
+    });
+    draw();
+  });
+})();
+"""
+
+
 def _card(part: Part, st: PartStatus, groups: list[Group], root: Path, refs: list[str]) -> str:
     state = st.state
     badge = {"pass": "pass", "fail": "fail", "missing": "missing"}[state]
@@ -625,9 +727,11 @@ def _card(part: Part, st: PartStatus, groups: list[Group], root: Path, refs: lis
     shown_imgs, twins = _without_png_twins(images)
     webm, downloads = _playable([v for g in groups for v in g.videos])
     media, rest = _pick_media(part, shown_imgs + webm)
-    if media or refs:
+    viewer_cmd, preview = _viewer_html(part.folder, [o for g in groups for o in g.others], root, preview=True)
+    if media or refs or preview:
         out.append('<div class="media">')
         out.extend(_figure(root, rel, rel[len(part.folder) + 1:]) for rel in media)
+        out.extend([preview] if preview else [])
         out.extend(_figure(root, rel, "course reference: " + rel.rsplit("/", 1)[-1], cls="ref") for rel in refs)
         out.append("</div>")
     elif state == "missing":
@@ -642,6 +746,7 @@ def _card(part: Part, st: PartStatus, groups: list[Group], root: Path, refs: lis
     command = _command_of(part, groups)
     if command:
         out.append(f'<div class="cmd"><code>{html.escape(command)}</code></div>')
+    out.extend([viewer_cmd] if viewer_cmd else [])
     numbers = [(g, g.metrics) for g in groups if g.metrics]
     if numbers:
         n = sum(len(m) for _, m in numbers)
@@ -724,6 +829,7 @@ def render_gallery(output_dir: str | os.PathLike, parts: list[Part] | None = Non
     data_line = (f"{n_standin} of {len(parts)} parts ran on built-in stand-ins (labelled on their cards); "
                  f"course data root: <code>{html.escape(str(data_root))}</code>" if data_root is not None else "")
     n_files = sum(g.n_files for g in groups)
+    script = f"<script>{_VIEW_JS}</script>\n" if any('class="l3d-3d"' in b for b in body) else ""
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -746,7 +852,7 @@ where one exists, and the numbers that prove it worked against their thresholds
 <main>
 {chr(10).join(body)}
 </main>
-</body>
+{script}</body>
 </html>
 """
 

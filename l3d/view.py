@@ -383,6 +383,50 @@ def layers_for(path: Any, max_points: int = 300_000, max_files: int = 16, level:
     return layers
 
 
+def preview_points(path: Any, max_points: int = 4000, seed: int = 0) -> Tuple[np.ndarray, np.ndarray, str]:
+    """A small coloured point set of a mesh, point cloud or Gaussians file, for an embedded
+    preview: (P, 3) float32 positions centred and scaled into the unit ball, (P, 3) uint8 colours,
+    and the layer's note. Meshes are sampled uniformly over their area (colours from the texture
+    or the vertex colours, else by height).
+
+    Raises:
+        UserError: as :func:`layers_for` (an unreadable file, nothing 3-D in it)."""
+    layers = [la for la in layers_for(path, max_points=max_points) if la.kind in ("mesh", "points", "gaussians")]
+    if not layers:
+        raise user_error(path, "a mesh, point cloud or Gaussians", "only cameras")
+    layer = layers[0]
+    d = layer.data
+    rng = np.random.default_rng(seed)
+    if layer.kind == "mesh":
+        v, f = d["vertices"].astype(np.float64), d["faces"]
+        tri = v[f]  # (F, 3, 3)
+        area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+        face = rng.choice(len(f), max_points, p=area / area.sum()) if area.sum() > 0 else rng.integers(0, len(f), max_points)
+        a, b = rng.random(max_points), rng.random(max_points)
+        flip = a + b > 1
+        a[flip], b[flip] = 1 - a[flip], 1 - b[flip]
+        w = np.stack([1 - a - b, a, b], 1)[..., None]  # (P, 3, 1) barycentric weights
+        pts = (tri[face] * w).sum(1)
+        if "texture" in d:
+            uv = (d["uv"][f[face]] * w).sum(1) % 1.0
+            tex = d["texture"]
+            th, tw = tex.shape[:2]
+            cols = tex[((1 - uv[:, 1]) * (th - 1)).round().astype(int), (uv[:, 0] * (tw - 1)).round().astype(int)]
+        elif "vertex_colors" in d:
+            cols = _u8((d["vertex_colors"][f[face]].astype(np.float64) * w).sum(1) / 255.0)
+        else:
+            cols = value_colors(pts[:, 1])
+    else:
+        pts = d["points"] if layer.kind == "points" else d["centers"]
+        cols = d["colors"] if layer.kind == "points" else _u8(d["rgbs"])
+        keep = _decimate(len(pts), max_points, seed)
+        pts, cols = np.asarray(pts, dtype=np.float64)[keep], np.asarray(cols)[keep]
+    lo, hi = np.percentile(pts, 0.5, axis=0), np.percentile(pts, 99.5, axis=0)
+    centre = (lo + hi) / 2
+    radius = max(float(np.linalg.norm(pts - centre, axis=1).max()), 1e-9)
+    return ((pts - centre) / radius).astype(np.float32), np.asarray(cols, dtype=np.uint8), layer.note
+
+
 # ----------------------------------------------------------------------------------------------
 # showing
 # ----------------------------------------------------------------------------------------------
@@ -589,7 +633,7 @@ class TrainingViewer:
         self.render_time += cost
         # next render: after every_s, and late enough that renders stay within the budget
         self._next = t0 + max(self.every_s, cost / max(self.budget, 1e-3))
-        text = f"step {step}" + "".join(f", {k} {v:.4g}" for k, v in (scalars or {}).items())
+        text = f"step {step}" + "".join(f", {k} {float(v):.4g}" for k, v in (scalars or {}).items())
         self._status.content = text + f" (render {1000 * cost:.0f} ms)"
         return True
 

@@ -323,3 +323,46 @@ def test_gallery_in_browser(tmp_path, browser):
     rep = inspect_page(browser, page, timeout=20)
     assert sorted(rep.broken_images) == ["a1_rendering/render_mesh/cow_render.png", "a2_single_view/fit_vox/sub/deep.png"]
     assert rep.broken_videos == ["a1_rendering/dolly_zoom/dolly.webm"]
+
+
+def test_3d_preview_and_viewer_command(tmp_path, browser):
+    """A part with a mesh gets the viewer command and a small inlined 3-D preview that draws in
+    Chromium; TensorBoard folders stay off the page."""
+    import base64
+
+    import numpy as np
+    import trimesh
+
+    from l3d.io import save_ply
+
+    out = tmp_path / "out"
+    folder = out / "a3_volume_surface" / "part_7"
+    m = trimesh.creation.icosphere(subdivisions=2)
+    save_ply(folder / "mesh.ply", m.vertices.astype(np.float32), m.faces,
+             colors=np.tile(np.array([[1.0, 0.0, 1.0]], dtype=np.float32), (len(m.vertices), 1)))
+    (folder / "tensorboard").mkdir()
+    (folder / "tensorboard" / "events.out.tfevents.1.host").write_bytes(b"\x00" * 16)
+    _metrics(folder, checks={"chamfer": check(0.01, max=0.05)})
+    part = Part("A3 7", "Sphere tracing", "a3_volume_surface/part_7", checks=("chamfer",))
+    page_path = report.write_gallery(out, parts=[part])
+    page = page_path.read_text(encoding="utf-8")
+    assert f"python -m l3d.view {folder}" in page
+    assert "tensorboard" not in page
+    (payload,) = re.findall(r'data-pts="([^"]+)"', page)
+    raw = base64.b64decode(payload)
+    assert len(raw) == 9 * report.PREVIEW_POINTS and len(payload) < 200_000
+    cols = np.frombuffer(raw[6 * report.PREVIEW_POINTS:], dtype=np.uint8).reshape(-1, 3)
+    assert (cols == [255, 0, 255]).all()  # the vertex colours
+    pts = np.frombuffer(raw[:6 * report.PREVIEW_POINTS], dtype="<i2").reshape(-1, 3) / 32767
+    radius = np.linalg.norm(pts, axis=1)  # points on the sphere's surface, scaled into the unit ball
+    assert radius.min() > 0.85 and radius.max() <= 1.0 + 1e-4  # int16 rounding
+    assert not re.search(r'(src|href)="(https?:)?//', page) and "<script src" not in page
+    # it draws: magenta pixels on the canvas
+    browser.get(page_path.resolve().as_uri())
+    shot = tmp_path / "shot.png"
+    browser.execute_script("document.querySelector('canvas.l3d-3d').scrollIntoView()")
+    time.sleep(0.3)
+    browser.save_screenshot(str(shot))
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    magenta = (img[..., 0] > 150) & (img[..., 2] > 150) & (img[..., 1] < 100)
+    assert magenta.sum() > 3000, magenta.sum()
