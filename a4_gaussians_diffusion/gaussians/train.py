@@ -35,6 +35,11 @@ a diverging learning rate names the step and the parameter group) leaves them as
 --resume continues bit for bit where the newest intact checkpoint left off and refuses a
 checkpoint of another model (--anisotropic, --sh, --sh_degree).
 
+Live view: --viewer prints a URL that shows the training cameras and, while the page is open, a
+render from the camera you move (see l3d.view). TensorBoard logs (losses, Gaussian count, step
+time, memory, and a held-out view over its ground truth every --viz_every iterations) go to
+<output_dir>/tensorboard/ (`tensorboard --logdir <output_dir>`); --no_tensorboard turns them off.
+
 --quick is a short run that still converges: 250 iterations (about 25 s of one CPU core on the
 built-in scene: test PSNR 26.8 dB against the 25 dB minimum; 26.6 with seed 1, 27.5 after 300
 iterations); with --harder, 250 iterations from 2000 random Gaussians with densification from
@@ -118,7 +123,15 @@ def build_parser() -> ScriptParser:
                          "densify, higher learning rates; with --quick also " +
                          ", ".join(f"--{k} {v}" for k, v in QUICK_HARDER.items()) + "; flags you give win")
     add_raster_flags(ap, d.gaussians_per_splat, d.tile_size, d.pixel_offset, d.view_rotation)
-    ap.add_argument("--viz_every", type=positive_int, default=d.viz_every, help="progress-GIF frame interval (iterations)")
+    ap.add_argument("--viz_every", type=positive_int, default=d.viz_every,
+                    help="progress-GIF frame interval (iterations); also TensorBoard's validation image")
+    ap.add_argument("--viewer", action="store_true",
+                    help="watch the training in the browser (l3d.view.TrainingViewer): the training cameras, and while "
+                         "a browser is connected a low-resolution render from its camera, at most every "
+                         "--viewer_every seconds and within a fifth of the training time; the URL is printed")
+    ap.add_argument("--viewer_port", type=nonneg_int, default=0, help="port of --viewer (0: a free one)")
+    ap.add_argument("--viewer_host", default="127.0.0.1", help="address --viewer listens on (0.0.0.0: every interface)")
+    ap.add_argument("--viewer_every", type=positive_float, default=1.0, help="seconds between two --viewer renders at most")
     return ap
 
 
@@ -156,7 +169,18 @@ def train_and_check(args, cfg: TrainConfig, run: RunDir, device) -> dict:
     print(f"scene {scene.path}: {len(scene.names)} frames of {scene.image_size[1]}x{scene.image_size[0]}, "
           f"{len(scene.train_idx)} train / {len(scene.test_idx)} test, background {tuple(bg)}"
           f"{' (--background)' if cfg.background is not None else ''}")
-    result = train(cfg, scene, run, device, resume=args.resume)
+    viewer = None
+    if getattr(args, "viewer", False):
+        from l3d.view import TrainingViewer
+
+        train_idx = list(scene.train_idx)
+        viewer = TrainingViewer(scene.cameras[train_idx], scene.images[train_idx], port=args.viewer_port,
+                                host=args.viewer_host, every_s=args.viewer_every, label="Gaussian training")
+    try:
+        result = train(cfg, scene, run, device, resume=args.resume, viewer=viewer)
+    finally:
+        if viewer is not None:
+            viewer.close()
     m = result.metrics
     min_psnr = args.min_psnr if args.min_psnr is not None else (HARDER_MIN_PSNR if harder else MIN_PSNR)
     min_ssim = args.min_ssim if args.min_ssim is not None else (HARDER_MIN_SSIM if harder else MIN_SSIM)

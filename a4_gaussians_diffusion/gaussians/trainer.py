@@ -19,6 +19,7 @@ a checkpoint of another model configuration (:func:`l3d.run.check_same_config`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -235,16 +236,18 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, scene: Scene, out: Union[Path, str, RunDir], device, resume: bool = False,
-          log: Callable[[str], None] = print) -> TrainResult:
+          log: Callable[[str], None] = print, viewer=None) -> TrainResult:
     """Fit Gaussians to ``scene`` and write the outputs of the module docstring.
 
     ``out`` is the output folder, or a :class:`~l3d.run.RunDir` the caller holds open (so that
     it can write its own files, e.g. metrics.json, before the folder is unlocked); a folder is
-    opened as ``RunDir(out, fresh=not resume)`` for the duration of the run.
+    opened as ``RunDir(out, fresh=not resume)`` for the duration of the run. ``viewer``: an
+    :class:`l3d.view.TrainingViewer`, given the chance to render the model from the browser's
+    camera after every step (it decides when, within its time budget).
     """
     if not isinstance(out, RunDir):
         with RunDir(out, fresh=not resume) as run:
-            return train(cfg, scene, run, device, resume, log)
+            return train(cfg, scene, run, device, resume, log, viewer)
     run = out
     seed_everything(cfg.seed)
     scene = scene.to(device)
@@ -281,6 +284,10 @@ def train(cfg: TrainConfig, scene: Scene, out: Union[Path, str, RunDir], device,
     settings = raster_settings(cfg, scene)
     viz_views = [scene.train_idx[i] for i in torch.linspace(0, len(scene.train_idx) - 1, 4).round().long().tolist()]
     viz_gt = scene.images[viz_views]
+    val_view = (scene.test_idx or scene.train_idx)[0]  # TensorBoard's fixed validation view
+
+    def view_render(camera, hw):  # the live viewer's render from the browser's camera
+        return g.render(camera.to(device), dataclasses.replace(settings, image_size=tuple(hw)), cfg.sh).image.clamp(0, 1)
 
     def state_fn(step):
         return lambda: {"model": g.state(), "optimizer": opt.state_dict(), "config": asdict(cfg), "step": step,
@@ -314,12 +321,18 @@ def train(cfg: TrainConfig, scene: Scene, out: Union[Path, str, RunDir], device,
             check_params(g, opt, step)
             for line in strategy.step_post_backward(g, opt, out, step):
                 log(line)
+            if viewer is not None:  # inside the timed part: its cost shows in train_time_s
+                with torch.no_grad():
+                    viewer.update(step, view_render, {"loss": scalars["loss"]})
             train_time += time.perf_counter() - t0
             scalars["num_gaussians"] = g.num_gaussians
             loss_log.append(step, scalars)
             if step % cfg.viz_every == 0 or step == cfg.steps - 1:
                 pred = render_views(g, scene, viz_views, settings, cfg.sh)
                 frames.append((prediction_over_truth(pred, viz_gt, f"iteration {step}: renders above ground truth") * 255).round().byte().cpu())
+                if loss_log.tensorboard:
+                    val = render_views(g, scene, [val_view], settings, cfg.sh)[0]
+                    loss_log.image(step, f"val/view_{val_view}_render_and_truth", torch.cat([val, scene.images[val_view]], 1))
             force = stop.requested or step == cfg.steps - 1
             if force or ckpts.due(step):
                 check_finite_params(g.params(), step)
