@@ -182,7 +182,7 @@ def run_train_points(cfg: Mapping[str, Any], device: torch.device, out: Job) -> 
                "train_cpu_time_s": info["cpu_time_s"], **{k.replace("/", "_"): v for k, v in info["last"].items()},
                "mesh_faces": 0 if mesh is None else int(mesh.num_faces_per_mesh()[0]),
                "mesh_to_points": dist, "object_size": size, "checks": checks}
-    written += export_after_training(model, cfg, out, device, scene.normalization)
+    written += export_after_training(model, cfg, out, device)
     finish(out, metrics, written)
     return metrics
 

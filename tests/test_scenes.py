@@ -288,15 +288,14 @@ def test_a3_nerf_configs_read_the_scene(fmt, blender_dir, colmap_dirs, tmp_path)
 
 
 def test_a3_volsdf_on_a_scene_folder_exports_in_both_frames(blender_dir, tmp_path):
-    """The README's VolSDF command on a NeRF-synthetic folder, with export_mesh=true: mesh.ply in
+    """The README's VolSDF config on a NeRF-synthetic folder, with export_mesh=true: mesh.ply in
     the normalised frame the model trained in, mesh_file_frame.ply the same mesh in the file's frame."""
     import trimesh
 
     from l3d.scenes import Normalization
 
     out = tmp_path / "volsdf"
-    m = _run_a3("volsdf_surface", out, "data.format=blender", f"data.path={blender_dir}", "data.image_size=[32,24]",
-                "renderer.white_background=true", "training.num_epochs=1", "training.steps_per_epoch=3",
+    m = _run_a3("volsdf_blender", out, f"data.path={blender_dir}", "data.image_size=[32,24]", "training.num_epochs=1", "training.steps_per_epoch=3",
                 "gif.n_poses=2", "data.n_test_views=2", "export_mesh=true", "mesh_resolution=24", surface=True)
     assert m["data"].startswith("scene: NeRF-synthetic") and m["scene_info"]["format"] == "blender"
     norm = m["scene_info"]["normalization"]
