@@ -37,12 +37,12 @@ from pathlib import Path
 
 import torch
 
+from l3d import distributed
 from l3d.cli import nonneg_float, nonneg_int, positive_float, positive_int, report, run_cli, script_parser
 from l3d.errors import user_error
 from l3d.ops import sample_points_from_meshes
-from l3d.run import (LOSS_LOG, LOSS_PLOT, CheckpointManager, LossLog, RunDir, check_finite, check_finite_params,
-                     check_same_config, load_checkpoint)
-from l3d.train import choose_device, graceful_interrupt, progress, seed_everything
+from l3d.run import LOSS_LOG, LOSS_PLOT, check_finite, check_finite_params, check_same_config, load_checkpoint
+from l3d.train import graceful_interrupt, progress, seed_everything
 
 from .common import add_data_flags, data_text, given_or, gt_points, occupancy_queries, resolve_data, to_device
 from .data import R2N2, collate
@@ -175,16 +175,18 @@ def init_decoder_from(model: SingleViewTo3D, path) -> list:
 
 
 def forward(model: SingleViewTo3D, batch: dict, queries=None) -> torch.Tensor:
-    """Run the model on a collated batch (images, precomputed feats, or a constant input)."""
+    """Run the model (or its DistributedDataParallel wrapper) on a collated batch (images,
+    precomputed feats, or a constant input)."""
+    inner = distributed.Dist.unwrap(model)
     if "feats" in batch:
         return model(feats=batch["feats"], queries=queries)
-    if "images" in batch and model.encoder is not None:
+    if "images" in batch and inner.encoder is not None:
         return model(images=batch["images"], queries=queries)
     # constant input: every row of the batch is the same, so the decoder runs on two rows (its
     # BatchNorm needs two) and the first is repeated -- the same values and gradients as running
     # all b rows, for a fraction of the cost
     b = len(batch["verts"])
-    ref = next(model.decoder.parameters())
+    ref = next(inner.decoder.parameters())
     const = torch.zeros(2, FEAT_DIM, device=ref.device, dtype=ref.dtype)
     if queries is None:
         out = model(feats=const)
@@ -194,8 +196,10 @@ def forward(model: SingleViewTo3D, batch: dict, queries=None) -> torch.Tensor:
 
 
 def compute_loss(model: SingleViewTo3D, batch: dict, args, generator=None) -> dict:
-    """The training loss of one batch: {"loss": total, and its named terms}."""
-    kind = model.kind
+    """The training loss of one batch: {"loss": total, and its named terms}. ``model`` may be
+    wrapped in DistributedDataParallel."""
+    inner = distributed.Dist.unwrap(model)
+    kind = inner.kind
     if kind == "vox":
         loss = voxel_loss(forward(model, batch), batch["voxels"])
         return {"loss": loss}
@@ -208,9 +212,9 @@ def compute_loss(model: SingleViewTo3D, batch: dict, args, generator=None) -> di
         loss = chamfer_loss(forward(model, batch), gt)
         return {"loss": loss}
     verts = forward(model, batch)
-    meshes = model.decoder.meshes(verts)
+    meshes = inner.decoder.meshes(verts)
     pred = sample_points_from_meshes(meshes, args.num_points, generator=generator)
-    lc, ls = chamfer_loss(pred, gt), model.decoder.smoothness(verts)  # = smoothness_loss(meshes)
+    lc, ls = chamfer_loss(pred, gt), inner.decoder.smoothness(verts)  # = smoothness_loss(meshes)
     return {"loss": args.w_chamfer * lc + args.w_smooth * ls, "chamfer": lc, "smooth": ls}
 
 
@@ -252,21 +256,29 @@ def restore(state: dict, where, model, optim, cfg: dict, with_encoder: bool = Tr
 
 
 def train(args: argparse.Namespace) -> dict:
-    """Train as the flags say; returns the metrics written to metrics.json (and paths)."""
-    device = choose_device(args.device)
+    """Train as the flags say; returns the metrics written to metrics.json (and paths).
+
+    Under torchrun (several processes) every global batch of --batch_size images is split across
+    the ranks (rows rank, rank + N, ...), gradients are averaged by DistributedDataParallel and
+    batch norm is synchronised; rank 0 alone writes the outputs."""
+    dist = distributed.current()
+    device = dist.device
+    dist.check_batch(args.batch_size)
     seed_everything(args.seed)
-    choice = resolve_data(args)
+    with dist.main_first():  # rank 0 generates the synthetic data set once
+        choice = resolve_data(args)
     resuming = bool(args.resume)
-    with RunDir(args.output_dir, fresh=not resuming) as run:  # locked; a failed fresh run keeps the old results
+    # locked; a failed fresh run keeps the old results; ranks other than 0 write nothing
+    with dist.run_dir(args.output_dir, fresh=not resuming) as run:
         need_vox = args.type in ("vox", "implicit")
         ds = R2N2(choice.root, choice.split_file, "train", args.class_names, return_voxels=need_vox,
                   inputs=model_inputs(args))
-        model = build_model({k: getattr(args, k) for k in CONFIG_KEYS}).to(device)
+        model = build_model({k: getattr(args, k) for k in CONFIG_KEYS}, verbose=dist.is_main).to(device)
         init = None
         if args.init_from and not resuming and not args.load_checkpoint:
             init = {"from": str(args.init_from), "layers": init_decoder_from(model, args.init_from)}
         optim = adam(model.parameters(), lr=args.lr)
-        ckpts = CheckpointManager(run.path("checkpoints"), every=args.save_every, keep_last=2, run=run)
+        ckpts = dist.checkpoints(run.path("checkpoints"), every=args.save_every, keep_last=2, run=run)
         start, state, where = 0, None, None
         if args.load_checkpoint:
             where = args.load_checkpoint
@@ -274,52 +286,65 @@ def train(args: argparse.Namespace) -> dict:
         elif resuming:
             where = run.path("checkpoints")
             state = ckpts.resume(map_location=device)  # the newest intact, finite checkpoint
-            if state is None:
+            if state is None and dist.is_main:
                 print(f"note: no checkpoint in {where}; starting from step 0", file=sys.stderr)
         if state is not None:  # a checkpoint of another model fails here, before any feature is computed
             start = restore(state, where, model, optim, model_config(args, None), with_encoder=False) + 1
+        if dist.enabled:  # every rank continues from the same step
+            dist.check_same(start, "the step to resume from")
         encoder_tag = model.encoder.tag if model.encoder is not None else None
         if args.load_feat:
-            enc = Encoder(args.pretrained, verbose=True)
+            enc = Encoder(args.pretrained, verbose=dist.is_main)
             encoder_tag = enc.tag
-            ensure_features(ds, enc, device)
+            with dist.main_first():  # rank 0 computes and writes the missing features once
+                ensure_features(ds, enc, device, verbose=dist.is_main)
             del enc
         cfg = model_config(args, encoder_tag)
         if state is not None and args.load_feat:
             check_same_config(state["config"], cfg, where, ("encoder",))
-        log = run.track(LossLog(run.path(LOSS_LOG), append=state is not None))
+        log = dist.loss_log(run, run.path(LOSS_LOG), append=state is not None)
         if state is not None:
             log.rewind(start - 1)
-        loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True,
-                                             drop_last=len(ds) > args.batch_size, collate_fn=collate,
-                                             num_workers=args.num_workers,
-                                             generator=torch.Generator().manual_seed(args.seed + start))
+        # the global batches (the same seeded shuffle on every rank), each rank its rows of them
+        shuffle = torch.Generator().manual_seed(args.seed + start)
+        global_batches = torch.utils.data.BatchSampler(torch.utils.data.RandomSampler(ds, generator=shuffle),
+                                                       args.batch_size, drop_last=len(ds) > args.batch_size)
+        loader = torch.utils.data.DataLoader(ds, batch_sampler=dist.shard_batches(global_batches), collate_fn=collate,
+                                             num_workers=args.num_workers, generator=shuffle)
+        n_global = min(args.batch_size, len(ds))  # every global batch's size (the last incomplete one is dropped)
+        dist.check_batch(n_global, "--batch_size (or the training images)")
         batches = infinite(loader)
-        gen = torch.Generator(device=device).manual_seed(args.seed + 1 + start)
-        model.train()
+        gen = torch.Generator(device=device).manual_seed(dist.seed(args.seed + 1 + start))
+        net = dist.wrap(model)  # DistributedDataParallel with several processes; `model` stays the plain one
+        net.train()
 
         def state_fn():
             return {"model": model.state_dict(), "optimizer": optim.state_dict(), "config": cfg}
 
         t0 = time.perf_counter()
         step, last = start - 1, {}
-        with graceful_interrupt() as stop:  # Ctrl-C / SIGTERM: finish the step, save, stop
-            for step in progress(range(start, args.steps), f"train {args.type}"):
+        stopping = False
+        with graceful_interrupt(message=dist.is_main) as stop:  # Ctrl-C / SIGTERM: finish the step, save, stop
+            for step in progress(range(start, args.steps), f"train {args.type}", disable=None if dist.is_main else True):
                 batch = to_device(next(batches), device)
+                n_local = len(batch["verts"])
                 for group in optim.param_groups:
                     group["lr"] = lr_at(args, step)
-                terms = compute_loss(model, batch, args, gen)
+                dist.fault_point(step)
+                terms = compute_loss(net, batch, args, gen)
                 check_finite(terms["loss"], step)
                 optim.zero_grad(set_to_none=True)
-                terms["loss"].backward()
+                dist.scale_loss(terms["loss"], n_local, n_global).backward()  # DDP averages: the global mean
                 optim.step()
                 last = {k: float(v.detach()) for k, v in terms.items()}
                 if step % args.log_freq == 0 or step == args.steps - 1:
+                    last = dist.weighted_mean(last, n_local)  # the global batch's losses
                     log.append(step, last)
-                if ckpts.due(step) or stop.requested or step == args.steps - 1:
+                stopping = dist.any(stop.requested)  # every rank stops after the same step
+                if ckpts.due(step) or stopping or step == args.steps - 1:
                     check_finite_params(model, step)
-                    ckpts.save(step, state_fn())  # the first save commits the run
-                if stop.requested:
+                    ckpts.save(step, state_fn())  # the first save commits the run (rank 0 writes)
+                if stopping:
                     break
         elapsed = time.perf_counter() - t0
         last_ckpt = ckpts.last_path  # (a resumed run that was already complete keeps its checkpoint)
@@ -335,10 +360,11 @@ def train(args: argparse.Namespace) -> dict:
             "load_feat": args.load_feat, "mean_shape": args.mean_shape, "batch_size": args.batch_size, "lr": args.lr,
             "schedule": args.schedule, "preset": args.data_preset if choice.synthetic else None, "init_from": init,
             "data": data_text(choice), "classes": args.classes, "checkpoint": str(last_ckpt),
-            "interrupted": bool(stop.requested),
+            "interrupted": stopping, "processes": dist.world_size,
         }
-        report(run.path(), metrics, written)
-        if args.baseline and not stop.requested:
+        if dist.is_main:
+            report(run.path(), metrics, written)
+        if args.baseline and not stopping:
             base = copy.copy(args)
             base.mean_shape, base.load_feat, base.baseline = True, False, False
             base.output_dir = str(run.path("mean_shape"))
@@ -350,7 +376,8 @@ def train(args: argparse.Namespace) -> dict:
 
 def main(argv=None):
     args = finish_args(build_parser().parse_args(argv))
-    return train(args)
+    with distributed.session(args.device):  # one process, or one of torchrun's
+        return train(args)
 
 
 if __name__ == "__main__":

@@ -41,10 +41,11 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from l3d import distributed
 from l3d.cli import ScriptParser, nonneg_int, positive_float, positive_int, report, run_cli, script_parser
 from l3d.errors import UserError, user_error
-from l3d.run import LOSS_LOG, CheckpointManager, LossLog, RunDir, check_finite, check_finite_params, check_same_config
-from l3d.train import choose_device, graceful_interrupt, progress, seed_everything
+from l3d.run import LOSS_LOG, CheckpointManager, RunDir, check_finite, check_finite_params, check_same_config
+from l3d.train import graceful_interrupt, progress, seed_everything
 
 from .baseline import fit_bbox_baseline
 from .common import load_trained, predict, random_subsets, retain_freed_memory, take_subsets
@@ -182,13 +183,22 @@ def recalibrate_batch_norm(model: torch.nn.Module, batches) -> None:
     model.train(was_training)
 
 
-def evaluate(model, points: torch.Tensor, labels: torch.Tensor, num_points: int, batch_size: int, seed: int):
-    """(accuracy, predictions, subset indices) on ``num_points`` random points per cloud."""
+def evaluate(model, points: torch.Tensor, labels: torch.Tensor, num_points: int, batch_size: int, seed: int,
+             dist: Optional[distributed.Dist] = None):
+    """(accuracy, predictions, subset indices) on ``num_points`` random points per cloud. With
+    ``dist`` (several processes) each rank predicts its share of the clouds and the accuracy is
+    that of all of them (counts summed over ranks); the predictions are this rank's share."""
     idx = random_subsets(points.shape[0], points.shape[1], num_points, seed)
+    if dist is not None and dist.enabled:
+        mine = dist.shard(torch.arange(points.shape[0]))
+        points, labels, idx = points[mine], labels[mine], (None if idx is None else idx[mine])
     pts = take_subsets(points, idx)
-    pred = predict(model, pts, batch_size)
+    pred = predict(model, pts, batch_size) if len(pts) else torch.zeros(labels.shape, dtype=torch.long)
     gt = labels if labels.dim() == 1 else take_subsets(labels, idx)
-    acc = float((pred == gt).double().mean()) if gt.numel() else float("nan")
+    correct, count = float((pred == gt).sum()), float(gt.numel())
+    if dist is not None:
+        correct, count = dist.sum([correct, count])
+    acc = correct / count if count else float("nan")
     return acc, pred, idx
 
 
@@ -204,13 +214,19 @@ def model_config(args: argparse.Namespace, num_classes: Optional[int] = None) ->
 def main(argv=None):
     args = parse_args(argv)
     retain_freed_memory()
-    device = choose_device(args.device)
+    with distributed.session(args.device) as dist:  # one process, or one of torchrun's
+        return _main(args, dist)
+
+
+def _main(args: argparse.Namespace, dist: distributed.Dist) -> int:
+    device = dist.device
+    dist.check_batch(args.batch_size)
     seed_everything(args.seed)
     cfg = model_config(args)  # its class count is set from the data below
     saved = None
-    with RunDir(args.output_dir, fresh=not args.resume) as run:
-        ckpts = CheckpointManager(run.path("checkpoints"), every=args.save_every, keep_last=args.keep_last, mode="max",
-                                  run=run)
+    with dist.run_dir(args.output_dir, fresh=not args.resume) as run:  # rank 0 writes; the others only read
+        ckpts = dist.checkpoints(run.path("checkpoints"), every=args.save_every, keep_last=args.keep_last,
+                                 mode="max", run=run)
         state = None
         if args.resume:
             state = ckpts.resume()
@@ -226,16 +242,24 @@ def main(argv=None):
                 # the settings first, before any data is generated or converted; the class count once it is known
                 check_same_config(saved, cfg.to_dict(), ckpts.directory,
                                   tuple(k for k in CONFIG_KEYS[args.model] if k != "num_classes"))
-        spec = resolve_data(args.task, args.data, args.data_path, args.cache_dir, args.num_train, args.num_test,
-                            args.data_seed, quick=False)
+        if dist.enabled:  # every rank resumes from the same checkpoint
+            dist.check_same(None if state is None else int(state["step"]), "the checkpoint step to resume from")
+        with dist.main_first():  # rank 0 generates or converts the data once
+            spec = resolve_data(args.task, args.data, args.data_path, args.cache_dir, args.num_train,
+                                args.num_test, args.data_seed, quick=False)
         cfg = model_config(args, spec.classes(args.task))
         if saved is not None:
             check_same_config(saved, cfg.to_dict(), ckpts.directory, ("num_classes",))
-        return train(args, cfg, spec, run, ckpts, state, device)
+        return train(args, cfg, spec, run, ckpts, state, device, dist)
 
 
 def train(args: argparse.Namespace, cfg: ModelConfig, spec, run: RunDir, ckpts: CheckpointManager,
-          state: Optional[dict], device: torch.device) -> int:
+          state: Optional[dict], device: torch.device, dist: Optional[distributed.Dist] = None) -> int:
+    """Train, then (rank 0) evaluate the best checkpoint and write the metrics. With several
+    processes every global batch of --batch_size clouds is split across the ranks (rows rank,
+    rank + N, ...), gradients are averaged by DistributedDataParallel and batch norm is
+    synchronised, so the run follows the one-process run; the other ranks return after training."""
+    dist = dist or distributed.current()
     task = args.task
     train_np, train_lab = load_split(spec.root, task, "train")
     test_np, test_lab = load_split(spec.root, task, "test")
@@ -250,8 +274,12 @@ def train(args: argparse.Namespace, cfg: ModelConfig, spec, run: RunDir, ckpts: 
         model.load_state_dict(state["model"])
         optim.load_state_dict(state.get("optimizer", state.get("optim")))
         start = int(state["step"]) + 1
-        print(f"resuming after epoch {start} from {ckpts.directory} (step {state['step']})", file=sys.stderr)
-    log = run.track(LossLog(run.path(LOSS_LOG), append=start > 0))
+        if dist.is_main:
+            print(f"resuming after epoch {start} from {ckpts.directory} (step {state['step']})", file=sys.stderr)
+    net = dist.wrap(model)  # DistributedDataParallel with several processes; `model` stays the plain one
+    if dist.rank:  # dropout masks differ between ranks (rank 0 draws as one process does)
+        torch.manual_seed(dist.seed(args.seed))
+    log = dist.loss_log(run, run.path(LOSS_LOG), append=start > 0)
     if start > 0:
         log.rewind(start - 1)
     saved_args = {k: v for k, v in vars(args).items() if k != "given"}
@@ -269,80 +297,101 @@ def train(args: argparse.Namespace, cfg: ModelConfig, spec, run: RunDir, ckpts: 
     n_train = len(train_x)
     t_train, clouds_seen = 0.0, 0
     step = start * math.ceil(n_train / args.batch_size)
-    with graceful_interrupt() as stop:
-        for epoch in progress(range(start, args.num_epochs), "epochs", disable=True if args.num_epochs < 2 else None):
+    quiet = None if dist.is_main else True  # progress bars of rank 0 only
+    with graceful_interrupt(message=dist.is_main) as stop:
+        for epoch in progress(range(start, args.num_epochs), "epochs", disable=True if args.num_epochs < 2 else quiet):
             for group in optim.param_groups:
                 group["lr"] = lr_at(args, epoch)
-            model.train()
+            net.train()
             t0 = time.perf_counter()
-            perm = torch.randperm(n_train, generator=g)
+            perm = torch.randperm(n_train, generator=g)  # the same on every rank: the global batches
             loss_sum, correct, count, clouds = 0.0, 0, 0, 0
-            for s in progress(range(0, n_train, args.batch_size), f"epoch {epoch}", leave=False):
+            stopping = False
+            for s in progress(range(0, n_train, args.batch_size), f"epoch {epoch}", leave=False, disable=quiet):
                 idx = perm[s:s + args.batch_size]
-                if len(idx) < 2 and n_train >= 2:  # batch norm needs two clouds
+                if len(idx) < max(2, dist.world_size) and n_train >= 2:  # batch norm needs two clouds, each rank one
                     continue
                 sub = random_subsets(len(idx), P, args.num_points, int(torch.randint(0, 2**31, (1,), generator=g)))
-                pts = take_subsets(train_x[idx], sub).to(device)
-                lab = train_y[idx] if task == "cls" else take_subsets(train_y[idx], sub)
+                mine = dist.shard(torch.arange(len(idx)))  # this rank's rows of the global batch
+                sub_mine = None if sub is None else sub[mine]
+                pts = take_subsets(train_x[idx[mine]], sub_mine).to(device)
+                lab = train_y[idx[mine]] if task == "cls" else take_subsets(train_y[idx[mine]], sub_mine)
                 lab = lab.to(device)
-                logits = model(pts)
+                dist.fault_point(step)
+                logits = net(pts)
                 loss = F.cross_entropy(logits.reshape(-1, cfg.num_classes), lab.reshape(-1))
                 check_finite(loss, step, name=f"training loss (epoch {epoch})")
                 optim.zero_grad(set_to_none=True)
-                loss.backward()
+                dist.scale_loss(loss, len(mine), len(idx)).backward()  # DDP averages: the global batch's mean
                 optim.step()
                 step += 1
-                loss_sum += loss.item() * len(idx)
+                loss_sum += loss.item() * len(mine)
                 correct += int((logits.argmax(-1) == lab).sum())
                 count += lab.numel()
                 clouds += len(idx)
-                if stop.requested:
+                if dist.any(stop.requested):  # every rank stops after the same step
+                    stopping = True
                     break
+            loss_sum, correct, count = dist.sum([loss_sum, correct, count])
             t_train += time.perf_counter() - t0
             clouds_seen += clouds
-            if stop.requested:
+            if stopping:
                 path = save(epoch, partial=True)
                 print(f"interrupted: saved {path}; --resume continues with epoch {epoch + 1}", file=sys.stderr)
                 break
             if args.bn_batches > 0:
                 recal = perm[: args.bn_batches * args.batch_size].split(args.batch_size)
-                recalibrate_batch_norm(model, (take_subsets(train_x[i], random_subsets(
-                    len(i), P, args.num_points, args.seed + k)).to(device) for k, i in enumerate(recal) if len(i) > 1))
-            test_acc, _, _ = evaluate(model, test_x, test_y, args.eval_points, args.eval_batch_size, seed=args.seed)
+                # each rank its rows of every batch: synchronised batch norm sees the global batch
+                recalibrate_batch_norm(model, (dist.shard(take_subsets(train_x[i], random_subsets(
+                    len(i), P, args.num_points, args.seed + k))).to(device)
+                    for k, i in enumerate(recal) if len(i) >= max(2, dist.world_size)))
+            test_acc, _, _ = evaluate(model, test_x, test_y, args.eval_points, args.eval_batch_size, seed=args.seed,
+                                      dist=dist)
             row = {"train_loss": loss_sum / max(1, clouds),
                    "acc/train": correct / max(1, count), "acc/test": test_acc, "lr": lr_at(args, epoch),
                    "epoch_time_s": time.perf_counter() - t0}
             log.append(epoch, row)
-            print(f"epoch {epoch}: loss {row['train_loss']:.4f}, train acc {row['acc/train']:.4f}, "
-                  f"test acc {test_acc:.4f} ({row['epoch_time_s']:.1f} s)", flush=True)
+            if dist.is_main:
+                print(f"epoch {epoch}: loss {row['train_loss']:.4f}, train acc {row['acc/train']:.4f}, "
+                      f"test acc {test_acc:.4f} ({row['epoch_time_s']:.1f} s)", flush=True)
             if ckpts.is_better(test_acc) or ckpts.due(epoch) or epoch == args.num_epochs - 1:
-                save(epoch, metric=test_acc)
+                save(epoch, metric=test_acc)  # rank 0 writes; the other ranks' managers write nothing
     curves = log.plot(run.path("curves.png"), groups=[["train_loss"], ["acc/train", "acc/test"], ["lr"]],
                       title=f"{task} {args.model}", xlabel="epoch")
 
-    # final: the best checkpoint on the whole test split at --final_points points per cloud
+    # final: the best checkpoint on the whole test split at --final_points points per cloud (each rank
+    # its share of the clouds, once rank 0's last checkpoint is on disk)
+    dist.barrier()
     best_path = ckpts.best_path if ckpts.best_path.is_file() else ckpts.last_path
     if not best_path.is_file():
         raise UserError("no checkpoint was written (interrupted before the first epoch ended)")
     best, _, best_state = load_trained(str(best_path), device)
     t0 = time.perf_counter()
-    test_acc, pred, _ = evaluate(best, test_x, test_y, args.final_points, args.eval_batch_size, seed=args.seed + 1)
+    test_acc, pred, _ = evaluate(best, test_x, test_y, args.final_points, args.eval_batch_size, seed=args.seed + 1,
+                                 dist=dist)
     eval_s = time.perf_counter() - t0
+    if task == "cls":  # per-class counts of correct and of all test clouds, summed over the ranks
+        y_mine, classes = dist.shard(test_y), spec.classes("cls")
+        sums = dist.sum([float(((pred == c) & (y_mine == c)).sum()) for c in range(classes)]
+                        + [float((y_mine == c).sum()) for c in range(classes)])
+        per_class = {c: (sums[c], sums[classes + c]) for c in range(classes)}
+    if not dist.is_main:
+        return 0  # rank 0 writes the results
     rows = log.rows()
     metrics = {
         "test_accuracy": test_acc, "task": task, "model": args.model, "best_epoch": int(best_state["step"]),
         "epochs_trained": len(rows), "final_points": min(args.final_points, P), "train_points": args.num_points,
         "train_time_s": t_train, "final_eval_time_s": eval_s, "num_train": n_train, "num_test": len(test_x),
         "data": spec.label(task), "data_source": spec.source, "parameters": sum(p.numel() for p in model.parameters()),
-        "train_clouds_per_s": clouds_seen / max(t_train, 1e-9),
+        "train_clouds_per_s": clouds_seen / max(t_train, 1e-9), "processes": dist.world_size,
     }
     if rows:
         metrics["last_epoch_test_accuracy"] = rows[-1].get("acc/test")
     if task == "cls":
         for c, name in enumerate(spec.names("cls")):
-            m = test_y == c
-            if m.any():  # classes without test clouds are left out (a subset of a 40-class release)
-                metrics[f"test_accuracy_{name}"] = float((pred[m] == c).double().mean())
+            right, total = per_class[c]
+            if total:  # classes without test clouds are left out (a subset of a 40-class release)
+                metrics[f"test_accuracy_{name}"] = right / total
         if args.baseline:
             metrics.update(fit_bbox_baseline(train_np, train_lab, test_np, test_lab, num_classes=spec.classes("cls")))
     metrics["checks"] = {"test_accuracy": accuracy_check(task, test_acc, len(test_x), metrics["final_points"], args.model)}
