@@ -20,7 +20,8 @@ input image | prediction | ground truth in the prediction's representation (voxe
 implicit, points for point, the mesh for mesh), turning from the input view. With --export_mesh
 (vox and implicit), example_<k>_mesh.ply / .obj: the predicted surface at --mesh_level through
 marching cubes on a --mesh_resolution^3 grid (the implicit decoder is queried at every grid point,
-so the mesh is finer than its 32^3 training grid), in the mesh frame of the data set.
+so the mesh is finer than its 32^3 training grid), in the mesh frame of the data set; --type mesh:
+the predicted mesh itself. With --export_points (--type point), example_<k>_points.ply.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ import torch
 from l3d.checks import check
 from l3d.cli import nonneg_int, positive_int, report, run_cli, script_parser
 from l3d.errors import user_error
-from l3d.export import add_mesh_flags, export_mesh
+from l3d.export import add_mesh_flags, export_mesh, save_point_cloud
+from l3d.io import save_obj, save_ply
 from l3d.media import save_gif_with_png
 from l3d.run import atomic_path, load_checkpoint
 from l3d.train import choose_device, progress
@@ -221,9 +223,13 @@ QUICK = {"num_frames": 24, "image_size": 128, "vis_count": 2, "data_preset": "qu
 def export_example(model: SingleViewTo3D, ds: R2N2, idx: int, device, out: Path, name: str, args) -> list:
     """``--export_mesh``: ``<name>.ply`` / ``.obj`` of item ``idx``'s predicted surface (occupancy
     ``--mesh_level`` on a ``--mesh_resolution``^3 grid over the unit cube, mesh frame)."""
-    if model.kind not in ("vox", "implicit"):
-        raise user_error("--export_mesh", "--type vox or implicit (a point cloud or mesh prediction is no field)",
-                         f"--type {model.kind}")
+    if model.kind == "point":
+        raise user_error("--export_mesh", "--type vox, implicit or mesh (--export_points writes a point prediction)",
+                         "--type point")
+    if model.kind == "mesh":  # the deformed sphere itself
+        mesh = predict(model, to_device(collate([ds[idx]]), device))
+        verts, faces = mesh.verts_list()[0].detach().cpu(), mesh.faces_list()[0].cpu()
+        return [save_ply(out / f"{name}.ply", verts, faces), save_obj(out / f"{name}.obj", verts, faces)]
     _, paths = export_mesh(example_field(model, ds, idx, device), out, bbox=0.5, resolution=args.mesh_resolution,
                            level=args.mesh_level, inside="above", device=device, name=name)
     return paths
@@ -250,6 +256,8 @@ def build_parser(doc: str = __doc__) -> argparse.ArgumentParser:
     ap.add_flag("num_frames", default=36, help="frames of each example GIF, one turn (--quick 24)")
     ap.add_flag("image_size", default=160, help="size of each panel of the example GIFs (--quick 128)")
     add_mesh_flags(ap, default_level=0.5, default_resolution=128)
+    ap.add_argument("--export_points", action="store_true",
+                    help="--type point: also write example_<k>_points.ply, the predicted point cloud of each example")
     add_data_flags(ap)
     return ap
 
@@ -315,6 +323,12 @@ def evaluate_checkpoint(args) -> dict:
         written.extend(save_gif_with_png(out / f"example_{k}.gif", frames, fps=gif_fps(args.num_frames), which="first"))
         if args.export_mesh:
             written.extend(export_example(model, ds, idx, device, out, f"example_{k}_mesh", args))
+        if args.export_points:
+            if model.kind != "point":
+                raise user_error("--export_points", "--type point (--export_mesh writes the other kinds)",
+                                 f"--type {model.kind}")
+            cloud = predict(model, to_device(collate([ds[idx]]), device))[0]
+            written.append(save_point_cloud(out / f"example_{k}_points.ply", cloud))
     empty = int((~res["valid"]).sum())
     metrics = {
         "type": args.type, "checkpoint": str(ckpt), "examples": len(ds), "split": args.split,

@@ -8,7 +8,8 @@ random subset of --num_points of its points. Writes into --output_dir: ``metrics
 check ``test_accuracy >= 0.80`` that ``python -m l3d.report --check`` reads),
 ``results.md``, ``gt_<i>.gif`` and ``pred_<i>.gif`` (object --index, course spelling --i), and for the --num_cases best and
 worst objects ``good_<k>.gif`` / ``bad_<k>.gif`` (ground truth | prediction side by side, with the
-object's accuracy). Colours: 0 seat white, 1 back magenta, 2 legs cyan, 3 arms yellow, 4 base
+object's accuracy), ``pred_<i>.ply`` (object --index coloured by its predicted parts) and
+``pred_<i>.npz`` (its ``points``, ``pred`` and ``gt``, for ``python -m l3d.view``). Colours: 0 seat white, 1 back magenta, 2 legs cyan, 3 arms yellow, 4 base
 blue, 5 headrest red (for the course's data the part names may differ; the colours do not).
 """
 
@@ -18,10 +19,12 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from l3d.cli import nonneg_int, positive_int, report, run_cli, script_parser
-from l3d.run import atomic_write
+from l3d.export import save_point_cloud
+from l3d.run import atomic_path, atomic_write
 from l3d.train import choose_device
 
 from .common import (VIS_QUICK, add_vis_flags, check_index, check_vis, clear_metrics, clear_pictures, data_for_eval,
@@ -44,6 +47,17 @@ def build_parser():
     add_vis_flags(ap)
     add_data_flags(ap, sizes_from_checkpoint=True)
     return ap
+
+
+def export_labelled_cloud(stem: Path, points: torch.Tensor, pred: torch.Tensor, gt: torch.Tensor) -> list:
+    """``<stem>.ply`` (points coloured by predicted part, for any point-cloud tool) and ``<stem>.npz``
+    (``points``, ``pred``, ``gt``: what ``python -m l3d.view`` colours by prediction or truth)."""
+    ply = save_point_cloud(stem.with_suffix(".ply"), points, seg_colors(pred))
+    with atomic_path(stem.with_suffix(".npz")) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, points=points.cpu().numpy().astype(np.float32), pred=pred.cpu().numpy().astype(np.int64),
+                     gt=gt.cpu().numpy().astype(np.int64))
+    return [ply, stem.with_suffix(".npz")]
 
 
 def main(argv=None):
@@ -88,6 +102,7 @@ def main(argv=None):
     written += save_turntable_gif(out / f"pred_{args.index}.gif", [(pts[args.index], seg_colors(pred[args.index]),
                                                                 f"prediction ({per_object[args.index]:.1%} correct)")],
                                   args, legend=key)
+    written += export_labelled_cloud(out / f"pred_{args.index}", pts[args.index], pred[args.index], gt[args.index])
     order = torch.argsort(per_object, descending=True)
     k = min(args.num_cases, n)
     cases = [("good", int(j)) for j in order[:k]] + [("bad", int(j)) for j in order.flip(0)[:k]]

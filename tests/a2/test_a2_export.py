@@ -26,9 +26,9 @@ def data(tmp_path_factory):
 def trained(tmp_path_factory, data):
     base = tmp_path_factory.mktemp("a2_export_train")
     ckpts = {}
-    for kind in ("vox", "implicit"):
+    for kind in ("vox", "implicit", "point", "mesh"):
         out = base / f"train_{kind}"
-        train_model.main(["--type", kind, "--steps", "30", "--batch_size", "4", "--log_freq", "10", "--vox_width",
+        train_model.main(["--type", kind, "--steps", "30" if kind in ("vox", "implicit") else "2", "--ico_level", "3", "--batch_size", "4", "--log_freq", "10", "--vox_width",
                           "0.5", "--implicit_hidden", "64", "--n_queries", "256", "--output_dir", str(out), *data])
         ckpts[kind] = out / "checkpoints" / "last.pt"
     return ckpts
@@ -72,7 +72,35 @@ def test_eval_export_mesh_writes_meshes_trimesh_opens(trained, data, tmp_path):
     assert m["examples"] == 2
 
 
-def test_export_mesh_refuses_point_models(capsys):
-    with pytest.raises(Exception) as e:
-        eval_model.export_example(type("M", (), {"kind": "point"})(), None, 0, "cpu", None, "x", None)
-    assert "--export_mesh" in str(e.value) and "--type point" in str(e.value)
+@pytest.mark.parametrize("kind", ["point", "mesh"])
+def test_point_and_mesh_predictions_are_written_as_they_are(trained, data, tmp_path, kind):
+    """--export_points writes the predicted cloud, --export_mesh the predicted (deformed sphere) mesh,
+    exactly the prediction the evaluation scores."""
+    from a2_single_view.data import collate
+
+    out = tmp_path / kind
+    eval_model.main(["--type", kind, "--quick", "--vis_count", "1", "--max_examples", "2", "--baseline_checkpoint", "none",
+                     "--load_checkpoint", str(trained[kind]), "--export_points" if kind == "point" else "--export_mesh",
+                     "--output_dir", str(out), *data])
+    model, cfg = eval_model.load_model(trained[kind], torch.device("cpu"), kind)
+    pred = eval_model.predict(model, collate([_dataset(model, cfg, data)[0]]))
+    if kind == "point":
+        cloud = trimesh.load(out / "example_0_points.ply", process=False)
+        assert np.allclose(cloud.vertices, pred[0].detach().numpy(), atol=1e-6)
+    else:
+        mesh = trimesh.load(out / "example_0_mesh.ply", process=False)
+        assert np.allclose(mesh.vertices, pred.verts_list()[0].detach().numpy(), atol=1e-6)
+        assert np.array_equal(mesh.faces, pred.faces_list()[0].numpy()) and (out / "example_0_mesh.obj").is_file()
+
+
+def test_export_flags_refuse_the_other_kinds(trained, data, tmp_path):
+    from l3d.errors import UserError
+
+    with pytest.raises(UserError, match="--export_mesh: .*--type point"):
+        eval_model.main(["--type", "point", "--quick", "--vis_count", "1", "--max_examples", "1", "--baseline_checkpoint",
+                         "none", "--load_checkpoint", str(trained["point"]), "--export_mesh", "--output_dir",
+                         str(tmp_path), *data])
+    with pytest.raises(UserError, match="--export_points: .*--type vox"):
+        eval_model.main(["--type", "vox", "--quick", "--vis_count", "1", "--max_examples", "1", "--baseline_checkpoint",
+                         "none", "--load_checkpoint", str(trained["vox"]), "--export_points", "--output_dir",
+                         str(tmp_path), *data])

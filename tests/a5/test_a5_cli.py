@@ -119,6 +119,19 @@ def test_eval_seg_reproduces_the_accuracy_and_uses_the_course_colours(seg_run, t
     img = iio.imread(out / "gt_0.png")[..., :3].astype(int).reshape(-1, 3)
     for colour in ((255, 0, 255), (0, 255, 255), (255, 255, 255)):  # back, legs, seat
         assert (np.abs(img - colour).sum(1) < 60).sum() > 5, colour
+    # object 0 as files other tools open: a .ply coloured by prediction, an .npz with both labellings
+    import trimesh
+
+    cloud = trimesh.load(out / "pred_0.ply", process=False)
+    saved = np.load(out / "pred_0.npz")
+    assert cloud.vertices.shape == saved["points"].shape == (10000, 3)
+    assert np.allclose(cloud.vertices, saved["points"]) and saved["pred"].shape == saved["gt"].shape == (10000,)
+    assert e["object_accuracy_min"] <= (saved["pred"] == saved["gt"]).mean() <= 1  # a trained model's labels
+    from a5_pointnet.common import seg_colors
+    import torch
+
+    want = (seg_colors(torch.as_tensor(saved["pred"])).numpy() * 255).round()
+    assert np.abs(cloud.colors[:, :3].astype(float) - want).max() <= 1
 
 
 def test_robustness_tables_and_accuracy_falls_with_rotation(cls_run, seg_run, tmp_path):
