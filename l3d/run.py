@@ -845,6 +845,59 @@ def _close_writer(writer: Any) -> None:
         writer.close()
 
 
+EVENTS_PREFIX = "events.out.tfevents."
+
+
+class _EventFile:
+    """One TensorBoard event file, written synchronously through tensorboard's record format.
+
+    Named ``events.out.tfevents.<n>.l3d`` with ``n`` one more than the highest already in the
+    folder (zero-padded, so TensorBoard's name order is the order of writing), so two runs that
+    log the same things write the same file names (TensorBoard's own writers put the time, host
+    and pid in the name). Each record is flushed as it is written."""
+
+    def __init__(self, folder: Path, purge_step: Optional[int] = None):
+        from tensorboard.compat.proto import event_pb2
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        folder.mkdir(parents=True, exist_ok=True)
+        seqs = [int(p.name[len(EVENTS_PREFIX):].split(".")[0]) for p in folder.glob(EVENTS_PREFIX + "*")
+                if p.name[len(EVENTS_PREFIX):].split(".")[0].isdigit()]
+        self.path = folder / f"{EVENTS_PREFIX}{max(seqs, default=0) + 1:010d}.l3d"
+        self._pb = event_pb2
+        self._file = open(self.path, "ab")
+        self._records = RecordWriter(self._file)
+        self._event(file_version="brain.Event:2")
+        if purge_step is not None:  # hides the events of steps >= purge_step in the earlier files
+            self._event(step=int(purge_step), session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
+
+    def _event(self, **fields: Any) -> None:
+        self._records.write(self._pb.Event(wall_time=time.time(), **fields).SerializeToString())
+
+    def add(self, step: int, scalars: Mapping[str, float] = (), images: Mapping[str, np.ndarray] = ()) -> None:
+        """One event of ``step`` with the scalars and (H, W, 3) uint8 images given."""
+        from tensorboard.compat.proto import summary_pb2
+
+        values = [summary_pb2.Summary.Value(tag=k, simple_value=float(v)) for k, v in dict(scalars).items()]
+        for tag, img in dict(images).items():
+            import io
+
+            from PIL import Image
+
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="PNG")
+            values.append(summary_pb2.Summary.Value(tag=tag, image=summary_pb2.Summary.Image(
+                height=int(img.shape[0]), width=int(img.shape[1]), colorspace=3, encoded_image_string=buf.getvalue())))
+        if values:
+            self._event(step=int(step), summary=summary_pb2.Summary(value=values))
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
 def _image_hwc(image: Any) -> np.ndarray:
     """An (H, W, 3) uint8 array from an (H, W), (H, W, C) or (C, H, W) image, float in [0, 1] or uint8."""
     torch = sys.modules.get("torch")
@@ -877,13 +930,15 @@ class LossLog:
     TensorBoard (``tensorboard=None``: :func:`tensorboard_enabled`, on by default): every row's
     numbers under their own names, plus ``system/step_time_s`` (wall seconds per step between two
     rows), ``system/cpu_rss_mb`` and, where CUDA is in use, ``system/cuda_peak_mb``; and the images
-    given to :meth:`image`. The writer is created on the first row (torch and tensorboard are
-    imported only then), flushed every two seconds and when the run's folder commits or closes
-    (:meth:`release_files`, which a :class:`RunDir` calls on the logs it tracks, so no event file
-    is left half-written in a pending folder). :meth:`rewind` makes the next writer purge the
-    steps after the checkpoint (TensorBoard's ``purge_step``), so a resumed run's curves do not
-    show the re-run steps twice. Without the tensorboard package the CSV is still written and a
-    one-line note says why the event files are missing.
+    given to :meth:`image`. The event file is opened on the first row (tensorboard is imported
+    only then), every row is flushed to it as it is written, and it is closed when the run's folder
+    commits or closes (:meth:`release_files`, which a :class:`RunDir` calls on the logs it tracks;
+    the next row opens a new file in the committed folder). Files are named
+    ``events.out.tfevents.<n>.l3d`` (n counting up), so two runs that log the same steps write the
+    same names. :meth:`rewind` makes the next file start by purging the steps after the checkpoint
+    (TensorBoard's ``purge_step``), so a resumed run's curves do not show the re-run steps twice.
+    Without the tensorboard package the CSV is still written and a one-line note says why the
+    event files are missing.
     """
 
     def __init__(self, path_csv: PathLike, append: bool = True, tensorboard: Optional[bool] = None):
@@ -926,16 +981,15 @@ class LossLog:
 
     # -- TensorBoard
     def _tb(self) -> Any:
-        """The open SummaryWriter (created on first use), or None when TensorBoard is off/missing."""
+        """The open event file (created on first use), or None when TensorBoard is off/missing."""
         if self._writer is not None or not self.tensorboard:
             return self._writer
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            self._writer = _EventFile(self.tensorboard_dir, self._purge_step)
         except ImportError as exc:
             print(f"note: no TensorBoard logs ({exc}); losses go to {self.path.name} only", file=sys.stderr)
             self.tensorboard = False
             return None
-        self._writer = SummaryWriter(log_dir=str(self.tensorboard_dir), purge_step=self._purge_step, flush_secs=2)
         self._finalizer = weakref.finalize(self, _close_writer, self._writer)
         self._purge_step = None
         return self._writer
@@ -945,19 +999,19 @@ class LossLog:
         if w is None:
             return
         step = row["step"]
-        for k, v in row.items():
-            if k != "step" and isinstance(v, float):
-                w.add_scalar(k, v, step)
+        values = {k: v for k, v in row.items() if k != "step" and isinstance(v, float)}
         now = time.perf_counter()
         if self._last is not None and step > self._last[0]:
-            w.add_scalar("system/step_time_s", (now - self._last[1]) / (step - self._last[0]), step)
+            values["system/step_time_s"] = (now - self._last[1]) / (step - self._last[0])
         self._last = (step, now)
         rss = _rss_mb()
         if rss is not None:
-            w.add_scalar("system/cpu_rss_mb", rss, step)
+            values["system/cpu_rss_mb"] = rss
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_initialized():
-            w.add_scalar("system/cuda_peak_mb", torch.cuda.max_memory_allocated() / 2 ** 20, step)
+            values["system/cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+        w.add(step, values)
+        w.flush()
 
     def image(self, step: int, tag: str, image: Any) -> None:
         """Log an image to TensorBoard under ``tag`` (e.g. a fixed validation view every N steps):
@@ -965,7 +1019,8 @@ class LossLog:
         TensorBoard is off."""
         w = self._tb() if self.tensorboard else None
         if w is not None:
-            w.add_image(tag, _image_hwc(image), int(step), dataformats="HWC")
+            w.add(int(step), images={tag: _image_hwc(image)})
+            w.flush()
 
     def flush(self) -> None:
         """Write what the TensorBoard writer holds to its event file."""

@@ -29,12 +29,12 @@ most every few seconds and never more than a fifth of the time (the A4 trainer's
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
-import os
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -501,9 +501,16 @@ def start_server(host: str = "127.0.0.1", port: int = 0, label: str = "l3d") -> 
     except ImportError as exc:
         raise UserError(f"the viewer needs viser ({exc}); pip install -r requirements.txt") from None
     try:
-        return viser.ViserServer(host=host, port=int(port) if port else _free_port(host), label=label, verbose=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # viser's banner: the caller prints the URL
+            return viser.ViserServer(host=host, port=int(port) if port else _free_port(host), label=label, verbose=False)
     except OSError as exc:
         raise UserError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+
+
+def stop_server(server: Any) -> None:
+    """Stop a viser server quietly."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        server.stop()
 
 
 def _free_port(host: str) -> int:
@@ -592,7 +599,6 @@ class TrainingViewer:
         self.renders = 0
         self.render_time = 0.0
         self._next = 0.0
-        self._lock = threading.Lock()
         scale = 1.0
         if cameras is not None:
             size = image_size if image_size is not None else tuple(images.shape[1:3])
@@ -638,7 +644,7 @@ class TrainingViewer:
         return True
 
     def close(self) -> None:
-        self.server.stop()
+        stop_server(self.server)
 
     def __enter__(self) -> "TrainingViewer":
         return self
@@ -677,7 +683,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
     finally:
-        server.stop()
+        stop_server(server)
 
 
 if __name__ == "__main__":

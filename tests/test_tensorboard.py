@@ -142,3 +142,17 @@ def test_run_module_imports_neither_torch_nor_tensorboard():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.strip() == "[]"
+
+
+def test_two_runs_write_the_same_file_names(tmp_path):
+    """Event files are numbered, not named by time, host and pid: runs that log alike look alike."""
+    names = []
+    for run in ("one", "two"):
+        log = LossLog(tmp_path / run / LOSS_LOG, tensorboard=True)
+        log.append(0, {"loss": 1.0})
+        log.rewind(0)
+        log.append(1, {"loss": 0.5})
+        log.close()
+        names.append(sorted(p.name for p in (tmp_path / run / TENSORBOARD_DIR).iterdir()))
+    assert names[0] == names[1] == ["events.out.tfevents.0000000001.l3d", "events.out.tfevents.0000000002.l3d"]
+    assert _scalars(_read(tmp_path / "one" / TENSORBOARD_DIR), "loss") == [(0, 1.0), (1, 0.5)]

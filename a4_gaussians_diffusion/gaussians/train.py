@@ -182,6 +182,8 @@ def train_and_check(args, cfg: TrainConfig, run: RunDir, device) -> dict:
         if viewer is not None:
             viewer.close()
     m = result.metrics
+    if viewer is not None:  # how much of the training time the live view took
+        m["viewer"] = {"renders": viewer.renders, "render_time_s": viewer.render_time}
     min_psnr = args.min_psnr if args.min_psnr is not None else (HARDER_MIN_PSNR if harder else MIN_PSNR)
     min_ssim = args.min_ssim if args.min_ssim is not None else (HARDER_MIN_SSIM if harder else MIN_SSIM)
     n_test = len(scene.test_idx)
