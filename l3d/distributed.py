@@ -67,26 +67,28 @@ class PeerLostError(UserError):
 # ----------------------------------------------------------------------------------------------
 # synchronised batch norm on CPUs
 # ----------------------------------------------------------------------------------------------
-class _SumOverRanks(torch.autograd.Function):
-    """All-reduce (sum) with a gradient: every rank's output depends on every rank's input, so the
-    gradient of the input is the sum over ranks of the output gradients."""
+class _GatherRanks(torch.autograd.Function):
+    """All-gather with a gradient: (K,) on every rank -> (world size, K), row r from rank r. Every
+    rank's output holds this rank's row, so its gradient is the sum over ranks of that row's."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        y = x.clone()
-        tdist.all_reduce(y)
-        return y
+        rows = [torch.empty_like(x) for _ in range(tdist.get_world_size())]
+        tdist.all_gather(rows, x.contiguous())
+        return torch.stack(rows)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor) -> torch.Tensor:
-        g = g.clone()
+        g = g.contiguous().clone()
         tdist.all_reduce(g)
-        return g
+        return g[tdist.get_rank()]
 
 
 class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """Batch norm whose training statistics are those of the global batch across all ranks (one
-    differentiable all-reduce of per-channel sums, sums of squares and counts). Same parameters,
+    """Batch norm whose training statistics are those of the global batch across all ranks: each
+    rank's per-channel count, mean and sum of squared deviations (two passes over its own rows) are
+    gathered (one differentiable all-gather) and combined exactly (Chan et al.'s parallel variance),
+    so no precision is lost to E[x^2] - mean^2 when the mean is large. Same parameters,
     buffers and state-dict keys as ``BatchNorm{1,2,3}d``; evaluation uses the running statistics,
     like every batch norm, and needs no other rank."""
 
@@ -99,12 +101,19 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         c = x.shape[1]
         dims = [0] + list(range(2, x.dim()))
+        shape = [1, c] + [1] * (x.dim() - 2)
         n_local = x.numel() // max(c, 1)
-        stats = torch.cat([x.sum(dims), (x * x).sum(dims), x.new_full((1,), float(n_local))])
-        stats = _SumOverRanks.apply(stats)  # its backward all-reduces the gradients: the global batch's gradient
-        n = stats[-1]
-        mean = stats[:c] / n
-        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0.0)
+        if n_local:
+            mean_local = x.mean(dims)
+            m2_local = ((x - mean_local.view(shape)) ** 2).sum(dims)
+        else:  # a rank without rows this step still takes part
+            mean_local = m2_local = x.new_zeros(c) + 0.0 * x.sum()
+        stats = torch.cat([mean_local, m2_local, x.new_full((1,), float(n_local))])
+        stats = _GatherRanks.apply(stats)  # (ranks, 2C + 1); its backward sums the gradients over ranks
+        counts = stats[:, -1:]
+        n = counts.sum()
+        mean = (stats[:, :c] * counts).sum(0) / n
+        var = (stats[:, c:2 * c] + counts * (stats[:, :c] - mean) ** 2).sum(0) / n
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
@@ -112,7 +121,6 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
                 unbiased = var.detach() * (n / (n - 1).clamp_min(1.0))
                 self.running_mean.mul_(1 - f).add_(mean.detach(), alpha=f)
                 self.running_var.mul_(1 - f).add_(unbiased, alpha=f)
-        shape = [1, c] + [1] * (x.dim() - 2)
         y = (x - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)

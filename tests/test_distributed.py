@@ -98,6 +98,58 @@ def test_cpu_sync_batchnorm_is_plain_batchnorm_in_one_process():
     assert list(sync.state_dict()) == list(torch.nn.BatchNorm1d(4).state_dict())  # checkpoints load either way
 
 
+def _sync_bn_worker(rank: int, init_file: str, queue) -> None:
+    """Rank ``rank`` of 2: synchronised batch norm on its rows of a global batch (float32), and the
+    plain batch norm of the whole batch in float64 as the reference."""
+    import torch.distributed as tdist
+
+    torch.set_num_threads(1)
+    tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        g = torch.Generator().manual_seed(0)
+        x = 100.0 + 0.5 * torch.randn(7, 3, 5, generator=g)  # a large mean: E[x^2] - mean^2 would lose digits
+        coef = torch.randn(7, 3, 5, generator=g)
+        ref = torch.nn.BatchNorm1d(3).double()
+        with torch.no_grad():
+            ref.weight.copy_(torch.tensor([1.0, 2.0, -1.0]))
+        sync = distributed.convert_sync_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm1d(3)), torch.device("cpu"))[0]
+        sync.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ref.state_dict().items()})
+        xd = x.double().requires_grad_(True)
+        yref = ref(xd)
+        (yref * coef.double()).sum().backward()
+        rows = slice(rank, None, 2)  # rows 0, 2, 4, 6 on rank 0 and 1, 3, 5 on rank 1: unequal shares
+        xl = x[rows].clone().requires_grad_(True)
+        y = sync(xl)
+        (y * coef[rows]).sum().backward()
+        wgrad = sync.weight.grad.clone()
+        tdist.all_reduce(wgrad)
+        queue.put((rank, float((y.double() - yref.detach()[rows]).abs().max()),
+                   float((xl.grad.double() - xd.grad[rows]).abs().max() / xd.grad.abs().max()),
+                   float((wgrad.double() - ref.weight.grad).abs().max() / ref.weight.grad.abs().max()),
+                   float((sync.running_var.double() - ref.running_var).abs().max())))
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_cpu_sync_batchnorm_matches_the_global_batch(tmp_path):
+    """Values and gradients of two ranks' synchronised batch norm equal the whole batch's (float64
+    reference), running statistics included, with a mean 200 times the spread."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_sync_bn_worker, args=(r, str(tmp_path / "init"), queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    for rank, dy, dx, dw, dvar in results:
+        # float32 on inputs near 100: the normalised values carry about 1e-7 * 100 / 0.5 = 2e-5 of rounding
+        assert dy < 1e-4 and dx < 1e-4 and dw < 1e-4 and dvar < 1e-4, (rank, dy, dx, dw, dvar)
+
+
 # ----------------------------------------------------------------------------------------------
 # A5: PointNet classification, data-parallel over clouds
 # ----------------------------------------------------------------------------------------------
