@@ -14,9 +14,10 @@ of the course, in the course's order (the parts are listed by each assignment's 
 * its command (``command.txt``), and collapsed: every number of its ``metrics.json`` (nested keys
   flattened, floats to 4 significant digits), its Markdown notes, further images, file links;
 * when the part wrote 3-D files (a mesh, point cloud or Gaussians: .ply .obj .glb .npz .npy), the
-  command that opens them in the 3-D viewer (``python -m l3d.view <folder>``) and a small preview
-  of the main one: a few thousand coloured points inlined in the page (no network), drawn on a
-  canvas by a few lines of plain JavaScript; drag to turn it.
+  command that opens them in the 3-D viewer (``python -m l3d.view <folder>``) and, for a mesh or
+  point cloud (Gaussians read better in their renders), a small preview of the main one: a few
+  thousand coloured points inlined in the page (no network), drawn on a canvas by a few lines of
+  plain JavaScript; drag to turn it.
 
 TensorBoard logs (``tensorboard/`` folders) and checkpoints are not gallery material: the former
 are skipped, the latter listed as files.
@@ -627,7 +628,7 @@ def _command_of(part: Part, groups: list[Group]) -> str:
 
 
 def _preview_rank(rel: str) -> tuple:
-    """Which 3-D file of a card to preview first: meshes, then Gaussians, other .ply, arrays."""
+    """Which 3-D file of a card to preview first: meshes, then other .ply, arrays."""
     name = rel.rsplit("/", 1)[-1].lower()
     order = ["mesh.ply", "mesh.obj"]
     if name in order:
@@ -669,8 +670,22 @@ def _viewer_html(folder: str, files: list[str], root: Path, preview: bool) -> tu
     target = root / folder if folder else root
     cmd = (f'<div class="cmd"><span class="label">3-D viewer</span>'
            f'<code>{html.escape(shlex.join(["python", "-m", "l3d.view", str(target)]))}</code></div>')
-    fig = preview_canvas(root / three_d[0], three_d[0][len(folder) + 1:] if folder else three_d[0]) if preview else None
+    fig = None
+    if preview:  # a mesh or point cloud; Gaussians read better in the trainer's renders
+        from .view import ply_kind
+
+        shapes = [f for f in three_d if not (f.lower().endswith(".ply") and _safe_ply_kind(ply_kind, root / f) == "gaussians")]
+        fig = preview_canvas(root / shapes[0], shapes[0][len(folder) + 1:] if folder else shapes[0]) if shapes else None
     return cmd, fig or ""
+
+
+def _safe_ply_kind(ply_kind, path: Path) -> str:
+    from .errors import UserError
+
+    try:
+        return ply_kind(path)
+    except (UserError, OSError, ValueError):
+        return "unreadable"
 
 
 #: The previews' viewer: orthographic points, painter's order, drag to turn (no libraries).

@@ -366,3 +366,19 @@ def test_3d_preview_and_viewer_command(tmp_path, browser):
     img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     magenta = (img[..., 0] > 150) & (img[..., 2] > 150) & (img[..., 1] < 100)
     assert magenta.sum() > 3000, magenta.sum()
+
+
+def test_gaussians_get_the_viewer_command_but_no_preview(tmp_path):
+    import torch
+
+    from a4_gaussians_diffusion.gaussians.model import Gaussians
+    from a4_gaussians_diffusion.gaussians.ply import save_gaussians_ply
+
+    out = tmp_path / "out"
+    folder = out / "a4_gaussians_diffusion" / "gaussians" / "train"
+    save_gaussians_ply(folder / "gaussians.ply", Gaussians.random(32, generator=torch.Generator().manual_seed(0)))
+    _metrics(folder, checks={"test_psnr": check(27.0, min=25)})
+    page = report.render_gallery(out, parts=[Part("A4 1.2", "Train", "a4_gaussians_diffusion/gaussians/train",
+                                                  checks=("test_psnr",))])
+    assert f"python -m l3d.view {folder}" in page
+    assert "<canvas" not in page and "<script" not in page
