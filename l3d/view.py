@@ -502,9 +502,12 @@ def start_server(host: str = "127.0.0.1", port: int = 0, label: str = "l3d") -> 
         raise UserError(f"the viewer needs viser ({exc}); pip install -r requirements.txt") from None
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # viser's banner: the caller prints the URL
-            return viser.ViserServer(host=host, port=int(port) if port else _free_port(host), label=label, verbose=False)
+            server = viser.ViserServer(host=host, port=int(port) if port else _free_port(host), label=label, verbose=False)
     except OSError as exc:
         raise UserError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    if port and server.get_port() != int(port):  # viser moves on to the next free port
+        print(f"note: port {port} is in use; listening on {server.get_port()}", file=sys.stderr)
+    return server
 
 
 def stop_server(server: Any) -> None:
@@ -661,7 +664,8 @@ def build_parser() -> ScriptParser:
     ap.add_argument("path", help="a mesh, point cloud, grid, 3DGS .ply, scene folder or run folder")
     ap.add_argument("--host", default="127.0.0.1",
                     help="address to listen on (0.0.0.0: every interface, reachable from other machines)")
-    ap.add_argument("--port", type=nonneg_int, default=0, help="port to listen on (0: a free one)")
+    ap.add_argument("--port", type=nonneg_int, default=0,
+                    help="port to listen on (0: a free one; a port in use moves on to the next free one, with a note)")
     ap.add_argument("--max_points", type=positive_int, default=300_000,
                     help="points per cloud sent to the browser (larger clouds are subsampled)")
     ap.add_argument("--max_files", type=positive_int, default=16, help="a run folder: at most this many files")
