@@ -12,7 +12,7 @@ textures (through the barycentric interpolation) and point positions (through th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 import torch
@@ -34,16 +34,25 @@ class Fragments:
         zbuf: (N, H, W) view-space depth Z of that face at the pixel centre, -1 for background.
         bary_coords: (N, H, W, 3) perspective-correct barycentric coordinates of the pixel
             centre in that face (0 for background).
+        hit_pixels: optional (Q,) ascending flat indices of the covered pixels (what
+            :meth:`hits` returns; the rasteriser fills it so that shading skips a full-image scan).
     """
 
     pix_to_face: torch.Tensor
     zbuf: torch.Tensor
     bary_coords: torch.Tensor
+    hit_pixels: Optional[torch.Tensor] = field(default=None, compare=False, repr=False)
 
     @property
     def mask(self) -> torch.Tensor:
         """(N, H, W) bool, True where a face was hit."""
         return self.pix_to_face >= 0
+
+    def hits(self) -> torch.Tensor:
+        """(Q,) ascending flat indices (into N * H * W) of the covered pixels."""
+        if self.hit_pixels is not None:
+            return self.hit_pixels
+        return torch.nonzero(self.pix_to_face.reshape(-1) >= 0).squeeze(1)
 
 
 @dataclass(frozen=True)
@@ -248,16 +257,18 @@ def rasterize_meshes(
         ok = area.abs() > 1e-12
         i1, i2 = [1, 2, 0], [2, 0, 1]
         A = torch.stack([y[:, i1] - y[:, i2], x[:, i2] - x[:, i1], x[:, i1] * y[:, i2] - x[:, i2] * y[:, i1]], -1)
-        A = (A / torch.where(ok, area, torch.ones_like(area))[:, None, None]).reshape(-1, 9)  # (M', 9)
+        A = A / torch.where(ok, area, torch.ones_like(area))[:, None, None]  # (M', 3 corners, 3)
+        A_col, A_row, A_one = (A[..., j].contiguous() for j in range(3))  # (M', 3) each, contiguous
         inv_z = 1.0 / z
         big = torch.iinfo(torch.int64).max
         best = torch.full((n * h * w,), big, dtype=torch.int64, device=verts.device)
         lo, hi = pix.amin(1), pix.amax(1)
         lo[~ok] = float("inf")  # degenerate triangles produce no pairs
         for prim, col, row in _bbox_pairs(lo, hi, h, w, max_pairs):
-            Ap = A.index_select(0, prim).view(-1, 3, 3)  # (Q, 3, 3)
-            b = Ap[..., 0] * col[:, None].to(A.dtype) + Ap[..., 1] * row[:, None].to(A.dtype) + Ap[..., 2]
-            inside = torch.nonzero((b >= 0).all(1)).squeeze(1)
+            # (A0 col + A1 row) + A2, in that order (pixel centres on an edge stay on the same side)
+            b = A_col.index_select(0, prim) * col[:, None].to(A.dtype) \
+                + A_row.index_select(0, prim) * row[:, None].to(A.dtype) + A_one.index_select(0, prim)  # (Q, 3)
+            inside = torch.nonzero(b.amin(1) >= 0).squeeze(1)
             prim, b = prim.index_select(0, inside), b.index_select(0, inside)
             pix_id = t_img.index_select(0, prim) * (h * w) + row.index_select(0, inside) * w + col.index_select(0, inside)
             if persp:
@@ -274,7 +285,8 @@ def rasterize_meshes(
     wcam = cam.index_select(0, win_img)
     R, T = cameras.R.index_select(0, wcam), cameras.T.index_select(0, wcam)
     fv = torch.bmm(gather_rows(verts, gather_rows(faces, win_face)), R) + T[:, None]  # (Q, 3, 3)
-    tv = maps.index_select(0, win) @ fv  # corners of the (possibly clipped) winning triangles
+    win_maps = maps.index_select(0, win)
+    tv = torch.bmm(win_maps, fv)  # corners of the (possibly clipped) winning triangles
     ndc = (tv[..., :2] / tv[..., 2:3] if persp else tv[..., :2]) * cameras.focal_length.index_select(0, wcam)[:, None] \
         + cameras.principal_point.index_select(0, wcam)[:, None]  # (Q, 3, 2)
     grid = ndc_pixel_centers((h, w), device=verts.device, dtype=verts.dtype).reshape(-1, 2)
@@ -285,12 +297,13 @@ def rasterize_meshes(
         bary_new = bz * zq[:, None]  # perspective-correct in the clipped triangle
     else:
         bary_new, zq = b2, (b2 * tv[..., 2]).sum(1)
-    bary = (bary_new[:, None, :] @ maps.index_select(0, win))[:, 0]  # weights of the face's corners
+    bary = torch.bmm(bary_new[:, None, :], win_maps)[:, 0]  # weights of the face's corners
 
-    pix_to_face = torch.full((n * h * w,), -1, dtype=torch.long, device=verts.device).index_copy(0, hit_pix, win_face)
-    zbuf = torch.full((n * h * w,), -1.0, dtype=verts.dtype, device=verts.device).index_copy(0, hit_pix, zq)
-    bary_out = torch.zeros(n * h * w, 3, dtype=verts.dtype, device=verts.device).index_copy(0, hit_pix, bary)
-    return Fragments(pix_to_face.view(n, h, w), zbuf.view(n, h, w), bary_out.view(n, h, w, 3))
+    # fresh buffers filled in place (autograd records the copies into them)
+    pix_to_face = torch.full((n * h * w,), -1, dtype=torch.long, device=verts.device).index_copy_(0, hit_pix, win_face)
+    zbuf = torch.full((n * h * w,), -1.0, dtype=verts.dtype, device=verts.device).index_copy_(0, hit_pix, zq)
+    bary_out = torch.zeros(n * h * w, 3, dtype=verts.dtype, device=verts.device).index_copy_(0, hit_pix, bary)
+    return Fragments(pix_to_face.view(n, h, w), zbuf.view(n, h, w), bary_out.view(n, h, w, 3), hit_pix)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -195,8 +195,7 @@ def shade_fragments(
     lights = lights if lights is not None else PointLights()
     materials = materials if materials is not None else Materials()
     n, h, w = frags.pix_to_face.shape
-    mask = frags.mask
-    fg = torch.nonzero(mask.reshape(-1)).squeeze(1)  # (Q,) covered pixels
+    fg = frags.hits()  # (Q,) covered pixels
     p2f = frags.pix_to_face.reshape(-1).index_select(0, fg)
     bary = gather_rows(frags.bary_coords.reshape(-1, 3), fg)
     texels = meshes.textures.sample(meshes, p2f, bary)  # (Q, C)
@@ -220,10 +219,11 @@ def shade_fragments(
             colours = phong_shading(pts, nrm, texels, centers, lights, materials, light_location=loc)
     c = colours.shape[-1]
     bg = _per_image(background, colours, n)  # (N, C)
-    out = bg[:, None, None, :].expand(n, h, w, c).reshape(-1, c)
-    out = out.index_copy(0, fg, colours)
-    alpha = mask.reshape(-1, 1).to(out.dtype)
-    return torch.cat([out, alpha], dim=-1).view(n, h, w, c + 1)
+    # one fresh (N, H, W, C + 1) buffer: background and alpha 0, then the covered pixels in place
+    out = torch.cat([bg, bg.new_zeros(n, 1)], -1)[:, None, None, :].expand(n, h, w, c + 1).contiguous()
+    out = out.view(-1, c + 1)
+    out.index_copy_(0, fg, torch.cat([colours, colours.new_ones(len(fg), 1)], -1))
+    return out.view(n, h, w, c + 1)
 
 
 def render_mesh(

@@ -312,3 +312,28 @@ def test_gouraud_with_a_uv_texture_and_shader_names():
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="unknown shader 'toon'; expected one of phong, gouraud, flat, unlit"):
         render_mesh(mesh, cam, 8, shader="toon")
+
+
+def test_shading_uses_the_rasterisers_hit_list_or_finds_it_itself():
+    """Fragments from the rasteriser carry their covered pixels; hand-made fragments (without
+    the list) shade the same, and the list is the covered pixels in order."""
+    from dataclasses import replace
+
+    from l3d.shading import shade_fragments
+
+    gen = torch.Generator().manual_seed(3)
+    verts = torch.rand(30, 3, generator=gen) - 0.5
+    faces = torch.randint(0, 30, (20, 3), generator=gen)
+    mesh = Meshes([verts], [faces], TexturesVertex([torch.rand(30, 3, generator=gen)]))
+    R, T = look_at_view_transform(2.0, 10.0, 30.0)
+    cams = FoVPerspectiveCameras(R=R.expand(2, 3, 3), T=T.expand(2, 3))
+    frags = rasterize_meshes(mesh, cams, (24, 20))
+    covered = torch.nonzero(frags.pix_to_face.reshape(-1) >= 0).squeeze(1)
+    assert 0 < len(covered) < frags.pix_to_face.numel()
+    assert torch.equal(frags.hits(), covered)
+    plain = replace(frags, hit_pixels=None)
+    assert torch.equal(plain.hits(), covered)
+    a = shade_fragments(mesh, frags, cams, background=(0.2, 0.3, 0.4))
+    b = shade_fragments(mesh, plain, cams, background=(0.2, 0.3, 0.4))
+    assert torch.equal(a, b)
+    assert torch.equal(a[..., 3] > 0, frags.mask) and torch.all(a[~frags.mask][:, :3] == torch.tensor([0.2, 0.3, 0.4]))
