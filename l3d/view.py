@@ -583,7 +583,9 @@ class TrainingViewer:
     once (a dictionary lookup) unless a client is connected and the last render is at least
     ``every_s`` seconds old *and* the renders took at most ``budget`` of the wall time since the
     previous one (so training keeps at least ``1 - budget`` of its speed, 80 % by default, however
-    slow a render is). Renders are at most ``max_side`` pixels on their longer side.
+    slow a render is; the first render, which carries one-off set-up work, aside). Renders are at
+    most ``max_side`` pixels on their longer side (the browser scales them up). A browser starts
+    just behind the first training camera, looking where it looks.
 
     Example::
 
@@ -596,19 +598,30 @@ class TrainingViewer:
 
     def __init__(self, cameras: Any = None, images: Any = None, image_size: Optional[Sequence[int]] = None,
                  host: str = "127.0.0.1", port: int = 0, every_s: float = 1.0, budget: float = 0.2,
-                 max_side: int = 256, label: str = "training", log: Callable[[str], None] = print):
+                 max_side: int = 160, label: str = "training", log: Callable[[str], None] = print):
         self.server = start_server(host, port, label=label)
         self.every_s, self.budget, self.max_side = float(every_s), float(budget), int(max_side)
         self.renders = 0
         self.render_time = 0.0
         self._next = 0.0
-        scale = 1.0
+        self.server.scene.set_up_direction("+y")
         if cameras is not None:
             size = image_size if image_size is not None else tuple(images.shape[1:3])
             layer = cameras_layer(cameras, images, size, name="training_cameras")
-            _, scale = layer_extent([layer])
-            add_layer(self.server, layer, scale=scale * 0.5)
-        self.server.scene.set_up_direction("+y")
+            centre, radius = layer_extent([layer])
+            add_layer(self.server, layer, scale=radius * 0.4)
+            d = layer.data
+            c2w, cam0, fov = d["c2w"][0], d["centres"][0], float(d["fov"][0])
+            dist = float(np.linalg.norm(cam0 - centre))
+            target = cam0 + c2w[:, 2] * dist
+            eye = cam0 - c2w[:, 2] * 0.25 * dist  # a little behind it, so that its own frustum is in view
+
+            @self.server.on_client_connect
+            def _(client):  # a browser starts behind the first training camera, looking where it looks
+                client.camera.up_direction = -c2w[:, 1]
+                client.camera.position = eye
+                client.camera.look_at = target
+                client.camera.fov = fov
         self._status = self.server.gui.add_markdown("waiting for the first step")
         self.url = url_of(self.server)
         log(f"viewer: {self.url} (renders while a browser is connected, at most every {self.every_s:g} s)")
@@ -640,8 +653,9 @@ class TrainingViewer:
         cost = time.perf_counter() - t0
         self.renders += 1
         self.render_time += cost
-        # next render: after every_s, and late enough that renders stay within the budget
-        self._next = t0 + max(self.every_s, cost / max(self.budget, 1e-3))
+        # next render: after every_s, and late enough that renders stay within the budget (the
+        # first render, slow with one-off set-up work, does not set the pace)
+        self._next = t0 + (self.every_s if self.renders == 1 else max(self.every_s, cost / max(self.budget, 1e-3)))
         text = f"step {step}" + "".join(f", {k} {float(v):.4g}" for k, v in (scalars or {}).items())
         self._status.content = text + f" (render {1000 * cost:.0f} ms)"
         return True
