@@ -1,4 +1,5 @@
-"""TensorBoard logs of :class:`l3d.run.LossLog`, read back with TensorBoard's own reader."""
+"""TensorBoard logs of :class:`l3d.run.LossLog`, read back with TensorBoard's own reader (and the A4
+Gaussian trainer's use of them and of the live viewer hook)."""
 
 from __future__ import annotations
 
@@ -156,3 +157,45 @@ def test_two_runs_write_the_same_file_names(tmp_path):
         names.append(sorted(p.name for p in (tmp_path / run / TENSORBOARD_DIR).iterdir()))
     assert names[0] == names[1] == ["events.out.tfevents.0000000001.l3d", "events.out.tfevents.0000000002.l3d"]
     assert _scalars(_read(tmp_path / "one" / TENSORBOARD_DIR), "loss") == [(0, 1.0), (1, 0.5)]
+
+
+def test_gaussian_trainer_calls_the_viewer_and_logs_a_validation_image(tmp_path):
+    """The A4 trainer offers the viewer every step, the viewer's render has the size asked for and
+    matches the trainer's own render of that camera, and TensorBoard gets the validation view."""
+    import torch
+
+    from a4_gaussians_diffusion.gaussians.data import BuiltinSceneConfig, load_scene, make_builtin_scene
+    from a4_gaussians_diffusion.gaussians.trainer import TrainConfig, raster_settings, train
+
+    scene = load_scene(make_builtin_scene(tmp_path / "cow", BuiltinSceneConfig(
+        num_views=8, image_size=(16, 20), num_points=200, focal_ndc=2.0), force_synthetic=True))
+
+    class Recorder:  # a TrainingViewer stand-in that renders the first training camera at 12x10
+        def __init__(self):
+            self.steps, self.images = [], []
+
+        def update(self, step, render_fn, scalars=None):
+            self.steps.append(step)
+            if step == 3:
+                self.images.append(render_fn(scene.cameras[scene.train_idx[0]], (12, 10)))
+            return step == 3
+
+    rec = Recorder()
+    cfg = TrainConfig(steps=4, viz_every=2, save_every=0)
+    result = train(cfg, scene, tmp_path / "run", "cpu", log=lambda s: None, viewer=rec)
+    assert rec.steps == [0, 1, 2, 3]
+    (img,) = rec.images
+    assert tuple(img.shape) == (12, 10, 3) and 0 <= float(img.min()) and float(img.max()) <= 1
+    import dataclasses
+
+    settings = dataclasses.replace(raster_settings(cfg, scene), image_size=(12, 10))
+    with torch.no_grad():
+        ref = result.model.render(scene.cameras[scene.train_idx[0]], settings).image.clamp(0, 1)
+    assert torch.allclose(img, ref, atol=1e-6)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    (tag,) = acc.Tags()["images"]
+    assert [(e.step, e.width, e.height) for e in acc.Images(tag)] == [(0, 40, 16), (2, 40, 16), (3, 40, 16)]
+    assert [e.step for e in acc.Scalars("loss")] == [0, 1, 2, 3]
