@@ -22,6 +22,7 @@ from l3d.run import atomic_write, check_same_config
 
 from .sds import DEFAULT_MODEL, MemoryOptions, StableDiffusion
 from .tiny import PIPELINE_LABEL, is_tiny
+from .train_prior import PRIOR_LABEL, is_prior
 from .views import view_prompts
 
 TINY_NOTE = """# Tiny-pipeline result
@@ -32,6 +33,16 @@ These files were produced with a **tiny, randomly initialised** Stable Diffusion
 the whole pipeline runs (rendering, VAE encoding, SDS gradients, optimisation, outputs); the
 pictures themselves are **not** what Stable Diffusion would produce. Rerun the same command with
 `--model stabilityai/stable-diffusion-2-1-base` (weights in the local Hugging Face cache) for real results.
+"""
+
+PRIOR_NOTE = """# Made with the small prior trained here
+
+These files were produced with a **small text-to-image latent diffusion model trained from scratch
+here** (`python -m a4_gaussians_diffusion.diffusion.train_prior`) on procedural renders of a few
+shapes (cube, sphere, cone, torus, the course cow) in five colours from the front, side and back,
+at 32 x 32 pixels. It knows only that small world (prompts such as "a red cube, side view"); it is
+not Stable Diffusion. Its answers can be checked with the judge
+(`python -m a4_gaussians_diffusion.diffusion.judge`), a classifier trained on the same kind of renders.
 """
 
 
@@ -174,8 +185,11 @@ def load_guidance(args: argparse.Namespace, device: torch.device) -> StableDiffu
 
 
 def pipeline_label(sd: StableDiffusion, model: str) -> str:
-    """``tiny-random`` for the tiny test checkpoint, else the ``--model`` value."""
-    return PIPELINE_LABEL if sd.folder is not None and is_tiny(sd.folder) else str(model)
+    """``tiny-random`` for the tiny test checkpoint, ``small-prior-trained-here`` for a pipeline
+    written by :mod:`.train_prior`, else the ``--model`` value."""
+    if sd.folder is not None and is_tiny(sd.folder):
+        return PIPELINE_LABEL
+    return PRIOR_LABEL if is_prior(sd.folder) else str(model)
 
 
 def prompt_embeddings(sd: StableDiffusion, prompt: str, negative: str = "", view_dependent: bool = False,
@@ -197,11 +211,15 @@ def prompt_embeddings(sd: StableDiffusion, prompt: str, negative: str = "", view
 #: ``"data"`` of every run made with the tiny random checkpoint.
 TINY_DATA = data_label(standin="tiny random diffusion pipeline: the pictures are noise, they show the code runs")
 
+#: ``"data"`` of every run made with a pipeline written by :mod:`.train_prior`.
+PRIOR_DATA = data_label(standin="made with the small prior trained here (a latent diffusion model trained from "
+                                "scratch on procedural renders of shapes x colours x views; not Stable Diffusion)")
+
 
 def run_data_label(label: str, extra: str = "") -> str:
-    """``"data"`` for metrics.json: the tiny-pipeline stand-in label, or the model used; ``extra``
-    (e.g. the mesh) is appended after a semicolon."""
-    base = TINY_DATA if label == PIPELINE_LABEL else f"model: {label}"
+    """``"data"`` for metrics.json: the tiny-pipeline or small-prior stand-in label, or the model
+    used; ``extra`` (e.g. the mesh) is appended after a semicolon."""
+    base = TINY_DATA if label == PIPELINE_LABEL else PRIOR_DATA if label == PRIOR_LABEL else f"model: {label}"
     return f"{base}; {extra}" if extra else base
 
 
@@ -293,7 +311,10 @@ def gradient_check(params, grads, latent_fn, latent_grad: torch.Tensor, rel_step
 
 
 def write_tiny_note(folder: Path, label: str) -> Optional[Path]:
-    """Write ``TINY_PIPELINE.md`` into ``folder`` when the run used the tiny random checkpoint."""
+    """Write ``TINY_PIPELINE.md`` into ``folder`` when the run used the tiny random checkpoint, or
+    ``SMALL_PRIOR.md`` when it used the small prior trained here."""
+    if label == PRIOR_LABEL:
+        return atomic_write(Path(folder) / "SMALL_PRIOR.md", PRIOR_NOTE)
     if label != PIPELINE_LABEL:
         return None
     return atomic_write(Path(folder) / "TINY_PIPELINE.md", TINY_NOTE)
