@@ -4,10 +4,10 @@ Each two-process run goes through ``python -m torch.distributed.run --nproc_per_
 subprocess, as a user starts it. The one-process reference runs in this process with the same
 global batch. Both runs see the same global batches and batch norm is synchronised across the
 ranks (l3d.distributed.CPUSyncBatchNorm), dropout is 0: the runs differ only by float32 rounding
-(a batch split in two sums in another order, and the synchronised batch norm takes its variance
-as E[x^2] - mean^2), so their loss curves agree to a relative 1e-4 (PointNet) and 1e-3 (the
-voxel decoder, whose 3-D batch norm sums tens of thousands of values per channel and whose
-Adam steps scale those rounding differences up over the steps).
+(a batch split in two sums in another order), measured at 1e-7 relative on both loss curves. The
+tests allow 1e-4: room for other machines' summation orders, while batch norm left unsynchronised
+(each rank normalising with its half batch's statistics) or a wrongly scaled gradient moves the
+loss by 1e-3 or more in the first steps.
 """
 
 import math
@@ -217,10 +217,10 @@ def test_a2_two_processes_follow_one(tmp_path, one_thread):
     m1 = train_model.main(a2_flags(tmp_path) + ["--output_dir", str(one)])  # also computes the features
     res = torchrun("a2_single_view.train_model", a2_flags(tmp_path) + ["--output_dir", two], tmp_path / "cwd")
     assert res.returncode == 0, res.stderr[-2000:]
-    rows = assert_curves_close(one, two, "loss", 1e-3)
+    rows = assert_curves_close(one, two, "loss", 1e-4)
     assert len(rows) == 6
     m2 = read_metrics(two)
-    assert math.isclose(m2["final_loss"], m1["final_loss"], rel_tol=1e-3) and m2["processes"] == 2
+    assert math.isclose(m2["final_loss"], m1["final_loss"], rel_tol=1e-4) and m2["processes"] == 2
     assert files(two) == files(one) and not any((tmp_path / "cwd").iterdir())
 
 
