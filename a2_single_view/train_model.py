@@ -1,6 +1,7 @@
 """Q2: train an image -> 3D model (voxels, points, mesh, or the Q3.1 implicit occupancy network).
 
     python -m a2_single_view.train_model --type vox|point|mesh|implicit [--load_feat] [--steps 10000]
+    torchrun --nproc_per_node 2 -m a2_single_view.train_model --type vox    # data-parallel: 2 processes
 
 A ResNet-18 encoder (ImageNet weights from the local torch cache when present, else random
 initialisation, said in one line) feeds one decoder (a2_single_view/models.py). Losses:
@@ -24,6 +25,11 @@ keeps the previous results until its first checkpoint: a run that diverges (NaN 
 loss) stops with one line and leaves them as they were. With --baseline, the
 same decoder trained on a constant input (the best single shape it can learn: the baseline
 eval_model compares against) goes to <output_dir>/mean_shape/ the same way.
+
+Under torchrun each of N processes (one per GPU, or CPU processes) takes every N-th image of each
+global batch of --batch_size images; gradients are averaged and batch norm is synchronised. Rank 0
+alone writes; --resume continues on any number of processes; a process that dies stops the job
+with one line and the last checkpoint intact.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@
     python -m a5_pointnet.train --task seg --model point_transformer     # kNN vector attention (Q4)
     python -m a5_pointnet.train --task cls --quick               # a few CPU minutes: half width, 512 points, 4 epochs
     python -m a5_pointnet.train --task cls --resume              # continue from the newest intact checkpoint
+    torchrun --nproc_per_node 2 -m a5_pointnet.train --task cls  # data-parallel: 2 processes (GPUs, or CPU)
 
 Data: the course's ``a5/{cls,seg}/*.npy`` under the data root (or --data_path) when present, else
 the procedural chairs/vases/lamps (generated once into --cache_dir). Each training step uses a
@@ -22,6 +23,12 @@ checkpoint is written (the previous ones move to ``.previous/``); a run that sto
 (bad data, a loss that became NaN) leaves them as they were. A second run into a folder in use
 stops with one line. Ctrl-C (or SIGTERM) saves a checkpoint after the current batch; --resume
 then continues with the next epoch (the same --task, --model and model settings).
+
+Under torchrun each of N processes (one per GPU, nccl; or CPU processes, gloo) takes every N-th
+cloud of each global batch of --batch_size clouds; gradients are averaged and batch norm is
+synchronised, so the run follows the one-process run. Rank 0 alone writes; --resume continues on
+any number of processes; a process that dies stops the job with one line and the last checkpoint
+intact. L3D_DIST_TIMEOUT (seconds, default 600) bounds a collective's wait for the others.
 
 The global Transformer keeps the attention probabilities of every layer for the backward pass
 (clouds x heads x points^2 numbers), so its own defaults train on 1024 points per cloud for 100
