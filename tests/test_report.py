@@ -357,8 +357,10 @@ def test_3d_preview_and_viewer_command(tmp_path, browser):
     radius = np.linalg.norm(pts, axis=1)  # points on the sphere's surface, scaled into the unit ball
     assert radius.min() > 0.85 and radius.max() <= 1.0 + 1e-4  # int16 rounding
     assert not re.search(r'(src|href)="(https?:)?//', page) and "<script src" not in page
-    # it draws: magenta pixels on the canvas
-    browser.get(page_path.resolve().as_uri())
+    # the page passes the gallery's own browser check, and the preview draws: magenta pixels
+    from l3d.browser import inspect_page
+
+    assert inspect_page(browser, page_path).problems(15000) == []
     shot = tmp_path / "shot.png"
     browser.execute_script("document.querySelector('canvas.l3d-3d').scrollIntoView()")
     time.sleep(0.3)
