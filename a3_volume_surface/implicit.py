@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from l3d.fields import HarmonicEmbedding, MLPWithInputSkips
 from l3d.rays import RayBundle, sample_deltas
 
+from .hashgrid import HashEncoding
 from .sdf import build_sdf, param
 
 __all__ = ["IMPLICIT_FUNCTIONS", "build_implicit", "SDFVolume", "SDFSurface", "NeuralRadianceField",
-           "NeuralSurface", "laplace_opacity_neg_log_transmittance"]
+           "NeuralSurface", "NGPRadianceField", "NGPSurface", "laplace_opacity_neg_log_transmittance"]
 
 
 def _rainbow(points: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
@@ -241,11 +242,144 @@ class NeuralSurface(nn.Module):
         return self.get_distance(points)
 
 
+class _TruncExp(torch.autograd.Function):
+    """``exp(x)`` whose backward clamps x at 15 (Instant-NGP's density activation: no overflowing
+    gradients from a single large raw value)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.exp(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * torch.exp(x.clamp(max=15))
+
+
+def _mlp(d_in: int, hidden: int, n_hidden: int, d_out: int) -> nn.Sequential:
+    """``n_hidden`` ReLU layers of width ``hidden``, then a linear output layer."""
+    layers: list = []
+    for _ in range(int(n_hidden)):
+        layers += [nn.Linear(d_in, hidden), nn.ReLU()]
+        d_in = hidden
+    return nn.Sequential(*layers, nn.Linear(d_in, d_out))
+
+
+def _hash_kwargs(n_levels, n_features_per_level, log2_hashmap_size, base_resolution, max_resolution, bound):
+    return dict(n_levels=int(n_levels), n_features=int(n_features_per_level),
+                log2_table_size=int(log2_hashmap_size), base_resolution=int(base_resolution),
+                max_resolution=int(max_resolution), bound=float(bound))
+
+
+class NGPRadianceField(nn.Module):
+    """Instant-NGP's radiance field: a multi-resolution hash encoding
+    (:class:`a3_volume_surface.hashgrid.HashEncoding` over ``[-bound, bound]^3``), a density MLP
+    (``n_hidden_layers_density`` hidden layers of ``n_hidden_neurons``) whose first output is the raw
+    density (``exp`` activation, see :class:`_TruncExp`) and the others ``n_geo_features`` geometric
+    features, and a colour MLP (``n_hidden_layers_color`` hidden layers) from those features (plus the
+    harmonic-embedded view direction with ``use_view_dependence``) to a sigmoid RGB.
+
+    ``table_parameters()`` are the hash tables (their own learning rate and Adam eps, see
+    :meth:`a3_volume_surface.model.Model.param_groups`).
+    """
+
+    kind = "volume"
+
+    def __init__(self, n_levels: int = 16, n_features_per_level: int = 2, log2_hashmap_size: int = 17,
+                 base_resolution: int = 16, max_resolution: int = 512, bound: float = 1.5,
+                 n_hidden_neurons: int = 64, n_hidden_layers_density: int = 1, n_hidden_layers_color: int = 2,
+                 n_geo_features: int = 15, use_view_dependence: bool = False, n_harmonic_functions_dir: int = 4,
+                 density_bias_init: float = 0.0):
+        super().__init__()
+        self.encoding = HashEncoding(**_hash_kwargs(n_levels, n_features_per_level, log2_hashmap_size,
+                                                    base_resolution, max_resolution, bound))
+        self.density_net = _mlp(self.encoding.output_dim, n_hidden_neurons, n_hidden_layers_density,
+                                1 + int(n_geo_features))
+        nn.init.constant_(self.density_net[-1].bias[:1], float(density_bias_init))
+        self.use_view_dependence = bool(use_view_dependence)
+        self.embed_dir = HarmonicEmbedding(n_harmonic_functions_dir)
+        d_dir = self.embed_dir.output_dim(3) if self.use_view_dependence else 0
+        self.color_net = _mlp(int(n_geo_features) + d_dir, n_hidden_neurons, n_hidden_layers_color, 3)
+
+    def table_parameters(self):
+        return [self.encoding.table]
+
+    def _trunk(self, points: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        h = self.density_net(self.encoding(points))
+        return _TruncExp.apply(h[..., 0]), h[..., 1:]
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        """(P, 3) -> (P,) densities alone (for the occupancy grid)."""
+        return self._trunk(points)[0]
+
+    def forward(self, bundle: RayBundle) -> Dict[str, torch.Tensor]:
+        pts = bundle.points  # (R, S, 3)
+        r, s = pts.shape[:2]
+        sigma, geo = self._trunk(pts.reshape(-1, 3))
+        if self.use_view_dependence:
+            d = self.embed_dir(bundle.directions)  # (R, Ddir)
+            geo = torch.cat([geo.view(r, s, -1), d[:, None].expand(r, s, d.shape[-1])], -1).reshape(r * s, -1)
+        color = torch.sigmoid(self.color_net(geo))
+        return {"density": sigma.view(r, s), "feature": color.view(r, s, 3)}
+
+
+class NGPSurface(nn.Module):
+    """A hash-encoded neural SDF (for VolSDF / NeuS): ``[xyz, hash features]`` -> distance MLP
+    (``n_hidden_layers_distance`` hidden layers) -> signed distance and ``n_geo_features`` features
+    -> colour MLP -> sigmoid RGB. The input point itself is part of the distance MLP's input, so
+    the sphere pre-training can be fitted by the MLP alone with the tables near zero, and the
+    tables add the detail. Gradients (eikonal term, normals) come from autograd through the
+    trilinear weights.
+    """
+
+    kind = "surface"
+
+    def __init__(self, n_levels: int = 16, n_features_per_level: int = 2, log2_hashmap_size: int = 17,
+                 base_resolution: int = 16, max_resolution: int = 512, bound: float = 1.5,
+                 n_hidden_neurons: int = 64, n_hidden_layers_distance: int = 1, n_hidden_layers_color: int = 2,
+                 n_geo_features: int = 15):
+        super().__init__()
+        self.encoding = HashEncoding(**_hash_kwargs(n_levels, n_features_per_level, log2_hashmap_size,
+                                                    base_resolution, max_resolution, bound))
+        self.distance_net = _mlp(3 + self.encoding.output_dim, n_hidden_neurons, n_hidden_layers_distance,
+                                 1 + int(n_geo_features))
+        self.color_net = _mlp(int(n_geo_features), n_hidden_neurons, n_hidden_layers_color, 3)
+
+    def table_parameters(self):
+        return [self.encoding.table]
+
+    def _trunk(self, points: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        shape = points.shape[:-1]
+        p = points.reshape(-1, 3)
+        h = self.distance_net(torch.cat([p, self.encoding(p)], -1))
+        return h[:, 0].reshape(shape), h[:, 1:].reshape(*shape, -1)
+
+    def get_distance(self, points: torch.Tensor) -> torch.Tensor:
+        """(..., 3) -> (...,)."""
+        return self._trunk(points)[0]
+
+    def get_color(self, points: torch.Tensor) -> torch.Tensor:
+        """(..., 3) -> (..., 3) in [0, 1]."""
+        return self.get_distance_color(points)[1]
+
+    def get_distance_color(self, points: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        d, geo = self._trunk(points)
+        return d, torch.sigmoid(self.color_net(geo))
+
+    get_distance_and_gradient = NeuralSurface.get_distance_and_gradient
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        return self.get_distance(points)
+
+
 IMPLICIT_FUNCTIONS: Dict[str, type] = {
     "sdf_volume": SDFVolume,
     "nerf": NeuralRadianceField,
     "sdf_surface": SDFSurface,
     "neural_surface": NeuralSurface,
+    "ngp": NGPRadianceField,
+    "ngp_surface": NGPSurface,
 }
 
 

@@ -61,6 +61,18 @@ class Model(nn.Module):
             return self.renderer.sdf_to_density(self.implicit_fn.get_distance(points))
         raise ValueError("this model has no volume density")
 
+    def param_groups(self, lr: float, table_lr: Any = None, table_eps: float = 1e-15) -> list:
+        """Adam parameter groups: the implicit function's hash tables (``table_parameters()``, when
+        it has them) with ``table_lr`` (None: ``lr``) and Adam ``eps=table_eps`` (Instant-NGP:
+        1e-15, so rarely touched entries still move), everything else with ``lr``."""
+        tables = list(getattr(self.implicit_fn, "table_parameters", lambda: [])())
+        if not tables:
+            return [{"params": list(self.parameters()), "lr": float(lr)}]
+        ids = {id(p) for p in tables}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        return [{"params": rest, "lr": float(lr)},
+                {"params": tables, "lr": float(lr if table_lr is None else table_lr), "eps": float(table_eps)}]
+
     def after_step(self) -> None:
         """Per-training-step upkeep (the sampler's occupancy grid, when it has one)."""
         if hasattr(self.sampler, "after_step"):

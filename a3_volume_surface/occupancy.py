@@ -44,7 +44,9 @@ class OccupancyGrid(nn.Module):
         self.update_every, self.warmup_steps = int(update_every), int(warmup_steps)
         self.march_samples = int(march_samples)
         g = self.resolution
-        self.register_buffer("density", torch.full((g, g, g), float("inf")))  # EMA estimate per cell
+        # EMA estimate per cell; -1 (no estimate yet) until the first update (finite, so checkpoints
+        # taken before it pass the finite-parameter check)
+        self.register_buffer("density", torch.full((g, g, g), -1.0))
         self.register_buffer("occupied", torch.ones(g, g, g, dtype=torch.bool))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
@@ -79,7 +81,7 @@ class OccupancyGrid(nn.Module):
         pts = u / g * (2 * self.bound) - self.bound
         sigma = torch.cat([density_fn(pts[s:s + chunk]).reshape(-1) for s in range(0, len(pts), chunk)])
         sigma = sigma.view(g, g, g).to(self.density.dtype)
-        fresh = torch.isinf(self.density)
+        fresh = self.density < 0
         self.density = torch.where(fresh, sigma, torch.maximum(self.density * self.decay, sigma))
         if n >= self.warmup_steps:
             opacity = 1 - torch.exp(-self.density * self.cell_size)

@@ -90,6 +90,8 @@ class Training:
     eikonal_weight: float = MISSING
     eikonal_points: Optional[int] = MISSING
     bounds: Any = MISSING  # [[xmin, ymin, zmin], [xmax, ymax, zmax]]
+    table_lr: Optional[float] = MISSING  # hash tables' learning rate (null: training.lr)
+    table_eps: float = MISSING  # hash tables' Adam eps
 
 
 @dataclass
@@ -147,6 +149,18 @@ class ImplicitFunction:
     n_layers_color: int = MISSING
     n_hidden_neurons_color: int = MISSING
     append_color: List[int] = MISSING
+    # hash-grid fields (type ngp / ngp_surface)
+    n_levels: int = MISSING
+    n_features_per_level: int = MISSING
+    log2_hashmap_size: int = MISSING
+    base_resolution: int = MISSING
+    max_resolution: int = MISSING
+    bound: float = MISSING
+    n_hidden_neurons: int = MISSING
+    n_hidden_layers_density: int = MISSING
+    n_hidden_layers_distance: int = MISSING
+    n_hidden_layers_color: int = MISSING
+    n_geo_features: int = MISSING
 
 
 @dataclass
@@ -269,6 +283,19 @@ RANGES: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "renderer.s": (_pos, "a positive number"),
     "renderer.alpha": (_pos, "a positive number"),
     "renderer.beta": (_pos, "a positive number"),
+    "training.table_lr": (_opt(_pos), "null or a positive, finite learning rate"),
+    "training.table_eps": (_pos, "a positive number"),
+    "implicit_function.n_levels": (lambda x: _pos(x) and x <= 32, "an integer in [1, 32]"),
+    "implicit_function.n_features_per_level": (lambda x: _pos(x) and x <= 8, "an integer in [1, 8]"),
+    "implicit_function.log2_hashmap_size": (lambda x: _num(x) and 4 <= x <= 26, "an integer in [4, 26]"),
+    "implicit_function.base_resolution": (_pos, "a positive integer"),
+    "implicit_function.max_resolution": (_pos, "a positive integer (at least base_resolution)"),
+    "implicit_function.bound": (_pos, "a positive number (half size of the encoded cube)"),
+    "implicit_function.n_hidden_neurons": (_pos, "a positive integer"),
+    "implicit_function.n_hidden_layers_density": (_nonneg, "an integer >= 0"),
+    "implicit_function.n_hidden_layers_distance": (_nonneg, "an integer >= 0"),
+    "implicit_function.n_hidden_layers_color": (_nonneg, "an integer >= 0"),
+    "implicit_function.n_geo_features": (_pos, "a positive integer"),
 }
 
 
@@ -294,3 +321,8 @@ def validate(cfg: Mapping[str, Any], where: str = "") -> None:
     if "min_depth" in sampler and "max_depth" in sampler and not sampler["min_depth"] < sampler["max_depth"]:
         raise user_error("sampler.max_depth", f"more than sampler.min_depth ({sampler['min_depth']})",
                          sampler["max_depth"], hint=where)
+    fn = cfg.get("implicit_function") or {}
+    if "base_resolution" in fn and "max_resolution" in fn and not fn["base_resolution"] <= fn["max_resolution"]:
+        raise user_error("implicit_function.max_resolution",
+                         f"at least implicit_function.base_resolution ({fn['base_resolution']})",
+                         fn["max_resolution"], hint=where)

@@ -18,9 +18,9 @@ from a3_volume_surface.parts import PARTS
 
 ROOT = Path(__file__).resolve().parents[2]
 VOLUME = ("box", "sphere", "train_box", "nerf_lego", "nerf_lego_highres", "nerf_lego_hierarchical", "nerf_materials",
-          "nerf_materials_highres", "nerf_sparse", "nerf_blender", "nerf_colmap")
+          "nerf_materials_highres", "nerf_sparse", "nerf_blender", "nerf_colmap", "nerf_lego_fast")
 SURFACE = ("torus_surface", "sphere_surface", "complex_scene", "points_surface", "volsdf_surface", "volsdf_sparse",
-           "neus_surface", "volsdf_blender")
+           "neus_surface", "volsdf_blender", "volsdf_fast")
 
 
 # a few training steps: enough to test files, resume and metrics, not convergence
