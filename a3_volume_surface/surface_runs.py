@@ -205,7 +205,8 @@ def run_train_images(cfg: Mapping[str, Any], device: torch.device, out: Job) -> 
     pre = float("nan")
     if not out.resuming:
         pre = pretrain_sphere(fn, int(tcfg.get("pretrain_iters", 0)), bs, float(tcfg["lr"]), bounds, 1.0, gen, device)
-    optim = torch.optim.Adam(model.parameters(), lr=float(tcfg["lr"]))
+    optim = torch.optim.Adam(model.param_groups(tcfg["lr"], tcfg.get("table_lr"), tcfg.get("table_eps", 1e-15)),
+                             lr=float(tcfg["lr"]))
     sched = torch.optim.lr_scheduler.StepLR(optim, int(tcfg.get("lr_scheduler_step_size", 50)),
                                             float(tcfg.get("lr_scheduler_gamma", 0.8)))
     batcher = RayBatcher(images, cams, tcfg.get("pixel_lookup", "exact"), int(cfg.get("seed", 0)))

@@ -374,7 +374,8 @@ def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Job) -> Di
     model = Model(cfg).to(device)
     if tcfg.get("compile", False):
         model.implicit_fn = torch.compile(model.implicit_fn)
-    optim = torch.optim.Adam(model.parameters(), lr=float(tcfg["lr"]))
+    optim = torch.optim.Adam(model.param_groups(tcfg["lr"], tcfg.get("table_lr"), tcfg.get("table_eps", 1e-15)),
+                             lr=float(tcfg["lr"]))
     sched = torch.optim.lr_scheduler.StepLR(optim, int(tcfg.get("lr_scheduler_step_size", 50)),
                                             float(tcfg.get("lr_scheduler_gamma", 0.8)))
     batcher = RayBatcher(images, cams, tcfg.get("pixel_lookup", "exact"), int(cfg.get("seed", 0)))
