@@ -159,6 +159,9 @@ class RenderSet:
     azimuth: torch.Tensor  # (N,) degrees
     shapes: Tuple[str, ...]
 
+    def __len__(self) -> int:
+        return len(self.images)
+
     def captions(self, with_view: torch.Tensor) -> List[str]:
         """One caption per picture, naming the view where ``with_view`` (N,) bool is True."""
         cols = list(COLOURS)
