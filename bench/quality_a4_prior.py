@@ -32,6 +32,26 @@ PROMPTS = ["a red cube", "a blue sphere", "a green cone", "a yellow torus", "a p
            "a blue cone", "a green torus"]
 
 
+def judge_turntable(run: Path, judge: Judge, gif: str = "final_mesh.gif") -> dict:
+    """The judge's colour per turntable frame of a mesh-texture run, grouped by the frame's view
+    (front / side / back by its azimuth, frames evenly spaced over 360 degrees from azimuth 0)."""
+    import imageio.v3 as iio
+
+    from a4_gaussians_diffusion.diffusion.views import VIEW_NAMES, view_index
+
+    frames = torch.as_tensor(iio.imread(run / gif))[..., :3].float() / 255.0  # (T, H, W, 3)
+    labels = judge.labels(frames.permute(0, 3, 1, 2))
+    az = torch.arange(len(frames)) * 360.0 / len(frames)
+    views = view_index(az)
+    want = parse_caption(json.loads((run / "metrics.json").read_text())["prompt"])["colour"]
+    out = {}
+    for v, name in enumerate(VIEW_NAMES):
+        idx = (views == v).nonzero().flatten().tolist()
+        out[name] = {"colour_accuracy": sum(labels[i]["colour"] == want for i in idx) / max(len(idx), 1),
+                     "frames": len(idx), "labels": [labels[i]["colour"] for i in idx]}
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="pipeline folder written by train_prior")
@@ -40,9 +60,21 @@ def main():
     ap.add_argument("--steps", type=int, default=300, help="SDS steps per image")
     ap.add_argument("--guidance_scale", type=float, default=7.5, help="classifier-free guidance scale")
     ap.add_argument("--seeds", type=int, default=2, help="seeds per prompt")
+    ap.add_argument("--mesh_runs", nargs="*", default=None,
+                    help="only judge these mesh_optimization run folders (colour per view of final_mesh.gif "
+                         "and initial_mesh.gif) and write mesh_results.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
     judge = Judge.load(args.judge)
+    if args.mesh_runs:
+        res = {r: {"final": judge_turntable(Path(r), judge), "initial": judge_turntable(Path(r), judge,
+                                                                                    "initial_mesh.gif")}
+               for r in args.mesh_runs}
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(args.output_dir) / "mesh_results.json").write_text(json.dumps(res, indent=2) + "\n")
+        for r, v in res.items():
+            print(r, {k: {w: round(x["colour_accuracy"], 2) for w, x in d.items()} for k, d in v.items()})
+        return
     out = Path(args.output_dir)
     rows, tiles = [], []
     t0 = time.perf_counter()
