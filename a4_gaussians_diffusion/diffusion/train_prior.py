@@ -1,6 +1,6 @@
 """Train a small text-conditioned latent diffusion model from scratch on procedural renders.
 
-    python -m a4_gaussians_diffusion.diffusion.train_prior                       # under 30 min on one CPU thread
+    python -m a4_gaussians_diffusion.diffusion.train_prior                       # 600 + 3000 steps, see below
     python -m a4_gaussians_diffusion.diffusion.train_prior --quick               # a few minutes
     python -m a4_gaussians_diffusion.diffusion.image_optimization --model output/a4_gaussians_diffusion/prior/pipeline \\
         --prompt "a red cube"
@@ -25,6 +25,11 @@ Three parts, trained in turn (one step counter: VAE steps first, then diffusion 
   0.012), trained jointly with the text encoder; ``--caption_dropout`` of the captions are
   replaced by the empty prompt, so classifier-free guidance works. An EMA copy (``--ema_decay``)
   of both is what gets saved.
+
+Time: a step takes 0.4 to 3 s on one CPU thread (batch 32; the low end on an idle core, the high
+end on a shared, loaded machine), so the default 3600 steps take from about 25 minutes to well over
+an hour; ``--threads 2`` is slower than 1 when the cores are shared. The run reported in RESULTS
+used ``--num_images 2000 --vae_steps 200 --steps 700 --ema_decay 0.99 --lr 1e-3`` (14 min).
 
 Writes into ``--output_dir``: ``pipeline/`` (a diffusers checkpoint folder that every Q2 script
 loads with ``--model <output_dir>/pipeline``: ``model_index.json``, ``unet/``, ``vae/``,
