@@ -86,12 +86,13 @@ class HashEncoding(nn.Module):
         t = self.table_size
         dense = [(r + 1) ** 3 <= t for r in res]  # resolutions grow, so the dense levels come first
         self.n_dense = sum(dense)
-        # per level: resolution, dense flag, the strides of dense indexing, and the level's table offset
+        # per level: resolution, the strides of dense indexing, and the level's table offset
         self.register_buffer("res", torch.tensor(res, dtype=torch.float32), persistent=False)
         self.register_buffer("strides", torch.tensor([[1, r + 1, (r + 1) ** 2] for r in res], dtype=torch.int32),
                              persistent=False)
         self.register_buffer("offsets", torch.arange(self.n_levels, dtype=torch.int32) * t, persistent=False)
-        self.register_buffer("primes", torch.tensor([p if p < 2 ** 31 else p - 2 ** 32 for p in PRIMES], dtype=torch.int32), persistent=False)
+        signed = [p if p < 2 ** 31 else p - 2 ** 32 for p in PRIMES]  # the same bits as uint32
+        self.register_buffer("primes", torch.tensor(signed, dtype=torch.int32), persistent=False)
         self.table = nn.Parameter(torch.empty(self.n_levels * t, self.n_features).uniform_(-init_scale, init_scale))
 
     @property

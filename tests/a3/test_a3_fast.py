@@ -181,3 +181,16 @@ def test_fast_nerf_resumes_with_its_parameter_groups(tmp_path, scene_cache):
     state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)
     groups = state["optimizer"]["param_groups"]
     assert len(groups) == 2 and groups[1]["eps"] == 1e-15 and groups[1]["initial_lr"] == 0.01
+
+
+BAD = [("implicit_function.log2_hashmap_size=30", "implicit_function.log2_hashmap_size"),
+       ("implicit_function.max_resolution=8", "implicit_function.max_resolution"),
+       ("training.table_lr=-1", "training.table_lr"),
+       ("implicit_function.n_levels=abc", "implicit_function.n_levels")]
+
+
+@pytest.mark.parametrize("override,key", BAD)
+def test_bad_hash_grid_values_are_refused_naming_the_key(tmp_path, capsys, override, key):
+    with pytest.raises(SystemExit) as exc:
+        run(volume_rendering_main, "nerf_lego_fast", tmp_path, override)
+    assert exc.value.code != 0 and key in capsys.readouterr().err
