@@ -163,8 +163,10 @@ def test_fast_nerf_converges_where_the_mlp_has_not_yet(tmp_path, scene_cache):
 
 
 def test_volsdf_fast_finds_the_surface(tmp_path, scene_cache):
+    """The first 150 of the quick run's 300 steps, at 32x32: the zero level set is already within
+    5 % of the object's size of the true surface."""
     m = run(surface_rendering_main, "volsdf_fast", tmp_path, f"data.cache_dir={scene_cache}", *SMALL,
-            "geometry.grid_size=48")
+            "geometry.grid_size=48", "training.num_epochs=6")
     assert m["steps"] == 150 and m["mesh_faces"] > 500 and m["test_psnr"] > 20.0, (m["mesh_faces"], m["test_psnr"])
     if m["scene"].startswith("builtin:"):
         assert m["checks"]["geometry_chamfer"]["value"] < 0.05, m["checks"]["geometry_chamfer"]
