@@ -269,6 +269,55 @@ def lookup_pixels(images: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.
     return sample_images_at_xy(images, grid.expand(n, -1, -1), align_corners=mode == "grid_sample")
 
 
+class LiveMonitor:
+    """What a training run shows while it trains, from the config's top-level keys:
+
+    * ``viewer: true`` (``viewer_port``, ``viewer_host``, ``viewer_every``): a web viewer
+      (:class:`l3d.view.TrainingViewer`) with the training cameras and, while a browser is
+      connected, a render from the browser's camera after each epoch (throttled to a fifth of the
+      training time);
+    * ``tensorboard_image_every`` (epochs; 0: never): the first held-out view beside its ground
+      truth as a TensorBoard image.
+    """
+
+    def __init__(self, cfg: Mapping[str, Any], model, render_fn: Callable, train_cams, train_images,
+                 val_cam=None, val_image=None):
+        self.model, self.render_fn = model, render_fn
+        self.val_cam, self.val_image = val_cam, val_image
+        self.image_every = int(cfg.get("tensorboard_image_every", 0) or 0)
+        self.viewer = None
+        if cfg.get("viewer", False):
+            from l3d.view import TrainingViewer
+
+            self.viewer = TrainingViewer(train_cams.to("cpu"), train_images.cpu(), port=int(cfg.get("viewer_port", 0)),
+                                         host=str(cfg.get("viewer_host", "127.0.0.1")),
+                                         every_s=float(cfg.get("viewer_every", 1.0)), label=str(cfg.get("part", "A3")))
+
+    def _render(self, cams, hw) -> torch.Tensor:
+        was = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return self.render_fn(cams, hw)[0].clamp(0, 1)
+        finally:
+            self.model.train(was)
+
+    def epoch(self, epoch: int, scalars: Mapping[str, float], log: LossLog) -> None:
+        if self.viewer is not None:
+            device = next(self.model.parameters()).device
+            self.viewer.update(epoch, lambda cam, hw: self._render(cam.to(device), hw), dict(scalars))
+        if self.val_cam is not None and self.image_every > 0 and (epoch + 1) % self.image_every == 0:
+            pred = self._render(self.val_cam, self.val_image.shape[:2]).cpu()
+            log.image(epoch, "val/test_view_0", torch.cat([pred, self.val_image.cpu().to(pred)], 1))
+
+    def close(self) -> Dict[str, Any]:
+        """Stops the viewer; returns its counts for metrics.json."""
+        if self.viewer is None:
+            return {}
+        self.viewer.close()
+        return {"viewer": {"renders": self.viewer.renders, "render_time_s": self.viewer.render_time}}
+
+
 def train_loop(
     out: Job,
     model: torch.nn.Module,
@@ -281,6 +330,7 @@ def train_loop(
     desc: str = "train",
     device: Optional[torch.device] = None,
     guard: Optional[Callable[[int], None]] = None,
+    monitor: Optional["LiveMonitor"] = None,
 ) -> Dict[str, Any]:
     """Run epochs ``start .. tcfg.num_epochs - 1`` of ``epoch_fn(epoch) -> {name: mean value}``.
 
@@ -298,6 +348,9 @@ def train_loop(
     ``tcfg.time_budget_s`` (optional) ends training after the first epoch that finishes past that
     many seconds of wall time (with a checkpoint), for time-boxed runs.
 
+    ``monitor`` (a :class:`LiveMonitor`) sees every epoch: the live viewer's render and the
+    TensorBoard validation image. The config's ``tensorboard: false`` turns TensorBoard off.
+
     Returns:
         {"start_epoch", "end_epoch" (last epoch done + 1), "interrupted", "out_of_time", "time_s",
         "cpu_time_s" (process CPU time, all threads), "last": scalars}.
@@ -307,7 +360,7 @@ def train_loop(
     run = out.run
     ckpts = CheckpointManager(out / "checkpoints", every=every, keep_last=2, run=run)
     resume = out.resuming
-    log = run.track(LossLog(out / LOSS_LOG, append=resume))
+    log = run.track(LossLog(out / LOSS_LOG, append=resume, tensorboard=config.get("tensorboard")))
     start = 0
     if bool(tcfg.get("resume", False)) and not resume:
         print(f"training.resume: no checkpoint in {out.root / 'checkpoints'}; starting from epoch 0")
@@ -362,6 +415,8 @@ def train_loop(
             if scheduler is not None:
                 scheduler.step()
             log.append(epoch, last)
+            if monitor is not None:
+                monitor.epoch(epoch, last, log)
             end = epoch + 1
             out_of_time = budget is not None and time.perf_counter() - t0 > float(budget)
             ckpts.maybe_save(epoch, snapshot, force=stop.requested or out_of_time or epoch == n_epochs - 1)

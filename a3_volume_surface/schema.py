@@ -188,6 +188,12 @@ class A3Config:
     mesh_resolution: int = 256
     mesh_level: Optional[float] = None  # null: 0 for an SDF, 10 for a density
     mesh_field: str = "auto"  # auto | sdf | density
+    tensorboard: bool = True  # TensorBoard event files in <output_dir>/tensorboard/
+    tensorboard_image_every: int = 10  # epochs between TensorBoard images of the first test view (0: none)
+    viewer: bool = False  # a live web viewer of the training (l3d.view.TrainingViewer)
+    viewer_port: int = 0  # 0: a free port
+    viewer_host: str = "127.0.0.1"
+    viewer_every: float = 1.0  # seconds between two viewer renders at most
 
 
 def register() -> None:
@@ -266,6 +272,9 @@ RANGES: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "data.source": (lambda x: x in ("auto", "file", "builtin"), "auto, file or builtin"),
     "mesh_resolution": (lambda x: _pos(x) and x >= 2, "an integer of at least 2"),
     "mesh_level": (_opt(_num), "null or a number"),
+    "tensorboard_image_every": (_nonneg, "a non-negative integer (0: no images)"),
+    "viewer_port": (lambda x: isinstance(x, int) and 0 <= x < 65536, "a port number (0: a free one)"),
+    "viewer_every": (_pos, "a positive number of seconds"),
     "mesh_field": (lambda x: x in ("auto", "sdf", "density"), "auto, sdf or density"),
     "data.format": (lambda x: x in ("blender", "colmap"), "blender or colmap"),
     "data.normalize": (lambda x: x in ("auto", "cameras", "points", "ngp", "none"), "auto, cameras, points, ngp or none"),

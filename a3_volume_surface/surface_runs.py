@@ -15,7 +15,7 @@ from l3d.checks import check
 from l3d.rays import image_rays
 
 from .cameras import surround_cameras
-from .common import Job, finish, save_gif, train_loop, wh_to_hw
+from .common import Job, LiveMonitor, finish, save_gif, train_loop, wh_to_hw
 from .export import export_after_training
 from .data import builtin_scene_mesh, load_bunny, points_data_label, scene_data_label
 from .geometry import implicit_to_mesh, mesh_chamfer, render_geometry, render_point_cloud
@@ -233,7 +233,13 @@ def run_train_images(cfg: Mapping[str, Any], device: torch.device, out: Job) -> 
         acc["train_psnr"] = 10 * math.log10(1 / max(acc["loss/color"], 1e-12))
         return acc
 
-    info = train_loop(out, model, optim, sched, tcfg, cfg, epoch_fn, desc="train surface", device=device)
+    monitor = LiveMonitor(cfg, model, lambda c, size: render_images(model, c, size)["color"], cams, images,
+                          test_cams[:1].to(device), test_images[0])
+    try:
+        info = train_loop(out, model, optim, sched, tcfg, cfg, epoch_fn, desc="train surface", device=device,
+                          monitor=monitor)
+    finally:
+        live = monitor.close()
     ev = evaluate_views(model, test_images.to(device), test_cams.to(device), tcfg.get("eval_views", -1))
     name = cfg.get("gif_name", "part_7")
     written: List[Any] = [save_test_views(out / f"{name}_test_views.png", ev, test_images)]
@@ -258,7 +264,7 @@ def run_train_images(cfg: Mapping[str, Any], device: torch.device, out: Job) -> 
         "pretrain_loss": pre, "test_psnr": ev["psnr"], "test_views": ev["n_views"],
         "render_s_per_view": ev["render_s_per_view"], "steps": (info["end_epoch"] - info["start_epoch"]) * steps,
         "epochs": info["end_epoch"], "start_epoch": info["start_epoch"], "train_time_s": info["time_s"],
-        "train_cpu_time_s": info["cpu_time_s"], "out_of_time": info["out_of_time"],
+        "train_cpu_time_s": info["cpu_time_s"], "out_of_time": info["out_of_time"], **live,
         **{k.replace("/", "_"): v for k, v in info["last"].items()},
         "mesh_faces": 0 if mesh is None else int(mesh.num_faces_per_mesh()[0]),
     }

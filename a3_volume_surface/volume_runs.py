@@ -26,7 +26,7 @@ from l3d.structures import Pointclouds
 from .cameras import look_at_cameras, surround_cameras
 from l3d.checks import check
 
-from .common import Job, comparison_panel, finish, lookup_pixels, psnr, save_gif, train_loop, wh_to_hw
+from .common import Job, LiveMonitor, comparison_panel, finish, lookup_pixels, psnr, save_gif, train_loop, wh_to_hw
 from .export import export_after_training
 from .data import SCENE_FORMATS, box_data_label, load_box_images, load_nerf_scene, load_scene_folder, scene_data_label
 from .measure import (
@@ -424,7 +424,13 @@ def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Job) -> Di
         if interval > 0 and (epoch + 1) % interval == 0 and epoch + 1 < int(tcfg["num_epochs"]):
             render_gif()
 
-    info = train_loop(out, model, optim, sched, tcfg, cfg, epoch_fn, after_epoch, desc="train nerf", device=device)
+    monitor = LiveMonitor(cfg, model, lambda c, size: render_images(model, c, size)["color"], cams, images,
+                          test_cams[:1].to(device), test_images[0])
+    try:
+        info = train_loop(out, model, optim, sched, tcfg, cfg, epoch_fn, after_epoch, desc="train nerf", device=device,
+                          monitor=monitor)
+    finally:
+        live = monitor.close()
     ev = evaluate_views(model, test_images.to(device), test_cams.to(device), tcfg.get("eval_views", -1))
     written.append(save_test_views(out / f"{gif_name}_test_views.png", ev, test_images))
     t0 = time.perf_counter()
@@ -442,7 +448,7 @@ def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Job) -> Di
         "start_epoch": info["start_epoch"], "steps": (info["end_epoch"] - info["start_epoch"]) * steps,
         "train_time_s": info["time_s"], "train_cpu_time_s": info["cpu_time_s"], "out_of_time": info["out_of_time"],
         "render_s_per_view": ev["render_s_per_view"],
-        "gif_time_s": time.perf_counter() - t0,
+        "gif_time_s": time.perf_counter() - t0, **live,
     }
     occ = getattr(model.sampler, "occupancy", None)
     if occ is not None:
