@@ -81,6 +81,8 @@ def build_parser():
     ap.add_argument("--w_chamfer", type=nonneg_float, default=1.0, help="weight of the chamfer loss (mesh)")
     ap.add_argument("--w_smooth", type=nonneg_float, default=0.1, help="weight of the Laplacian smoothing loss (mesh)")
     ap.add_argument("--log_freq", type=positive_int, default=50, help="loss log row every this many steps (--quick 5)")
+    ap.add_flag("tensorboard_image_every", default=500,
+                help="steps between TensorBoard's image of the shape beside its target (0: the last step only)")
     ap.add_flag("save_every", default=0)
     ap.add_flag("resume")
     ap.add_flag("num_frames", default=36, help="frames of the GIF, one full turn (--quick 24)")
@@ -163,6 +165,22 @@ def fit(args, device, choice, run: RunDir) -> dict:
         lc, ls = chamfer_loss(src, tgt), smoothness_loss(mesh)
         return {"loss": args.w_chamfer * lc + args.w_smooth * ls, "chamfer": lc, "smooth": ls}
 
+    azim = view_azimuth(sample["R"], sample["T"])
+
+    @torch.no_grad()
+    def panels(num_frames: int, image_size: int) -> torch.Tensor:
+        """The optimised shape beside the target, in the same representation, turning from the input view."""
+        kw = dict(num_frames=num_frames, image_size=image_size, azim=azim)
+        if args.type == "vox":
+            return comparison("vox", torch.sigmoid(param)[0, 0].cpu(), target[0, 0].cpu(), pred_title="optimised voxels",
+                              gt_title="target voxels", **kw)
+        if args.type == "point":
+            return comparison("point", param[0].cpu(), target[0].cpu(), pred_title="optimised points",
+                              gt_title="target points", **kw)
+        mesh = sphere.offset_verts(param)
+        return comparison("mesh", (mesh.verts_packed().cpu(), mesh.faces_packed().cpu()), (verts.cpu(), faces.cpu()),
+                          pred_title="optimised mesh", gt_title="target mesh", **kw)
+
     t0 = time.perf_counter()
     last = {}
     step = start - 1
@@ -178,6 +196,8 @@ def fit(args, device, choice, run: RunDir) -> dict:
             last = {k: float(v.detach()) for k, v in terms.items()}
             if step % args.log_freq == 0 or step == args.steps - 1:
                 log.append(step, last)
+            if log.image_due(step, args.tensorboard_image_every, args.steps, stop.requested):
+                log.image(step, "val/fit_and_target", panels(1, 96)[0])
             if ckpts.due(step) or stop.requested or step == args.steps - 1:
                 check_finite_params({"param": param}, step)
                 ckpts.save(step, {"model": {"param": param.detach()}, "optimizer": optim.state_dict(), "config": cfg})
@@ -192,16 +212,10 @@ def fit(args, device, choice, run: RunDir) -> dict:
                "target": cfg["target"], "data": data_text(choice), "interrupted": bool(stop.requested)}
     out = run.path()
     with torch.no_grad():
-        kw = dict(num_frames=args.num_frames, image_size=args.image_size, azim=view_azimuth(sample["R"], sample["T"]))
         if args.type == "vox":
-            prob = torch.sigmoid(param)[0, 0]
-            metrics["iou"] = voxel_iou(prob, target[0, 0])
-            frames = comparison("vox", prob.cpu(), target[0, 0].cpu(), pred_title="optimised voxels",
-                                gt_title="target voxels", **kw)
+            metrics["iou"] = voxel_iou(torch.sigmoid(param)[0, 0], target[0, 0])
         elif args.type == "point":
             metrics["chamfer"] = float(chamfer_loss(param, target))
-            frames = comparison("point", param[0].cpu(), target[0].cpu(), pred_title="optimised points",
-                                gt_title="target points", **kw)
         else:
             mesh = sphere.offset_verts(param)
             g = torch.Generator(device=device).manual_seed(args.seed + 1)
@@ -209,8 +223,7 @@ def fit(args, device, choice, run: RunDir) -> dict:
             metrics["chamfer"] = float(chamfer_loss(sample_points_from_meshes(mesh, n_eval, generator=g),
                                                     sample_points_from_meshes(gt_mesh, n_eval, generator=g)))
             metrics["final_smooth"] = last.get("smooth")
-            frames = comparison("mesh", (mesh.verts_packed().cpu(), mesh.faces_packed().cpu()),
-                                (verts.cpu(), faces.cpu()), pred_title="optimised mesh", gt_title="target mesh", **kw)
+    frames = panels(args.num_frames, args.image_size)
     metrics["checks"] = fit_check(args.type, metrics)
     written = list(save_gif_with_png(out / f"fit_{args.type}.gif", frames, fps=gif_fps(args.num_frames), which="first"))
     if log.rows():

@@ -102,6 +102,9 @@ def build_parser(doc: str = __doc__) -> argparse.ArgumentParser:
                     help="training steps of the --baseline model (default --steps; --quick: fewer, see QUICK)")
     ap.add_flag("save_every", default=2000)
     ap.add_argument("--log_freq", type=positive_int, default=50, help="loss log row every this many steps (--quick 10)")
+    ap.add_flag("tensorboard_image_every", default=500,
+                help="steps between TensorBoard's validation image: training image 0, its prediction and the ground "
+                     "truth (the last step always logs one; 0: the last step only)")
     ap.add_flag("load_checkpoint", nargs="?", const=True,
                 help="continue from this checkpoint file (alone, as in the course: from the newest checkpoint "
                      "in --output_dir, like --resume)")
@@ -199,6 +202,21 @@ def forward(model: SingleViewTo3D, batch: dict, queries=None) -> torch.Tensor:
         return out[:1].expand(b, *out.shape[1:])
     # implicit: the queries differ per row, the feature does not
     return model(feats=const[:1].expand(b, -1), queries=queries)
+
+
+@torch.no_grad()
+def log_validation_image(log, model: SingleViewTo3D, ds: R2N2, device, step: int, image_size: int = 96) -> None:
+    """TensorBoard image ``val/train_image_0``: training image 0 | the prediction | its ground truth
+    in the prediction's representation, seen from the input camera (``eval_model``'s panels)."""
+    from .eval_model import example_frames  # (eval_model imports this module)
+
+    was_training = model.training
+    model.eval()
+    try:
+        frame = example_frames(model, ds, 0, device, num_frames=1, image_size=image_size)[0]
+    finally:
+        model.train(was_training)
+    log.image(step, "val/train_image_0", frame)
 
 
 def compute_loss(model: SingleViewTo3D, batch: dict, args, generator=None) -> dict:
@@ -347,6 +365,8 @@ def train(args: argparse.Namespace) -> dict:
                     last = dist.weighted_mean(last, n_local)  # the global batch's losses
                     log.append(step, last)
                 stopping = dist.any(stop.requested)  # every rank stops after the same step
+                if log.image_due(step, args.tensorboard_image_every, args.steps, stopping):  # rank 0 only
+                    log_validation_image(log, model, ds, device, step)
                 if ckpts.due(step) or stopping or step == args.steps - 1:
                     check_finite_params(model, step)
                     ckpts.save(step, state_fn())  # the first save commits the run (rank 0 writes)

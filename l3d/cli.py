@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
 from .errors import UserError, os_error_line
-from .run import command_line, set_tensorboard, write_command, write_metrics
+from .run import command_line, peak_memory, set_tensorboard, write_command, write_metrics
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -103,6 +103,8 @@ VOCABULARY: Dict[str, Flag] = {f.name.lstrip("-"): f for f in (
     Flag("--mesh_level", finite_float, "iso-value of the exported mesh (SDF: 0; NeRF density: e.g. 10 or 50)"),
     Flag("--no_tensorboard", None, "do not write TensorBoard logs of the losses (<output_dir>/tensorboard/; "
          "the CSV and PNG curves are written either way; scripts that log no losses ignore it)", action="store_true"),
+    Flag("--tensorboard_image_every", nonneg_int, "steps between the fixed validation image in TensorBoard "
+         "(<output_dir>/tensorboard/, tab IMAGES; the last step always logs one; 0: the last step only)"),
 )}
 
 
@@ -229,12 +231,14 @@ def current_command() -> str:
 
 
 def report(output_dir: Any, metrics: Optional[Mapping[str, Any]] = None, written: Iterable[Any] = ()) -> None:
-    """Write ``metrics.json`` (merged) and ``command.txt`` to the output folder and print a summary."""
+    """Write ``metrics.json`` (merged) and ``command.txt`` to the output folder and print a summary.
+    The metrics get the process's peak memory (:func:`~l3d.run.peak_memory`: CPU RSS, CUDA)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_command(out, current_command())
     if metrics:
-        write_metrics(out, dict(metrics))
+        metrics = {**metrics, **peak_memory()}
+        write_metrics(out, metrics)
         for k, v in metrics.items():
             if isinstance(v, float):
                 print(f"{k}: {v:.6g}")

@@ -199,6 +199,14 @@ class _NoLog:
     def append(self, step: int, scalars: Mapping[str, Any]) -> None:
         pass
 
+    tensorboard = False
+
+    def image_due(self, *_: Any, **__: Any) -> bool:
+        return False
+
+    def image(self, *_: Any, **__: Any) -> None:
+        pass
+
     def rows(self) -> list:
         return []
 

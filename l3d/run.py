@@ -50,7 +50,7 @@ __all__ = [
     "save_checkpoint", "load_checkpoint", "find_latest_checkpoint", "CheckpointManager", "check_same_config",
     "check_finite", "check_finite_params", "LossLog", "LOSS_LOG", "LOSS_PLOT", "TENSORBOARD_DIR", "set_tensorboard",
     "tensorboard_enabled",
-    "write_metrics", "read_metrics", "command_line", "write_command",
+    "write_metrics", "read_metrics", "command_line", "write_command", "peak_memory",
 ]
 
 LOSS_LOG = "losses.csv"  # the loss log of every trainer
@@ -840,6 +840,29 @@ def _rss_mb() -> Optional[float]:
             return None
 
 
+def peak_memory() -> Dict[str, float]:
+    """This process's peak memory so far, in MiB, for a run's ``metrics.json``:
+    ``peak_cpu_rss_mib`` (the kernel's high-water mark of resident memory, ``ru_maxrss``) and,
+    where CUDA is in use, ``peak_cuda_allocated_mib`` / ``peak_cuda_reserved_mib`` (the caching
+    allocator's peaks over every device). A process that ran several parts reports the largest."""
+    out: Dict[str, float] = {}
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        out["peak_cpu_rss_mib"] = round(peak / (2 ** 20 if sys.platform == "darwin" else 2 ** 10), 1)
+    except (ImportError, OSError):
+        rss = _rss_mb()
+        if rss is not None:
+            out["peak_cpu_rss_mib"] = round(rss, 1)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        n = torch.cuda.device_count()
+        out["peak_cuda_allocated_mib"] = round(max(torch.cuda.max_memory_allocated(d) for d in range(n)) / 2 ** 20, 1)
+        out["peak_cuda_reserved_mib"] = round(max(torch.cuda.max_memory_reserved(d) for d in range(n)) / 2 ** 20, 1)
+    return out
+
+
 def _close_writer(writer: Any) -> None:
     with contextlib.suppress(Exception):
         writer.close()
@@ -1021,6 +1044,12 @@ class LossLog:
         if w is not None:
             w.add(int(step), images={tag: _image_hwc(image)})
             w.flush()
+
+    def image_due(self, step: int, every: int, steps: int, stopping: bool = False) -> bool:
+        """Whether ``step`` of a run of ``steps`` logs its validation image: TensorBoard is on and
+        the step is a multiple of ``every`` (0: none in between), the last step, or the step the
+        run stops at (``stopping``). Callers render the image only when this is true."""
+        return self.tensorboard and (stopping or step >= steps - 1 or (every > 0 and step % every == 0))
 
     def flush(self) -> None:
         """Write what the TensorBoard writer holds to its event file."""
