@@ -436,6 +436,15 @@ def save_turntable_gif(path: Path, panels: Sequence[Tuple[torch.Tensor, torch.Te
         text_color: RGB 0..255 of the captions.
         legend: (name, RGB in [0, 1]) per colour for a key under the panels (None: no key).
     """
+    video = turntable_panels(panels, args, text_color, legend)
+    return save_gif_with_png(path, video, duration_ms=gif_frame_ms(args.fps), which="first")  # front view
+
+
+def turntable_panels(panels: Sequence[Tuple[torch.Tensor, torch.Tensor, str]], args: argparse.Namespace,
+                     text_color=(255, 255, 255), legend: Optional[Sequence[Tuple[str, Sequence[float]]]] = None
+                     ) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames of :func:`save_turntable_gif` (``args``: ``num_frames``,
+    ``image_size``, ``radius``, ``background``)."""
     frames = [to_uint8(render_turntable(pts.float(), cols.float(), args)) for pts, cols, _ in panels]
     T, _, width = frames[0].shape[:3]
     if any(text for _, _, text in panels):
@@ -450,7 +459,7 @@ def save_turntable_gif(path: Path, panels: Sequence[Tuple[torch.Tensor, torch.Te
     if legend:
         key = legend_strip(legend, video.shape[2], font_size=max(10, round(width / 15)))  # the captions' size
         video = np.concatenate([video, np.broadcast_to(key, (T, *key.shape))], axis=1)
-    return save_gif_with_png(path, video, duration_ms=gif_frame_ms(args.fps), which="first")  # front view
+    return video
 
 
 def seg_colors(labels: torch.Tensor) -> torch.Tensor:

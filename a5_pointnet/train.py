@@ -122,6 +122,8 @@ def build_parser(task: Optional[str] = None, model: Optional[str] = None) -> Scr
     ap.add_argument("--bn_batches", type=nonneg_int, default=8,
                     help="before each evaluation, re-estimate the batch-norm statistics of the current weights "
                          "on this many training batches (0: keep the running averages, as the course does)")
+    ap.add_flag("tensorboard_image_every", default=1,
+                help="epochs between TensorBoard's image of test cloud 0 and its prediction (0: the last epoch only)")
     ap.add_flag("save_every", default=10, help="save ckpt_<epoch>.pt every this many epochs (0: only best/last)")
     ap.add_argument("--keep_last", type=positive_int, default=3, help="periodic checkpoints kept (older ones are deleted)")
     ap.add_flag("resume", help="continue from the newest intact checkpoint in --output_dir (same model settings)")
@@ -188,6 +190,37 @@ def recalibrate_batch_norm(model: torch.nn.Module, batches) -> None:
     for m, mom in zip(bns, momenta):
         m.momentum = mom
     model.train(was_training)
+
+
+@torch.no_grad()
+def validation_image(model, cloud: torch.Tensor, label: torch.Tensor, task: str, names: Sequence[str],
+                     num_points: int, seed: int, image_size: int = 160):
+    """(H, W, 3) uint8: test cloud 0 at ``num_points`` points from the turntable's front view. seg:
+    the predicted parts beside the true ones; cls: the cloud green when its predicted class is right,
+    red when wrong, captioned with both names."""
+    import argparse as _argparse
+
+    from .common import seg_colors, turntable_panels
+
+    idx = random_subsets(1, cloud.shape[0], num_points, seed)
+    pts = take_subsets(cloud[None], idx)  # (1, n, 3)
+    was_training = model.training
+    try:
+        pred = predict(model, pts)[0]
+    finally:
+        model.train(was_training)
+    vis = _argparse.Namespace(num_frames=1, image_size=image_size, radius=0.01, background=(0.25, 0.25, 0.25))
+    p = pts[0].float()
+    if task == "seg":
+        truth = take_subsets(label[None], idx)[0]
+        right = float((pred == truth).float().mean())
+        panels = [(p, seg_colors(truth), "ground truth"), (p, seg_colors(pred), f"prediction ({right:.0%} right)")]
+    else:
+        ok = int(pred) == int(label)
+        name = lambda k: names[k] if 0 <= k < len(names) else f"class {k}"  # noqa: E731
+        colour = torch.tensor([0.3, 0.85, 0.3] if ok else [0.95, 0.3, 0.3]).expand(p.shape[0], 3)
+        panels = [(p, colour, f"predicted {name(int(pred))}, true {name(int(label))}")]
+    return turntable_panels(panels, vis)[0]
 
 
 def evaluate(model, points: torch.Tensor, labels: torch.Tensor, num_points: int, batch_size: int, seed: int,
@@ -358,6 +391,9 @@ def train(args: argparse.Namespace, cfg: ModelConfig, spec, run: RunDir, ckpts: 
                    "acc/train": correct / max(1, count), "acc/test": test_acc, "lr": lr_at(args, epoch),
                    "epoch_time_s": time.perf_counter() - t0}
             log.append(epoch, row)
+            if log.image_due(epoch, args.tensorboard_image_every, args.num_epochs):  # rank 0 only
+                log.image(epoch, "val/test_cloud_0", validation_image(model, test_x[0], test_y[0], task, spec.names(task),
+                                                                      args.eval_points, args.seed))
             if dist.is_main:
                 print(f"epoch {epoch}: loss {row['train_loss']:.4f}, train acc {row['acc/train']:.4f}, "
                       f"test acc {test_acc:.4f} ({row['epoch_time_s']:.1f} s)", flush=True)

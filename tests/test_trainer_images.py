@@ -70,3 +70,48 @@ def test_a2_fit_data_logs_the_fit_beside_its_target(tmp_path):
     first, last = (got[s][:, : got[s].shape[1] // 2].astype(float) for s in (0, 59))
     rows = runmod.LossLog(out / runmod.LOSS_LOG).rows()
     assert np.abs(first - last).mean() > 1.0 and m["final_loss"] < 0.5 * rows[0]["loss"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from a4_gaussians_diffusion.diffusion.tiny import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny_sd_images"))
+
+
+def test_a4_sds_image_and_mesh_log_their_views(tiny_dir, tmp_path):
+    from a4_gaussians_diffusion.diffusion import image_optimization, mesh_optimization
+
+    common = ["--quick", "--device", "cpu", "--model", str(tiny_dir)]
+    out = Path(image_optimization.main(["--steps", "4", "--snapshot_every", "2", *common,
+                                        "--output_dir", str(tmp_path / "image")]))
+    got = images(out, "val/decoded_image")
+    assert sorted(got) == [1, 3]  # the steps whose decoded image is saved in iters/ (iter_0002, iter_0004)
+    assert all(im.shape[:2] == got[1].shape[:2] and im.shape[0] >= 16 for im in got.values())
+    out = Path(mesh_optimization.main(["--steps", "2", "--snapshot_every", "1", "--data_path", "synthetic",
+                                       "--num_frames", "2", "--image_size", "32", *common,
+                                       "--output_dir", str(tmp_path / "mesh")]))
+    got = images(out, "val/front_view")
+    assert sorted(got) == [0, 1] and all(im.shape[:2] == (32, 32) and shows_something(im) for im in got.values())
+
+
+@pytest.mark.parametrize("task", ["cls", "seg"])
+def test_a5_train_logs_test_cloud_0(tmp_path, task):
+    from a5_pointnet import train
+
+    out = tmp_path / task
+    assert train.main(["--task", task, "--quick", "--batch_size", "16", "--num_points", "128", "--eval_points", "256",
+                       "--final_points", "256", "--width", "0.25", "--num_train", "48", "--num_test", "8", "--data",
+                       "synthetic", "--cache_dir", str(tmp_path / "cache"), "--num_epochs", "3", "--device", "cpu",
+                       "--no-baseline", "--tensorboard_image_every", "2", "--output_dir", str(out)]) == 0
+    got = images(out, "val/test_cloud_0")
+    assert sorted(got) == [0, 2] and all(shows_something(im) for im in got.values())
+    img = got[2]
+    if task == "seg":  # two panels (truth | prediction) with a gap between them
+        assert img.shape[1] > 2 * 160
+    else:  # one panel, the cloud green (right) or red (wrong): one of the two dominates its points
+        assert img.shape[1] == 160
+        px = img.reshape(-1, 3).astype(int)
+        green = ((px[:, 1] > 150) & (px[:, 0] < 120)).sum()
+        red = ((px[:, 0] > 180) & (px[:, 1] < 120)).sum()
+        assert max(green, red) > 200 and min(green, red) < 0.05 * max(green, red)

@@ -70,7 +70,8 @@ def build_parser():
     ap.add_argument("--weight_decay", type=nonneg_float, default=0.0, help="AdamW weight decay")
     ap.add_argument("--warmup", type=nonneg_int, default=100, help="linear warm-up steps of the cosine schedule")
     ap.add_argument("--snapshot_every", type=positive_int, default=100,
-                    help="decode and save the image every this many steps (iters/iter_XXXX.png)")
+                    help="decode and save the image every this many steps (iters/iter_XXXX.png; also in TensorBoard, "
+                         "val/decoded_image)")
     return ap
 
 
@@ -145,6 +146,7 @@ def main(argv=None):
                     img = sd.decode_latents(latents.detach())[0].permute(1, 2, 0).cpu()  # (H, W, 3)
                     save_image(run.path("iters", f"iter_{step + 1:04d}.png"), img)
                     n_written += 1
+                    log.image(step, "val/decoded_image", img)
                     snapshots.append(with_banner(img.numpy(), f"step {step + 1}"))
                 if ckpts.due(step) or stop.requested or last:
                     check_finite_params({"latents": latents}, step)

@@ -136,7 +136,8 @@ def build_parser():
     ap.add_argument("--n_harmonic", type=positive_int, default=4, help="frequencies of the colour field's encoding")
     ap.add_argument("--hidden", type=positive_int, default=128, help="hidden width of the colour field")
     ap.add_argument("--snapshot_every", type=positive_int, default=100,
-                    help="save the training view every this many steps (iters/iter_XXXX.png)")
+                    help="save the training view every this many steps (iters/iter_XXXX.png) and log the fixed "
+                         "front view to TensorBoard (val/front_view)")
     shared_flag(ap, "num_frames", "--gif_frames", default=36, help="frames of the 360-degree GIFs")
     shared_flag(ap, "image_size", "--gif_size", default=256, help="side of the GIF frames in pixels")
     ap.add_flag("fps", default=15.0, help="GIF frame rate (capped at num_frames / 2: >= 2 s per turn)")
@@ -244,6 +245,11 @@ def main(argv=None):
                 if (step + 1) % args.snapshot_every == 0 or last:
                     save_image(run.path("iters", f"iter_{step + 1:04d}.png"), rgba[0, ..., :3].detach().clamp(0, 1))
                     n_saved += 1
+                    if log.tensorboard:  # a fixed view (the turntable's first frame), unlike the random training views
+                        with torch.no_grad():
+                            front = render_mesh_turntable(textured(mesh, field), 1, dist=2.4, elev=10.0,
+                                                          image_size=args.image_size)[0]
+                        log.image(step, "val/front_view", front)
                 if ckpts.due(step) or stop.requested or last:
                     check_finite_params(field, step)
                     ckpts.save(step, {"model": field.state_dict(), "optimizer": optim.state_dict(),
