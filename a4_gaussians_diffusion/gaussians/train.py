@@ -52,11 +52,11 @@ import dataclasses
 
 import torch
 
+from l3d import distributed
 from l3d.checks import check
 from l3d.cli import ScriptParser, finite_float, nonneg_float, nonneg_int, positive_float, positive_int, report, \
     run_cli, script_parser
 from l3d.run import RunDir
-from l3d.train import choose_device
 
 from .data import load_scene, parse_background, resolve_scene_path
 from .flags import add_raster_flags, minus_one_or_nonneg, unit_float
@@ -85,7 +85,10 @@ def build_parser() -> ScriptParser:
     ap.add_flag("image_size", default=None,
                 help="NeRF-synthetic / COLMAP scenes: resample the views so that their longer side has this many "
                      "pixels (default: as stored)")
-    ap.add_flag("steps", default=d.steps, help="training iterations (one view each)")
+    ap.add_flag("steps", default=d.steps, help="training iterations (--batch_size views each)")
+    ap.add_flag("batch_size", default=d.batch_size,
+                help="training views per iteration, the loss being their mean; with several processes (torchrun) "
+                     "the global batch, each process rendering its share")
     ap.add_flag("save_every", default=d.save_every)
     ap.add_flag("resume")
     ap.add_argument("--background", default=None,
@@ -150,12 +153,14 @@ def config_from_args(args) -> TrainConfig:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
-    device = choose_device(args.device)
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
-    # the folder is locked first: a second run into it stops at once, before any work
-    with RunDir(args.output_dir, fresh=not args.resume) as run:
-        m = train_and_check(args, cfg, run, device)
+    with distributed.session(args.device) as dist:  # one process, or one of torchrun's
+        # the folder is locked first (rank 0): a second run into it stops at once, before any work
+        with dist.run_dir(args.output_dir, fresh=not args.resume) as run:
+            m = train_and_check(args, cfg, run, dist.device)
+    if not dist.is_main:
+        return None
     print(f"test PSNR {m['psnr']:.3f} dB, SSIM {m['ssim']:.4f} ({m['num_gaussians']} Gaussians, "
           f"{m['train_time_s']:.1f} s of training)")
     return None
@@ -164,13 +169,16 @@ def main(argv=None):
 def train_and_check(args, cfg: TrainConfig, run: RunDir, device) -> dict:
     """Load the scene, train into ``run``, write metrics.json with the checks; returns the metrics."""
     harder = args.preset == "harder"
-    scene = load_scene(resolve_scene_path(args.data_path), image_size=getattr(args, "image_size", None))
+    dist = distributed.current()
+    with dist.main_first():  # rank 0 renders or converts a scene that needs it once; the others read it
+        scene = load_scene(resolve_scene_path(args.data_path), image_size=getattr(args, "image_size", None))
     bg = cfg.background if cfg.background is not None else scene.background
-    print(f"scene {scene.path}: {len(scene.names)} frames of {scene.image_size[1]}x{scene.image_size[0]}, "
-          f"{len(scene.train_idx)} train / {len(scene.test_idx)} test, background {tuple(bg)}"
-          f"{' (--background)' if cfg.background is not None else ''}")
+    if dist.is_main:
+        print(f"scene {scene.path}: {len(scene.names)} frames of {scene.image_size[1]}x{scene.image_size[0]}, "
+              f"{len(scene.train_idx)} train / {len(scene.test_idx)} test, background {tuple(bg)}"
+              f"{' (--background)' if cfg.background is not None else ''}")
     viewer = None
-    if getattr(args, "viewer", False):
+    if getattr(args, "viewer", False) and dist.is_main:
         from l3d.view import TrainingViewer
 
         train_idx = list(scene.train_idx)
@@ -182,6 +190,8 @@ def train_and_check(args, cfg: TrainConfig, run: RunDir, device) -> dict:
         if viewer is not None:
             viewer.close()
     m = result.metrics
+    if not dist.is_main:
+        return m
     if viewer is not None:  # how much of the training time the live view took
         m["viewer"] = {"renders": viewer.renders, "render_time_s": viewer.render_time}
     min_psnr = args.min_psnr if args.min_psnr is not None else (HARDER_MIN_PSNR if harder else MIN_PSNR)

@@ -15,6 +15,15 @@ through :func:`l3d.run.check_finite_params` (before every checkpoint and the .pl
 diverging run stops with one line naming the step and the parameter group. ``--resume``
 continues from the newest intact checkpoint, bit for bit as the uninterrupted run, and refuses
 a checkpoint of another model configuration (:func:`l3d.run.check_same_config`).
+
+Several processes (``torchrun``, :mod:`l3d.distributed`): every step draws ``batch_size`` training
+views (the global batch; the loss is their mean) and each rank renders its share of them (views
+rank, rank + N, ...). One all-reduce per step sums the parameters' gradients together with this
+step's densification statistics (screen-space gradient norms and counts of every rank's views),
+so every rank takes the same Adam step, densifies, splits and prunes the same Gaussians (the split
+generator is seeded alike) and holds the same model; the Gaussian count is compared across ranks
+after every densification. Rank 0 alone writes (checkpoints, logs, progress frames, the final
+evaluation); a checkpoint resumes on any number of processes.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
+from l3d import distributed
 from l3d.errors import NonFiniteError, UserError, user_error
 from l3d.ops import knn_points
 from l3d.media import save_gif_with_png
@@ -51,6 +61,7 @@ class TrainConfig:
     """Every setting of a training run (saved in each checkpoint)."""
 
     steps: int = 1000
+    batch_size: int = 1  # training views per step (the global batch across processes)
     init: str = "points"  # points | random
     num_random: int = 10000
     anisotropic: bool = False
@@ -235,6 +246,65 @@ class TrainResult:
     written: List[Path] = field(default_factory=list)
 
 
+class _Nothing:
+    """A render whose statistics were already counted (:func:`batch_statistics`): the strategy's
+    post-backward hook then only decides (densify, prune, reset)."""
+
+    index = None
+    grad = None
+    means2d = None
+
+
+_COUNTED = _Nothing()
+_COUNTED.means2d = _Nothing()
+
+
+def batch_statistics(strategy: DensifyStrategy, outs, step: int, batch: int, n: int,
+                     device) -> Optional[DensifyStats]:
+    """This rank's densification statistics of one step: per rendered view the norm of its 2-D
+    means' gradient (scaled by ``batch``: the loss is the mean over the batch, the recipe's
+    threshold is per view) and a count of one; None when the strategy is not collecting."""
+    if not strategy.collecting(step):
+        return None
+    stats = DensifyStats.zeros(n, device)
+    for out in outs:
+        grad = out.means2d.grad
+        stats.add(out.index, None if grad is None else (grad * batch if batch > 1 else grad), strategy.image_size)
+    return stats
+
+
+def all_reduce_step(dist: distributed.Dist, g: Gaussians, opt: torch.optim.Adam,
+                    stats: Optional[DensifyStats]) -> Optional[DensifyStats]:
+    """With several processes: sum the parameters' gradients and ``stats`` over the ranks in one
+    all-reduce (a parameter without a gradient on every rank keeps none, as in one process);
+    returns the summed statistics. One process: ``stats`` unchanged, nothing touched."""
+    if not dist.enabled:
+        return stats
+    import torch.distributed as tdist
+
+    params = [gr["params"][0] for gr in opt.param_groups]
+    parts = [p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in params]
+    parts.append(torch.tensor([float(p.grad is not None) for p in params], device=g.means.device,
+                              dtype=g.means.dtype))
+    if stats is not None:
+        parts += [stats.grad_sum.to(g.means.dtype), stats.count.to(g.means.dtype)]
+    flat = torch.cat(parts)
+    tdist.all_reduce(flat)
+    at = 0
+    for p in params:
+        p.grad = flat[at:at + p.numel()].view_as(p).clone()
+        at += p.numel()
+    has = flat[at:at + len(params)]
+    at += len(params)
+    for p, h in zip(params, has.tolist()):
+        if h == 0:
+            p.grad = None
+    if stats is None:
+        return None
+    n = stats.grad_sum.numel()
+    return DensifyStats(flat[at:at + n].to(stats.grad_sum.dtype), flat[at + n:at + 2 * n].to(stats.count.dtype))
+
+
 def train(cfg: TrainConfig, scene: Scene, out: Union[Path, str, RunDir], device, resume: bool = False,
           log: Callable[[str], None] = print, viewer=None) -> TrainResult:
     """Fit Gaussians to ``scene`` and write the outputs of the module docstring.
@@ -245,20 +315,22 @@ def train(cfg: TrainConfig, scene: Scene, out: Union[Path, str, RunDir], device,
     :class:`l3d.view.TrainingViewer`, given the chance to render the model from the browser's
     camera after every step (it decides when, within its time budget).
     """
-    if not isinstance(out, RunDir):
-        with RunDir(out, fresh=not resume) as run:
+    if isinstance(out, (str, Path)):
+        with distributed.current().run_dir(out, fresh=not resume) as run:
             return train(cfg, scene, run, device, resume, log, viewer)
     run = out
+    dist = distributed.current()  # one process unless started by torchrun (l3d.distributed.session)
+    dist.check_batch(cfg.batch_size)
     seed_everything(cfg.seed)
     scene = scene.to(device)
-    ckpts = CheckpointManager(run.path("checkpoints"), every=cfg.save_every, keep_last=2, run=run)
+    ckpts = dist.checkpoints(run.path("checkpoints"), every=cfg.save_every, keep_last=2, run=run)
     g = init_gaussians(cfg, scene, device)
     opt = make_optimizer(g, cfg)
     strategy = DensifyStrategy(densify_settings(cfg), scene_extent(scene), g.num_gaussians, scene.image_size,
                                device, seed=cfg.seed + 1)
     start, frames = 0, []
     train_time = 0.0
-    loss_log = run.track(LossLog(run.path(LOSS_LOG), append=resume))
+    loss_log = dist.loss_log(run, run.path(LOSS_LOG), append=resume)
     if resume:
         state = ckpts.resume(map_location=device)
         if state is None:
@@ -280,7 +352,10 @@ def train(cfg: TrainConfig, scene: Scene, out: Union[Path, str, RunDir], device,
             train_time = float(state.get("train_time_s", 0.0))
             frames = [f for f in state.get("progress_frames", [])]
             loss_log.rewind(int(state["step"]))
-            log(f"resumed from step {state['step']} ({g.num_gaussians} Gaussians)")
+            if dist.is_main:
+                log(f"resumed from step {state['step']} ({g.num_gaussians} Gaussians)")
+    if dist.enabled:  # every rank continues from the same checkpoint
+        dist.check_same((start, g.num_gaussians), "the step and Gaussian count to resume from")
     settings = raster_settings(cfg, scene)
     viz_views = [scene.train_idx[i] for i in torch.linspace(0, len(scene.train_idx) - 1, 4).round().long().tolist()]
     viz_gt = scene.images[viz_views]
@@ -294,53 +369,81 @@ def train(cfg: TrainConfig, scene: Scene, out: Union[Path, str, RunDir], device,
                         "strategy": strategy.state_dict(), "train_time_s": train_time, "progress_frames": frames}
 
     step = start - 1
-    with graceful_interrupt() as stop:
-        for step in progress(range(start, cfg.steps), "train"):
+    batch = cfg.batch_size
+    time_at_start = train_time
+    with graceful_interrupt(message=dist.is_main) as stop:
+        for step in progress(range(start, cfg.steps), "train", disable=None if dist.is_main else True):
             t0 = time.perf_counter()
-            # the view of this step depends only on (seed, step): resuming repeats nothing
+            dist.fault_point(step)
+            # the views of this step depend only on (seed, step): resuming repeats nothing, and
+            # every rank draws the same global batch
             view_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-            view = scene.train_idx[int(torch.randint(len(scene.train_idx), (1,), generator=view_gen))]
+            views = [scene.train_idx[int(i)] for i in torch.randint(len(scene.train_idx), (batch,), generator=view_gen)]
+            mine = dist.shard(views)
             f = lr_factor(cfg, step)
             for gr in opt.param_groups:
                 gr["lr"] = gr["base_lr"] * f
-            out = g.render(scene.cameras[view], settings, cfg.sh)
-            strategy.step_pre_backward(out, step)
-            gt = scene.images[view]
-            loss_l1 = l1(out.image, gt)
-            loss = loss_l1
-            scalars = {"loss": loss_l1.detach()}
-            if cfg.ssim_weight > 0:
-                loss_ssim = 1 - ssim(out.image, gt)
-                loss = (1 - cfg.ssim_weight) * loss_l1 + cfg.ssim_weight * loss_ssim
-                scalars["loss_ssim"] = loss_ssim.detach()
-            check_finite(loss, step)
             opt.zero_grad(set_to_none=True)
-            if loss.requires_grad:  # False only when no Gaussian is in front of the camera
-                loss.backward()
+            outs, sums = [], [0.0, 0.0]  # this rank's views: the sums of their L1 and 1 - SSIM
+            for view in mine:  # one backward per view: only one view's graph is alive at a time
+                out = g.render(scene.cameras[view], settings, cfg.sh)
+                strategy.step_pre_backward(out, step)
+                gt = scene.images[view]
+                loss_l1 = l1(out.image, gt)
+                loss = loss_l1
+                sums[0] += float(loss_l1.detach())
+                if cfg.ssim_weight > 0:
+                    loss_ssim = 1 - ssim(out.image, gt)
+                    loss = (1 - cfg.ssim_weight) * loss_l1 + cfg.ssim_weight * loss_ssim
+                    sums[1] += float(loss_ssim.detach())
+                check_finite(loss, step)
+                if loss.requires_grad:  # False only when no Gaussian is in front of the camera
+                    (loss / batch if batch > 1 else loss).backward()  # the mean over the global batch
+                outs.append(out)
+            collected = batch_statistics(strategy, outs, step, batch, g.num_gaussians, device)
+            collected = all_reduce_step(dist, g, opt, collected)
+            if collected is not None:
+                strategy.stats.grad_sum += collected.grad_sum
+                strategy.stats.count += collected.count
             opt.step()
             check_params(g, opt, step)
-            for line in strategy.step_post_backward(g, opt, out, step):
+            actions = strategy.step_post_backward(g, opt, _COUNTED, step)  # the statistics are counted above
+            for line in actions if dist.is_main else []:
                 log(line)
+            if dist.enabled and actions:  # the ranks densified alike: a guard against diverging models
+                dist.check_same(g.num_gaussians, f"the Gaussian count after step {step}")
+            # the global batch's mean losses, and whether any rank was asked to stop
+            l1_sum, ssim_sum, asked = dist.sum([sums[0], sums[1], float(stop.requested)])
+            stopping = asked > 0
+            scalars = {"loss": l1_sum / batch}
+            if cfg.ssim_weight > 0:
+                scalars["loss_ssim"] = ssim_sum / batch
             if viewer is not None:  # inside the timed part: its cost shows in train_time_s
                 with torch.no_grad():
                     viewer.update(step, view_render, {"loss": scalars["loss"]})
             train_time += time.perf_counter() - t0
             scalars["num_gaussians"] = g.num_gaussians
             loss_log.append(step, scalars)
-            if step % cfg.viz_every == 0 or step == cfg.steps - 1:
+            if dist.is_main and (step % cfg.viz_every == 0 or step == cfg.steps - 1):
                 pred = render_views(g, scene, viz_views, settings, cfg.sh)
                 frames.append((prediction_over_truth(pred, viz_gt, f"iteration {step}: renders above ground truth") * 255).round().byte().cpu())
-                if loss_log.tensorboard:
+                if getattr(loss_log, "tensorboard", False):
                     val = render_views(g, scene, [val_view], settings, cfg.sh)[0]
                     loss_log.image(step, f"val/view_{val_view}_render_and_truth", torch.cat([val, scene.images[val_view]], 1))
-            force = stop.requested or step == cfg.steps - 1
+            force = stopping or step == cfg.steps - 1
             if force or ckpts.due(step):
                 check_finite_params(g.params(), step)
-                ckpts.save(step, state_fn(step)())
-            if stop.requested:
-                log(f"interrupted: checkpoint saved at step {step}; continue with --resume")
+                ckpts.save(step, state_fn(step)())  # rank 0 writes; the other ranks' managers do not
+            if stopping:
+                if dist.is_main:
+                    log(f"interrupted: checkpoint saved at step {step}; continue with --resume")
                 break
     check_finite_params(g.params(), step)  # nothing non-finite reaches the .ply
+    n_steps = step + 1 - start
+    speed = {"processes": dist.world_size, "batch_size": batch,
+             "train_views_per_s": n_steps * batch / max(train_time - time_at_start, 1e-9)}
+    if not dist.is_main:  # rank 0 evaluates and writes the outputs
+        return TrainResult(g, {"iterations": step + 1, "num_gaussians": g.num_gaussians, **speed}, [])
     written: List[Path] = []
     written.append(loss_log.plot(run.path(LOSS_PLOT), title="Gaussian training"))
     if frames:
@@ -359,7 +462,7 @@ def train(cfg: TrainConfig, scene: Scene, out: Union[Path, str, RunDir], device,
         "iterations": step + 1, "num_gaussians": g.num_gaussians, "train_time_s": train_time,
         "time_per_itr_s": train_time / max(step + 1, 1), "test_views": scene.test_idx,
         "image_size": list(scene.image_size), "scene": str(scene.path), "background": list(bg),
-        "scene_background": list(scene.background), "data": scene.data,
+        "scene_background": list(scene.background), "data": scene.data, **speed,
     })
     if scene.normalization is not None:  # a NeRF-synthetic / COLMAP scene: how to map back to its frame
         metrics["scene_normalization"] = scene.normalization
