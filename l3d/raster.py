@@ -101,8 +101,12 @@ def _bbox_pairs(lo: torch.Tensor, hi: torch.Tensor, h: int, w: int, max_pairs: i
         lo, hi: (M, 2) continuous (col, row) box corners; pixels with lo <= centre <= hi count.
     Yields:
         (prim (Q,), col (Q,), row (Q,)) long tensors, Q <= max_pairs (except a single primitive
-        bigger than that, which forms its own chunk).
+        bigger than that, which forms its own chunk). A box with a NaN corner covers no pixel
+        (NaN has no integer value: cast, it would index outside the image).
     """
+    bad = torch.isnan(lo).any(1) | torch.isnan(hi).any(1)
+    if bool(bad.any()):
+        lo, hi = lo.masked_fill(bad[:, None], float("inf")), hi.masked_fill(bad[:, None], float("-inf"))
     c0 = torch.ceil(lo[:, 0]).clamp(0, w).long()
     r0 = torch.ceil(lo[:, 1]).clamp(0, h).long()
     c1 = torch.floor(hi[:, 0]).clamp(-1, w - 1).long()

@@ -212,3 +212,20 @@ def test_point_raster_batch_skips_points_behind():
     for n, (pts, off) in enumerate([(a, 0), (b, 30)]):
         idx, _ = reference_rasterize_points(pts, cams[n], 12, 0.3, 4)
         assert np.array_equal(frags.idx[n].numpy(), np.where(idx >= 0, idx + off, -1))
+
+
+def test_non_finite_points_and_vertices_cover_no_pixel():
+    """A NaN or infinite point (a diverged prediction drawn for a log) is skipped, not cast to an
+    index outside the image; the finite ones render as without it."""
+    from l3d.cameras import FoVPerspectiveCameras
+    from l3d.raster import rasterize_points
+    from l3d.structures import Pointclouds
+
+    cam = FoVPerspectiveCameras(R=torch.eye(3)[None], T=torch.tensor([[0.0, 0.0, 3.0]]))
+    good = torch.tensor([[0.0, 0.0, 0.0], [0.3, -0.2, 0.1]])
+    bad = torch.tensor([[float("nan"), 0.0, 0.0], [0.0, float("inf"), 0.0], [1e30, -1e30, 0.0],
+                        [0.0, 0.0, float("nan")]])
+    ref = rasterize_points(Pointclouds([good]), cam, 48, radius=0.05)
+    got = rasterize_points(Pointclouds([torch.cat([good, bad])]), cam, 48, radius=0.05)
+    assert int((ref.idx >= 0).sum()) > 0
+    assert torch.equal(got.idx, ref.idx) and torch.equal(got.zbuf, ref.zbuf)
