@@ -2,6 +2,13 @@
 checks, a locked output folder that keeps the previous results until this run has a good state),
 the epoch loop with checkpoints / resume / Ctrl-C and SIGTERM / NaN and divergence guards / loss
 curves, GIF writing, pixel lookup and PSNR.
+
+Under ``torchrun`` (several processes) the training modes ``train_nerf`` and ``train_images``
+are data-parallel over rays: every rank draws the same global ray batch from the same seeded
+generator and renders its rows of it (:func:`local_rows`), the gradients are averaged over the
+ranks after each backward pass (:func:`average_gradients`), the epoch's losses are those of the
+global batches, and rank 0 alone writes checkpoints, losses, TensorBoard, images and metrics.
+Once training ends the process group is closed and rank 0 renders and writes the results alone.
 """
 
 from __future__ import annotations
@@ -14,16 +21,18 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set
 import torch
 import torch.nn.functional as F
 
-from l3d.errors import NonFiniteError, user_error
+from l3d import distributed
+from l3d.errors import NonFiniteError, UserError, user_error
 from l3d.media import save_gif_with_png
 from l3d.run import (
     LOSS_LOG, LOSS_PLOT, CheckpointManager, LossLog, RunDir, atomic_write, check_finite, check_finite_params,
     check_same_config, command_line, find_latest_checkpoint, write_command, write_metrics,
 )
-from l3d.train import choose_device, graceful_interrupt, progress, seed_everything
+from l3d.train import graceful_interrupt, progress, seed_everything
 
 __all__ = ["run_app", "Job", "apply_quick", "train_loop", "save_gif", "psnr", "sample_images_at_xy", "lookup_pixels",
-           "wh_to_hw", "finish", "comparison_panel", "model_signature"]
+           "wh_to_hw", "finish", "comparison_panel", "model_signature", "local_rows", "average_gradients",
+           "broadcast_state", "end_of_training", "PARALLEL_MODES"]
 
 GIF_MS = 100  # spec convention 8: 100 ms per frame
 
@@ -34,6 +43,7 @@ MODES = {
     "surface": {"render": ("surface_runs", "run_render"), "train_points": ("surface_runs", "run_train_points"),
                 "train_images": ("surface_runs", "run_train_images")},
 }
+PARALLEL_MODES = ("train_nerf", "train_images")  # the modes that run data-parallel under torchrun
 
 
 def wh_to_hw(image_size: Sequence[int]) -> tuple:
@@ -69,6 +79,8 @@ class Job:
         """config.yaml (the composed config of this run) into the run's folder."""
         from omegaconf import OmegaConf
 
+        if not distributed.is_main():  # rank 0 writes the run's files
+            return self / "config.yaml"
         return atomic_write(self / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(dict(self.config))))
 
     def final(self, path: Any) -> Path:
@@ -125,25 +137,34 @@ def run_app(cfg, given: Set[str], module: str, kind: str, argv: Optional[List[st
     mode = plain.get("type")
     if mode not in modes:
         raise user_error("type", f"one of {', '.join(modes)} for {module.rsplit('.', 1)[-1]}", repr(mode))
-    seed_everything(int(plain.get("seed", 0)))
-    device = choose_device(plain.get("device", "auto"))
+    seed_everything(int(plain.get("seed", 0)))  # the same on every rank: the same initial model
     out = Path(plain["output_dir"])
     if out.exists() and not out.is_dir():
         raise user_error("output_dir", "a folder", f"a file ({out})")
     tcfg = plain.get("training") or {}
-    resuming = bool(tcfg.get("resume", False)) and find_latest_checkpoint(out / "checkpoints") is not None
     command = command_line(["-"] + list(argv), module=module) if argv is not None else command_line(module=module)
     fn = getattr(importlib.import_module(f"{__package__}.{modes[mode][0]}"), modes[mode][1])
-    with RunDir(out, fresh=not resuming, command=command) as run:
-        job = Job(run, plain, module, command, resuming)
-        if not resuming:  # a resumed run writes it once the checkpoint is known to fit (train_loop)
-            job.write_config()
-        return fn(plain, device, job)
+    # one process, or one of torchrun's (gloo on CPUs, nccl on GPUs: cuda:<LOCAL_RANK> each)
+    with distributed.session(plain.get("device", "auto")) as dist:
+        if dist.enabled and mode not in PARALLEL_MODES:
+            raise UserError(f"type={mode}: runs in one process; under torchrun only "
+                            f"{' and '.join(PARALLEL_MODES)} train data-parallel (start it with python -m {module})")
+        device = dist.device
+        resuming = bool(tcfg.get("resume", False)) and find_latest_checkpoint(out / "checkpoints") is not None
+        if dist.enabled:
+            dist.check_same(resuming, f"whether {out / 'checkpoints'} holds a checkpoint to resume from")
+        with dist.run_dir(out, fresh=not resuming, command=command) as run:  # rank 0 writes, the others read
+            job = Job(run, plain, module, command, resuming)
+            if not resuming:  # a resumed run writes it once the checkpoint is known to fit (train_loop)
+                job.write_config()
+            return fn(plain, device, job)
 
 
 def finish(job: Job, metrics: Mapping[str, Any], written: Sequence[Any]) -> None:
     """Write metrics.json (merged) and command.txt, make the run's files the folder's results, print
-    the numbers and the files written."""
+    the numbers and the files written (rank 0; the other ranks write and print nothing)."""
+    if not distributed.is_main():
+        return
     write_metrics(job / "metrics.json", dict(metrics))
     write_command(job / ".", job.command)
     written = [job.final(p) for p in written]
@@ -318,6 +339,83 @@ class LiveMonitor:
         return {"viewer": {"renders": self.viewer.renders, "render_time_s": self.viewer.render_time}}
 
 
+# ----------------------------------------------------------------------------------------------
+# data parallelism over rays (no-ops in one process)
+# ----------------------------------------------------------------------------------------------
+def local_rows(n_global: int, device, what: str = "training.batch_size") -> torch.Tensor:
+    """Indices ``rank, rank + N, ...`` of a global batch of ``n_global`` rows: this rank's share
+    (all of them in one process). Refuses a batch with fewer rows than processes."""
+    dist = distributed.current()
+    dist.check_batch(int(n_global), what)
+    return dist.shard(torch.arange(int(n_global), device=device))
+
+
+def average_gradients(model: torch.nn.Module) -> None:
+    """Replace every gradient by its mean over the ranks (one all-reduce per gradient dtype).
+
+    With each rank's loss rescaled by :meth:`l3d.distributed.Dist.scale_loss` the mean is the
+    gradient of the loss over the global batch. A parameter without a gradient on every rank keeps
+    none (Adam then leaves it alone, as in one process); one with a gradient on some ranks gets
+    the mean with zeros for the others."""
+    dist = distributed.current()
+    if not dist.enabled:
+        return
+    import torch.distributed as tdist
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return
+    groups: Dict[torch.dtype, List[torch.Tensor]] = {}
+    for p in params:
+        groups.setdefault(p.dtype, []).append(p)
+    present: Dict[int, bool] = {}
+    for i, (dtype, ps) in enumerate(groups.items()):  # the first group carries the has-a-gradient flags
+        parts = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), dtype=dtype, device=p.device)
+                 for p in ps]
+        if i == 0:
+            parts.append(torch.tensor([float(p.grad is not None) for p in params], dtype=dtype, device=ps[0].device))
+        flat = torch.cat(parts)
+        tdist.all_reduce(flat)
+        n = sum(p.numel() for p in ps)
+        if i == 0:
+            present = {id(p): h > 0 for p, h in zip(params, flat[n:].tolist())}
+        for p, g in zip(ps, (flat[:n] / dist.world_size).split([p.numel() for p in ps])):
+            if not present[id(p)]:
+                p.grad = None
+            elif p.grad is None:
+                p.grad = g.view_as(p).clone()
+            else:
+                p.grad.copy_(g.view_as(p))
+
+
+def broadcast_state(module: torch.nn.Module, buffers_only: bool = False) -> None:
+    """Rank 0's parameters and buffers (or only its buffers) on every rank."""
+    dist = distributed.current()
+    if not dist.enabled:
+        return
+    import torch.distributed as tdist
+
+    tensors = list(module.buffers()) if buffers_only else [*module.parameters(), *module.buffers()]
+    with torch.no_grad():
+        for t in tensors:
+            if dist.backend == "nccl" or t.device.type == "cpu":
+                tdist.broadcast(t.data, 0)
+            else:
+                c = t.data.cpu()
+                tdist.broadcast(c, 0)
+                t.data.copy_(c)
+
+
+def end_of_training() -> bool:
+    """Called by every rank after :func:`train_loop`: closes the process group (the ranks are done
+    talking to each other) and returns whether this process renders and writes the results
+    (rank 0, or the only process)."""
+    dist = distributed.current()
+    if dist.enabled:
+        dist.close(wait=True)
+    return dist.is_main
+
+
 def train_loop(
     out: Job,
     model: torch.nn.Module,
@@ -351,19 +449,30 @@ def train_loop(
     ``monitor`` (a :class:`LiveMonitor`) sees every epoch: the live viewer's render and the
     TensorBoard validation image. The config's ``tensorboard: false`` turns TensorBoard off.
 
+    Under torchrun every rank runs the loop (``epoch_fn`` averages the gradients, see
+    :func:`average_gradients`); the ranks start from rank 0's parameters, resume from the same
+    checkpoint and stop after the same epoch (Ctrl-C or the time budget on any rank); rank 0
+    writes the checkpoints and the loss log. ``L3D_DIST_KILL=RANK:EPOCH`` kills that rank as that
+    epoch starts (a test hook).
+
     Returns:
         {"start_epoch", "end_epoch" (last epoch done + 1), "interrupted", "out_of_time", "time_s",
-        "cpu_time_s" (process CPU time, all threads), "last": scalars}.
+        "cpu_time_s" (process CPU time, all threads), "last": scalars, "processes"}.
     """
+    dist = distributed.current()
     n_epochs = int(tcfg["num_epochs"])
     every = int(tcfg.get("checkpoint_interval", 0) or 0)
     run = out.run
-    ckpts = CheckpointManager(out / "checkpoints", every=every, keep_last=2, run=run)
+    ckpts = dist.checkpoints(out / "checkpoints", every=every, keep_last=2, run=run)
     resume = out.resuming
-    log = run.track(LossLog(out / LOSS_LOG, append=resume, tensorboard=config.get("tensorboard")))
+    if dist.is_main:
+        log = run.track(LossLog(out / LOSS_LOG, append=resume, tensorboard=config.get("tensorboard")))
+    else:
+        log = dist.loss_log(run, out / LOSS_LOG, append=resume)
     start = 0
+    say = print if dist.is_main else (lambda *a, **k: None)
     if bool(tcfg.get("resume", False)) and not resume:
-        print(f"training.resume: no checkpoint in {out.root / 'checkpoints'}; starting from epoch 0")
+        say(f"training.resume: no checkpoint in {out.root / 'checkpoints'}; starting from epoch 0")
     if resume:
         state = ckpts.resume(map_location=device or "cpu")
         if state is not None:
@@ -387,12 +496,17 @@ def train_loop(
                     g["initial_lr"] = new_lr
                 if scheduler is not None and hasattr(scheduler, "base_lrs"):
                     scheduler.base_lrs = [new_lr for _ in scheduler.base_lrs]
-                print(f"training.lr is {new_lr:g} now, {float(old_lr):g} in the checkpoint; using {new_lr:g}")
+                say(f"training.lr is {new_lr:g} now, {float(old_lr):g} in the checkpoint; using {new_lr:g}")
             start = int(state["step"]) + 1
             log.rewind(int(state["step"]))
-            print(f"resumed from the checkpoint of epoch {int(state['step'])} in {ckpts.directory}; "
+            say(f"resumed from the checkpoint of epoch {int(state['step'])} in {ckpts.directory}; "
                   f"continuing at epoch {start}")
         out.write_config()
+    if dist.enabled:
+        dist.check_same(start, "the epoch to resume from")
+        broadcast_state(model)  # every rank starts from rank 0's weights
+        # the samplers' jitter (global generator) differs between the ranks; the rays do not
+        torch.manual_seed(dist.seed(int(config.get("seed", 0)) + 1 + start))
 
     def snapshot():
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -404,8 +518,9 @@ def train_loop(
     end = start
     t0, c0 = time.perf_counter(), time.process_time()
     model.train()
-    with graceful_interrupt() as stop:
-        for epoch in progress(range(start, n_epochs), desc):
+    with graceful_interrupt(message=dist.is_main) as stop:
+        for epoch in progress(range(start, n_epochs), desc, disable=None if dist.is_main else True):
+            dist.fault_point(epoch)
             last = epoch_fn(epoch)
             for k, v in last.items():
                 check_finite(v, epoch, k)
@@ -419,18 +534,22 @@ def train_loop(
                 monitor.epoch(epoch, last, log)
             end = epoch + 1
             out_of_time = budget is not None and time.perf_counter() - t0 > float(budget)
-            ckpts.maybe_save(epoch, snapshot, force=stop.requested or out_of_time or epoch == n_epochs - 1)
-            if after_epoch is not None:
+            requested = stop.requested
+            if dist.enabled:  # every rank stops after the same epoch
+                flags = dist.sum([requested, out_of_time])
+                requested, out_of_time = flags[0] > 0, flags[1] > 0
+            ckpts.maybe_save(epoch, snapshot, force=requested or out_of_time or epoch == n_epochs - 1)
+            if after_epoch is not None and dist.is_main:
                 after_epoch(epoch)
-            if stop.requested:
+            if requested:
                 interrupted = True
-                print(f"stopped after epoch {epoch}; checkpoint saved to {ckpts.last_path}")
+                say(f"stopped after epoch {epoch}; checkpoint saved to {ckpts.last_path}")
                 break
             if out_of_time:
-                print(f"time budget of {float(budget):g} s reached after epoch {epoch}; checkpoint saved")
+                say(f"time budget of {float(budget):g} s reached after epoch {epoch}; checkpoint saved")
                 break
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     if log.rows():
         log.plot(out / LOSS_PLOT)
     return {"start_epoch": start, "end_epoch": end, "interrupted": interrupted, "out_of_time": out_of_time,
-            "time_s": elapsed, "cpu_time_s": cpu, "last": last}
+            "time_s": elapsed, "cpu_time_s": cpu, "last": last, "processes": dist.world_size}

@@ -11,11 +11,15 @@ from typing import Any, Dict, List, Mapping
 import torch
 import torch.nn.functional as F
 
+from l3d import distributed
 from l3d.checks import check
 from l3d.rays import image_rays
 
 from .cameras import surround_cameras
-from .common import Job, LiveMonitor, finish, save_gif, train_loop, wh_to_hw
+from .common import (
+    Job, LiveMonitor, average_gradients, broadcast_state, end_of_training, finish, local_rows, save_gif, train_loop,
+    wh_to_hw,
+)
 from .export import export_after_training
 from .data import builtin_scene_mesh, load_bunny, points_data_label, scene_data_label
 from .geometry import implicit_to_mesh, mesh_chamfer, render_geometry, render_point_cloud
@@ -193,7 +197,9 @@ def run_train_points(cfg: Mapping[str, Any], device: torch.device, out: Job) -> 
 def run_train_images(cfg: Mapping[str, Any], device: torch.device, out: Job) -> Dict[str, Any]:
     tcfg = cfg["training"]
     hw = wh_to_hw(cfg["data"]["image_size"])
-    scene = load_scene(cfg)
+    dist = distributed.current()
+    with dist.main_first():  # rank 0 renders and caches a built-in scene once
+        scene = load_scene(cfg)
     images, cams = train_views(scene, cfg["data"].get("max_train_views"))
     images, cams = images.to(device), cams.to(device)
     test_images, test_cams = scene.subset("test")
@@ -213,33 +219,56 @@ def run_train_images(cfg: Mapping[str, Any], device: torch.device, out: Job) -> 
     steps = int(tcfg.get("steps_per_epoch") or len(images))
     wi, we = float(tcfg["inter_weight"]), float(tcfg["eikonal_weight"])
     n_geo = int(tcfg.get("eikonal_points") or bs)
+    # data-parallel under torchrun: each rank its rows of the global rays and of the random points
+    mine, mine_geo = local_rows(bs, device), local_rows(n_geo, device, "training.eikonal_points")
+    occupancy = getattr(model.sampler, "occupancy", None) is not None
 
     def epoch_fn(epoch: int) -> Dict[str, float]:
         acc: Dict[str, float] = {}
         for _ in range(steps):
-            bundle, rgb = batcher(bs)
+            bundle, rgb = batcher(bs)  # the global batch, the same on every rank
+            rnd = random_points(n_geo, bounds, gen, device)
+            if dist.enabled:
+                bundle, rgb, rnd = bundle[mine], rgb[mine], rnd[mine_geo]
             res = model(bundle)
             lc = F.mse_loss(res["color"], rgb)
-            rnd = random_points(n_geo, bounds, gen, device)
             d_r, g_r = fn.get_distance_and_gradient(rnd)
             li, le = inter_loss(d_r), eikonal_loss(g_r)
             loss = lc + wi * li + we * le
             optim.zero_grad(set_to_none=True)
-            loss.backward()
+            if dist.enabled:  # each mean rescaled by its share of the global rows
+                (dist.scale_loss(lc, len(mine), bs) + wi * dist.scale_loss(li, len(mine_geo), n_geo)
+                 + we * dist.scale_loss(le, len(mine_geo), n_geo)).backward()
+                average_gradients(model)
+            else:
+                loss.backward()
             optim.step()
             model.after_step()
-            for k, v in (("loss", loss), ("loss/color", lc), ("loss/inter", li), ("loss/eikonal", le)):
-                acc[k] = acc.get(k, 0.0) + v.item() / steps
+            if occupancy:
+                broadcast_state(model.sampler, buffers_only=True)  # rank 0's occupancy grid everywhere
+            if dist.enabled:
+                for k, v, w in (("loss/color", lc, len(mine) / bs), ("loss/inter", li, len(mine_geo) / n_geo),
+                                ("loss/eikonal", le, len(mine_geo) / n_geo)):
+                    acc[k] = acc.get(k, 0.0) + v.item() * w / steps
+            else:
+                for k, v in (("loss", loss), ("loss/color", lc), ("loss/inter", li), ("loss/eikonal", le)):
+                    acc[k] = acc.get(k, 0.0) + v.item() / steps
+        if dist.enabled:  # the global batches' losses
+            keys = ("loss/color", "loss/inter", "loss/eikonal")
+            acc = dict(zip(keys, dist.sum([acc[k] for k in keys])))
+            acc = {"loss": acc["loss/color"] + wi * acc["loss/inter"] + we * acc["loss/eikonal"], **acc}
         acc["train_psnr"] = 10 * math.log10(1 / max(acc["loss/color"], 1e-12))
         return acc
 
     monitor = LiveMonitor(cfg, model, lambda c, size: render_images(model, c, size)["color"], cams, images,
-                          test_cams[:1].to(device), test_images[0])
+                          test_cams[:1].to(device), test_images[0]) if dist.is_main else None
     try:
         info = train_loop(out, model, optim, sched, tcfg, cfg, epoch_fn, desc="train surface", device=device,
                           monitor=monitor)
     finally:
-        live = monitor.close()
+        live = monitor.close() if monitor is not None else {}
+    if not end_of_training():  # the other ranks are done; rank 0 evaluates, renders and writes
+        return {"processes": info["processes"], "epochs": info["end_epoch"], "start_epoch": info["start_epoch"]}
     ev = evaluate_views(model, test_images.to(device), test_cams.to(device), tcfg.get("eval_views", -1))
     name = cfg.get("gif_name", "part_7")
     written: List[Any] = [save_test_views(out / f"{name}_test_views.png", ev, test_images)]
@@ -265,7 +294,7 @@ def run_train_images(cfg: Mapping[str, Any], device: torch.device, out: Job) -> 
         "render_s_per_view": ev["render_s_per_view"], "steps": (info["end_epoch"] - info["start_epoch"]) * steps,
         "epochs": info["end_epoch"], "start_epoch": info["start_epoch"], "train_time_s": info["time_s"],
         "train_cpu_time_s": info["cpu_time_s"], "out_of_time": info["out_of_time"], **live,
-        **{k.replace("/", "_"): v for k, v in info["last"].items()},
+        "processes": info["processes"], **{k.replace("/", "_"): v for k, v in info["last"].items()},
         "mesh_faces": 0 if mesh is None else int(mesh.num_faces_per_mesh()[0]),
     }
     occ = getattr(model.sampler, "occupancy", None)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from l3d import distributed
 from l3d.cameras import FoVPerspectiveCameras, look_at_view_transform
 from l3d.errors import NonFiniteError
 from l3d.media import save_image
@@ -26,7 +27,10 @@ from l3d.structures import Pointclouds
 from .cameras import look_at_cameras, surround_cameras
 from l3d.checks import check
 
-from .common import Job, LiveMonitor, comparison_panel, finish, lookup_pixels, psnr, save_gif, train_loop, wh_to_hw
+from .common import (
+    Job, LiveMonitor, average_gradients, broadcast_state, comparison_panel, end_of_training, finish, local_rows,
+    lookup_pixels, psnr, save_gif, train_loop, wh_to_hw,
+)
 from .export import export_after_training
 from .data import SCENE_FORMATS, box_data_label, load_box_images, load_nerf_scene, load_scene_folder, scene_data_label
 from .measure import (
@@ -366,8 +370,12 @@ def save_test_views(path: Path, ev: Mapping[str, Any], test_images: torch.Tensor
 
 
 def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Job) -> Dict[str, Any]:
+    """Train a NeRF; under torchrun data-parallel over the rays of each global batch (see
+    :mod:`a3_volume_surface.common`), rank 0 rendering and writing the results."""
     tcfg = cfg["training"]
-    scene = load_scene(cfg)
+    dist = distributed.current()
+    with dist.main_first():  # rank 0 renders and caches a built-in scene once
+        scene = load_scene(cfg)
     images, cams = train_views(scene, cfg["data"].get("max_train_views"))
     images, cams = images.to(device), cams.to(device)
     test_images, test_cams = scene.subset("test")
@@ -381,6 +389,9 @@ def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Job) -> Di
     batcher = RayBatcher(images, cams, tcfg.get("pixel_lookup", "exact"), int(cfg.get("seed", 0)))
     steps = int(tcfg.get("steps_per_epoch") or len(images))
     bs = int(tcfg["batch_size"])
+    mine = local_rows(bs, device)  # this rank's rows of every global batch (all of them in one process)
+    share = len(mine) / bs
+    occupancy = getattr(model.sampler, "occupancy", None) is not None
     coarse_w = float(tcfg.get("coarse_loss_weight", 1.0))
     gif_cfg = cfg["gif"]
     hw = wh_to_hw(cfg["data"]["image_size"])
@@ -400,16 +411,23 @@ def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Job) -> Di
             step = epoch * steps + i
             if step <= warmup and warmup > 0:  # linear warm-up (guards against the density dying early)
                 set_lr(epoch, min(1.0, (step + 1) / warmup))
-            bundle, rgb = batcher(bs)
+            bundle, rgb = batcher(bs)  # the global batch, the same on every rank
+            if dist.enabled:
+                bundle, rgb = bundle[mine], rgb[mine]
             res = model(bundle)
             loss = F.mse_loss(res["color"], rgb)
             full = loss + coarse_w * F.mse_loss(res["color_coarse"], rgb) if "color_coarse" in res else loss
             optim.zero_grad(set_to_none=True)
-            full.backward()
+            dist.scale_loss(full, len(mine), bs).backward()
+            average_gradients(model)
             optim.step()
             model.after_step()
-            tot += loss.item()
+            if occupancy:
+                broadcast_state(model.sampler, buffers_only=True)  # rank 0's occupancy grid everywhere
+            tot += loss.item() * share if dist.enabled else loss.item()
             n += 1
+        if dist.enabled:
+            tot = dist.sum([tot])[0]  # the global batches' mean squared error
         mse = tot / n
         return {"loss": mse, "train_psnr": 10 * math.log10(1 / max(mse, 1e-12))}
 
@@ -425,12 +443,14 @@ def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Job) -> Di
             render_gif()
 
     monitor = LiveMonitor(cfg, model, lambda c, size: render_images(model, c, size)["color"], cams, images,
-                          test_cams[:1].to(device), test_images[0])
+                          test_cams[:1].to(device), test_images[0]) if dist.is_main else None
     try:
         info = train_loop(out, model, optim, sched, tcfg, cfg, epoch_fn, after_epoch, desc="train nerf", device=device,
                           monitor=monitor)
     finally:
-        live = monitor.close()
+        live = monitor.close() if monitor is not None else {}
+    if not end_of_training():  # the other ranks are done; rank 0 evaluates, renders and writes
+        return {"processes": info["processes"], "epochs": info["end_epoch"], "start_epoch": info["start_epoch"]}
     ev = evaluate_views(model, test_images.to(device), test_cams.to(device), tcfg.get("eval_views", -1))
     written.append(save_test_views(out / f"{gif_name}_test_views.png", ev, test_images))
     t0 = time.perf_counter()
@@ -448,7 +468,7 @@ def run_train_nerf(cfg: Mapping[str, Any], device: torch.device, out: Job) -> Di
         "start_epoch": info["start_epoch"], "steps": (info["end_epoch"] - info["start_epoch"]) * steps,
         "train_time_s": info["time_s"], "train_cpu_time_s": info["cpu_time_s"], "out_of_time": info["out_of_time"],
         "render_s_per_view": ev["render_s_per_view"],
-        "gif_time_s": time.perf_counter() - t0, **live,
+        "gif_time_s": time.perf_counter() - t0, **live, "processes": info["processes"],
     }
     occ = getattr(model.sampler, "occupancy", None)
     if occ is not None:
