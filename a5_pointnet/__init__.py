@@ -17,3 +17,5 @@ Command lines: ``train``, ``eval_cls``, ``eval_seg``, ``robustness``, ``demo``
 Dimension letters: B batch (point clouds), P points per cloud, C channels/classes,
 M sampled centroids, K neighbours per centroid.
 """
+
+import l3d  # noqa: F401,E402  (first: l3d sets the CPU threads' wait policy before torch loads)

@@ -34,4 +34,21 @@ The camera conventions (world / view / NDC / screen spaces, row vectors, pixel c
 written once, in the docstring of :mod:`l3d.cameras`.
 """
 
+import os as _os
+
 __version__ = "0.1.0"
+
+
+def _cpu_wait_policy() -> None:
+    """Let torch's idle CPU threads sleep instead of spin (``OMP_WAIT_POLICY=PASSIVE``) unless the
+    user chose a policy. On cores shared with other programs, a spinning thread burns the time slice
+    its descheduled partner needs, and a render of many short parallel operations ran up to 25
+    times slower (``bench/bench_omp_wait.py``); on quiet cores the two policies measure the same.
+    OpenMP reads the variable once, when torch loads, so this runs on ``import l3d`` (every
+    assignment package imports l3d first). ``L3D_OMP_WAIT_POLICY=default`` keeps the runtime's own."""
+    choice = _os.environ.get("L3D_OMP_WAIT_POLICY", "PASSIVE").strip()
+    if choice.lower() != "default":
+        _os.environ.setdefault("OMP_WAIT_POLICY", choice.upper())
+
+
+_cpu_wait_policy()

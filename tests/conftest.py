@@ -1,5 +1,6 @@
 """Shared pytest fixtures."""
 
+import l3d  # noqa: F401  (first: it sets the CPU threads' wait policy before torch loads, as every entry point does)
 import pytest
 import torch
 
