@@ -2,12 +2,14 @@
 
 Each two-process run goes through ``python -m torch.distributed.run --nproc_per_node=2``, as a
 user starts it; the one-process reference runs in this process. Both draw the same global ray
-batches (255 rays: unequal shares of 128 and 127 rays, so a wrongly weighted loss would show) and
-the sampler's jitter is off (``sampler.perturb=false``; with it on each rank jitters its own
-rays), so the runs differ only by float32 rounding: measured at most 1e-7 relative on every loss
-column, 4e-8 dB on the test PSNR. The tests allow 1e-5 relative and 1e-3 dB: room for other
-machines' summation orders, while a change as small as training on the scene's 8-bit PNG cache
-instead of its float renders moves the first epoch's loss by 3e-4 relative.
+batches (255 rays: unequal shares of 128 and 127 rays, and 51 + 50 eikonal points, so a wrongly
+weighted loss would show) and the sampler's jitter is off (``sampler.perturb=false``; with it on
+each rank jitters its own rays), so the runs differ only by float32 rounding. Measured: NeRF
+losses within 7e-8 relative, VolSDF losses within 1.6e-6 (its inter term is ~1e-18 and carries
+the largest relative rounding), final weights within 3e-7 while the last epoch moved them by
+6e-3, test PSNR equal. The tests allow 1e-5 relative on the losses, 1e-5 on the weights and
+1e-3 dB: room for other machines' summation orders, while a change as small as training on the
+scene's 8-bit PNG cache instead of its float renders moves the first epoch's loss by 3e-4.
 """
 
 import json
@@ -82,7 +84,7 @@ def test_nerf_two_processes_follow_one_and_only_rank_0_writes(tmp_path, scene_ca
     assert last[0].keys() == last[1].keys() == before.keys()  # the plain model's keys
     diff = max(float((last[0][k] - last[1][k]).abs().max()) for k in before if before[k].is_floating_point())
     moved = max(float((last[1][k] - before[k]).abs().max()) for k in before if before[k].is_floating_point())
-    assert diff < 1e-4 and moved > 1e-3, (diff, moved)
+    assert diff < 1e-5 and moved > 1e-3, (diff, moved)
     m1, m2 = metrics(nerf_one), metrics(two)
     assert m1["processes"] == 1 and m2["processes"] == 2 and m2["steps"] == m1["steps"] == 9
     assert abs(m2["test_psnr"] - m1["test_psnr"]) < 1e-3 and m2["test_psnr"] > 8
@@ -143,8 +145,21 @@ def test_volsdf_two_processes_follow_one(tmp_path, scene_cache, one_thread):
     assert files(two) == files(one) and not any((tmp_path / "cwd").iterdir())
 
 
-def test_other_modes_refuse_several_processes(tmp_path):
-    res = torchrun("a3_volume_surface.volume_rendering_main",
-                   ["--config-name=box", "quick=true", "device=cpu", f"output_dir={tmp_path / 'box'}"], tmp_path / "cwd")
-    assert res.returncode != 0 and not (tmp_path / "box").exists()
-    assert "error: type=render: runs in one process; under torchrun only train_nerf and train_images" in res.stderr
+def test_other_modes_refuse_several_processes(tmp_path, monkeypatch, capsys):
+    """Render and the box / point-cloud fits run in one process; under torchrun they stop with one line."""
+    import contextlib
+
+    from a3_volume_surface import volume_rendering_main
+
+    @contextlib.contextmanager
+    def two_processes(device="auto"):  # rank 0 of 2, without starting a process group
+        yield distributed.Dist(rank=0, world_size=2)
+
+    monkeypatch.setattr(distributed, "session", two_processes)
+    out = tmp_path / "box"
+    with pytest.raises(SystemExit) as exc:
+        volume_rendering_main.main(["--config-name=train_box", "quick=true", "device=cpu", f"output_dir={out}"])
+    assert exc.value.code == 2 and not out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: type=train: runs in one process; under torchrun only train_nerf and train_images train "
+                   "data-parallel (start it with python -m a3_volume_surface.volume_rendering_main)"]
