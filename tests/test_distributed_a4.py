@@ -14,8 +14,9 @@ step instead of 4 leaves the 4-view curve by 3 % at step 1 and by 2 to 12 % at e
 DreamFusion: the ranks draw different cameras, shading and noise, so the effective batch is one
 camera per process and the curve does not follow the one-process run (rank 0 draws as one process
 does, the loss logged is the ranks' mean); the test checks that the job completes, that rank 0
-alone writes, that the loss is finite, that a resumed job continues from the checkpoint and that
-the TensorBoard event file holds the fixed-camera validation render.
+alone writes, that the loss is finite, that the TensorBoard event file holds the fixed-camera
+validation render and that one process resumes the two processes' checkpoint (the Gaussian tests
+resume the other way round).
 """
 
 import json
@@ -109,3 +110,60 @@ def test_gaussians_two_processes_resume_a_one_process_checkpoint(scene_dir, gaus
     assert m["iterations"] == 12 and m["processes"] == 2
     assert abs(m["psnr"] - read_metrics(gauss_one)["psnr"]) < 0.01
     assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == 11
+
+
+# ----------------------------------------------------------------------------------------------
+# DreamFusion: SDS on a NeRF with the tiny random pipeline, every rank drawing its own cameras
+# ----------------------------------------------------------------------------------------------
+NERF = "a4_gaussians_diffusion.diffusion.nerf_optimization"
+
+
+def nerf_flags(tiny: Path, out: Path, steps: int):
+    return ["--quick", "--device", "cpu", "--model", str(tiny), "--output_dir", str(out), "--iters", str(steps),
+            "--save_every", "2", "--snapshot_every", "2", "--video_frames", "4", "--video_size", "16",
+            "--probe_every", "1000"]
+
+
+def test_dreamfusion_two_processes_write_once_and_resume(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from a4_gaussians_diffusion.diffusion import nerf_optimization
+    from a4_gaussians_diffusion.diffusion.tiny import build_tiny_pipeline
+
+    tiny = build_tiny_pipeline(tmp_path / "tiny")
+    runs = tmp_path / "runs"
+    res = torchrun(NERF, nerf_flags(tiny, runs, 3), tmp_path / "cwd")
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = runs / "a_standing_corgi_dog"
+    rows = LossLog(out / "losses.csv").rows()
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert all(math.isfinite(r[k]) for r in rows for k in ("loss/total", "loss/sds", "loss/entropy", "loss/orient"))
+    m = read_metrics(out)
+    assert (m["processes"], m["cameras_per_step"], m["iterations"]) == (2, 2, 3) and math.isfinite(m["final_total"])
+    # rank 0 alone wrote: the one-process file set, each file reported once, nothing in the other rank's folder
+    expected = {".lock", "TINY_PIPELINE.md", "args.json", "command.txt", "metrics.json", "losses.csv", "losses.png",
+                "rgb.png", "depth.png", "checkpoints/ckpt_1.pt", "checkpoints/ckpt_2.pt", "checkpoints/last.pt",
+                "iters/iter_0002_lambertian.png", "iters/iter_0003_lambertian.png",
+                "tensorboard/events.out.tfevents.0000000001.l3d",
+                *(f"videos/{k}.{e}" for k in ("rgb", "depth") for e in ("mp4", "webm"))}
+    assert files(out) == expected and not any((tmp_path / "cwd").iterdir())
+    assert res.stdout.count("pipeline: tiny-random") == 1 and res.stdout.count("videos/rgb.mp4\n") == 1
+    # the fixed-camera validation render at the snapshot steps (after steps 1 and 2), video-sized
+    acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    images = acc.Images("val/orbit_view")
+    assert [e.step for e in images] == [1, 2] and (images[0].width, images[0].height) == (16, 16)
+    assert len(acc.Scalars("loss/total")) == 3
+    # one process resumes the two processes' checkpoint (after step 2) and continues with step 3
+    first = rows
+    capsys.readouterr()
+    assert nerf_optimization.main(nerf_flags(tiny, runs, 5) + ["--resume"]) == out
+    assert "resumed from step 2" in capsys.readouterr().out
+    rows = LossLog(out / "losses.csv").rows()
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+    assert [r["loss/total"] for r in rows[:3]] == [r["loss/total"] for r in first]  # the logged steps kept
+    assert all(math.isfinite(r["loss/total"]) for r in rows)
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert state["step"] == 4 and not nonfinite_tensors(state)
+    m = read_metrics(out)
+    assert (m["iterations"], m["processes"]) == (5, 1)

@@ -49,6 +49,16 @@ float32 renders inexact). With ``--view_dep_text 1`` also ``view_text_changes_gu
 the relative difference between the guided noise predictions for the embeddings of the front
 (azimuth 0) and back (180) views, at the same noisy latent (0 if the view prompts did not reach
 the UNet). --quick runs 12 steps at 16 x 16 with a 24-frame video.
+
+Several processes (``torchrun --nproc_per_node N -m a4_gaussians_diffusion.diffusion.nerf_optimization
+...``, :mod:`l3d.distributed`): every rank starts from the same field, draws its own camera, shading,
+light, timestep and noise (rank 0 as one process does), and the gradients are averaged over the
+ranks before each Adam step, so a step uses N cameras (the effective batch grows with N; the curve
+is not that of one process). The logged losses are the ranks' means; the gradient checks are rank
+0's. Rank 0 alone writes (checkpoints, logs, renders, videos, mesh, metrics.json with
+``"processes"``); a checkpoint resumes on any number of processes. TensorBoard (``tensorboard/``)
+gets the losses and, every ``--snapshot_every`` steps, the EMA field rendered from the video orbit's
+first (fixed) camera (``val/orbit_view``).
 """
 
 from __future__ import annotations
@@ -60,14 +70,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from l3d import distributed
 from l3d.checks import check
 from l3d.cli import finite_float, nonneg_float, nonneg_int, positive_float, positive_int, report, run_cli, \
     script_parser
 from l3d.errors import user_error
 from l3d.export import add_mesh_flags, export_mesh
 from l3d.media import save_image, save_mp4, save_webm
-from l3d.run import LOSS_LOG, LOSS_PLOT, CheckpointManager, LossLog, RunDir, check_finite, check_finite_params
-from l3d.train import choose_device, graceful_interrupt, progress, seed_everything
+from l3d.run import LOSS_LOG, LOSS_PLOT, check_finite, check_finite_params
+from l3d.train import graceful_interrupt, progress, seed_everything
 
 from .common import StepAlignment, StepTimer, add_sds_flags, check_range, check_unit_interval, finish_note, \
     gradient_check, load_guidance, memory_metrics, model_id, pipeline_label, prompt_embeddings, resume_state, \
@@ -184,7 +195,8 @@ def build_parser():
     o.add_argument("--eval_every", type=nonneg_int, default=2000,
                    help="write orbit videos every this many steps (0: only the final ones)")
     o.add_argument("--snapshot_every", type=positive_int, default=100,
-                   help="save the training render every this many steps (iters/iter_XXXX_<shading>.png)")
+                   help="save the training render every this many steps (iters/iter_XXXX_<shading>.png) and log "
+                        "the EMA field from the video orbit's first camera to TensorBoard (val/orbit_view)")
     shared_flag(o, "num_frames", "--video_frames", default=100, help="frames of the orbit videos")
     o.add_argument("--video_size", type=positive_int, default=None,
                    help="side of the orbit videos in pixels (default: --render_height)")
@@ -209,13 +221,39 @@ def check_flags(args) -> None:
         raise user_error("--default_fov", "a field of view below 180 degrees", f"{args.default_fov:g}")
 
 
+def average_gradients(dist: distributed.Dist, params) -> None:
+    """With several processes: every parameter's gradient replaced by its mean over the ranks, in
+    one all-reduce; a parameter without a gradient on every rank (the background in the warm-up)
+    keeps none, as in one process. One process: nothing."""
+    if not dist.enabled:
+        return
+    import torch.distributed as tdist
+
+    ref = params[0]
+    parts = [p.grad.reshape(-1).to(ref.dtype) if p.grad is not None else ref.new_zeros(p.numel()) for p in params]
+    parts.append(torch.tensor([float(p.grad is not None) for p in params], dtype=ref.dtype, device=ref.device))
+    flat = torch.cat(parts)
+    tdist.all_reduce(flat)
+    at = 0
+    has = flat[-len(params):].tolist()
+    for p, h in zip(params, has):
+        p.grad = flat[at:at + p.numel()].view_as(p).to(p.dtype) / dist.world_size if h > 0 else None
+        at += p.numel()
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     check_flags(args)
+    with distributed.session(args.device) as dist:  # one process, or one of torchrun's
+        return _main(args, dist)
+
+
+def _main(args, dist: distributed.Dist):
     fps = min(args.fps, args.num_frames / 2.0)
     video_size = args.video_size or args.render_height
-    device = choose_device(args.device)
+    device = dist.device
     seed_everything(args.seed)
+    main_rank = dist.is_main
 
     sd = load_guidance(args, device)
     label = pipeline_label(sd, args.model)
@@ -237,8 +275,12 @@ def main(argv=None):
     ema_bg = EMA(background, args.ema_decay) if background is not None else None
     sampler = CameraSampler(tuple(args.radius_range), tuple(args.polar_range), tuple(args.azimuth_range),
                             tuple(args.fov_range))
-    with RunDir(folder, fresh=not args.resume) as run:  # locked; a failed fresh run keeps the old results
-        ckpts = CheckpointManager(run.path("checkpoints"), every=args.save_every, keep_last=2, run=run)
+    seed = dist.seed(args.seed)  # every rank starts from the same field and draws its own cameras and noise
+    if dist.rank:
+        seed_everything(seed)  # the SDS timesteps and noise (rank 0 draws as one process does)
+    # rank 0 locks the folder (a failed fresh run keeps the old results); the other ranks write nothing
+    with dist.run_dir(folder, fresh=not args.resume) as run:
+        ckpts = dist.checkpoints(run.path("checkpoints"), every=args.save_every, keep_last=2, run=run)
         start = 0
         state = resume_state(ckpts, args, config, folder, device)
         if state is not None:
@@ -249,15 +291,19 @@ def main(argv=None):
                 ema_bg.load_state_dict(state["ema_background"])
             optim.load_state_dict(state["optimizer"])
             start = int(state["step"]) + 1
-            print(f"resumed from step {state['step']}")
-        log = run.track(LossLog(run.path(LOSS_LOG), append=args.resume))
+            if main_rank:
+                print(f"resumed from step {state['step']}")
+        if dist.enabled:  # every rank continues from the same checkpoint
+            dist.check_same(start, "the step to resume from")
+        log = dist.loss_log(run, run.path(LOSS_LOG), append=args.resume)
         if state is not None:
             log.rewind(state["step"])
-        save_args(run.path(), args)
+        if main_rank:
+            save_args(run.path(), args)
 
-        cam_gen = torch.Generator().manual_seed(args.seed * 1000003 + start)
-        ray_gen = torch.Generator(device=device).manual_seed(args.seed + start)
-        rng = random.Random(args.seed * 7919 + start)
+        cam_gen = torch.Generator().manual_seed(seed * 1000003 + start)
+        ray_gen = torch.Generator(device=device).manual_seed(seed + start)
+        rng = random.Random(seed * 7919 + start)
         timer = StepTimer(device)
         rss0 = rss_mb()
         last_losses: dict = {}
@@ -293,8 +339,20 @@ def main(argv=None):
                     "background": background.state_dict() if background is not None else None,
                     "ema_background": ema_bg.state_dict() if ema_bg is not None else None}
 
-        with graceful_interrupt() as stop:
-            for step in progress(range(start, args.steps), "DreamFusion"):
+        val_cam = orbit_cameras(1, args.default_radius, args.default_polar, args.default_fov, device=device).cameras
+
+        def log_val_image(step: int) -> None:  # the EMA field from a fixed camera: comparable between steps
+            if getattr(log, "tensorboard", False):
+                with torch.no_grad():
+                    r = render_nerf(ema.module(), val_cam, video_size, "albedo",
+                                    background=ema_bg.module() if ema_bg else background, background_color=bg_color,
+                                    chunk_rays=args.chunk_rays)
+                log.image(step, "val/orbit_view", r.image[0].clamp(0, 1))
+
+        stopping = False
+        with graceful_interrupt(message=main_rank) as stop:
+            for step in progress(range(start, args.steps), "DreamFusion", disable=None if main_rank else True):
+                dist.fault_point(step)
                 cams = sampler.sample(1, cam_gen, device)
                 shading, ambient, as_latent = choose_shading(step, args.steps, args, rng)
                 centre = cams.centers  # (1, 3)
@@ -309,7 +367,7 @@ def main(argv=None):
                                        need_orient=need_orient, lengths=lengths)
 
                 step_check = float("nan")
-                vae_seed = args.seed * 1_000_003 + step
+                vae_seed = seed * 1_000_003 + step
 
                 def view_latent():  # this step's view with the same ray samples and VAE sample
                     return encode(render_step(None, False, lengths=r.lengths), as_latent, vae_seed)
@@ -333,27 +391,37 @@ def main(argv=None):
                     if probe:
                         with timer.paused():
                             step_check = grad_check.record(gradient_check(params, sds_grads, view_latent, res.grad))
+                    average_gradients(dist, params)  # N processes: a step over N cameras
                     optim.step()
                     ema.update(model)
                     if ema_bg is not None:
                         ema_bg.update(background)
                 last_losses = {"loss/total": float(loss.detach()), "loss/sds": float(res.loss.detach()),
                                "loss/entropy": float(ent.detach()), "loss/orient": float(r.orient.detach())}
+                # the ranks' mean losses, and whether any rank was asked to stop (one collective)
+                sums = dist.sum(list(last_losses.values()) + [float(stop.requested)])
+                last_losses = {k: v / dist.world_size for k, v in zip(last_losses, sums)}
+                stopping = sums[-1] > 0
                 log.append(step, {**last_losses, "t": int(res.t[0]), "azimuth": float(cams.azimuth[0]),
                                   "shading": shading, "grad_check": step_check})
                 last = step == args.steps - 1
-                if (step + 1) % args.snapshot_every == 0 or last:
-                    save_image(run.path("iters", f"iter_{step + 1:04d}_{shading}.png"),
-                               r.image[0].detach().clamp(0, 1))
-                    n_saved += 1
-                if ckpts.due(step) or stop.requested or last:
+                if main_rank and ((step + 1) % args.snapshot_every == 0 or last or stopping):
+                    if (step + 1) % args.snapshot_every == 0 or last:
+                        save_image(run.path("iters", f"iter_{step + 1:04d}_{shading}.png"),
+                                   r.image[0].detach().clamp(0, 1))
+                        n_saved += 1
+                    log_val_image(step)
+                if ckpts.due(step) or stopping or last:
                     check_finite_params({"model": model, "background": background}, step)
-                    ckpts.save(step, checkpoint())  # the first save commits the run
-                if args.eval_every and (step + 1) % args.eval_every == 0 and not last and not stop.requested:
+                    ckpts.save(step, checkpoint())  # the first save commits the run (rank 0 writes)
+                if main_rank and args.eval_every and (step + 1) % args.eval_every == 0 and not last and not stopping:
                     write_videos(f"_{step + 1:05d}")
-                if stop.requested:
+                if stopping:
                     stopped_at = step
                     break
+
+        if not main_rank:  # rank 0 writes the videos, the mesh and the metrics
+            return None
 
         files, rgb, depth = write_videos("", webm=True)
         idx = np.linspace(0, len(rgb) - 1, min(len(rgb), 8)).round().astype(int)
@@ -402,6 +470,7 @@ def main(argv=None):
             **timer.metrics(), "video_frames": args.num_frames, "video_size": video_size,
             "video_depth_range": [float(depth.min()), float(depth.max())],
             "device": str(device), "dtype": str(sd.dtype).replace("torch.", ""), **memory_metrics(device, rss0, sd),
+            "processes": dist.world_size, "cameras_per_step": dist.world_size,
             **mesh_metrics, "checks": checks,
         }
         if not can_probe:
