@@ -26,7 +26,7 @@ from l3d.errors import NonFiniteError, UserError, user_error
 from l3d.media import save_gif_with_png
 from l3d.run import (
     LOSS_LOG, LOSS_PLOT, CheckpointManager, LossLog, RunDir, atomic_write, check_finite, check_finite_params,
-    check_same_config, command_line, find_latest_checkpoint, write_command, write_metrics,
+    check_same_config, command_line, find_latest_checkpoint, peak_memory, write_command, write_metrics,
 )
 from l3d.train import graceful_interrupt, progress, seed_everything
 
@@ -165,7 +165,8 @@ def finish(job: Job, metrics: Mapping[str, Any], written: Sequence[Any]) -> None
     the numbers and the files written (rank 0; the other ranks write and print nothing)."""
     if not distributed.is_main():
         return
-    write_metrics(job / "metrics.json", dict(metrics))
+    metrics = {**metrics, **peak_memory()}  # this process's peak CPU RSS (and CUDA) so far
+    write_metrics(job / "metrics.json", metrics)
     write_command(job / ".", job.command)
     written = [job.final(p) for p in written]
     job.run.commit()
