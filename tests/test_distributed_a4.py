@@ -6,10 +6,12 @@ step) and the same densification (every visible Gaussian cloned or split at step
 count goes 150 -> 300 -> 600). The two processes render two views each and sum their gradients and
 densification statistics, so they differ from one process only by float32 rounding (per-view
 gradients added in another order), which Adam carries along: measured on this machine, the
-largest relative difference of the L1 / SSIM curves over 12 steps is 8e-6 and the test PSNR
-differs by 1e-3 dB. The tests allow 1e-4 relative and 0.01 dB. A rank that stepped on its own two
-views (gradients not all-reduced) would run another optimisation: one process with 2 views per
-step instead of 4 leaves the 4-view curve by 3 % at step 1 and by 2 to 12 % at every later step.
+largest relative difference over 12 steps is 4e-6 on the L1 curve and 1.8e-5 on the 1 - SSIM
+curve, and the test PSNR differs by 4e-4 dB. The tests allow 1e-4 (L1), 5e-4 (SSIM) and 0.01 dB,
+25 times the measured rounding. A rank that stepped on its own two views (gradients not
+all-reduced) would run another optimisation: one process with 2 views per step instead of 4
+leaves the 4-view L1 curve by 3 % at step 1 and by 0.3 to 12 % at every later step, 30 times the
+L1 tolerance and more.
 
 DreamFusion: the ranks draw different cameras, shading and noise, so the effective batch is one
 camera per process and the curve does not follow the one-process run (rank 0 draws as one process
@@ -19,7 +21,6 @@ validation render and that one process resumes the two processes' checkpoint (th
 resume the other way round).
 """
 
-import json
 import math
 import shutil
 from pathlib import Path
@@ -68,7 +69,7 @@ def test_gaussians_two_processes_follow_one(scene_dir, gauss_one, tmp_path):
     res = torchrun(GAUSS, gauss_flags(scene_dir) + ["--output_dir", two], tmp_path / "cwd")
     assert res.returncode == 0, res.stderr[-2000:]
     rows = assert_curves_close(gauss_one, two, "loss", 1e-4)
-    assert_curves_close(gauss_one, two, "loss_ssim", 1e-4)
+    assert_curves_close(gauss_one, two, "loss_ssim", 5e-4)
     assert len(rows) == 12 and rows[-1]["loss"] < 0.7 * rows[0]["loss"]  # it learns
     # densified twice, to the same counts in both runs
     assert [r["num_gaussians"] for r in rows] == [150] * 3 + [300] * 4 + [600] * 5

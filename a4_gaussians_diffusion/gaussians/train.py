@@ -40,6 +40,13 @@ render from the camera you move (see l3d.view). TensorBoard logs (losses, Gaussi
 time, memory, and a held-out view over its ground truth every --viz_every iterations) go to
 <output_dir>/tensorboard/ (`tensorboard --logdir <output_dir>`); --no_tensorboard turns them off.
 
+Several processes or GPUs: `torchrun --nproc_per_node N -m a4_gaussians_diffusion.gaussians.train
+--batch_size B ...` renders the B views of every iteration (the global batch) split across the N
+processes (gloo on CPUs, nccl on GPUs), sums their gradients and densification statistics, so the
+run follows the one-process run with the same --batch_size (up to float rounding); rank 0 alone
+writes, metrics.json records "processes" and "train_views_per_s", and a checkpoint resumes on any
+number of processes.
+
 --quick is a short run that still converges: 250 iterations (about 25 s of one CPU core on the
 built-in scene: test PSNR 26.8 dB against the 25 dB minimum; 26.6 with seed 1, 27.5 after 300
 iterations); with --harder, 250 iterations from 2000 random Gaussians with densification from
@@ -156,6 +163,7 @@ def main(argv=None):
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
     with distributed.session(args.device) as dist:  # one process, or one of torchrun's
+        dist.check_batch(cfg.batch_size)  # before the folder is made: each process needs a view
         # the folder is locked first (rank 0): a second run into it stops at once, before any work
         with dist.run_dir(args.output_dir, fresh=not args.resume) as run:
             m = train_and_check(args, cfg, run, dist.device)
