@@ -9,6 +9,11 @@
 
 Configs live in configs/a3/; any key can be overridden, ``quick=true`` applies the config's
 ``quick_overrides``. The top-level ``type`` picks the mode: render | train_points | train_images.
+
+VolSDF / NeuS training (train_images) also runs data-parallel over the rays and eikonal points of
+each batch on several processes or GPUs (rank 0 writes the same files as one process)::
+
+    torchrun --nproc_per_node 2 -m a3_volume_surface.surface_rendering_main --config-name=volsdf_surface
 """
 
 from __future__ import annotations
