@@ -2,16 +2,17 @@
 (SDS) NeRF with every process drawing its own cameras; 2 CPU processes (gloo) in a subprocess.
 
 Gaussians: the one-process reference runs in this process with the same global batch (4 views per
-step) and the same densification (every visible Gaussian cloned or split at steps 3 and 7: the
-count goes 150 -> 300 -> 600). The two processes render two views each and sum their gradients and
-densification statistics, so they differ from one process only by float32 rounding (per-view
-gradients added in another order), which Adam carries along: measured on this machine, the
-largest relative difference over 12 steps is 4e-6 on the L1 curve and 1.8e-5 on the 1 - SSIM
-curve, and the test PSNR differs by 4e-4 dB. The tests allow 1e-4 (L1), 5e-4 (SSIM) and 0.01 dB,
-25 times the measured rounding. A rank that stepped on its own two views (gradients not
-all-reduced) would run another optimisation: one process with 2 views per step instead of 4
-leaves the 4-view L1 curve by 3 % at step 1 and by 0.3 to 12 % at every later step, 30 times the
-L1 tolerance and more.
+step) and the same densification after steps 3 and 7 (the Gaussians whose mean screen-space
+gradient over the views that saw them exceeds 1e-4 are cloned or split: 150 -> 233 -> 376). The
+two processes render two views each and sum their gradients and densification statistics, so they
+differ from one process only by float32 rounding (per-view gradients added in another order),
+which Adam carries along: measured on this machine, the largest relative difference over 12 steps
+is 2.3e-7 on the L1 curve and 1.8e-6 on the 1 - SSIM curve, and the test PSNR differs by 1e-4 dB;
+with the densification threshold at 0 instead (every Gaussian a view saw) 4e-6, 1.8e-5 and 4e-4 dB.
+The tests allow 1e-4 relative on both curves and 0.01 dB. A rank that stepped on its own two views
+(gradients and statistics not summed) would run another optimisation: one process with 2 views per
+step instead of 4 leaves the 4-view L1 curve by 0.16 to 13 % at every step after the first, and
+its second densification keeps 371 Gaussians instead of 376.
 
 DreamFusion: the ranks draw different cameras, shading and noise, so the effective batch is one
 camera per process and the curve does not follow the one-process run (rank 0 draws as one process
@@ -46,10 +47,10 @@ def scene_dir(tmp_path_factory):
 
 
 def gauss_flags(scene: Path, steps: int = 12):
-    """12 steps of 4 views from 150 random anisotropic Gaussians; densification (threshold 0: every
-    Gaussian a view saw) after steps 3 and 7; checkpoints after steps 3, 7 and 11."""
+    """12 steps of 4 views from 150 random anisotropic Gaussians; densification after steps 3 and 7;
+    checkpoints after steps 3, 7 and 11."""
     return ["--data_path", str(scene), "--quick", "--harder", "--num_random", "150", "--lr_schedule", "none",
-            "--densify_grad", "0", "--densify_from", "3", "--densify_every", "4", "--densify_until", "9",
+            "--densify_grad", "0.0001", "--densify_from", "3", "--densify_every", "4", "--densify_until", "9",
             "--steps", str(steps), "--batch_size", "4", "--save_every", "4", "--viz_every", "100",
             "--min_psnr", "0", "--min_ssim", "0", "--device", "cpu", "--no_tensorboard"]
 
@@ -69,13 +70,13 @@ def test_gaussians_two_processes_follow_one(scene_dir, gauss_one, tmp_path):
     res = torchrun(GAUSS, gauss_flags(scene_dir) + ["--output_dir", two], tmp_path / "cwd")
     assert res.returncode == 0, res.stderr[-2000:]
     rows = assert_curves_close(gauss_one, two, "loss", 1e-4)
-    assert_curves_close(gauss_one, two, "loss_ssim", 5e-4)
-    assert len(rows) == 12 and rows[-1]["loss"] < 0.7 * rows[0]["loss"]  # it learns
+    assert_curves_close(gauss_one, two, "loss_ssim", 1e-4)
+    assert len(rows) == 12 and rows[-1]["loss"] < 0.8 * rows[0]["loss"]  # it learns
     # densified twice, to the same counts in both runs
-    assert [r["num_gaussians"] for r in rows] == [150] * 3 + [300] * 4 + [600] * 5
+    assert [r["num_gaussians"] for r in rows] == [150] * 3 + [233] * 4 + [376] * 5
     assert [r["num_gaussians"] for r in LossLog(two / "losses.csv").rows()] == [r["num_gaussians"] for r in rows]
     m1, m2 = read_metrics(gauss_one), read_metrics(two)
-    assert m2["num_gaussians"] == m1["num_gaussians"] == 600
+    assert m2["num_gaussians"] == m1["num_gaussians"] == 376
     assert abs(m2["psnr"] - m1["psnr"]) < 0.01 and m2["psnr"] > 12.0
     assert (m1["processes"], m2["processes"], m2["batch_size"]) == (1, 2, 4) and m2["train_views_per_s"] > 0
     # rank 0 alone wrote: the same files as one process, nothing in the other rank's working folder
@@ -83,32 +84,35 @@ def test_gaussians_two_processes_follow_one(scene_dir, gauss_one, tmp_path):
     assert res.stdout.count("test PSNR") == 1  # one rank prints
 
 
-def test_gaussians_dead_rank_stops_the_job_with_the_checkpoint_intact(scene_dir, tmp_path):
-    out = tmp_path / "run"
-    res = torchrun(GAUSS, gauss_flags(scene_dir) + ["--output_dir", out], tmp_path / "cwd",
-                   env_extra={distributed.KILL_ENV: "1:9"})
-    assert res.returncode != 0
-    assert "rank 0 of 2: lost contact with another process of the job" in res.stderr
-    assert "the last checkpoint is intact and --resume continues from it" in res.stderr
-    state = load_checkpoint(out / "checkpoints" / "last.pt")  # written after step 7
-    assert state["step"] == 7 and not nonfinite_tensors(state) and state["model"]["params"]["means"].shape[0] == 600
-    assert not (out / "metrics.json").exists()
+def test_gaussians_two_processes_resume_a_one_process_checkpoint_and_a_dead_rank_stops_them(
+        scene_dir, gauss_one, tmp_path):
+    from a4_gaussians_diffusion.gaussians import train
 
-
-def test_gaussians_two_processes_resume_a_one_process_checkpoint(scene_dir, gauss_one, tmp_path):
     out = tmp_path / "resumed"
     (out / "checkpoints").mkdir(parents=True)
     shutil.copy(gauss_one / "checkpoints" / "ckpt_7.pt", out / "checkpoints" / "last.pt")
-    res = torchrun(GAUSS, gauss_flags(scene_dir) + ["--output_dir", out, "--resume"], tmp_path / "cwd")
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert "resumed from step 7 (600 Gaussians)" in res.stdout
-    rows = LossLog(out / "losses.csv").rows()
-    assert [r["step"] for r in rows] == [8, 9, 10, 11]  # continues after the saved step
     ref = {r["step"]: r for r in LossLog(gauss_one / "losses.csv").rows()}
-    for r in rows:  # and continues as the one-process run did
+    # two processes resume the one-process checkpoint after step 7; rank 1 dies at step 9
+    res = torchrun(GAUSS, gauss_flags(scene_dir) + ["--output_dir", out, "--resume"], tmp_path / "cwd",
+                   env_extra={distributed.KILL_ENV: "1:9"})
+    assert res.returncode != 0
+    assert "resumed from step 7 (376 Gaussians)" in res.stdout
+    assert "rank 0 of 2: lost contact with another process of the job" in res.stderr
+    assert "the last checkpoint is intact and --resume continues from it" in res.stderr
+    rows = LossLog(out / "losses.csv").rows()
+    assert [r["step"] for r in rows] == [8]  # continued after the saved step, as one process did
+    assert math.isclose(rows[0]["loss"], ref[8]["loss"], rel_tol=1e-4), (rows[0], ref[8])
+    state = load_checkpoint(out / "checkpoints" / "last.pt")  # still the one after step 7, whole
+    assert state["step"] == 7 and not nonfinite_tensors(state) and state["model"]["params"]["means"].shape[0] == 376
+    assert not (out / "metrics.json").exists() and not any((tmp_path / "cwd").iterdir())
+    # one process finishes the job from that checkpoint, as the uninterrupted run did
+    train.main(gauss_flags(scene_dir) + ["--output_dir", str(out), "--resume"])
+    rows = LossLog(out / "losses.csv").rows()
+    assert [r["step"] for r in rows] == [8, 9, 10, 11]
+    for r in rows:
         assert math.isclose(r["loss"], ref[r["step"]]["loss"], rel_tol=1e-4), (r, ref[r["step"]])
     m = read_metrics(out)
-    assert m["iterations"] == 12 and m["processes"] == 2
+    assert (m["iterations"], m["num_gaussians"]) == (12, 376)
     assert abs(m["psnr"] - read_metrics(gauss_one)["psnr"]) < 0.01
     assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == 11
 
