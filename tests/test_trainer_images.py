@@ -115,3 +115,16 @@ def test_a5_train_logs_test_cloud_0(tmp_path, task):
         green = ((px[:, 1] > 150) & (px[:, 0] < 120)).sum()
         red = ((px[:, 0] > 180) & (px[:, 1] < 120)).sum()
         assert max(green, red) > 200 and min(green, red) < 0.05 * max(green, red)
+
+
+def test_a4_train_prior_logs_its_samples_and_reconstructions(tmp_path):
+    from a4_gaussians_diffusion.diffusion import train_prior
+
+    out = tmp_path / "prior"
+    train_prior.main(["--quick", "--device", "cpu", "--no_cow", "--output_dir", str(out), "--num_images", "48",
+                      "--vae_steps", "4", "--steps", "4", "--sample_steps", "2"])
+    samples = images(out, "val/samples")
+    assert sorted(samples) == [7] and shows_something(samples[7])  # 4 VAE + 4 diffusion steps: the last is 7
+    pairs = images(out, "val/vae_heldout_and_reconstruction")[7]
+    h, w = pairs.shape[:2]
+    assert h * 4 == w and shows_something(pairs)  # 8 held-out images (S x S) over their reconstructions: 2S x 8S

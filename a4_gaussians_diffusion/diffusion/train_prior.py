@@ -412,7 +412,12 @@ def main(argv=None) -> Path:
             hx = held.float_images().to(device) * 2 - 1
             recon = vae.decode(vae.encode(hx).latent_dist.mean).sample
             vae_l1 = float((recon - hx).abs().mean() / 2)  # in [0, 1] image units
-        files.append(save_image(run.path("samples.png"), sample_grid(samples, caps, per_row)))
+        grid = sample_grid(samples, caps, per_row)
+        files.append(save_image(run.path("samples.png"), grid))
+        last_step = stopped_at if stopped_at is not None else total - 1
+        log.image(last_step, "val/samples", grid)  # TensorBoard: the trained prior's samples, one caption per row
+        pair = torch.cat([hx[:8], recon[:8].clamp(-1, 1)], 2).add(1).div(2)  # (8, 3, 2S, S): held-out over its VAE reconstruction
+        log.image(last_step, "val/vae_heldout_and_reconstruction", pair.permute(1, 2, 0, 3).reshape(3, 2 * S, -1))
         if log.rows():
             files.append(log.plot(run.path(LOSS_PLOT), groups=[["vae/recon"], ["vae/kl"], ["diffusion/eps_mse"]]))
         rows = log.rows()
