@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -510,10 +511,28 @@ def start_server(host: str = "127.0.0.1", port: int = 0, label: str = "l3d") -> 
     return server
 
 
-def stop_server(server: Any) -> None:
-    """Stop a viser server quietly."""
+#: seconds ``python -m l3d.view`` waits for its web server to stop after Ctrl-C
+STOP_TIMEOUT_S = 5.0
+
+
+def stop_server(server: Any, timeout: Optional[float] = None) -> bool:
+    """Stop a viser server quietly; with ``timeout``, wait at most that many seconds (closing a
+    connection whose browser went away can wait for the websocket's close handshake). Returns
+    whether it stopped."""
+    import threading
+
+    def stop() -> None:
+        with contextlib.suppress(Exception):
+            server.stop()
+
     with contextlib.redirect_stdout(io.StringIO()):
-        server.stop()
+        if timeout is None:
+            stop()
+            return True
+        worker = threading.Thread(target=stop, name="viser-stop", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        return not worker.is_alive()
 
 
 def _free_port(host: str) -> int:
@@ -700,8 +719,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             time.sleep(0.2)
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
-    finally:
-        stop_server(server)
+    except BaseException:
+        stop_server(server, timeout=STOP_TIMEOUT_S)
+        raise
+    if not stop_server(server, timeout=STOP_TIMEOUT_S):
+        # the server's threads still wait on a connection: leave without them (nothing is left to write)
+        print(f"note: the web server did not stop within {STOP_TIMEOUT_S:g} s; leaving it", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":
