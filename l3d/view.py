@@ -33,6 +33,7 @@ import contextlib
 import io
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -711,6 +712,10 @@ def build_parser() -> ScriptParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = build_parser().parse_args(argv)
+    # Ctrl-C stops the server even when the shell that started it ignores SIGINT (a background job
+    # of a script: its children inherit the ignored signal); SIGTERM stops it the same way
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     server, _ = show(args.path, args.host, args.port, args.max_points, args.max_files, args.level)
     print(f"viewer: {url_of(server)}  (Ctrl-C stops it)", flush=True)
     try:

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -169,6 +170,9 @@ def test_view_command_shows_the_mesh_in_chromium(tmp_path):
             found = re.search(r"viewer: (http://127\.0\.0\.1:\d+/)", line)
             url = found.group(1) if found else None
         assert url, "".join(lines)
+        # keep reading what the server prints: a full pipe would block its next write (and its exit)
+        drain = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        drain.start()
         with headless_chromium() as driver:
             driver.get(url)
             seen = 0
@@ -179,7 +183,9 @@ def test_view_command_shows_the_mesh_in_chromium(tmp_path):
                     break
         assert seen > 2000, f"the mesh is not on screen ({seen} magenta pixels)"
         proc.send_signal(signal.SIGINT)  # Ctrl-C stops it cleanly
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=20) == 0, "".join(lines)[-3000:]
+        drain.join(5)
+        assert "stopped" in "".join(lines), "".join(lines)[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()
