@@ -582,3 +582,23 @@ def test_damaged_inputs_are_user_errors_naming_the_file(tmp_path):
     (tmp_path / "bad.ply").write_bytes(b"ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nend_header\n1\n")
     with pytest.raises(UserError, match="bad.ply: expected a PLY file"):
         load_ply_points(tmp_path / "bad.ply")
+
+
+def test_to_uint8_of_a_tensor_equals_the_numpy_path():
+    """Tensors convert in torch (all threads), arrays in numpy: the same bytes, near-ties and the
+    ends included (clipping, NaN -> 0)."""
+    import numpy as np
+    import torch
+
+    from l3d.media import to_uint8
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 17, 19, 3, generator=g) * 1.2 - 0.1
+    x[0, 0, 0] = torch.tensor([0.5 / 255, 1.5 / 255, 2.5 / 255])  # (nearly) ties: both paths see the same float32
+    x[0, 0, 1] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    for truncate in (False, True):
+        a = to_uint8(x, truncate=truncate)
+        with np.errstate(invalid="ignore"):
+            b = to_uint8(np.nan_to_num(x.numpy(), nan=0.0), truncate=truncate)
+        assert a.dtype == np.uint8 and np.array_equal(a, b)
+    assert to_uint8(x)[0, 0, 1].tolist() == [0, 255, 0]
