@@ -153,6 +153,21 @@ def score(args) -> Dict:
     return out
 
 
+def judged_grid(images: torch.Tensor, probs: Dict[str, torch.Tensor], truth: Dict[str, torch.Tensor],
+                n: int = 16) -> torch.Tensor:
+    """(3, H, W): the first ``n`` held-out renders in two rows, each framed green when the judge
+    names its shape, colour and view right, red when it misses any of them."""
+    n = max(2, min(n, len(images)) // 2 * 2)
+    imgs = images[:n]
+    ok = torch.stack([probs[k][:n].argmax(-1) == truth[k][:n] for k in HEADS]).all(0)
+    colour = torch.where(ok[:, None], torch.tensor([0.2, 0.8, 0.2]), torch.tensor([0.9, 0.15, 0.15]))
+    S, b = imgs.shape[-1], 3
+    framed = colour[:, :, None, None].expand(n, 3, S + 2 * b, S + 2 * b).clone()
+    framed[:, :, b:-b, b:-b] = imgs
+    T = S + 2 * b
+    return framed.reshape(2, n // 2, 3, T, T).permute(2, 0, 3, 1, 4).reshape(3, 2 * T, n // 2 * T)
+
+
 def train(args) -> Path:
     device = choose_device(args.device)
     shapes = available_shapes(False if args.no_cow else None)
@@ -177,7 +192,7 @@ def train(args) -> Path:
             loss.backward()
             opt.step()
             sched.step()
-            log.append(step, {f"loss/{k}": float(v) for k, v in losses.items()})
+            log.append(step, {f"loss/{k}": float(v.detach()) for k, v in losses.items()})
         net.eval()
         judge = Judge(net.cpu(), shapes)
         p = judge.probs(test.float_images())
@@ -185,6 +200,7 @@ def train(args) -> Path:
         acc = {k: float((p[k].argmax(-1) == truth[k]).float().mean()) for k in HEADS}
         blur_p = judge.probs(F.interpolate(F.avg_pool2d(test.float_images(), 2), scale_factor=2, mode="bilinear"))
         acc_blur = {k: float((blur_p[k].argmax(-1) == truth[k]).float().mean()) for k in HEADS}
+        log.image(args.steps - 1, "val/heldout_judged", judged_grid(test.float_images(), p, truth))
         state = {"model": net.state_dict(), "shapes": list(shapes)}
         ckpt = atomic_write(run.path("judge.pt"), lambda f: torch.save(state, f))
         files = [ckpt, log.plot(run.path(LOSS_PLOT))]
