@@ -198,8 +198,6 @@ def validation_image(model, cloud: torch.Tensor, label: torch.Tensor, task: str,
     """(H, W, 3) uint8: test cloud 0 at ``num_points`` points from the turntable's front view. seg:
     the predicted parts beside the true ones; cls: the cloud green when its predicted class is right,
     red when wrong, captioned with both names."""
-    import argparse as _argparse
-
     from .common import seg_colors, turntable_panels
 
     idx = random_subsets(1, cloud.shape[0], num_points, seed)
@@ -209,17 +207,17 @@ def validation_image(model, cloud: torch.Tensor, label: torch.Tensor, task: str,
         pred = predict(model, pts)[0]
     finally:
         model.train(was_training)
-    vis = _argparse.Namespace(num_frames=1, image_size=image_size, radius=0.01, background=(0.25, 0.25, 0.25))
+    vis = argparse.Namespace(num_frames=1, image_size=image_size, radius=0.01, background=(0.25, 0.25, 0.25))
     p = pts[0].float()
     if task == "seg":
         truth = take_subsets(label[None], idx)[0]
         right = float((pred == truth).float().mean())
         panels = [(p, seg_colors(truth), "ground truth"), (p, seg_colors(pred), f"prediction ({right:.0%} right)")]
     else:
-        ok = int(pred) == int(label)
-        name = lambda k: names[k] if 0 <= k < len(names) else f"class {k}"  # noqa: E731
-        colour = torch.tensor([0.3, 0.85, 0.3] if ok else [0.95, 0.3, 0.3]).expand(p.shape[0], 3)
-        panels = [(p, colour, f"predicted {name(int(pred))}, true {name(int(label))}")]
+        k_pred, k_true = int(pred), int(label)
+        named = [names[k] if 0 <= k < len(names) else f"class {k}" for k in (k_pred, k_true)]
+        colour = torch.tensor([0.3, 0.85, 0.3] if k_pred == k_true else [0.95, 0.3, 0.3]).expand(p.shape[0], 3)
+        panels = [(p, colour, f"predicted {named[0]}, true {named[1]}")]
     return turntable_panels(panels, vis)[0]
 
 

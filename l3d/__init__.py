@@ -43,7 +43,9 @@ def _cpu_wait_policy() -> None:
     """Let torch's idle CPU threads sleep instead of spin (``OMP_WAIT_POLICY=PASSIVE``) unless the
     user chose a policy. On cores shared with other programs, a spinning thread burns the time slice
     its descheduled partner needs, and a render of many short parallel operations ran up to 25
-    times slower (``bench/bench_omp_wait.py``); on quiet cores the two policies measure the same.
+    times slower (``bench/bench_omp_wait.py``); on quiet cores sleeping measured within the
+    run-to-run noise, at most about 20 % slower on steps of thousands of small operations
+    (``OMP_WAIT_POLICY=ACTIVE`` gets spinning back on a dedicated machine).
     OpenMP reads the variable once, when torch loads, so this runs on ``import l3d`` (every
     assignment package imports l3d first). ``L3D_OMP_WAIT_POLICY=default`` keeps the runtime's own."""
     choice = _os.environ.get("L3D_OMP_WAIT_POLICY", "PASSIVE").strip()

@@ -39,7 +39,7 @@ def to_uint8(img: Any, truncate: bool = False) -> np.ndarray:
     that were made that way). uint8 input is returned unchanged (as an array).
     """
     if torch.is_tensor(img) and img.is_floating_point():
-        # torch's element-wise kernels use every intra-op thread (numpy's one): 4-5x quicker on a
+        # torch's element-wise kernels use every intra-op thread (numpy's one): 2.07 -> 0.64 s on a
         # 100-frame 512x512 turntable; float64 and round-half-to-even, the numbers of the numpy path
         t = img.detach().to("cpu", torch.float64, copy=True)
         t = t.nan_to_num_(nan=0.0).clamp_(0.0, 1.0).mul_(255.0)
