@@ -352,41 +352,9 @@ def local_rows(n_global: int, device, what: str = "training.batch_size") -> torc
 
 
 def average_gradients(model: torch.nn.Module) -> None:
-    """Replace every gradient by its mean over the ranks (one all-reduce per gradient dtype).
-
-    With each rank's loss rescaled by :meth:`l3d.distributed.Dist.scale_loss` the mean is the
-    gradient of the loss over the global batch. A parameter without a gradient on every rank keeps
-    none (Adam then leaves it alone, as in one process); one with a gradient on some ranks gets
-    the mean with zeros for the others."""
-    dist = distributed.current()
-    if not dist.enabled:
-        return
-    import torch.distributed as tdist
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        return
-    groups: Dict[torch.dtype, List[torch.Tensor]] = {}
-    for p in params:
-        groups.setdefault(p.dtype, []).append(p)
-    present: Dict[int, bool] = {}
-    for i, (dtype, ps) in enumerate(groups.items()):  # the first group carries the has-a-gradient flags
-        parts = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), dtype=dtype, device=p.device)
-                 for p in ps]
-        if i == 0:
-            parts.append(torch.tensor([float(p.grad is not None) for p in params], dtype=dtype, device=ps[0].device))
-        flat = torch.cat(parts)
-        tdist.all_reduce(flat)
-        n = sum(p.numel() for p in ps)
-        if i == 0:
-            present = {id(p): h > 0 for p, h in zip(params, flat[n:].tolist())}
-        for p, g in zip(ps, (flat[:n] / dist.world_size).split([p.numel() for p in ps])):
-            if not present[id(p)]:
-                p.grad = None
-            elif p.grad is None:
-                p.grad = g.view_as(p).clone()
-            else:
-                p.grad.copy_(g.view_as(p))
+    """Every gradient of ``model`` replaced by its mean over the ranks
+    (:meth:`l3d.distributed.Dist.average_gradients`); nothing in one process."""
+    distributed.current().average_gradients(model.parameters())
 
 
 def broadcast_state(module: torch.nn.Module, buffers_only: bool = False) -> None:

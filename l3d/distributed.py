@@ -338,6 +338,40 @@ class Dist:
         t = self._reduce(torch.tensor([float(v) for v in values], dtype=torch.float64))
         return t.tolist()
 
+    def average_gradients(self, params) -> None:
+        """Replace every gradient of ``params`` by its mean over the ranks, without DDP (for
+        trainers whose backward DDP cannot wrap: an inner ``autograd.grad``, parts unused in a step):
+        one all-reduce per gradient dtype. With each rank's loss rescaled by :meth:`scale_loss`
+        the mean is the gradient of the loss over the global batch. A parameter without a gradient
+        on every rank keeps none (Adam then leaves it alone, as in one process); one with a gradient
+        on some ranks gets the mean with zeros for the others. One process: nothing."""
+        if not self.enabled:
+            return
+        params = [p for p in params if p.requires_grad]
+        if not params:
+            return
+        groups: Dict[torch.dtype, list] = {}
+        for p in params:
+            groups.setdefault(p.dtype, []).append(p)
+        present: Dict[int, bool] = {}
+        for i, (dtype, ps) in enumerate(groups.items()):  # the first group carries the has-a-gradient flags
+            parts = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), dtype=dtype, device=p.device)
+                     for p in ps]
+            if i == 0:
+                parts.append(torch.tensor([float(p.grad is not None) for p in params], dtype=dtype, device=ps[0].device))
+            flat = torch.cat(parts)
+            tdist.all_reduce(flat)
+            n = sum(p.numel() for p in ps)
+            if i == 0:
+                present = {id(p): h > 0 for p, h in zip(params, flat[n:].tolist())}
+            for p, g in zip(ps, (flat[:n] / self.world_size).split([p.numel() for p in ps])):
+                if not present[id(p)]:
+                    p.grad = None
+                elif p.grad is None:
+                    p.grad = g.view_as(p).clone()
+                else:
+                    p.grad.copy_(g.view_as(p))
+
     def weighted_mean(self, values: Mapping[str, float], weight: float) -> Dict[str, float]:
         """``sum_r w_r v_r / sum_r w_r`` of every value (e.g. losses that are means over the
         ``weight`` local samples): the value over the global batch."""

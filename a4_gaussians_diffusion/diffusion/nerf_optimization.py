@@ -221,26 +221,6 @@ def check_flags(args) -> None:
         raise user_error("--default_fov", "a field of view below 180 degrees", f"{args.default_fov:g}")
 
 
-def average_gradients(dist: distributed.Dist, params) -> None:
-    """With several processes: every parameter's gradient replaced by its mean over the ranks, in
-    one all-reduce; a parameter without a gradient on every rank (the background in the warm-up)
-    keeps none, as in one process. One process: nothing."""
-    if not dist.enabled:
-        return
-    import torch.distributed as tdist
-
-    ref = params[0]
-    parts = [p.grad.reshape(-1).to(ref.dtype) if p.grad is not None else ref.new_zeros(p.numel()) for p in params]
-    parts.append(torch.tensor([float(p.grad is not None) for p in params], dtype=ref.dtype, device=ref.device))
-    flat = torch.cat(parts)
-    tdist.all_reduce(flat)
-    at = 0
-    has = flat[-len(params):].tolist()
-    for p, h in zip(params, has):
-        p.grad = flat[at:at + p.numel()].view_as(p).to(p.dtype) / dist.world_size if h > 0 else None
-        at += p.numel()
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     check_flags(args)
@@ -391,7 +371,7 @@ def _main(args, dist: distributed.Dist):
                     if probe:
                         with timer.paused():
                             step_check = grad_check.record(gradient_check(params, sds_grads, view_latent, res.grad))
-                    average_gradients(dist, params)  # N processes: a step over N cameras
+                    dist.average_gradients(params)  # N processes: a step over N cameras
                     optim.step()
                     ema.update(model)
                     if ema_bg is not None:
