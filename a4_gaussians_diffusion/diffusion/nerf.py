@@ -306,18 +306,30 @@ class EMA:
 
     :meth:`module` returns the averaged copy (used for the turntable videos, as in
     stable-dreamfusion); ``decay = 0`` makes it follow the live weights exactly.
+
+    With ``warmup`` the n-th update uses ``min(decay, (1 + n) / (10 + n))``, so a short run is
+    not dominated by the initial weights (at decay 0.999 a plain average of 400 updates would still
+    be 67 % initialisation); ``num_updates`` counts the updates (restore it when resuming).
     """
 
-    def __init__(self, module: nn.Module, decay: float = 0.95):
+    def __init__(self, module: nn.Module, decay: float = 0.95, warmup: bool = False):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay = decay
+        self.warmup = warmup
+        self.num_updates = 0
         self.shadow = copy.deepcopy(module).eval().requires_grad_(False)
+
+    def current_decay(self) -> float:
+        n = self.num_updates
+        return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
+        d = self.current_decay()
+        self.num_updates += 1
         for e, p in zip(self.shadow.parameters(), module.parameters()):
-            e.lerp_(p.detach(), 1.0 - self.decay)
+            e.lerp_(p.detach(), 1.0 - d)
 
     def module(self) -> nn.Module:
         return self.shadow

@@ -36,7 +36,8 @@ from l3d.structures import Meshes, TexturesVertex
 from .views import VIEW_NAMES
 
 __all__ = ["SHAPES", "COLOURS", "VIEWS", "COW_FILE", "Shape", "available_shapes", "caption", "parse_caption",
-           "RenderSet", "render_set", "view_azimuths"]
+           "RenderSet", "render_set", "view_azimuths", "colour_of", "object_chromaticity",
+           "palette_chromaticity"]
 
 #: Shapes (the cow only when its course file is present), colours (RGB in [0, 1]) and views.
 SHAPES = ("cube", "sphere", "cone", "torus", "cow")
@@ -211,3 +212,32 @@ def render_set(n: int, seed: int, size: int = 32, shapes: Optional[Sequence[str]
         img = F.avg_pool2d(img.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
         out[idx] = (img * 255).round().to(torch.uint8)
     return RenderSet(out, shape_i, colour_i, view_i, azim, shapes)
+
+
+def object_chromaticity(images: torch.Tensor):
+    """Mean chromaticity (rgb / sum, which shading scales away) of each picture's object pixels,
+    (B, 3), and the share of the picture they cover, (B,). ``images`` (B, 3, H, W) in [0, 1].
+
+    A fixed rule, not a trained model: object pixels are those with a channel well below the white
+    background (min < 0.6) that are not the dark nose (max > 0.2).
+    """
+    x = images.float().clamp(0, 1)
+    lo, hi = x.amin(1), x.amax(1)  # (B, H, W)
+    obj = ((lo < 0.6) & (hi > 0.2)).float()
+    count = obj.flatten(1).sum(1)
+    mean = (x * obj[:, None]).flatten(2).sum(2) / count.clamp(min=1)[:, None]  # (B, 3)
+    return mean / mean.sum(1, keepdim=True).clamp(min=1e-6), count / obj[0].numel()
+
+
+def palette_chromaticity() -> torch.Tensor:
+    """(len(COLOURS), 3) chromaticities of the palette, in COLOURS order."""
+    palette = torch.tensor(list(COLOURS.values()))
+    return palette / palette.sum(1, keepdim=True)
+
+
+def colour_of(images: torch.Tensor, min_object: float = 0.02) -> torch.Tensor:
+    """(B,) index into COLOURS of each picture's object colour (the palette colour nearest to its
+    :func:`object_chromaticity`), or -1 where the object covers under ``min_object`` of the picture."""
+    chroma, cover = object_chromaticity(images)
+    best = torch.cdist(chroma, palette_chromaticity()).argmin(1)
+    return torch.where(cover >= min_object, best, torch.full_like(best, -1))

@@ -40,7 +40,7 @@ def test_prior_reloads_through_the_sds_loader_with_its_own_sizes(prior, tmp_path
     assert pipeline_label(sd, str(prior)) == train_prior.PRIOR_LABEL
     assert run_data_label(pipeline_label(sd, str(prior))) == PRIOR_DATA
     # latent size, channels, resolution and scaling factor come from the folder's configs
-    assert (sd.latent_channels, sd.latent_size, sd.image_size) == (4, 8, 32)
+    assert (sd.latent_channels, sd.latent_size, sd.image_size) == (4, 4, 16)  # --quick: 16 x 16 pictures
     marker = json.loads((prior / train_prior.PRIOR_MARKER).read_text())
     assert sd.scaling_factor == pytest.approx(json.loads((prior / "vae" / "config.json").read_text())["scaling_factor"])
     assert marker["shapes"] == ["cube", "sphere", "cone", "torus"]  # --no_cow
