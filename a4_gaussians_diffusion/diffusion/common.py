@@ -262,6 +262,17 @@ class StepAlignment:
         return sum(vals) / len(vals) if len(vals) == len(self.values) and vals else float("nan")
 
     @property
+    def measured(self) -> list:
+        """The recorded values that are numbers (NaN: a probe that could not measure)."""
+        return [v for v in self.values if v == v]
+
+    @property
+    def measured_mean(self) -> float:
+        """Mean of :attr:`measured` (NaN when none is)."""
+        vals = self.measured
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    @property
     def median(self) -> float:
         """Median of the recorded values (NaN if any is NaN or none was recorded)."""
         if not self.values or any(v != v for v in self.values):
@@ -287,6 +298,11 @@ def gradient_check(params, grads, latent_fn, latent_grad: torch.Tensor, rel_step
     returns ``-latent_grad . (z(-s) - z(+s)) / (2 s |grads|^2)``: 1 (to second order in s) when
     the gradient that arrives is the true one; 0 / NaN when none arrives; -1 with a flipped sign,
     other values when part of it is lost or scaled. The parameters are restored exactly.
+
+    NaN also when the change that back-propagation predicts is below what the latent's own
+    rounding can show (under 10 float epsilons of ``|latent_grad| . |z|``): a saturated texture
+    or field whose gradient has nearly vanished cannot be measured this way, and the 0 a
+    finite difference of identical latents would give is not evidence of a broken gradient.
     """
     pairs = [(p, g) for p, g in zip(params, grads) if g is not None]
     g2 = sum(float(g.detach().double().pow(2).sum()) for _, g in pairs)
@@ -307,6 +323,10 @@ def gradient_check(params, grads, latent_fn, latent_grad: torch.Tensor, rel_step
             for (p, _), s0 in zip(pairs, saved):
                 p.copy_(s0)
     change = float((-latent_grad.double() * (z_descent - z_ascent)).sum())
+    eps = torch.finfo(latent_grad.dtype if latent_grad.is_floating_point() else torch.float32).eps
+    floor = 10 * eps * float((latent_grad.double().abs() * z_descent.abs()).sum())
+    if 2 * scale * g2 < floor:
+        return float("nan")
     return change / (2 * scale * g2)
 
 

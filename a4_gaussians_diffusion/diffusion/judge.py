@@ -32,7 +32,7 @@ from l3d.media import load_image
 from l3d.run import LOSS_LOG, LOSS_PLOT, LossLog, RunDir, atomic_write, check_finite
 from l3d.train import choose_device, progress, seed_everything
 
-from .renders import COLOURS, VIEWS, available_shapes, parse_caption, render_set
+from .renders import COLOURS, VIEWS, available_shapes, object_shown, parse_caption, render_set
 
 JUDGE_SIZE = 32
 HEADS = ("shape", "colour", "view")
@@ -86,9 +86,14 @@ class Judge:
         return {k: v.softmax(-1) for k, v in self.net(images.float().cpu()).items()}
 
     def labels(self, images: torch.Tensor) -> List[Dict[str, str]]:
-        """The most likely name per head, per image."""
+        """The most likely name per head, per image, and ``object`` (:func:`.renders.object_shown`).
+        A picture without an object in it (empty, or one colour filling the frame, as when the
+        density of a DreamFusion run collapses) gets ``"none"`` for every head: the network alone
+        would name the nearest class of pictures it never saw."""
         p = self.probs(images)
-        return [{k: self.classes[k][int(p[k][i].argmax())] for k in HEADS} for i in range(len(images))]
+        shown = object_shown(images)
+        return [{**({k: self.classes[k][int(p[k][i].argmax())] for k in HEADS} if shown[i] == "yes"
+                    else {k: "none" for k in HEADS}), "object": shown[i]} for i in range(len(images))]
 
     def accuracy(self, images: torch.Tensor, prompt: str) -> Dict[str, Optional[float]]:
         """Share of ``images`` whose label matches what ``prompt`` names, per head (None: not named)."""
@@ -139,7 +144,8 @@ def score(args) -> Dict:
             img = img / 255.0
         lab = judge.labels(img)[0]
         rows.append({"file": str(f), **lab})
-        print(f"{f}: {lab['colour']} {lab['shape']}, {lab['view']} view")
+        print(f"{f}: {lab['colour']} {lab['shape']}, {lab['view']} view" if lab["object"] == "yes"
+              else f"{f}: no object ({lab['object']})")
     out = {"judge": str(args.load_checkpoint or Path(args.output_dir) / "judge.pt"), "images": rows}
     if args.prompt:
         want = parse_caption(args.prompt)

@@ -66,3 +66,14 @@ def test_judge_logs_its_held_out_verdicts_to_tensorboard(trained):
     green = (corners[:, 1] > 150) & (corners[:, 0] < 100)
     red = (corners[:, 0] > 180) & (corners[:, 1] < 100)
     assert (green | red).all() and green.sum() >= 10
+
+
+def test_judge_names_no_shape_where_no_object_shows(trained):
+    j = judge.Judge.load(trained / "judge.pt")
+    red_field = torch.tensor(COLOURS["red"]).view(1, 3, 1, 1).expand(1, 3, 32, 32)  # a collapsed run's frame
+    blank = torch.ones(1, 3, 32, 32)
+    labs = j.labels(torch.cat([red_field, blank]))
+    assert [lab["object"] for lab in labs] == ["fills the frame", "empty"]
+    assert all(lab["shape"] == lab["colour"] == lab["view"] == "none" for lab in labs)
+    pics = render_set(200, seed=4242, shapes=("cube", "sphere", "cone", "torus"), show_progress=False)
+    assert all(lab["object"] == "yes" for lab in j.labels(pics.float_images()))  # every render shows its object

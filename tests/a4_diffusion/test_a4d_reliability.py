@@ -139,3 +139,27 @@ def test_damaged_model_folder_is_one_line(tiny_dir, tmp_path, capsys):
                                                                str(tmp_path / "out")])
     assert "scheduler_config.json: expected prediction_type" in line and "'velocity'" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_gradient_check_tells_a_vanished_gradient_from_a_broken_one():
+    import math
+
+    from a4_gaussians_diffusion.diffusion.common import gradient_check
+
+    w = torch.nn.Parameter(torch.tensor([0.3, -0.2, 0.5]))
+    a = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+    g_lat = torch.tensor([0.7, -0.4])
+
+    def value(fn):
+        z = fn()
+        (grad,) = torch.autograd.grad((z * g_lat).sum(), [w])
+        return gradient_check([w], [grad], fn, g_lat)
+
+    assert value(lambda: torch.sigmoid(a @ w)) == pytest.approx(1.0, abs=1e-3)  # the true gradient arrives
+    # a nearly vanished gradient (as of a texture saturated at 0 or 1): the latent's change is below
+    # float32 rounding of the latent, so the finite difference is exactly 0; the probe says "cannot
+    # measure" (NaN), not "no gradient" (0)
+    assert math.isnan(value(lambda: 1.0 + 1e-9 * (a @ w)))
+    # a gradient of normal size that the latent does not follow is still caught
+    wrong = gradient_check([w], [torch.ones(3)], lambda: torch.zeros(2) + w.detach().sum() * 0, g_lat)
+    assert wrong == 0.0
