@@ -48,6 +48,22 @@ MIN_FOLLOW = 0.5
 MAX_LATENT = 1e4
 
 
+def prompted_colour_check(label: str, prompt: str, final: torch.Tensor) -> dict:
+    """With the small prior and a prompt that names one of its colours: ``{"prompted_colour": ...}``,
+    1 when the final picture (H, W, 3) has that colour by :func:`.renders.colour_of`; else ``{}``."""
+    from .renders import COLOURS, colour_of, parse_caption
+    from .train_prior import PRIOR_LABEL
+
+    want = parse_caption(prompt)["colour"]
+    if label != PRIOR_LABEL or want is None:
+        return {}
+    got = int(colour_of(final.permute(2, 0, 1)[None])[0])
+    name = list(COLOURS)[got] if got >= 0 else "no object"
+    return {"prompted_colour": check(float(name == want), min=1.0,
+                                     what=f"1 when the final picture's object is {want} (found: {name}; "
+                                          f"renders.colour_of, a fixed rule)")}
+
+
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up over ``warmup`` steps, then a half cosine from the base rate to 0 at ``total``
     (diffusers' ``get_cosine_schedule_with_warmup`` with 0.5 cycles)."""
@@ -165,6 +181,7 @@ def main(argv=None):
             paths.append(log.plot(run.path(LOSS_PLOT)))
         note = write_tiny_note(run.path(), label)
         follow = cosine(latents.detach() - z0, sds_dir)
+        colour_check = prompted_colour_check(label, args.prompt, final)
         metrics = {
             "pipeline": label, "data": run_data_label(label), "prompt": args.prompt,
             "negative_prompt": args.negative_prompt,
@@ -177,7 +194,8 @@ def main(argv=None):
             "device": str(device), "dtype": str(sd.dtype).replace("torch.", ""), **memory_metrics(device, rss0, sd),
             "checks": {"latents_follow_sds": check(
                 follow, min=MIN_FOLLOW, what="cosine between the latent's total displacement and the summed SDS "
-                                             "directions (toward the UNet's denoised estimates)")},
+                                             "directions (toward the UNet's denoised estimates)"),
+                       **colour_check},
         }
         report(run.path(), metrics, paths + ([note] if note else []) + [f"{n_written} images in {run.path('iters')}"])
     return run.final()

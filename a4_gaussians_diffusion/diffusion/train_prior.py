@@ -54,6 +54,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from l3d.checks import check
 from l3d.cli import nonneg_float, positive_float, positive_int, report, run_cli, script_parser
 from l3d.errors import user_error
 from l3d.media import save_image
@@ -62,7 +63,7 @@ from l3d.train import choose_device, graceful_interrupt, progress, seed_everythi
 
 from ..captions import with_banner
 from .nerf import EMA
-from .renders import COLOURS, VIEWS, available_shapes, caption, render_set
+from .renders import COLOURS, VIEWS, available_shapes, caption, colour_of, parse_caption, render_set
 from .tiny import _bytes_to_unicode
 
 #: The marker file of a pipeline folder written here, and the label of every run made with it.
@@ -70,6 +71,9 @@ PRIOR_MARKER = "small_prior.json"
 PRIOR_LABEL = "small-prior-trained-here"
 #: Stable Diffusion's noise schedule (the prior uses the same one, so SDS sees the same t range).
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+
+#: Least share of samples with their caption's colour (the default prior: 0.96; --quick: 0.6 to 0.65).
+MIN_SAMPLE_COLOUR = 0.4
 
 #: --quick: 16 x 16 pictures, about two minutes on one CPU thread; the colours of the prompts come
 #: through (checked by tests/a4_diffusion/test_a4d_prior_sds.py). Smaller VAEs (8 channels) or
@@ -425,6 +429,8 @@ def main(argv=None) -> Path:
             hx = held.float_images().to(device) * 2 - 1
             recon = vae.decode(vae.encode(hx).latent_dist.mean).sample
             vae_l1 = float((recon - hx).abs().mean() / 2)  # in [0, 1] image units
+        want = torch.tensor([list(COLOURS).index(parse_caption(c)["colour"]) for c in rep])
+        sample_colour = float((colour_of(samples) == want).float().mean())
         grid = sample_grid(samples, caps, per_row)
         files.append(save_image(run.path("samples.png"), grid))
         last_step = stopped_at if stopped_at is not None else total - 1
@@ -440,13 +446,18 @@ def main(argv=None) -> Path:
                    "shapes": list(shapes), "colours": list(COLOURS), "views": list(VIEWS),
                    "num_images": n, "image_size": S, "latent_shape": [4, S // 4, S // 4],
                    "scaling_factor": scaling, "vae_heldout_l1": vae_l1,
+                   "sample_colour_accuracy": sample_colour, "sample_guidance": args.sample_guidance,
                    "final_eps_mse_last200": sum(last_eps) / len(last_eps) if last_eps else None,
                    "vae_steps": args.vae_steps, "diffusion_steps": args.steps, "batch_size": args.batch_size,
                    "stopped_at_step": stopped_at, "render_s": round(render_s, 1), "train_s": round(train_s, 1),
                    "threads": args.threads, "device": str(device),
                    "params": {"vae": sum(p.numel() for p in vae.parameters()),
                               "unet": sum(p.numel() for p in unet.parameters()),
-                              "text_encoder": sum(p.numel() for p in text.parameters())}}
+                              "text_encoder": sum(p.numel() for p in text.parameters())},
+                   "checks": {"samples_have_prompted_colour": check(
+                       sample_colour, min=MIN_SAMPLE_COLOUR,
+                       what=f"share of the {len(rep)} pictures of samples.png whose object has the colour its "
+                            f"caption names (renders.colour_of, a fixed rule; chance {1 / len(COLOURS):.1f})")}}
         report(run.path(), metrics, files)
     return out / "pipeline"
 

@@ -7,6 +7,8 @@ to the mean chromaticity of the object's pixels), not by a trained model, so the
 fooled by a judge that shares the prior's mistakes.
 """
 
+import json
+
 import pytest
 import torch
 
@@ -36,6 +38,9 @@ def test_quick_prior_samples_follow_the_prompted_colour(prior):
     want = torch.tensor([NAMES.index(c.split()[1]) for c in caps])
     acc = float((colour_of(img) == want).float().mean())
     assert acc >= 0.45, f"sample colour accuracy {acc:.2f} (chance 0.2)"  # measured 0.6 to 0.65
+    # train_prior measures the same on its own sample grid and records it as a check
+    m = json.loads((prior.parent / "metrics.json").read_text())
+    assert m["checks"]["samples_have_prompted_colour"]["pass"] and m["sample_colour_accuracy"] >= 0.4
 
 
 def test_sds_moves_an_image_toward_the_prompted_colour(prior, tmp_path):
@@ -53,6 +58,9 @@ def test_sds_moves_an_image_toward_the_prompted_colour(prior, tmp_path):
         chroma, cover = object_chromaticity(final)
         assert cover[0] > 0.05, f"{name}: no object in the final picture"
         hits += int(colour_of(final)[0]) == k
+        # the run's own check agrees with the rule applied here
+        check = json.loads((out / "metrics.json").read_text())["checks"]["prompted_colour"]
+        assert check["pass"] == (int(colour_of(final)[0]) == k)
         closer += float((chroma - target[k]).norm()) < float((start_chroma - target[k]).norm())
     # each of the five prompts starts from the same picture; chance of naming the colour is 1 in 5
     assert hits >= 4, f"SDS gave the prompted colour for {hits} of 5 prompts"
