@@ -257,14 +257,14 @@ class StepAlignment:
         return float(value)
 
     @property
-    def mean(self) -> float:
-        vals = [v for v in self.values if v == v]
-        return sum(vals) / len(vals) if len(vals) == len(self.values) and vals else float("nan")
-
-    @property
     def measured(self) -> list:
         """The recorded values that are numbers (NaN: a probe that could not measure)."""
         return [v for v in self.values if v == v]
+
+    @property
+    def mean(self) -> float:
+        """Mean of the recorded values (NaN if any is NaN or none was recorded)."""
+        return self.measured_mean if len(self.measured) == len(self.values) else float("nan")
 
     @property
     def measured_mean(self) -> float:
@@ -273,11 +273,11 @@ class StepAlignment:
         return sum(vals) / len(vals) if vals else float("nan")
 
     @property
-    def median(self) -> float:
-        """Median of the recorded values (NaN if any is NaN or none was recorded)."""
-        if not self.values or any(v != v for v in self.values):
+    def measured_median(self) -> float:
+        """Median of :attr:`measured` (NaN when none is)."""
+        vals = sorted(self.measured)
+        if not vals:
             return float("nan")
-        vals = sorted(self.values)
         k = len(vals) // 2
         return vals[k] if len(vals) % 2 else 0.5 * (vals[k - 1] + vals[k])
 

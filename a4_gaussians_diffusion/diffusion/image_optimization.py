@@ -41,6 +41,8 @@ from ..captions import with_banner
 from .common import StepAlignment, StepTimer, add_sds_flags, cosine, finish_note, load_guidance, memory_metrics, \
     model_id, pipeline_label, prompt_embeddings, resume_state, rss_mb, run_data_label, run_folder, save_args, \
     write_tiny_note
+from .renders import COLOURS, colour_of, parse_caption
+from .train_prior import PRIOR_LABEL
 
 #: Minimum cosine between the latent's displacement and the summed SDS directions.
 MIN_FOLLOW = 0.5
@@ -51,9 +53,6 @@ MAX_LATENT = 1e4
 def prompted_colour_check(label: str, prompt: str, final: torch.Tensor) -> dict:
     """With the small prior and a prompt that names one of its colours: ``{"prompted_colour": ...}``,
     1 when the final picture (H, W, 3) has that colour by :func:`.renders.colour_of`; else ``{}``."""
-    from .renders import COLOURS, colour_of, parse_caption
-    from .train_prior import PRIOR_LABEL
-
     want = parse_caption(prompt)["colour"]
     if label != PRIOR_LABEL or want is None:
         return {}

@@ -25,8 +25,8 @@ back-propagation, :func:`.common.gradient_check` moves the colour field a little
 and plus its gradient, renders and encodes the step's view again (same camera, light and VAE
 sample) and compares the change of the latent along the SDS direction with what the
 back-propagated gradient predicts; the mean ratio (over the probes whose predicted change the
-latent's rounding can show: a saturated texture's gradient cannot be measured) is 1 when the full SDS gradient flows through
-the VAE encoder and the renderer into the colour field with the right sign. --quick runs 20
+latent's rounding can show: a saturated texture's gradient cannot be measured) is 1 when the full
+SDS gradient flows through the VAE encoder and the renderer into the colour field with the right sign. --quick runs 20
 steps at the tiny pipeline's size with a 10x larger learning rate (5e-3: as far as 2000
 noise-like steps of 5e-4 would go) and 24-frame turntables.
 """
@@ -272,7 +272,8 @@ def main(argv=None):
         metrics = {
             "pipeline": label, "data": run_data_label(label, mesh_label), "prompt": args.prompt,
             "guidance_scale": args.guidance_scale, "lr": args.lr, "texture_change": change,
-            "sds_gradient_check": grad_check.measured_mean if can_probe else None, "gradient_checks": grad_check.values,
+            "sds_gradient_check": grad_check.measured_mean if can_probe else None,
+            "gradient_checks": grad_check.values,
             "view_dep_text": args.view_dep_text, "iterations": args.steps, **finish_note(stopped_at, args.steps),
             "final_sds_loss": loss_value if math.isfinite(loss_value) else None, **timer.metrics(),
             "render_size": sd.image_size, "num_verts": int(mesh.verts_packed().shape[0]),

@@ -72,12 +72,13 @@ PRIOR_LABEL = "small-prior-trained-here"
 #: Stable Diffusion's noise schedule (the prior uses the same one, so SDS sees the same t range).
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
-#: Least share of samples with their caption's colour (the default prior: 0.96; --quick: 0.6 to 0.65).
+#: Least share of samples with their caption's colour (the default prior: 0.96; --quick without the
+#: cow: 0.5 to 0.65; --quick with it: 0.49).
 MIN_SAMPLE_COLOUR = 0.4
 
-#: --quick: 16 x 16 pictures, about two minutes on one CPU thread; the colours of the prompts come
-#: through (checked by tests/a4_diffusion/test_a4d_prior_sds.py). Smaller VAEs (8 channels) or
-#: fewer steps lose the colours.
+#: --quick: 16 x 16 pictures, about two minutes on one CPU thread. At the default seed, without the
+#: cow, SDS with it gives the prompted colour (tests/a4_diffusion/test_a4d_prior_sds.py); other
+#: seeds confuse some colours. Smaller VAEs (8 channels) or fewer VAE steps lose the colours.
 QUICK = {"num_images": 384, "image_size": 16, "vae_steps": 800, "steps": 400, "vae_channels": 16,
          "unet_channels": 32, "text_width": 32, "batch_size": 16, "lr": 1e-3, "sample_steps": 20, "save_every": 100}
 
@@ -222,18 +223,20 @@ def build_parser():
     m.add_argument("--unet_channels", type=positive_int, default=32, help="channels of the UNet's first block")
     m.add_argument("--text_width", type=positive_int, default=32, help="width of the text encoder")
     t = ap.add_argument_group("training")
-    t.add_argument("--vae_steps", type=positive_int, default=800, help="VAE training steps (before the diffusion steps)")
+    t.add_argument("--vae_steps", type=positive_int, default=800,
+                   help="VAE training steps (before the diffusion steps)")
     ap.add_flag("steps", default=2000, help="diffusion (UNet + text encoder) training steps")
     ap.add_flag("batch_size", default=32)
     ap.add_flag("lr", default=1e-3, help="AdamW learning rate of the diffusion stage")
     t.add_argument("--vae_lr", type=positive_float, default=1e-3, help="AdamW learning rate of the VAE stage")
     t.add_argument("--vae_colour_weight", type=nonneg_float, default=2.0,
                    help="weight of an MSE between the 4 x 4 average-pooled picture and its reconstruction "
-                        "(teaches the VAE colours before detail; without it colours come late)")
+                        "(an extra weight on colour over detail)")
     t.add_argument("--kl_weight", type=nonneg_float, default=1e-6, help="weight of the VAE's KL term")
     t.add_argument("--caption_dropout", type=nonneg_float, default=0.1,
                    help="share of captions replaced by the empty prompt (for classifier-free guidance)")
-    t.add_argument("--ema_decay", type=nonneg_float, default=0.999, help="EMA of the diffusion weights that is saved (with a warm-up: the n-th update uses "
+    t.add_argument("--ema_decay", type=nonneg_float, default=0.999,
+                   help="EMA of the diffusion weights that is saved (with a warm-up: the n-th update uses "
                         "min(decay, (1 + n) / (10 + n)))")
     ap.add_flag("save_every", default=500)
     ap.add_flag("resume")
@@ -438,7 +441,8 @@ def main(argv=None) -> Path:
         pair = torch.cat([hx[:8], recon[:8].clamp(-1, 1)], 2).add(1).div(2)  # (8, 3, 2S, S): held-out over its VAE reconstruction
         log.image(last_step, "val/vae_heldout_and_reconstruction", pair.permute(1, 2, 0, 3).reshape(3, 2 * S, -1))
         if log.rows():
-            files.append(log.plot(run.path(LOSS_PLOT), groups=[["vae/recon", "vae/colour"], ["vae/kl"], ["diffusion/eps_mse"]]))
+            files.append(log.plot(run.path(LOSS_PLOT),
+                                  groups=[["vae/recon", "vae/colour"], ["vae/kl"], ["diffusion/eps_mse"]]))
         rows = log.rows()
         last_eps = [float(r["diffusion/eps_mse"]) for r in rows[-200:] if r.get("diffusion/eps_mse") not in (None, "")]
         metrics = {"pipeline": PRIOR_LABEL, "data": "procedural renders made here (l3d rasteriser)" +

@@ -45,7 +45,8 @@ def test_quick_prior_samples_follow_the_prompted_colour(prior):
 
 def test_sds_moves_an_image_toward_the_prompted_colour(prior, tmp_path):
     sd = StableDiffusion.from_pretrained(prior, "cpu", "fp32")
-    init = torch.randn(1, sd.latent_channels, sd.latent_size, sd.latent_size, generator=torch.Generator().manual_seed(0))
+    size = (1, sd.latent_channels, sd.latent_size, sd.latent_size)
+    init = torch.randn(size, generator=torch.Generator().manual_seed(0))
     start_chroma, _ = object_chromaticity(sd.decode_latents(init))  # image_optimization starts from this latent
     target = palette_chromaticity()
     hits, closer = 0, 0
