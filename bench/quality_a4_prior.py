@@ -33,8 +33,10 @@ PROMPTS = ["a red cube", "a blue sphere", "a green cone", "a yellow torus", "a p
 
 
 def judge_turntable(run: Path, judge: Judge, gif: str = "final_mesh.gif") -> dict:
-    """The judge's colour per turntable frame of a mesh-texture run, grouped by the frame's view
-    (front / side / back by its azimuth, frames evenly spaced over 360 degrees from azimuth 0)."""
+    """The judge's labels per turntable frame of a mesh-texture or DreamFusion run (a GIF or MP4),
+    grouped by the frame's view (front / side / back by its azimuth, frames evenly spaced over 360
+    degrees from azimuth 0): per view the share of frames with the prompt's colour, with its shape,
+    judged as seen from their own camera's view, and with an object in them."""
     import imageio.v3 as iio
 
     from a4_gaussians_diffusion.diffusion.views import VIEW_NAMES, view_index
@@ -43,13 +45,70 @@ def judge_turntable(run: Path, judge: Judge, gif: str = "final_mesh.gif") -> dic
     labels = judge.labels(frames.permute(0, 3, 1, 2))
     az = torch.arange(len(frames)) * 360.0 / len(frames)
     views = view_index(az)
-    want = parse_caption(json.loads((run / "metrics.json").read_text())["prompt"])["colour"]
+    want = parse_caption(json.loads((run / "metrics.json").read_text())["prompt"])
     out = {}
     for v, name in enumerate(VIEW_NAMES):
         idx = (views == v).nonzero().flatten().tolist()
-        out[name] = {"colour_accuracy": sum(labels[i]["colour"] == want for i in idx) / max(len(idx), 1),
-                     "frames": len(idx), "labels": [labels[i]["colour"] for i in idx]}
+        share = lambda ok: sum(ok(labels[i]) for i in idx) / max(len(idx), 1)  # noqa: E731
+        out[name] = {"colour_accuracy": share(lambda lab: lab["colour"] == want["colour"]),
+                     "shape_accuracy": share(lambda lab: lab["shape"] == want["shape"]),
+                     "view_accuracy": share(lambda lab: lab["view"] == name),
+                     "object_shown": share(lambda lab: lab["object"] == "yes"),
+                     "frames": len(idx), "labels": [labels[i]["colour"] for i in idx],
+                     "judged": [f"{labels[i]['colour']} {labels[i]['shape']} {labels[i]['view']}" for i in idx]}
     return out
+
+
+def nerf_runs(args, judge: Judge) -> None:
+    """DreamFusion (Q2.3) with ``--preset small_prior`` for every prompt and seed, and with
+    ``--view_dep_text 0 / 1`` for ``--view_prompts``; the judge labels the 100 frames of each
+    run's orbit video view by view. Writes ``nerf_results.json`` and ``nerf_orbits.png``."""
+    from a4_gaussians_diffusion.diffusion import nerf_optimization
+
+    out = Path(args.output_dir)
+    jobs = [(p, s, 0) for p in args.nerf_prompts for s in range(args.seeds)]
+    jobs += [(p, s, vd) for p in args.view_prompts for s in range(args.seeds) for vd in (0, 1)]
+    rows, strips = [], []
+    t0 = time.perf_counter()
+    for prompt, seed, vd in jobs:
+        folder = Path(nerf_optimization.main([
+            "--model", args.model, "--preset", "small_prior", "--prompt", prompt, "--seed", str(seed),
+            "--view_dep_text", str(vd), "--postfix", f"_s{seed}", "--device", "cpu",
+            "--output_dir", str(out / "nerf_runs"), "--no_tensorboard"]))
+        views = judge_turntable(folder, judge, "videos/rgb.mp4")
+        frames = sum(v["frames"] for v in views.values())
+        overall = {k: sum(v[k] * v["frames"] for v in views.values()) / frames
+                   for k in ("colour_accuracy", "shape_accuracy", "view_accuracy", "object_shown")}
+        rows.append({"prompt": prompt, "seed": seed, "view_dep_text": vd, "run": str(folder), **overall,
+                     "views": views})
+        print(f"{prompt!r} seed {seed} view_dep_text {vd}: " + ", ".join(f"{k} {v:.2f}" for k, v in overall.items()))
+        strip = load_image(folder / "rgb.png")[..., :3].float()
+        strip = strip / 255.0 if strip.max() > 1.5 else strip
+        big = torch.nn.functional.interpolate(strip.permute(2, 0, 1)[None], scale_factor=3)[0].permute(1, 2, 0)
+        strips.append(torch.as_tensor(with_banner(big, f"{prompt}{' (view text)' if vd else ''}, seed {seed}: "
+                                                       f"colour {overall['colour_accuracy']:.2f} shape "
+                                                       f"{overall['shape_accuracy']:.2f} view "
+                                                       f"{overall['view_accuracy']:.2f}")))
+    width = max(x.shape[1] for x in strips)
+    save_image(out / "nerf_orbits.png", torch.cat([torch.nn.functional.pad(x, (0, 0, 0, width - x.shape[1]), value=1.0)
+                                                   for x in strips], 0))
+    plain = [r for r in rows if r["prompt"] in args.nerf_prompts]
+    summary = {k: sum(r[k] for r in plain) / max(len(plain), 1)
+               for k in ("colour_accuracy", "shape_accuracy", "object_shown")}
+    summary["runs_with_prompted_object"] = sum(r["colour_accuracy"] >= 0.75 and r["shape_accuracy"] >= 0.75
+                                               for r in plain)
+    summary["runs"] = len(plain)
+    view_text = {}
+    for vd in (0, 1):
+        r = [x for x in rows if x["prompt"] in args.view_prompts and x["view_dep_text"] == vd]
+        view_text[f"view_dep_text_{vd}"] = {
+            name: sum(x["views"][name]["view_accuracy"] for x in r) / max(len(r), 1) for name in ("front", "side", "back")}
+    res = {"data": "made with the small prior trained here; judged by the classifier trained here",
+           "model": args.model, "judge": args.judge, "preset": nerf_optimization.SMALL_PRIOR, "seeds": args.seeds,
+           "dreamfusion": summary, "view_accuracy_by_view": view_text, "runs": rows,
+           "wall_s": round(time.perf_counter() - t0, 1)}
+    (out / "nerf_results.json").write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps({"dreamfusion": summary, "view_accuracy_by_view": view_text}, indent=2))
 
 
 def main():
@@ -63,9 +122,18 @@ def main():
     ap.add_argument("--mesh_runs", nargs="*", default=None,
                     help="only judge these mesh_optimization run folders (colour per view of final_mesh.gif "
                          "and initial_mesh.gif) and write mesh_results.json")
+    ap.add_argument("--nerf", action="store_true",
+                    help="run DreamFusion (--preset small_prior) instead of image SDS: --nerf_prompts, and "
+                         "--view_prompts with and without --view_dep_text, judged view by view")
+    ap.add_argument("--nerf_prompts", nargs="*", default=PROMPTS, help="DreamFusion prompts (with --nerf)")
+    ap.add_argument("--view_prompts", nargs="*", default=["a blue cow"],
+                    help="prompts of an object whose front and back differ, run with --view_dep_text 0 and 1")
     args = ap.parse_args()
     torch.set_num_threads(1)
     judge = Judge.load(args.judge)
+    if args.nerf:
+        nerf_runs(args, judge)
+        return
     if args.mesh_runs:
         res = {r: {"final": judge_turntable(Path(r), judge), "initial": judge_turntable(Path(r), judge,
                                                                                     "initial_mesh.gif")}

@@ -68,6 +68,8 @@ class NeRFConfig:
     Attributes:
         n_harmonic: frequencies of the point encoding; hidden / n_layers: the MLP trunk.
         blob_density, blob_radius: the density prior (course: 5 and 0.2).
+        density_bias: added to the log-density everywhere (0 in the course: the untrained MLP's
+            log-density of about 0 then fills the whole ball with a fog of density about 1).
         bound: radius of the ball holding the scene.
         bg_harmonic, bg_hidden: the background MLP on ray directions.
         n_samples: stratified samples per ray; n_importance: extra samples drawn from the coarse
@@ -79,6 +81,7 @@ class NeRFConfig:
     n_layers: int = 3
     blob_density: float = 5.0
     blob_radius: float = 0.2
+    density_bias: float = 0.0
     bound: float = 1.0
     bg_harmonic: int = 4
     bg_hidden: int = 32
@@ -99,7 +102,7 @@ class DreamNeRF(nn.Module):
     def blob(self, x: torch.Tensor) -> torch.Tensor:
         """(...,) density prior in log space for points (..., 3)."""
         r2 = (x * x).sum(-1)
-        return self.cfg.blob_density * torch.exp(-r2 / (2 * self.cfg.blob_radius ** 2))
+        return self.cfg.blob_density * torch.exp(-r2 / (2 * self.cfg.blob_radius ** 2)) + self.cfg.density_bias
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """(..., 4): log-density (prior included) and albedo logits of points (..., 3)."""

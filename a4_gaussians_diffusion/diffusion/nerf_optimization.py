@@ -83,6 +83,7 @@ from l3d.train import graceful_interrupt, progress, seed_everything
 from .common import StepAlignment, StepTimer, add_sds_flags, check_range, check_unit_interval, finish_note, \
     gradient_check, load_guidance, memory_metrics, model_id, pipeline_label, prompt_embeddings, resume_state, \
     rss_mb, run_data_label, run_folder, save_args, shared_flag, write_tiny_note
+from .train_prior import PRIOR_LABEL
 from .nerf import EMA, Background, DreamNeRF, NeRFConfig, config_dict, entropy_loss, render_nerf
 from .views import CameraSampler, orbit_cameras, view_dependent_embedding
 
@@ -145,8 +146,22 @@ QUICK = {"steps": 12, "render_height": 16, "render_width": 16, "n_samples": 16, 
          "num_frames": 24, "eval_every": 0, "snapshot_every": 5, "video_size": 32, "probe_every": 1}
 
 
+#: --preset small_prior: the settings under which DreamFusion with the small prior of
+#: :mod:`.train_prior` makes the prompted object. That prior only knows objects lit from near the
+#: camera on a white background, seen at its renders' FoV (16..24 degrees) and elevation (0..30), so
+#: the NeRF is rendered the same way (no textureless or dark shading, no normal-map latent warm-up,
+#: a white background); the field starts see-through outside the blob (``--density_bias``) and
+#: takes smaller steps: at lr 1e-2, or with the course's shading and cameras, the density filled
+#: the frame or vanished (RESULTS.md).
+SMALL_PRIOR = {"steps": 200, "render_height": 32, "render_width": 32, "n_samples": 32, "n_importance": 16,
+               "guidance_scale": 7.5, "lr": 3e-3, "background": "white", "latent_iter_ratio": 0.0,
+               "textureless_ratio": 0.0, "min_ambient_ratio": 0.6, "fov_range": (16.0, 24.0),
+               "polar_range": (60.0, 90.0), "density_bias": -4.0, "probe_every": 50}
+
+
 def build_parser():
-    ap = script_parser(__doc__, "a4_gaussians_diffusion/diffusion_nerf", presets={"quick": QUICK})
+    ap = script_parser(__doc__, "a4_gaussians_diffusion/diffusion_nerf",
+                       presets={"quick": QUICK, "small_prior": SMALL_PRIOR})
     add_sds_flags(ap, save_every=1000)
     ap.set_defaults(prompt="a standing corgi dog")
     g = ap.add_argument_group("training")
@@ -186,6 +201,9 @@ def build_parser():
     m.add_argument("--n_layers", type=positive_int, default=3, help="layers of the MLP")
     m.add_argument("--blob_density", type=finite_float, default=5.0, help="peak log-density of the blob prior")
     m.add_argument("--blob_radius", type=positive_float, default=0.2, help="radius of the blob prior")
+    m.add_argument("--density_bias", type=finite_float, default=0.0,
+                   help="added to the log-density everywhere (negative: the untrained field starts see-through "
+                        "outside the blob instead of a fog of density about 1)")
     m.add_argument("--bound", type=positive_float, default=1.0, help="radius of the ball holding the scene")
     m.add_argument("--n_samples", type=positive_int, default=64, help="stratified samples per ray (at least 3)")
     m.add_argument("--n_importance", type=nonneg_int, default=32, help="importance samples per ray (0: none)")
@@ -237,11 +255,16 @@ def _main(args, dist: distributed.Dist):
 
     sd = load_guidance(args, device)
     label = pipeline_label(sd, args.model)
+    if label == PRIOR_LABEL and args.preset != "small_prior" and main_rank:
+        print("note: this is the small prior trained here; --preset small_prior sets the cameras, shading, "
+              "background and lr under which it makes objects (without it the density tends to fill the frame "
+              "or vanish)")
     folder = run_folder(args, "_view_dep" if args.view_dep_text else "")
     emb = prompt_embeddings(sd, args.prompt, args.negative_prompt, view_dependent=bool(args.view_dep_text))
 
-    cfg = NeRFConfig(args.n_harmonic, args.hidden, args.n_layers, args.blob_density, args.blob_radius, args.bound,
-                     n_samples=args.n_samples, n_importance=args.n_importance)
+    cfg = NeRFConfig(args.n_harmonic, args.hidden, args.n_layers, args.blob_density, args.blob_radius,
+                     density_bias=args.density_bias, bound=args.bound, n_samples=args.n_samples,
+                     n_importance=args.n_importance)
     config = {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "guidance_scale": args.guidance_scale,
               "model": model_id(sd, args.model), "view_dep_text": args.view_dep_text, "background": args.background,
               **config_dict(cfg)}

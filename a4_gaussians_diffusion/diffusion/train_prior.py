@@ -162,6 +162,28 @@ def build_models(args, vocab_size: int, bos: int, eos: int, max_length: int):
     return vae, unet, text
 
 
+def colour_augment(x: torch.Tensor, generator: torch.Generator, share: float) -> torch.Tensor:
+    """A random ``share`` of the pictures ``x`` (B, 3, S, S) in [-1, 1] recoloured, the others as they were.
+
+    The VAE's encoder is what score distillation differentiates through, at renders that are not
+    yet pictures of the training set (a grey blob, a tinted fog, a dark side). Trained on the
+    five-colour renders alone, it maps such pictures onto the nearest training colour (a grey disc
+    came back brown-red), and its Jacobian there points nowhere useful (the SDS gradient of "a red
+    cube" made a grey disc bluer). Recoloured pictures teach it the whole colour space: each is
+    desaturated toward its grey by U(0, 1), its channels permuted, scaled per channel by
+    U(0.4, 1.2), then mixed with a random colour by U(0, 0.6) (a tint of the background and a fog).
+    """
+    b = x.shape[0]
+    rnd = lambda *shape: torch.rand(*shape, generator=generator).to(x.device)  # noqa: E731
+    y = (x + 1) / 2
+    y = y + rnd(b, 1, 1, 1) * (y.mean(1, keepdim=True) - y)
+    perm = rnd(b, 3).argsort(1)
+    y = torch.gather(y, 1, perm[:, :, None, None].expand_as(y))
+    y = y * (0.4 + 0.8 * rnd(b, 3, 1, 1))
+    y = (y + 0.6 * rnd(b, 1, 1, 1) * (rnd(b, 3, 1, 1) - y)).clamp(0, 1)
+    return torch.where((rnd(b) < share)[:, None, None, None], y * 2 - 1, x)
+
+
 def make_scheduler():
     from diffusers import DDIMScheduler
 
@@ -232,6 +254,10 @@ def build_parser():
     t.add_argument("--vae_colour_weight", type=nonneg_float, default=2.0,
                    help="weight of an MSE between the 4 x 4 average-pooled picture and its reconstruction "
                         "(an extra weight on colour over detail)")
+    t.add_argument("--vae_augment", type=nonneg_float, default=0.5,
+                   help="share of each VAE batch recoloured at random (any colour, grey, tinted backgrounds), so "
+                        "that the encoder score distillation differentiates through is sensible beyond the five "
+                        "training colours (0: the renders only)")
     t.add_argument("--kl_weight", type=nonneg_float, default=1e-6, help="weight of the VAE's KL term")
     t.add_argument("--caption_dropout", type=nonneg_float, default=0.1,
                    help="share of captions replaced by the empty prompt (for classifier-free guidance)")
@@ -251,7 +277,7 @@ def build_parser():
 def check_flags(args) -> None:
     if args.image_size % 8:
         raise user_error("--image_size", "a multiple of 8", args.image_size)
-    for name in ("view_caption_ratio", "caption_dropout"):
+    for name in ("view_caption_ratio", "caption_dropout", "vae_augment"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise user_error(f"--{name}", "a number in [0, 1]", f"{getattr(args, name):g}")
     if not args.ema_decay < 1.0:
@@ -274,7 +300,7 @@ def main(argv=None) -> Path:
     shapes = available_shapes(False if args.no_cow else None)
     out = Path(args.output_dir)
     config = {k: getattr(args, k) for k in ("num_images", "image_size", "view_caption_ratio", "vae_channels",
-                                            "unet_channels", "text_width", "vae_steps", "seed")}
+                                            "unet_channels", "text_width", "vae_steps", "vae_augment", "seed")}
     config["shapes"] = list(shapes)
     t_start = time.perf_counter()
     data = render_set(args.num_images, args.seed, args.image_size, shapes)
@@ -351,7 +377,7 @@ def main(argv=None) -> Path:
                 idx = torch.randint(n, (args.batch_size,), generator=gen).to(device)
                 if step < args.vae_steps:
                     vae.train()
-                    x = images[idx]
+                    x = colour_augment(images[idx], gen, args.vae_augment)
                     post = vae.encode(x).latent_dist
                     rec = vae.decode(post.sample()).sample
                     l_rec = F.l1_loss(rec, x) + F.mse_loss(rec, x)

@@ -154,3 +154,19 @@ def test_ema():
     torch.testing.assert_close(ema.module().weight, w0 + 0.5)
     with pytest.raises(ValueError):
         EMA(m, 1.0)
+
+
+def test_density_bias_clears_the_fog_an_untrained_field_starts_with():
+    """With the learned log-density at 0 (an untrained MLP is near it), density exp(0) = 1 fills
+    the unit ball: a ray that misses the blob is still mostly opaque. ``density_bias`` -4 makes the
+    field start as the blob in clear air, and leaves the blob's centre opaque."""
+    cams = orbit_cameras(1)
+    opacity = {}
+    for bias in (0.0, -4.0):
+        m = blob_only(NeRFConfig(n_samples=64, n_importance=0, hidden=16, density_bias=bias))
+        with torch.no_grad():
+            opacity[bias] = render_nerf(m, cams.cameras, 21, "albedo", background_color=torch.zeros(3)).opacity[0]
+    edge = opacity[0.0][10, 1], opacity[-4.0][10, 1]  # a ray 0.5 from the centre: outside the blob (radius 0.2)
+    # without the bias: 1 - exp(-chord) with the chord through the unit ball of about 1.7
+    assert float(edge[0]) > 0.75 and float(edge[1]) < 0.05
+    assert float(opacity[-4.0][10, 10]) > 0.5  # the blob's centre: log-density 5 - 4 = 1 over its width

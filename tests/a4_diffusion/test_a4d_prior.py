@@ -75,3 +75,26 @@ def test_bad_image_size_is_one_line_error(tmp_path, capsys):
     assert e.value.code != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--image_size" in err[0]
+
+
+def test_colour_augment_recolours_the_chosen_share_only():
+    from a4_gaussians_diffusion.diffusion.renders import render_set
+
+    x = render_set(64, seed=3, size=16, shapes=("cube", "sphere"), show_progress=False).float_images() * 2 - 1
+    same = train_prior.colour_augment(x, torch.Generator().manual_seed(0), 0.0)
+    assert torch.equal(same, x)
+    y = train_prior.colour_augment(x, torch.Generator().manual_seed(0), 0.5)
+    changed = (y - x).flatten(1).abs().amax(1) > 1e-6
+    assert 16 <= int(changed.sum()) <= 48 and float(y.min()) >= -1 and float(y.max()) <= 1
+    assert torch.equal(y, train_prior.colour_augment(x, torch.Generator().manual_seed(0), 0.5))  # reproducible
+    # the renders have five saturated colours on a white background; recoloured pictures reach
+    # tinted backgrounds and grey objects
+    corner = ((x[:, :, 0, 0] + 1) / 2).amin(1)  # darkest channel of the top-left pixel
+    corner_y = ((y[changed][:, :, 0, 0] + 1) / 2).amin(1)
+    assert float((corner > 0.9).float().mean()) > 0.9 and float((corner_y < 0.9).float().mean()) > 0.3
+
+    def greyish_object_pixels(im):  # object pixels (a channel well below white) whose channels nearly agree
+        v = (im + 1) / 2
+        return int(((v.amin(1) < 0.6) & (v.amax(1) - v.amin(1) < 0.08)).sum())
+
+    assert greyish_object_pixels(y[changed]) > 2 * greyish_object_pixels(x[changed])  # 498 against 160 (the noses)
