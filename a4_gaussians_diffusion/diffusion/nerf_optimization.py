@@ -3,6 +3,12 @@
     python -m a4_gaussians_diffusion.diffusion.nerf_optimization --prompt "a standing corgi dog" \\
         --lambda_entropy 1e-3 --lambda_orient 1e-2 --latent_iter_ratio 0.2
     python -m a4_gaussians_diffusion.diffusion.nerf_optimization --prompt "a standing corgi dog" --view_dep_text 1
+    python -m a4_gaussians_diffusion.diffusion.nerf_optimization --model output/a4_gaussians_diffusion/prior/pipeline \
+        --preset small_prior --prompt "a green torus"      # the small prior trained here, about a minute on a CPU
+
+``--preset small_prior`` (:data:`SMALL_PRIOR`) renders the field as that prior's pictures were made
+(white background, light near the camera, its FoV and elevations), starts it see-through outside the
+blob and steps at lr 3e-3; the defaults below are the course's, for Stable Diffusion.
 
 Each iteration draws a random camera (radius U(3, 3.5), polar U(45, 105), azimuth U(-180, 180),
 FoV U(10, 30) degrees), volume-renders the field at ``--render_height`` x ``--render_width`` (64 x 64)

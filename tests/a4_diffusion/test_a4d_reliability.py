@@ -163,3 +163,30 @@ def test_gradient_check_tells_a_vanished_gradient_from_a_broken_one():
     # a gradient of normal size that the latent does not follow is still caught
     wrong = gradient_check([w], [torch.ones(3)], lambda: torch.zeros(2), g_lat)
     assert wrong == 0.0
+
+
+def test_gradient_check_stays_exact_where_a_sigmoid_saturates():
+    """The probe's step is sized by the norm of all the parameters, but when the gradient sits on
+    a few of them (the last layer of a texture MLP pushed into its sigmoid's saturation) that step
+    moves those few far enough to bend the curve: a single central difference reads 1.31 here (and
+    read 2.2 to 2.9 on a healthy mesh-texture run, failing its check). Halving the step and
+    extrapolating gives the true 1."""
+    import math
+
+    from a4_gaussians_diffusion.diffusion.common import gradient_check
+
+    for v in (2.0, 4.0, 6.0):
+        a = torch.nn.Parameter(torch.full((1000,), 100.0))  # large parameters the latent ignores
+        b = torch.nn.Parameter(torch.full((8,), v))  # the sigmoid's input: the gradient sits here
+        g_lat = torch.linspace(0.5, 1.5, 8)
+        latent = lambda: torch.sigmoid(b + 0.0 * a.sum())  # noqa: E731
+        grads = torch.autograd.grad((latent() * g_lat).sum(), [a, b])
+        got = gradient_check([a, b], list(grads), latent, g_lat)
+        assert got == pytest.approx(1.0, abs=0.01)
+        assert torch.equal(b.detach(), torch.full((8,), v)) and torch.equal(a.detach(), torch.full((1000,), 100.0))
+        if v == 6.0:  # what the single step alone measures
+            g2 = float(grads[1].pow(2).sum())
+            step = 1e-3 * math.sqrt(float(a.detach().pow(2).sum() + b.detach().pow(2).sum()) / g2)
+            with torch.no_grad():
+                one = float((g_lat * (torch.sigmoid(b + grads[1] * step) - torch.sigmoid(b - grads[1] * step))).sum())
+            assert one / (2 * step * g2) > 1.2
