@@ -62,24 +62,27 @@ def judge_turntable(run: Path, judge: Judge, gif: str = "final_mesh.gif") -> dic
 def nerf_runs(args, judge: Judge) -> None:
     """DreamFusion (Q2.3) with ``--preset small_prior`` for every prompt and seed, and with
     ``--view_dep_text 0 / 1`` for ``--view_prompts``; the judge labels the 100 frames of each
-    run's orbit video view by view. Writes ``nerf_results.json`` and ``nerf_orbits.png``."""
+    run's orbit video view by view. Writes ``--nerf_results`` (``nerf_results.json``) and ``<its stem>_orbits.png``."""
     from a4_gaussians_diffusion.diffusion import nerf_optimization
 
     out = Path(args.output_dir)
-    jobs = [(p, s, 0) for p in args.nerf_prompts for s in range(args.seeds)]
-    jobs += [(p, s, vd) for p in args.view_prompts for s in range(args.seeds) for vd in (0, 1)]
+    jobs = [(p, s, 0, []) for p in args.nerf_prompts for s in range(args.seeds)]
+    jobs += [(p, s, vd, args.view_args.split()) for p in args.view_prompts for s in range(args.seeds) for vd in (0, 1)]
     rows, strips = [], []
     t0 = time.perf_counter()
-    for prompt, seed, vd in jobs:
+    for prompt, seed, vd, extra in jobs:
         folder = Path(nerf_optimization.main([
             "--model", args.model, "--preset", "small_prior", "--prompt", prompt, "--seed", str(seed),
-            "--view_dep_text", str(vd), "--postfix", f"_s{seed}", "--device", "cpu",
-            "--output_dir", str(out / "nerf_runs"), "--no_tensorboard"]))
+            "--view_dep_text", str(vd), "--postfix", f"_s{seed}" + ("_view_args" if extra else ""),
+            "--device", "cpu",
+            "--output_dir", str(out / "nerf_runs"), "--no_tensorboard"]
+            + extra))
         views = judge_turntable(folder, judge, "videos/rgb.mp4")
         frames = sum(v["frames"] for v in views.values())
         overall = {k: sum(v[k] * v["frames"] for v in views.values()) / frames
                    for k in ("colour_accuracy", "shape_accuracy", "view_accuracy", "object_shown")}
-        rows.append({"prompt": prompt, "seed": seed, "view_dep_text": vd, "run": str(folder), **overall,
+        rows.append({"prompt": prompt, "seed": seed, "view_dep_text": vd, "extra_flags": " ".join(extra),
+                     "run": str(folder), **overall,
                      "views": views})
         print(f"{prompt!r} seed {seed} view_dep_text {vd}: " + ", ".join(f"{k} {v:.2f}" for k, v in overall.items()))
         strip = load_image(folder / "rgb.png")[..., :3].float()
@@ -90,8 +93,9 @@ def nerf_runs(args, judge: Judge) -> None:
                                                        f"{overall['shape_accuracy']:.2f} view "
                                                        f"{overall['view_accuracy']:.2f}")))
     width = max(x.shape[1] for x in strips)
-    save_image(out / "nerf_orbits.png", torch.cat([torch.nn.functional.pad(x, (0, 0, 0, width - x.shape[1]), value=1.0)
-                                                   for x in strips], 0))
+    name = args.nerf_results
+    padded = [torch.nn.functional.pad(x, (0, 0, 0, width - x.shape[1]), value=1.0) for x in strips]
+    save_image(out / f"{Path(name).stem}_orbits.png", torch.cat(padded, 0))
     plain = [r for r in rows if r["prompt"] in args.nerf_prompts]
     summary = {k: sum(r[k] for r in plain) / max(len(plain), 1)
                for k in ("colour_accuracy", "shape_accuracy", "object_shown")}
@@ -102,12 +106,14 @@ def nerf_runs(args, judge: Judge) -> None:
     for vd in (0, 1):
         r = [x for x in rows if x["prompt"] in args.view_prompts and x["view_dep_text"] == vd]
         view_text[f"view_dep_text_{vd}"] = {
-            name: sum(x["views"][name]["view_accuracy"] for x in r) / max(len(r), 1) for name in ("front", "side", "back")}
+            name: sum(x["views"][name]["view_accuracy"] for x in r) / max(len(r), 1)
+            for name in ("front", "side", "back")}
     res = {"data": "made with the small prior trained here; judged by the classifier trained here",
            "model": args.model, "judge": args.judge, "preset": nerf_optimization.SMALL_PRIOR, "seeds": args.seeds,
+           "view_args": args.view_args,
            "dreamfusion": summary, "view_accuracy_by_view": view_text, "runs": rows,
            "wall_s": round(time.perf_counter() - t0, 1)}
-    (out / "nerf_results.json").write_text(json.dumps(res, indent=2) + "\n")
+    (out / name).write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps({"dreamfusion": summary, "view_accuracy_by_view": view_text}, indent=2))
 
 
@@ -124,10 +130,15 @@ def main():
                          "and initial_mesh.gif) and write mesh_results.json")
     ap.add_argument("--nerf", action="store_true",
                     help="run DreamFusion (--preset small_prior) instead of image SDS: --nerf_prompts, and "
-                         "--view_prompts with and without --view_dep_text, judged view by view")
+                         "--view_prompts with and without --view_dep_text (with --view_args), judged view by view")
     ap.add_argument("--nerf_prompts", nargs="*", default=PROMPTS, help="DreamFusion prompts (with --nerf)")
     ap.add_argument("--view_prompts", nargs="*", default=["a blue cow"],
                     help="prompts of an object whose front and back differ, run with --view_dep_text 0 and 1")
+    ap.add_argument("--view_args", default="--steps 600 --lr 5e-3 --view_dep_mode select",
+                    help="extra nerf_optimization flags of the --view_prompts runs (both of them): breaking the "
+                         "blob's symmetry into a body that is long one way takes more and larger steps")
+    ap.add_argument("--nerf_results", default="nerf_results.json",
+                    help="file name of the --nerf results (the orbit strip is <stem>_orbits.png)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     judge = Judge.load(args.judge)

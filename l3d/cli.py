@@ -185,9 +185,11 @@ def script_parser(doc: Optional[str], default_output: str, output_file: Optional
     ap.add_argument("--quick", action="store_true", help=quick_help + "; flags you give win")
     others = sorted(set(presets or {}) - {"quick"})
     if others:
-        listed = "; ".join(f"{name}: " + ", ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, (tuple, list)) else v}"
-                                                 for k, v in presets[name].items() if not isinstance(v, bool))
-                           for name in others)
+        def flag(k, v):
+            return f"--{k} {' '.join(map(str, v)) if isinstance(v, (tuple, list)) else v}"
+
+        listed = "; ".join(f"{name}: " + ", ".join(flag(k, v) for k, v in presets[name].items()
+                                                   if not isinstance(v, bool)) for name in others)
         ap.add_argument("--preset", choices=others, default=None,
                         help=f"a named preset ({listed}); flags you give win")
     ap.add_argument("--seed", type=int, default=0, help="random seed")
