@@ -6,10 +6,12 @@ process, in this order); every :class:`~l3d.checks.Part` names the folder one of
 the checks its metrics.json must pass and the pictures to show first.
 
 Data: without the course's files (a4/chair.ply, a4/truck) the Gaussian parts run on stand-ins
-(Gaussians on the cow's surface; a cow scene rendered by l3d in the course's format), and the
-score-distillation parts always run on the tiny random diffusion pipeline (no Stable Diffusion
-weights can be downloaded here): their pictures are noise, and their checks measure that the
-code path works (the SDS gradient reaches the latent, the texture, the NeRF).
+(Gaussians on the cow's surface; a cow scene rendered by l3d in the course's format). No Stable
+Diffusion weights can be downloaded here, so the score-distillation parts run twice: on the tiny
+random pipeline (their pictures are noise; their checks measure that the code path works: the SDS
+gradient reaches the latent, the texture, the NeRF), and, for Q2.1 and Q2.3, on the quick small
+prior trained by the demo itself (its pictures show the prompt's shape and colour, and are
+labelled as made with the small prior).
 """
 
 from __future__ import annotations
@@ -57,6 +59,25 @@ def diffusion_steps(root: str = ROOT, model: str = TINY_MODEL, device: str = "cp
                                     "--output_dir", f"{root}/diffusion_nerf"]),
         (f"{d}.nerf_optimization", ["--prompt", "a standing corgi dog", "--view_dep_text", "1", *common,
                                     "--output_dir", f"{root}/diffusion_nerf"]),
+        *small_prior_steps(root, device),
+    ]
+
+
+def small_prior_steps(root: str = ROOT, device: str = "cpu") -> List[Step]:
+    """The quick small prior (16 x 16 pictures of four shapes, about 75 s) and two Q2 parts with it:
+    image SDS of "a blue sphere" and DreamFusion of "a red sphere" at 16 x 16 (the default prior,
+    about 20 minutes, is the one RESULTS.md measures)."""
+    d = f"{PKG}.diffusion"
+    model = f"{root}/small_prior/pipeline"
+    return [
+        (f"{d}.train_prior", ["--quick", "--no_cow", "--device", device, "--output_dir", f"{root}/small_prior"]),
+        (f"{d}.image_optimization", ["--model", model, "--prompt", "a blue sphere", "--steps", "150", "--warmup", "10",
+                                     "--guidance_scale", "7.5", "--snapshot_every", "30", "--device", device,
+                                     "--output_dir", f"{root}/small_prior_image"]),
+        (f"{d}.nerf_optimization", ["--model", model, "--preset", "small_prior", "--prompt", "a red sphere",
+                                    "--render_height", "16", "--render_width", "16", "--n_samples", "24",
+                                    "--n_importance", "8", "--num_frames", "24", "--video_size", "48",
+                                    "--device", device, "--output_dir", f"{root}/small_prior_nerf"]),
     ]
 
 
@@ -77,6 +98,7 @@ def _part(key: str, title: str, folder: str, step: Step, checks: Sequence[str], 
 
 
 _G, _D = GAUSSIAN_STEPS, DIFFUSION_STEPS
+_D_PRIOR = _cmd(_D[5]) + " && "  # the quick small prior the two parts below load
 SILHOUETTE = ("centres_in_silhouette", "silhouette_near_centres")
 
 PARTS = [
@@ -105,4 +127,11 @@ PARTS = [
     _part("A4 2.4.1", "View-dependent text conditioning (tiny random pipeline)",
           "diffusion_nerf/a_standing_corgi_dog_view_dep", _D[4], ("sds_reaches_nerf", "view_text_changes_guidance"),
           ["videos/rgb.webm", "videos/depth.webm"], _TINY),
+    _part("A4 2", "A small text-to-image prior trained here (quick: 16 x 16, four shapes, five colours)",
+          "small_prior", _D[5], ("samples_have_prompted_colour",), ["samples.png", "losses.png"]),
+    _part("A4 2.1", "SDS image optimisation with the small prior trained here (quick)",
+          "small_prior_image/a_blue_sphere_guidance", _D[6], ("latents_follow_sds", "prompted_colour"),
+          ["progress.png", "final.png"], _D_PRIOR),
+    _part("A4 2.3", "DreamFusion with the small prior trained here (quick, 16 x 16)", "small_prior_nerf/a_red_sphere",
+          _D[7], ("sds_reaches_nerf",), ["rgb.png", "videos/rgb.webm", "videos/depth.webm"], _D_PRIOR),
 ]

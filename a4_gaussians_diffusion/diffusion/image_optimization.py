@@ -9,8 +9,8 @@ iteration adds noise at a random timestep, asks the UNet for the noise (with cla
 guidance when ``--sds_guidance 1``, else the conditional prediction alone) and steps AdamW along
 the SDS gradient (lr 0.1, cosine schedule with 100 warm-up steps, 2000 iterations). Writes
 ``iters/iter_XXXX.png`` (the decoded latent every ``--snapshot_every`` steps), ``final.png``,
-``progress.png`` (the saved steps side by side, each labelled above), ``losses.csv`` /
-``losses.png``, checkpoints (every ``--save_every`` steps, at the end, and on Ctrl-C / SIGTERM;
+``progress.png`` (the saved steps side by side, each labelled above, enlarged to at least 64
+pixels), ``losses.csv`` / ``losses.png``, checkpoints (every ``--save_every`` steps, at the end, and on Ctrl-C / SIGTERM;
 ``--resume`` continues from the newest intact one) and ``metrics.json`` into
 ``<output_dir>/<prompt>_<guidance|no_guidance><postfix>/``. The folder is locked while the run
 writes it; a fresh run into a folder that holds results replaces them only once it has saved its
@@ -46,6 +46,9 @@ from .train_prior import PRIOR_LABEL
 
 #: Minimum cosine between the latent's displacement and the summed SDS directions.
 MIN_FOLLOW = 0.5
+#: Pictures in progress.png are enlarged by a whole factor to at least this many pixels a side
+#: (the small prior's 16 x 16 pictures would leave no room for their labels).
+MIN_PROGRESS_SIDE = 64
 #: A latent value beyond this means the optimisation diverged (the VAE's latents are of order 1).
 MAX_LATENT = 1e4
 
@@ -162,7 +165,9 @@ def main(argv=None):
                     save_image(run.path("iters", f"iter_{step + 1:04d}.png"), img)
                     n_written += 1
                     log.image(step, "val/decoded_image", img)
-                    snapshots.append(with_banner(img.numpy(), f"step {step + 1}"))
+                    k = -(-MIN_PROGRESS_SIDE // img.shape[0])  # small priors' pictures enlarged, pixels kept
+                    big = img.repeat_interleave(k, 0).repeat_interleave(k, 1)
+                    snapshots.append(with_banner(big.numpy(), f"step {step + 1}"))
                 if ckpts.due(step) or stop.requested or last:
                     check_finite_params({"latents": latents}, step)
                     ckpts.save(step, checkpoint())  # the first save commits the run
