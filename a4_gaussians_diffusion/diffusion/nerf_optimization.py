@@ -89,8 +89,8 @@ from l3d.train import graceful_interrupt, progress, seed_everything
 from .common import StepAlignment, StepTimer, add_sds_flags, check_range, check_unit_interval, finish_note, \
     gradient_check, load_guidance, memory_metrics, model_id, pipeline_label, prompt_embeddings, resume_state, \
     rss_mb, run_data_label, run_folder, save_args, shared_flag, write_tiny_note
-from .train_prior import PRIOR_LABEL
 from .nerf import EMA, Background, DreamNeRF, NeRFConfig, config_dict, entropy_loss, render_nerf
+from .train_prior import PRIOR_LABEL
 from .views import CameraSampler, orbit_cameras, view_dependent_embedding
 
 #: Check thresholds: the SDS gradient check (ratio, 1 = exact); relative front/back guidance difference.
