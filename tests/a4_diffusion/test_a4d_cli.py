@@ -164,7 +164,8 @@ def test_help_documents_the_flags(mod, capsys):
 
 
 def test_demo_plans_every_part_with_the_tiny_checkpoint(tmp_path, monkeypatch):
-    """The demo (run in full by `make demo`) builds the tiny checkpoint and runs every CLI at --quick."""
+    """The demo (run in full by `make demo`) builds the tiny checkpoint and runs every CLI at --quick
+    through it, then trains the quick small prior and runs image SDS and DreamFusion with it."""
     from a4_gaussians_diffusion.diffusion import demo
     from a4_gaussians_diffusion.diffusion.tiny import is_tiny
 
@@ -173,8 +174,15 @@ def test_demo_plans_every_part_with_the_tiny_checkpoint(tmp_path, monkeypatch):
     demo.main(["--output_root", str(tmp_path)])
     modules = [m.split(".")[-1] for m, _ in planned]
     assert modules == ["image_optimization", "image_optimization", "mesh_optimization", "nerf_optimization",
-                       "nerf_optimization"]
-    for _, argv in planned:
+                       "nerf_optimization", "train_prior", "image_optimization", "nerf_optimization"]
+    tiny, prior = planned[:5], planned[5:]
+    for _, argv in tiny:
         assert "--quick" in argv and is_tiny(argv[argv.index("--model") + 1])
         assert argv[argv.index("--output_dir") + 1].startswith(str(tmp_path / "diffusion_"))
+    prior_dir = prior[0][1][prior[0][1].index("--output_dir") + 1]
+    assert "--quick" in prior[0][1] and prior_dir.startswith(str(tmp_path / "small_prior"))
+    for _, argv in prior[1:]:  # both load the pipeline the first step writes
+        assert argv[argv.index("--model") + 1] == f"{prior_dir}/pipeline"
+    assert "small_prior" in prior[2][1]  # DreamFusion with the prior's preset
+    planned = tiny
     assert ["--view_dep_text", "1"] == planned[-1][1][2:4] and planned[1][1][3] == "0"
