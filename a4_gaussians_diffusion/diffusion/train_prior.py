@@ -80,7 +80,7 @@ PRIOR_LABEL = "small-prior-trained-here"
 #: Stable Diffusion's noise schedule (the prior uses the same one, so SDS sees the same t range).
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
-#: Least share of samples with their caption's colour (the default prior: 0.96; --quick without the
+#: Least share of samples with their caption's colour (the default prior: 0.97; --quick without the
 #: cow: 0.5 to 0.65; --quick with it: 0.49).
 MIN_SAMPLE_COLOUR = 0.4
 
